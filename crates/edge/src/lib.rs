@@ -1,0 +1,1 @@
+//! The public edge: tunnel listener, agent registry, resource listeners, admin API.

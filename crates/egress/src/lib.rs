@@ -1,0 +1,1 @@
+//! The site's local egress allowlist: parsing and matching (pure).

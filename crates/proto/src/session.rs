@@ -1,0 +1,743 @@
+//! The multiplexing state machine for one TCP+TLS link.
+//!
+//! A [`Session`] tracks every stream on a link: who opened it, how much each
+//! side may still send (per-stream flow control), whether each direction has
+//! finished, and the link's liveness. Drivers feed it every received frame with
+//! [`Session::handle`] and get back at most one [`Event`]; they drain frames it
+//! wants sent with [`Session::poll_transmit`]. It never buffers stream bytes:
+//! those stay with the driver, so a `Data` payload is passed through without
+//! copies.
+//!
+//! Flow control: each direction of each stream starts with
+//! [`SessionConfig::initial_window`] bytes of credit. The receiver grants more
+//! as its consumer reads ([`Session::consumed`]). When a whole window is used up
+//! in less than two round trips the window was what limited throughput, so the
+//! receiver doubles it, up to [`SessionConfig::max_window`] (the scheme yamux and
+//! HTTP/2 stacks use). A stalled stream therefore pins at most its current
+//! window, and a fast stream on a long fat link grows to fill it.
+//!
+//! Stream ids: the edge opens odd ids, the agent even ones, each strictly
+//! increasing. A frame for an id that was used and is now closed is ignored
+//! (it crossed a reset on the wire); a frame for an id never opened closes the
+//! link with a [`ProtocolError`].
+
+use crate::frame::{Frame, GoAwayReason, ResetCode, StreamId};
+use crate::open::{OpenReply, OpenRequest};
+use bytes::Bytes;
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+/// Which end of the link this session is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// The edge: opens streams with odd ids.
+    Edge,
+    /// The agent: accepts streams (and would open even ids).
+    Agent,
+}
+
+/// Tunables of a session.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// Window each stream starts with, in bytes.
+    pub initial_window: u32,
+    /// Largest window auto-tuning grows a stream to.
+    pub max_window: u32,
+    /// Streams the peer may have open at once; more are reset.
+    pub max_streams: usize,
+    /// How often to ping an idle link.
+    pub keepalive_interval: Duration,
+    /// A link that has received nothing for this long is dead.
+    pub dead_after: Duration,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig {
+            initial_window: 256 * 1024,
+            max_window: 16 * 1024 * 1024,
+            max_streams: 65_536,
+            keepalive_interval: Duration::from_secs(4),
+            dead_after: Duration::from_secs(12),
+        }
+    }
+}
+
+/// Something the driver must act on.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Event {
+    /// The peer opened a stream.
+    Opened {
+        /// Stream.
+        stream: StreamId,
+        /// What it asks for.
+        request: OpenRequest,
+    },
+    /// The peer answered a stream we opened. A refusal has closed the stream.
+    Replied {
+        /// Stream.
+        stream: StreamId,
+        /// Answer.
+        reply: OpenReply,
+    },
+    /// Bytes for a stream.
+    Data {
+        /// Stream.
+        stream: StreamId,
+        /// Bytes.
+        payload: Bytes,
+    },
+    /// The peer finished sending on a stream.
+    Fin {
+        /// Stream.
+        stream: StreamId,
+    },
+    /// The peer reset a stream; it is gone.
+    Reset {
+        /// Stream.
+        stream: StreamId,
+        /// Why.
+        code: ResetCode,
+    },
+    /// The stream has new send credit.
+    Credit {
+        /// Stream.
+        stream: StreamId,
+    },
+    /// A control message.
+    Control {
+        /// JSON bytes.
+        payload: Bytes,
+    },
+    /// The peer will open no more streams and close the link soon.
+    GoAway {
+        /// Why.
+        reason: GoAwayReason,
+    },
+}
+
+/// The peer broke the protocol: the link must close.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// A frame for a stream id that was never opened.
+    #[error("frame for stream {0}, which was never opened")]
+    UnknownStream(StreamId),
+    /// An `Open` with an id of the wrong parity or not above the last one.
+    #[error("peer opened stream {got} out of order (last was {last})")]
+    BadStreamId {
+        /// The id.
+        got: StreamId,
+        /// The last id the peer opened.
+        last: StreamId,
+    },
+    /// The peer opened a stream it is not allowed to open.
+    #[error("this peer may not open streams")]
+    OpenNotAllowed,
+    /// More data than the window allowed.
+    #[error("stream {0} sent more than its flow-control window")]
+    FlowControl(StreamId),
+    /// A window update pushing credit past 2^31.
+    #[error("window update overflows the credit of stream {0}")]
+    WindowOverflow(StreamId),
+    /// Data after the peer's own `Fin`.
+    #[error("data on stream {0} after its end")]
+    DataAfterFin(StreamId),
+    /// Data or `Fin` before the `Reply` on a stream we opened, or a second reply.
+    #[error("stream {0}: reply missing, repeated or unexpected")]
+    BadReply(StreamId),
+    /// Nothing heard from the peer for [`SessionConfig::dead_after`].
+    #[error("no traffic from peer for {0:?}: link dead")]
+    Dead(Duration),
+    /// All stream ids used up.
+    #[error("stream ids exhausted")]
+    IdsExhausted,
+    /// The peer sent `GoAway`; no new streams.
+    #[error("peer is going away")]
+    GoingAway,
+}
+
+#[derive(Debug)]
+struct StreamState {
+    /// Bytes we may still send.
+    send_credit: u64,
+    /// Window we currently grant the peer.
+    recv_window: u32,
+    /// Bytes the peer may still send before we grant more.
+    recv_remaining: u64,
+    /// Consumed bytes not yet granted back.
+    recv_unacked: u64,
+    last_grant: Option<Instant>,
+    local_fin: bool,
+    remote_fin: bool,
+    /// For streams we opened: whether the peer has replied.
+    awaiting_reply: bool,
+}
+
+/// The multiplexing state of one link. See the module docs.
+#[derive(Debug)]
+pub struct Session {
+    role: Role,
+    config: SessionConfig,
+    streams: HashMap<StreamId, StreamState>,
+    next_local: StreamId,
+    last_remote: StreamId,
+    outbox: VecDeque<Frame>,
+    last_received: Instant,
+    last_ping_sent: Option<(u64, Instant)>,
+    ping_counter: u64,
+    rtt: Option<Duration>,
+    peer_going_away: bool,
+}
+
+impl Session {
+    /// A new session whose link came up at `now`.
+    pub fn new(role: Role, config: SessionConfig, now: Instant) -> Self {
+        Session {
+            role,
+            config,
+            streams: HashMap::new(),
+            next_local: match role {
+                Role::Edge => 1,
+                Role::Agent => 2,
+            },
+            last_remote: 0,
+            outbox: VecDeque::new(),
+            last_received: now,
+            last_ping_sent: None,
+            ping_counter: 0,
+            rtt: None,
+            peer_going_away: false,
+        }
+    }
+
+    /// Open streams.
+    pub fn stream_count(&self) -> usize {
+        self.streams.len()
+    }
+
+    /// The latest measured round-trip time.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.rtt
+    }
+
+    /// Whether the stream is still open in at least one direction.
+    pub fn is_open(&self, stream: StreamId) -> bool {
+        self.streams.contains_key(&stream)
+    }
+
+    fn new_stream(&self, awaiting_reply: bool) -> StreamState {
+        StreamState {
+            send_credit: u64::from(self.config.initial_window),
+            recv_window: self.config.initial_window,
+            recv_remaining: u64::from(self.config.initial_window),
+            recv_unacked: 0,
+            last_grant: None,
+            local_fin: false,
+            remote_fin: false,
+            awaiting_reply,
+        }
+    }
+
+    fn is_local(&self, stream: StreamId) -> bool {
+        let odd = stream % 2 == 1;
+        odd == (self.role == Role::Edge)
+    }
+
+    /// Whether `stream` is an id that was used at some point (so a late frame
+    /// for it is harmless).
+    fn was_used(&self, stream: StreamId) -> bool {
+        if self.is_local(stream) {
+            stream < self.next_local
+        } else {
+            stream <= self.last_remote
+        }
+    }
+
+    /// Opens a stream; the returned frame must be sent before any data on it.
+    pub fn open(&mut self, request: OpenRequest) -> Result<(StreamId, Frame), ProtocolError> {
+        if self.peer_going_away {
+            return Err(ProtocolError::GoingAway);
+        }
+        let id = self.next_local;
+        self.next_local = id.checked_add(2).ok_or(ProtocolError::IdsExhausted)?;
+        let state = self.new_stream(true);
+        self.streams.insert(id, state);
+        Ok((id, Frame::Open { stream: id, request }))
+    }
+
+    /// Answers a stream the peer opened. A refusal closes the stream.
+    pub fn reply(&mut self, stream: StreamId, reply: OpenReply) -> Frame {
+        if !matches!(reply, OpenReply::Connected) {
+            self.streams.remove(&stream);
+        }
+        Frame::Reply { stream, reply }
+    }
+
+    /// Takes up to `want` bytes of send credit on `stream`. 0 means wait for
+    /// [`Event::Credit`] (or the stream is gone: check [`Session::is_open`]).
+    pub fn take_credit(&mut self, stream: StreamId, want: usize) -> usize {
+        match self.streams.get_mut(&stream) {
+            Some(s) if !s.local_fin => {
+                let n = (want as u64).min(s.send_credit);
+                s.send_credit -= n;
+                n as usize
+            }
+            _ => 0,
+        }
+    }
+
+    /// Marks our direction of `stream` finished; returns the `Fin` to send, or
+    /// `None` if the stream is gone or already finished.
+    pub fn finish(&mut self, stream: StreamId) -> Option<Frame> {
+        let s = self.streams.get_mut(&stream)?;
+        if s.local_fin {
+            return None;
+        }
+        s.local_fin = true;
+        if s.remote_fin {
+            self.streams.remove(&stream);
+        }
+        Some(Frame::Fin { stream })
+    }
+
+    /// Abandons `stream`; returns the `Reset` to send if it was open.
+    pub fn reset(&mut self, stream: StreamId, code: ResetCode) -> Option<Frame> {
+        self.streams.remove(&stream)?;
+        Some(Frame::Reset { stream, code })
+    }
+
+    /// Records that the consumer read `n` bytes of `stream`; may queue a
+    /// window update (see [`Session::poll_transmit`]).
+    pub fn consumed(&mut self, stream: StreamId, n: usize, now: Instant) {
+        let rtt = self.rtt;
+        let max_window = self.config.max_window;
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        if s.remote_fin {
+            return;
+        }
+        s.recv_unacked += n as u64;
+        if s.recv_unacked < u64::from(s.recv_window / 2) {
+            return;
+        }
+        // Grow the window when it was used up quickly relative to the RTT.
+        let quick = Duration::from_millis(100).max(rtt.map_or(Duration::ZERO, |r| r * 2));
+        if let Some(last) = s.last_grant {
+            if now.saturating_duration_since(last) < quick && s.recv_window < max_window {
+                let grown = (s.recv_window.saturating_mul(2)).min(max_window);
+                s.recv_unacked += u64::from(grown - s.recv_window);
+                s.recv_window = grown;
+            }
+        }
+        let increment = s.recv_unacked as u32;
+        s.recv_remaining += s.recv_unacked;
+        s.recv_unacked = 0;
+        s.last_grant = Some(now);
+        self.outbox.push_back(Frame::Window { stream, increment });
+    }
+
+    /// Next frame the session wants sent (window updates, pongs, pings, resets).
+    pub fn poll_transmit(&mut self) -> Option<Frame> {
+        self.outbox.pop_front()
+    }
+
+    /// Advances timers: queues a ping when one is due, and fails when the
+    /// peer has been silent for too long. Call about once a second.
+    pub fn tick(&mut self, now: Instant) -> Result<(), ProtocolError> {
+        let silent = now.saturating_duration_since(self.last_received);
+        if silent >= self.config.dead_after {
+            return Err(ProtocolError::Dead(silent));
+        }
+        let due = match self.last_ping_sent {
+            None => true,
+            Some((_, at)) => now.saturating_duration_since(at) >= self.config.keepalive_interval,
+        };
+        if due {
+            self.ping_counter += 1;
+            self.last_ping_sent = Some((self.ping_counter, now));
+            self.outbox.push_back(Frame::Ping {
+                opaque: self.ping_counter,
+            });
+        }
+        Ok(())
+    }
+
+    /// Handles one received frame.
+    pub fn handle(&mut self, frame: Frame, now: Instant) -> Result<Option<Event>, ProtocolError> {
+        self.last_received = now;
+        match frame {
+            Frame::Ping { opaque } => {
+                self.outbox.push_back(Frame::Pong { opaque });
+                Ok(None)
+            }
+            Frame::Pong { opaque } => {
+                if let Some((sent, at)) = self.last_ping_sent {
+                    if sent == opaque {
+                        self.rtt = Some(now.saturating_duration_since(at));
+                    }
+                }
+                Ok(None)
+            }
+            Frame::Control { payload } => Ok(Some(Event::Control { payload })),
+            Frame::GoAway { reason } => {
+                self.peer_going_away = true;
+                Ok(Some(Event::GoAway { reason }))
+            }
+            Frame::Open { stream, request } => self.handle_open(stream, request),
+            Frame::Reply { stream, reply } => {
+                let Some(s) = self.streams.get_mut(&stream) else {
+                    return self.late_or_unknown(stream);
+                };
+                if !s.awaiting_reply {
+                    return Err(ProtocolError::BadReply(stream));
+                }
+                s.awaiting_reply = false;
+                if !matches!(reply, OpenReply::Connected) {
+                    self.streams.remove(&stream);
+                }
+                Ok(Some(Event::Replied { stream, reply }))
+            }
+            Frame::Data { stream, payload } => {
+                let Some(s) = self.streams.get_mut(&stream) else {
+                    return self.late_or_unknown(stream);
+                };
+                if s.awaiting_reply {
+                    return Err(ProtocolError::BadReply(stream));
+                }
+                if s.remote_fin {
+                    return Err(ProtocolError::DataAfterFin(stream));
+                }
+                let len = payload.len() as u64;
+                if len > s.recv_remaining {
+                    return Err(ProtocolError::FlowControl(stream));
+                }
+                s.recv_remaining -= len;
+                Ok(Some(Event::Data { stream, payload }))
+            }
+            Frame::Window { stream, increment } => {
+                let Some(s) = self.streams.get_mut(&stream) else {
+                    return self.late_or_unknown(stream);
+                };
+                s.send_credit += u64::from(increment);
+                if s.send_credit > 1 << 31 {
+                    return Err(ProtocolError::WindowOverflow(stream));
+                }
+                Ok(Some(Event::Credit { stream }))
+            }
+            Frame::Fin { stream } => {
+                let Some(s) = self.streams.get_mut(&stream) else {
+                    return self.late_or_unknown(stream);
+                };
+                if s.awaiting_reply {
+                    return Err(ProtocolError::BadReply(stream));
+                }
+                if s.remote_fin {
+                    return Err(ProtocolError::DataAfterFin(stream));
+                }
+                s.remote_fin = true;
+                if s.local_fin {
+                    self.streams.remove(&stream);
+                }
+                Ok(Some(Event::Fin { stream }))
+            }
+            Frame::Reset { stream, code } => {
+                if self.streams.remove(&stream).is_none() {
+                    return self.late_or_unknown(stream);
+                }
+                Ok(Some(Event::Reset { stream, code }))
+            }
+        }
+    }
+
+    fn handle_open(
+        &mut self,
+        stream: StreamId,
+        request: OpenRequest,
+    ) -> Result<Option<Event>, ProtocolError> {
+        // Only the edge opens streams in protocol version 1.
+        if self.role == Role::Edge {
+            return Err(ProtocolError::OpenNotAllowed);
+        }
+        if self.is_local(stream) || stream <= self.last_remote {
+            return Err(ProtocolError::BadStreamId {
+                got: stream,
+                last: self.last_remote,
+            });
+        }
+        self.last_remote = stream;
+        if self.streams.len() >= self.config.max_streams {
+            self.outbox.push_back(Frame::Reset {
+                stream,
+                code: ResetCode::Refused,
+            });
+            return Ok(None);
+        }
+        let state = self.new_stream(false);
+        self.streams.insert(stream, state);
+        Ok(Some(Event::Opened { stream, request }))
+    }
+
+    fn late_or_unknown(&self, stream: StreamId) -> Result<Option<Event>, ProtocolError> {
+        if self.was_used(stream) {
+            Ok(None)
+        } else {
+            Err(ProtocolError::UnknownStream(stream))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::open::{RefuseReason, TargetProtocol};
+
+    fn req() -> OpenRequest {
+        OpenRequest {
+            protocol: TargetProtocol::Tcp,
+            target: "127.0.0.1:80".into(),
+            resource: "web".into(),
+            client: String::new(),
+        }
+    }
+
+    fn cfg() -> SessionConfig {
+        SessionConfig {
+            initial_window: 1000,
+            max_window: 8000,
+            ..SessionConfig::default()
+        }
+    }
+
+    /// An edge and an agent session wired back to back.
+    struct Pair {
+        edge: Session,
+        agent: Session,
+        now: Instant,
+    }
+
+    impl Pair {
+        fn new() -> Self {
+            let now = Instant::now();
+            Pair {
+                edge: Session::new(Role::Edge, cfg(), now),
+                agent: Session::new(Role::Agent, cfg(), now),
+                now,
+            }
+        }
+
+        /// Opens a stream from the edge and has the agent accept it.
+        fn open(&mut self) -> StreamId {
+            let (id, frame) = self.edge.open(req()).unwrap();
+            let ev = self.agent.handle(frame, self.now).unwrap();
+            assert!(matches!(ev, Some(Event::Opened { stream, .. }) if stream == id));
+            let reply = self.agent.reply(id, OpenReply::Connected);
+            let ev = self.edge.handle(reply, self.now).unwrap();
+            assert!(matches!(ev, Some(Event::Replied { .. })));
+            id
+        }
+
+        fn data(len: usize, stream: StreamId) -> Frame {
+            Frame::Data {
+                stream,
+                payload: vec![0; len].into(),
+            }
+        }
+
+        /// Delivers every queued frame from the agent to the edge.
+        fn flush_agent(&mut self) -> Vec<Event> {
+            let mut events = Vec::new();
+            while let Some(f) = self.agent.poll_transmit() {
+                if let Some(e) = self.edge.handle(f, self.now).unwrap() {
+                    events.push(e);
+                }
+            }
+            events
+        }
+    }
+
+    #[test]
+    fn sending_past_the_window_is_a_protocol_error() {
+        let mut p = Pair::new();
+        let id = p.open();
+        assert_eq!(p.edge.take_credit(id, 5000), 1000);
+        assert_eq!(p.edge.take_credit(id, 5000), 0);
+        p.agent.handle(Pair::data(1000, id), p.now).unwrap();
+        assert_eq!(
+            p.agent.handle(Pair::data(1, id), p.now),
+            Err(ProtocolError::FlowControl(id))
+        );
+    }
+
+    #[test]
+    fn consuming_half_the_window_grants_credit() {
+        let mut p = Pair::new();
+        let id = p.open();
+        p.edge.take_credit(id, 1000);
+        p.agent.handle(Pair::data(1000, id), p.now).unwrap();
+        p.agent.consumed(id, 499, p.now);
+        assert!(p.flush_agent().is_empty());
+        p.agent.consumed(id, 1, p.now);
+        assert_eq!(p.flush_agent(), vec![Event::Credit { stream: id }]);
+        assert_eq!(p.edge.take_credit(id, 5000), 500);
+    }
+
+    #[test]
+    fn window_doubles_when_used_up_quickly_and_stops_at_the_maximum() {
+        let mut p = Pair::new();
+        let id = p.open();
+        let mut window = 1000;
+        for _ in 0..10 {
+            let credit = p.edge.take_credit(id, usize::MAX);
+            p.agent.handle(Pair::data(credit, id), p.now).unwrap();
+            p.agent.consumed(id, credit, p.now);
+            p.flush_agent();
+            window = p.agent.streams[&id].recv_window;
+        }
+        assert_eq!(window, 8000);
+    }
+
+    #[test]
+    fn window_stays_when_the_consumer_is_slow() {
+        let mut p = Pair::new();
+        let id = p.open();
+        for _ in 0..5 {
+            let credit = p.edge.take_credit(id, usize::MAX);
+            p.agent.handle(Pair::data(credit, id), p.now).unwrap();
+            p.now += Duration::from_secs(1);
+            p.agent.consumed(id, credit, p.now);
+            p.flush_agent();
+        }
+        assert_eq!(p.agent.streams[&id].recv_window, 1000);
+    }
+
+    #[test]
+    fn refusal_closes_the_stream_on_both_sides() {
+        let mut p = Pair::new();
+        let (id, frame) = p.edge.open(req()).unwrap();
+        p.agent.handle(frame, p.now).unwrap();
+        let reply = p.agent.reply(
+            id,
+            OpenReply::Refused {
+                reason: RefuseReason::NotAllowed,
+                message: "no".into(),
+            },
+        );
+        assert!(!p.agent.is_open(id));
+        p.edge.handle(reply, p.now).unwrap();
+        assert!(!p.edge.is_open(id));
+        // A late frame for it is ignored, not an error.
+        assert_eq!(p.edge.handle(Frame::Fin { stream: id }, p.now), Ok(None));
+    }
+
+    #[test]
+    fn data_before_reply_and_double_reply_are_errors() {
+        let mut p = Pair::new();
+        let (id, _) = p.edge.open(req()).unwrap();
+        assert_eq!(
+            p.edge.handle(Pair::data(1, id), p.now),
+            Err(ProtocolError::BadReply(id))
+        );
+        let mut p = Pair::new();
+        let id = p.open();
+        let again = Frame::Reply {
+            stream: id,
+            reply: OpenReply::Connected,
+        };
+        assert_eq!(p.edge.handle(again, p.now), Err(ProtocolError::BadReply(id)));
+    }
+
+    #[test]
+    fn frames_for_never_opened_streams_are_errors() {
+        let mut p = Pair::new();
+        assert_eq!(
+            p.agent.handle(Pair::data(1, 41), p.now),
+            Err(ProtocolError::UnknownStream(41))
+        );
+        assert_eq!(
+            p.edge.handle(Frame::Window { stream: 9, increment: 1 }, p.now),
+            Err(ProtocolError::UnknownStream(9))
+        );
+    }
+
+    #[test]
+    fn agent_may_not_open_and_ids_must_increase() {
+        let mut p = Pair::new();
+        let open = |stream| Frame::Open { stream, request: req() };
+        assert_eq!(p.edge.handle(open(2), p.now), Err(ProtocolError::OpenNotAllowed));
+        p.agent.handle(open(5), p.now).unwrap();
+        assert!(matches!(
+            p.agent.handle(open(3), p.now),
+            Err(ProtocolError::BadStreamId { got: 3, last: 5 })
+        ));
+        assert!(matches!(
+            p.agent.handle(open(8), p.now),
+            Err(ProtocolError::BadStreamId { got: 8, .. })
+        ));
+    }
+
+    #[test]
+    fn half_close_keeps_the_other_direction_open() {
+        let mut p = Pair::new();
+        let id = p.open();
+        let fin = p.edge.finish(id).unwrap();
+        assert_eq!(p.agent.handle(fin, p.now).unwrap(), Some(Event::Fin { stream: id }));
+        // The agent can still send.
+        assert!(p.agent.take_credit(id, 10) > 0);
+        p.edge.handle(Pair::data(10, id), p.now).unwrap();
+        let fin = p.agent.finish(id).unwrap();
+        assert!(!p.agent.is_open(id));
+        p.edge.handle(fin, p.now).unwrap();
+        assert!(!p.edge.is_open(id));
+        assert_eq!(p.agent.stream_count() + p.edge.stream_count(), 0);
+    }
+
+    #[test]
+    fn window_overflow_is_an_error() {
+        let mut p = Pair::new();
+        let id = p.open();
+        let w = Frame::Window { stream: id, increment: u32::MAX };
+        assert_eq!(p.edge.handle(w, p.now), Err(ProtocolError::WindowOverflow(id)));
+    }
+
+    #[test]
+    fn silence_kills_the_link_and_pings_keep_it_alive() {
+        let mut p = Pair::new();
+        let start = p.now;
+        let mut t = start;
+        for _ in 0..30 {
+            t += Duration::from_secs(1);
+            p.edge.tick(t).unwrap();
+            while let Some(f) = p.edge.poll_transmit() {
+                p.agent.handle(f, t).unwrap();
+            }
+            while let Some(f) = p.agent.poll_transmit() {
+                p.edge.handle(f, t).unwrap();
+            }
+        }
+        assert!(p.edge.rtt().is_some());
+        assert!(p.agent.tick(t).is_ok());
+        let later = t + Duration::from_secs(12);
+        assert!(matches!(p.agent.tick(later), Err(ProtocolError::Dead(_))));
+    }
+
+    #[test]
+    fn too_many_streams_are_reset_not_fatal() {
+        let now = Instant::now();
+        let mut agent = Session::new(
+            Role::Agent,
+            SessionConfig {
+                max_streams: 1,
+                ..cfg()
+            },
+            now,
+        );
+        agent.handle(Frame::Open { stream: 1, request: req() }, now).unwrap();
+        assert_eq!(agent.handle(Frame::Open { stream: 3, request: req() }, now), Ok(None));
+        assert_eq!(
+            agent.poll_transmit(),
+            Some(Frame::Reset { stream: 3, code: ResetCode::Refused })
+        );
+    }
+}

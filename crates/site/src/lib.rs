@@ -1,0 +1,1 @@
+//! The site agent: dials out, serves streams to targets on its allowlist, heals itself.

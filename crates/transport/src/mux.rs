@@ -1,0 +1,571 @@
+//! The driver that runs a [`warren_proto::Session`] over one TCP+TLS stream.
+//!
+//! Three parts share one [`MuxShared`]:
+//! * a reader task decodes frames, feeds the session and routes stream bytes
+//!   into per-stream queues (waking the stream's reader);
+//! * a writer task coalesces outgoing frames into large writes. Stream data,
+//!   `Open`, `Reply` and `Fin` go through a bounded *data* queue (ordered, so a
+//!   `Fin` never overtakes its data, and bounded, so fast streams push back);
+//!   window updates, pings and resets go through a *control* queue that is
+//!   served first, so a full data queue never delays credit;
+//! * [`MuxStream`] handles, which implement `AsyncRead`/`AsyncWrite`.
+//!
+//! Invariant: the session mutex is never held across an `.await`.
+
+use crate::{LinkError, OpenError};
+use bytes::{Buf, Bytes, BytesMut};
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{ready, Context, Poll, Waker};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_util::sync::{CancellationToken, PollSender};
+use warren_proto::frame::{GoAwayReason, ResetCode, MAX_DATA_PAYLOAD};
+use warren_proto::{Event, Frame, OpenReply, OpenRequest, Role, Session, SessionConfig, StreamId};
+
+const DATA_QUEUE: usize = 64;
+const CONTROL_QUEUE: usize = 8192;
+const WRITE_BATCH: usize = 256 * 1024;
+const READ_CHUNK: usize = 256 * 1024;
+
+#[derive(Default)]
+struct Slot {
+    recv: VecDeque<Bytes>,
+    recv_fin: bool,
+    reset: Option<ResetCode>,
+    read_waker: Option<Waker>,
+    write_waker: Option<Waker>,
+}
+
+impl Slot {
+    fn wake_all(&mut self) {
+        if let Some(w) = self.read_waker.take() {
+            w.wake();
+        }
+        if let Some(w) = self.write_waker.take() {
+            w.wake();
+        }
+    }
+}
+
+struct MuxState {
+    session: Session,
+    slots: HashMap<StreamId, Slot>,
+    pending_opens: HashMap<StreamId, oneshot::Sender<OpenReply>>,
+    incoming: Option<mpsc::UnboundedSender<(StreamId, OpenRequest)>>,
+    closed: Option<LinkError>,
+}
+
+pub(crate) struct MuxShared {
+    state: Mutex<MuxState>,
+    control_tx: mpsc::Sender<Frame>,
+    data_tx: mpsc::Sender<Frame>,
+    cancel: CancellationToken,
+    go_away: watch::Sender<Option<GoAwayReason>>,
+}
+
+impl MuxShared {
+    fn lock(&self) -> MutexGuard<'_, MuxState> {
+        // A panic while holding the lock is a bug; keep serving the other streams.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Moves the session's queued frames to the control queue. A peer that
+    /// stops reading while it keeps sending pings fills the queue: the link
+    /// is closed rather than buffering without bound.
+    fn flush_outbox(&self, state: &mut MuxState) {
+        while let Some(frame) = state.session.poll_transmit() {
+            if self.control_tx.try_send(frame).is_err() {
+                self.close_locked(
+                    state,
+                    LinkError::Protocol("control queue full: peer is not reading".into()),
+                );
+                return;
+            }
+        }
+    }
+
+    fn close_locked(&self, state: &mut MuxState, err: LinkError) {
+        if state.closed.is_some() {
+            return;
+        }
+        state.closed = Some(err);
+        for slot in state.slots.values_mut() {
+            slot.wake_all();
+        }
+        state.pending_opens.clear();
+        state.incoming = None;
+        self.cancel.cancel();
+    }
+
+    pub(crate) fn close(&self, err: LinkError) {
+        let mut state = self.lock();
+        self.close_locked(&mut state, err);
+    }
+}
+
+/// A multiplexed link over one byte stream (TCP+TLS).
+#[derive(Clone)]
+pub struct MuxLink {
+    shared: Arc<MuxShared>,
+    incoming: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<(StreamId, OpenRequest)>>>,
+}
+
+impl MuxLink {
+    /// Starts the driver tasks over `io`, whose handshake is done.
+    pub fn start<T>(io: T, role: Role, config: SessionConfig) -> MuxLink
+    where
+        T: AsyncRead + AsyncWrite + Send + 'static,
+    {
+        let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
+        let (data_tx, data_rx) = mpsc::channel(DATA_QUEUE);
+        let (incoming_tx, incoming_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(MuxShared {
+            state: Mutex::new(MuxState {
+                session: Session::new(role, config, Instant::now()),
+                slots: HashMap::new(),
+                pending_opens: HashMap::new(),
+                incoming: Some(incoming_tx),
+                closed: None,
+            }),
+            control_tx,
+            data_tx,
+            cancel: CancellationToken::new(),
+            go_away: watch::channel(None).0,
+        });
+        let (rd, wr) = tokio::io::split(io);
+        tokio::spawn(read_loop(rd, shared.clone()));
+        tokio::spawn(write_loop(wr, control_rx, data_rx, shared.clone()));
+        MuxLink {
+            shared,
+            incoming: Arc::new(tokio::sync::Mutex::new(incoming_rx)),
+        }
+    }
+
+    /// Opens a stream and waits for the agent's reply.
+    pub async fn open(&self, request: OpenRequest) -> Result<MuxStream, OpenError> {
+        let (tx, rx) = oneshot::channel();
+        let (id, frame) = {
+            let mut state = self.shared.lock();
+            if let Some(err) = &state.closed {
+                return Err(OpenError::Link(err.clone()));
+            }
+            let (id, frame) = state
+                .session
+                .open(request)
+                .map_err(|e| OpenError::Link(LinkError::Protocol(e.to_string())))?;
+            state.slots.insert(id, Slot::default());
+            state.pending_opens.insert(id, tx);
+            (id, frame)
+        };
+        // From here on, dropping `stream` resets the stream.
+        let stream = MuxStream::new(id, self.shared.clone());
+        self.shared
+            .data_tx
+            .send(frame)
+            .await
+            .map_err(|_| OpenError::Link(self.close_reason()))?;
+        match rx.await {
+            Ok(OpenReply::Connected) => Ok(stream),
+            Ok(OpenReply::Refused { reason, message }) => Err(OpenError::Refused { reason, message }),
+            Err(_) => Err(OpenError::Link(self.close_reason())),
+        }
+    }
+
+    /// Waits for the next stream the peer opens; `None` once the link is closed.
+    pub async fn accept(&self) -> Option<(StreamId, OpenRequest)> {
+        self.incoming.lock().await.recv().await
+    }
+
+    /// Answers a stream the peer opened. `Connected` returns the stream.
+    pub async fn reply(&self, id: StreamId, reply: OpenReply) -> Result<Option<MuxStream>, LinkError> {
+        let connected = matches!(reply, OpenReply::Connected);
+        let frame = {
+            let mut state = self.shared.lock();
+            if !connected {
+                state.slots.remove(&id);
+            }
+            state.session.reply(id, reply)
+        };
+        let stream = connected.then(|| MuxStream::new(id, self.shared.clone()));
+        self.shared
+            .data_tx
+            .send(frame)
+            .await
+            .map_err(|_| self.close_reason())?;
+        Ok(stream)
+    }
+
+    /// Abandons a stream the peer opened without answering it.
+    pub fn reset(&self, id: StreamId) {
+        let mut state = self.shared.lock();
+        state.slots.remove(&id);
+        if let Some(f) = state.session.reset(id, ResetCode::Cancel) {
+            let _ = self.shared.control_tx.try_send(f);
+        }
+    }
+
+    /// Tells the peer no new streams will be opened; existing ones go on.
+    pub async fn go_away(&self, reason: GoAwayReason) {
+        let _ = self.shared.data_tx.send(Frame::GoAway { reason }).await;
+    }
+
+    /// Resolves when the peer says it is going away.
+    pub fn go_away_watch(&self) -> watch::Receiver<Option<GoAwayReason>> {
+        self.shared.go_away.subscribe()
+    }
+
+    /// Closes the link now; every stream fails.
+    pub fn close(&self, reason: &str) {
+        self.shared.close(LinkError::Closed(reason.to_owned()));
+    }
+
+    /// Resolves when the link has closed, with why.
+    pub async fn closed(&self) -> LinkError {
+        self.shared.cancel.cancelled().await;
+        self.close_reason()
+    }
+
+    /// Whether the link has closed.
+    pub fn is_closed(&self) -> bool {
+        self.shared.cancel.is_cancelled()
+    }
+
+    /// Streams open on the link.
+    pub fn stream_count(&self) -> usize {
+        self.shared.lock().session.stream_count()
+    }
+
+    /// The latest round-trip time measured by keepalives.
+    pub fn rtt(&self) -> Option<Duration> {
+        self.shared.lock().session.rtt()
+    }
+
+    fn close_reason(&self) -> LinkError {
+        self.shared
+            .lock()
+            .closed
+            .clone()
+            .unwrap_or_else(|| LinkError::Closed("link closed".into()))
+    }
+}
+
+async fn read_loop<R: AsyncRead>(rd: R, shared: Arc<MuxShared>) {
+    tokio::pin!(rd);
+    let mut buf = BytesMut::with_capacity(READ_CHUNK);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut frames = Vec::new();
+    let err = loop {
+        if buf.capacity() - buf.len() < READ_CHUNK / 4 {
+            buf.reserve(READ_CHUNK);
+        }
+        tokio::select! {
+            read = rd.read_buf(&mut buf) => match read {
+                Ok(0) => break LinkError::Closed("peer closed the link".into()),
+                Ok(_) => {
+                    loop {
+                        match Frame::decode(&mut buf) {
+                            Ok(Some(f)) => frames.push(f),
+                            Ok(None) => break,
+                            Err(e) => {
+                                frames.clear();
+                                shared.close(LinkError::Protocol(e.to_string()));
+                                return;
+                            }
+                        }
+                    }
+                    if let Err(e) = dispatch(&shared, &mut frames) {
+                        break e;
+                    }
+                }
+                Err(e) => break LinkError::Io(e.to_string()),
+            },
+            _ = tick.tick() => {
+                let mut state = shared.lock();
+                if let Err(e) = state.session.tick(Instant::now()) {
+                    drop(state);
+                    break LinkError::Dead(e.to_string());
+                }
+                shared.flush_outbox(&mut state);
+            }
+            _ = shared.cancel.cancelled() => return,
+        }
+    };
+    shared.close(err);
+}
+
+fn dispatch(shared: &MuxShared, frames: &mut Vec<Frame>) -> Result<(), LinkError> {
+    let now = Instant::now();
+    let mut state = shared.lock();
+    let state = &mut *state;
+    for frame in frames.drain(..) {
+        let event = match state.session.handle(frame, now) {
+            Ok(Some(e)) => e,
+            Ok(None) => continue,
+            Err(e) => return Err(LinkError::Protocol(e.to_string())),
+        };
+        match event {
+            Event::Opened { stream, request } => {
+                state.slots.insert(stream, Slot::default());
+                let delivered = state
+                    .incoming
+                    .as_ref()
+                    .is_some_and(|tx| tx.send((stream, request)).is_ok());
+                if !delivered {
+                    state.slots.remove(&stream);
+                    if let Some(f) = state.session.reset(stream, ResetCode::Refused) {
+                        let _ = shared.control_tx.try_send(f);
+                    }
+                }
+            }
+            Event::Replied { stream, reply } => {
+                if !matches!(reply, OpenReply::Connected) {
+                    state.slots.remove(&stream);
+                }
+                if let Some(tx) = state.pending_opens.remove(&stream) {
+                    let _ = tx.send(reply);
+                }
+            }
+            Event::Data { stream, payload } => {
+                if let Some(slot) = state.slots.get_mut(&stream) {
+                    slot.recv.push_back(payload);
+                    if let Some(w) = slot.read_waker.take() {
+                        w.wake();
+                    }
+                } else {
+                    // The handle is gone: nobody will read, so give the credit back.
+                    state.session.consumed(stream, payload.len(), now);
+                }
+            }
+            Event::Fin { stream } => {
+                if let Some(slot) = state.slots.get_mut(&stream) {
+                    slot.recv_fin = true;
+                    if let Some(w) = slot.read_waker.take() {
+                        w.wake();
+                    }
+                }
+            }
+            Event::Reset { stream, code } => {
+                state.pending_opens.remove(&stream);
+                if let Some(slot) = state.slots.get_mut(&stream) {
+                    slot.reset = Some(code);
+                    slot.wake_all();
+                }
+            }
+            Event::Credit { stream } => {
+                if let Some(w) = state.slots.get_mut(&stream).and_then(|s| s.write_waker.take()) {
+                    w.wake();
+                }
+            }
+            Event::Control { .. } => {
+                // Protocol version 1 defines no control messages; ignore unknown ones.
+            }
+            Event::GoAway { reason } => {
+                shared.go_away.send_replace(Some(reason));
+            }
+        }
+    }
+    shared.flush_outbox(state);
+    Ok(())
+}
+
+async fn write_loop<W: AsyncWrite>(
+    wr: W,
+    mut control_rx: mpsc::Receiver<Frame>,
+    mut data_rx: mpsc::Receiver<Frame>,
+    shared: Arc<MuxShared>,
+) {
+    tokio::pin!(wr);
+    let mut out = BytesMut::with_capacity(WRITE_BATCH + MAX_DATA_PAYLOAD);
+    loop {
+        let first = tokio::select! {
+            biased;
+            f = control_rx.recv() => f,
+            f = data_rx.recv() => f,
+            _ = shared.cancel.cancelled() => None,
+        };
+        let Some(first) = first else { break };
+        first.encode(&mut out);
+        while out.len() < WRITE_BATCH {
+            match control_rx.try_recv().or_else(|_| data_rx.try_recv()) {
+                Ok(f) => f.encode(&mut out),
+                Err(_) => break,
+            }
+        }
+        let result = async {
+            wr.write_all(&out).await?;
+            if control_rx.is_empty() && data_rx.is_empty() {
+                wr.flush().await?;
+            }
+            io::Result::Ok(())
+        };
+        if let Err(e) = result.await {
+            shared.close(LinkError::Io(e.to_string()));
+            return;
+        }
+        out.clear();
+    }
+    // Closing: send what is already queued (a GoAway, final resets), then close_notify.
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Ok(f) = control_rx.try_recv().or_else(|_| data_rx.try_recv()) {
+            f.encode(&mut out);
+        }
+        wr.write_all(&out).await?;
+        wr.shutdown().await
+    })
+    .await;
+}
+
+/// One stream of a [`MuxLink`]. Dropping it before both directions have
+/// finished resets the stream.
+pub struct MuxStream {
+    id: StreamId,
+    shared: Arc<MuxShared>,
+    data_tx: PollSender<Frame>,
+    current: Bytes,
+    fin_sent: bool,
+}
+
+impl MuxStream {
+    fn new(id: StreamId, shared: Arc<MuxShared>) -> Self {
+        let data_tx = PollSender::new(shared.data_tx.clone());
+        MuxStream {
+            id,
+            shared,
+            data_tx,
+            current: Bytes::new(),
+            fin_sent: false,
+        }
+    }
+
+    fn link_error(state: &MuxState) -> io::Error {
+        let msg = state
+            .closed
+            .as_ref()
+            .map_or_else(|| "link closed".to_owned(), |e| e.to_string());
+        io::Error::new(io::ErrorKind::ConnectionAborted, msg)
+    }
+}
+
+impl AsyncRead for MuxStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.current.is_empty() {
+            let mut state = this.shared.lock();
+            let state = &mut *state;
+            let Some(slot) = state.slots.get_mut(&this.id) else {
+                return Poll::Ready(Err(Self::link_error(state)));
+            };
+            if let Some(chunk) = slot.recv.pop_front() {
+                this.current = chunk;
+            } else if let Some(code) = slot.reset {
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    format!("stream reset by peer ({code:?})"),
+                )));
+            } else if slot.recv_fin {
+                return Poll::Ready(Ok(()));
+            } else if state.closed.is_some() {
+                return Poll::Ready(Err(Self::link_error(state)));
+            } else {
+                slot.read_waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+        }
+        let n = this.current.len().min(buf.remaining());
+        buf.put_slice(&this.current[..n]);
+        this.current.advance(n);
+        let mut state = this.shared.lock();
+        state.session.consumed(this.id, n, Instant::now());
+        this.shared.flush_outbox(&mut state);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for MuxStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.fin_sent {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "stream already shut down")));
+        }
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if ready!(this.data_tx.poll_reserve(cx)).is_err() {
+            return Poll::Ready(Err(Self::link_error(&this.shared.lock())));
+        }
+        let n = {
+            let mut state = this.shared.lock();
+            let state = &mut *state;
+            if state.closed.is_some() {
+                return Poll::Ready(Err(Self::link_error(state)));
+            }
+            let Some(slot) = state.slots.get_mut(&this.id) else {
+                return Poll::Ready(Err(Self::link_error(state)));
+            };
+            if slot.reset.is_some() || !state.session.is_open(this.id) {
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionReset, "stream reset by peer")));
+            }
+            let n = state.session.take_credit(this.id, buf.len().min(MAX_DATA_PAYLOAD));
+            if n == 0 {
+                slot.write_waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+            n
+        };
+        let frame = Frame::Data {
+            stream: this.id,
+            payload: Bytes::copy_from_slice(&buf[..n]),
+        };
+        if this.data_tx.send_item(frame).is_err() {
+            return Poll::Ready(Err(Self::link_error(&this.shared.lock())));
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        // The writer task flushes whenever its queues run empty.
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.fin_sent {
+            return Poll::Ready(Ok(()));
+        }
+        if ready!(this.data_tx.poll_reserve(cx)).is_err() {
+            return Poll::Ready(Err(Self::link_error(&this.shared.lock())));
+        }
+        let fin = this.shared.lock().session.finish(this.id);
+        this.fin_sent = true;
+        match fin {
+            Some(frame) => {
+                if this.data_tx.send_item(frame).is_err() {
+                    return Poll::Ready(Err(Self::link_error(&this.shared.lock())));
+                }
+            }
+            None => {
+                this.data_tx.abort_send();
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for MuxStream {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        state.slots.remove(&self.id);
+        state.pending_opens.remove(&self.id);
+        if let Some(frame) = state.session.reset(self.id, ResetCode::Cancel) {
+            // Prefer the ordered queue so the reset does not overtake data
+            // already queued; fall back to the control queue when it is full.
+            if let Err(mpsc::error::TrySendError::Full(frame)) = self.shared.data_tx.try_send(frame) {
+                let _ = self.shared.control_tx.try_send(frame);
+            }
+        }
+    }
+}

@@ -1,1 +1,92 @@
-fn main() {}
+//! The `warren` binary: one executable, several roles (see `cli`).
+//!
+//! This crate is the only place that knows about processes: arguments,
+//! environment, signals, exit codes and log output. Everything else is a
+//! library call.
+//!
+//! Exit status: 0 success, 2 bad usage or configuration, 1 anything else.
+
+mod cli;
+mod edge_cmd;
+mod site_cmd;
+mod status_cmd;
+mod up_cmd;
+
+use clap::Parser;
+use cli::{Cli, Command, EdgeCommand, LogFormat};
+use std::process::ExitCode;
+
+/// A failure with its exit status.
+pub(crate) enum Failure {
+    /// Bad usage or configuration: exit 2.
+    Usage(String),
+    /// Anything else: exit 1.
+    Other(anyhow::Error),
+}
+
+impl From<anyhow::Error> for Failure {
+    fn from(e: anyhow::Error) -> Self {
+        Failure::Other(e)
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WARREN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,quinn=warn,quinn_proto=warn,rustls=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    // One crypto provider for the whole process (aws-lc-rs); see deny.toml.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("warren: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Edge(args) => match args.command {
+                Some(EdgeCommand::Status(s)) => status_cmd::run(s).await,
+                None => edge_cmd::run(args).await,
+            },
+            Command::Site(args) => site_cmd::run(*args).await,
+            Command::Up(args) => up_cmd::run(args).await,
+        }
+    });
+    // Do not wait for tasks still holding sockets: the work is done.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(msg)) => {
+            eprintln!("warren: {msg}");
+            ExitCode::from(2)
+        }
+        Err(Failure::Other(e)) => {
+            eprintln!("warren: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub(crate) async fn terminate_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

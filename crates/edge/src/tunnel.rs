@@ -1,0 +1,130 @@
+//! Admitting agents: TLS or QUIC, the hello, credentials, then registration.
+//!
+//! Every refusal is logged here with the reason and sent to the agent, which
+//! logs it too. A hostile or broken peer costs at most one task and the
+//! handshake timeout.
+
+use crate::EdgeShared;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use warren_proto::{Refusal, RefusalCode, Welcome};
+use warren_transport::{Accepted, TunnelListener};
+
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes in progress at once; more wait in the kernel's backlog.
+const MAX_HANDSHAKES: usize = 256;
+
+pub(crate) async fn serve(listener: TunnelListener, shared: Arc<EdgeShared>, stop: CancellationToken) {
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.cancelled() => break,
+        };
+        match accepted {
+            Ok(accepted) => {
+                let Ok(permit) = permits.clone().acquire_owned().await else { break };
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    admit(accepted, shared).await;
+                    drop(permit);
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "tunnel accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    listener.close();
+}
+
+async fn admit(accepted: Accepted, shared: Arc<EdgeShared>) {
+    let remote = accepted.remote();
+    let (pending, hello) = match accepted.start(HANDSHAKE_TIMEOUT).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::info!(event = "handshake_failed", remote = %remote, error = %e, "tunnel connection failed before the hello");
+            return;
+        }
+    };
+    let transport = pending.kind().as_str();
+    let hello = match hello {
+        Ok(h) => h,
+        Err(e) => {
+            tracing::warn!(event = "agent_refused", remote = %remote, transport, reason = "handshake", error = %e, "agent refused: {e}");
+            pending.refuse(e.to_refusal()).await;
+            return;
+        }
+    };
+    if shared.draining.load(Ordering::Relaxed) {
+        pending
+            .refuse(Refusal {
+                code: RefusalCode::Unavailable,
+                message: "edge is shutting down; retry shortly".into(),
+            })
+            .await;
+        return;
+    }
+    let expected = shared.config.load().sites.get(&hello.site_id).map(|s| s.secret.clone());
+    if !shared.verifier.check(expected, hello.secret.clone()).await {
+        tracing::warn!(
+            event = "agent_refused", remote = %remote, transport, site = %hello.site_id,
+            reason = "bad_credentials",
+            "agent refused: unknown site id or wrong secret"
+        );
+        pending
+            .refuse(Refusal {
+                code: RefusalCode::BadCredentials,
+                message: format!("unknown site id or wrong secret for site `{}`", hello.site_id),
+            })
+            .await;
+        return;
+    }
+    let link_id = hex::encode(rand::random::<[u8; 6]>());
+    let welcome = Welcome {
+        edge_version: env!("CARGO_PKG_VERSION").to_owned(),
+        link_id: link_id.clone(),
+    };
+    let link = match pending.welcome(welcome).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::info!(remote = %remote, error = %e, "agent left during the handshake");
+            return;
+        }
+    };
+    let agent = shared.registry.add(
+        &hello.site_id,
+        hello.instance.clone(),
+        hello.agent_version.clone(),
+        hello.platform.clone(),
+        remote,
+        link.clone(),
+    );
+    tracing::info!(
+        event = "agent_connected", site = %hello.site_id, agent = %hello.instance, link = %link_id,
+        version = %hello.agent_version, platform = %hello.platform, remote = %remote, transport,
+        "agent connected"
+    );
+    let mut go_away = link.go_away_watch();
+    let reason = loop {
+        tokio::select! {
+            reason = link.closed() => break reason,
+            changed = go_away.changed() => {
+                if changed.is_ok() && go_away.borrow().is_some() {
+                    agent.draining.store(true, Ordering::Relaxed);
+                    tracing::info!(event = "agent_draining", site = %agent.site, agent = %agent.instance, "agent is leaving; no new streams to it");
+                } else if changed.is_err() {
+                    break link.closed().await;
+                }
+            }
+        }
+    };
+    shared.registry.remove(&agent);
+    tracing::info!(
+        event = "agent_disconnected", site = %agent.site, agent = %agent.instance, link = %link_id,
+        remote = %remote, reason = %reason, "agent disconnected"
+    );
+}

@@ -1,0 +1,67 @@
+//! The agent's counters, and the `--metrics` endpoint that shows them
+//! (`/metrics` in Prometheus text format, `/healthz`: 200 while a link to the
+//! edge is up, 503 otherwise).
+
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// Counters of one agent process.
+#[derive(Default)]
+pub struct Stats {
+    /// A link to the edge is up.
+    pub connected: AtomicBool,
+    /// Successful connections to the edge.
+    pub connects: AtomicU64,
+    /// Failed attempts to connect to the edge.
+    pub connect_errors: AtomicU64,
+    /// Streams served.
+    pub streams_total: AtomicU64,
+    /// Streams open now.
+    pub streams_active: AtomicU64,
+    /// Streams refused by the allowlist.
+    pub refusals: AtomicU64,
+    /// Streams whose target could not be reached.
+    pub connect_failures: AtomicU64,
+}
+
+impl Stats {
+    /// Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let metrics: [(&str, &str, &str, u64); 7] = [
+            ("warren_site_connected", "gauge", "1 while a link to the edge is up", u64::from(self.connected.load(Ordering::Relaxed))),
+            ("warren_site_edge_connects_total", "counter", "links established to the edge", self.connects.load(Ordering::Relaxed)),
+            ("warren_site_edge_connect_errors_total", "counter", "failed attempts to reach the edge", self.connect_errors.load(Ordering::Relaxed)),
+            ("warren_site_streams_total", "counter", "streams served", self.streams_total.load(Ordering::Relaxed)),
+            ("warren_site_streams_active", "gauge", "streams open now", self.streams_active.load(Ordering::Relaxed)),
+            ("warren_site_refusals_total", "counter", "streams refused by the egress allowlist", self.refusals.load(Ordering::Relaxed)),
+            ("warren_site_target_failures_total", "counter", "streams whose target could not be reached", self.connect_failures.load(Ordering::Relaxed)),
+        ];
+        for (name, kind, help, value) in metrics {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        }
+        out
+    }
+}
+
+/// Serves `/metrics` and `/healthz` on `listener` until the process ends.
+pub async fn serve_metrics(listener: tokio::net::TcpListener, stats: Arc<Stats>) {
+    let s1 = stats.clone();
+    let app = Router::new()
+        .route("/metrics", get(move || async move { s1.render() }))
+        .route(
+            "/healthz",
+            get(move || async move {
+                if stats.connected.load(Ordering::Relaxed) {
+                    (StatusCode::OK, "ok\n")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "not connected to the edge\n")
+                }
+            }),
+        );
+    let _ = axum::serve(listener, app).await;
+}

@@ -1,0 +1,130 @@
+//! The command line, exactly as `shared/CONTRACT.md` writes it.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Warren: publish and reach private services without opening an inbound port.
+#[derive(Parser, Debug)]
+#[command(name = "warren", version, about, propagate_version = true)]
+pub(crate) struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "WARREN_LOG_FORMAT")]
+    pub(crate) log_format: LogFormat,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Command {
+    /// Run the public edge (on a VPS): tunnel listener, resources, admin API.
+    Edge(EdgeArgs),
+    /// Run a site agent: dial out to the edge, serve only allowlisted targets.
+    Site(Box<SiteArgs>),
+    /// All-in-one quickstart: an edge with its state in ./warren-data.
+    Up(UpArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(args_conflicts_with_subcommands = true)]
+pub(crate) struct EdgeArgs {
+    /// The edge configuration file (TOML).
+    #[arg(long, short, env = "WARREN_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// Validate the configuration and exit (0 valid, 2 invalid).
+    #[arg(long)]
+    pub(crate) check: bool,
+    /// Print the tunnel certificate's pin (for `warren site --pin`) and exit.
+    #[arg(long)]
+    pub(crate) print_pin: bool,
+    #[command(subcommand)]
+    pub(crate) command: Option<EdgeCommand>,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum EdgeCommand {
+    /// Show every site with its connected agents.
+    Status(StatusArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct StatusArgs {
+    /// The edge's admin API.
+    #[arg(long, env = "WARREN_API", default_value = "http://127.0.0.1:7080")]
+    pub(crate) admin: String,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Transport {
+    /// QUIC first, TCP+TLS when UDP is blocked.
+    Auto,
+    /// QUIC only.
+    Quic,
+    /// TCP+TLS only.
+    Tcp,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct SiteArgs {
+    /// URL of the edge's tunnel listener, e.g. https://edge.example.com:7443.
+    #[arg(long, env = "WARREN_ENDPOINT")]
+    pub(crate) endpoint: String,
+    /// Site id.
+    #[arg(long, env = "WARREN_ID")]
+    pub(crate) id: String,
+    /// Site secret (prefer the environment variable: it stays out of `ps`).
+    #[arg(long, env = "WARREN_SECRET", hide_env_values = true)]
+    pub(crate) secret: String,
+    /// Allow the agent to connect to TARGET (HOST_OR_CIDR:PORT[-PORT]/tcp|udp). Repeatable.
+    /// In WARREN_ALLOW, separate entries with commas.
+    #[arg(long = "allow", env = "WARREN_ALLOW", value_delimiter = ',', value_name = "TARGET")]
+    pub(crate) allow: Vec<String>,
+    /// Read allowlist entries from FILE, one per line (`#` comments).
+    #[arg(long, env = "WARREN_ALLOW_FILE", value_name = "FILE")]
+    pub(crate) allow_file: Option<PathBuf>,
+    /// Allow every target. For labs only: this agent becomes an open door.
+    #[arg(long, env = "WARREN_ALLOW_ANY")]
+    pub(crate) allow_any: bool,
+    /// Trust the edge's certificate if it chains to this CA (PEM).
+    #[arg(long, env = "WARREN_CA", conflicts_with = "pin", value_name = "FILE")]
+    pub(crate) ca: Option<PathBuf>,
+    /// Trust exactly the edge certificate with this SHA-256 (from `warren up` or `--print-pin`).
+    #[arg(long, env = "WARREN_PIN", value_name = "SHA256")]
+    pub(crate) pin: Option<String>,
+    /// Tunnel transport.
+    #[arg(long, env = "WARREN_TRANSPORT", value_enum, default_value_t = Transport::Auto)]
+    pub(crate) transport: Transport,
+    /// Serve Prometheus metrics (/metrics) and health (/healthz) on ADDR.
+    #[arg(long, env = "WARREN_METRICS", value_name = "ADDR")]
+    pub(crate) metrics: Option<SocketAddr>,
+    /// How long a shutdown (SIGTERM) waits for open streams, e.g. 30s.
+    #[arg(long, env = "WARREN_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime_duration)]
+    pub(crate) drain_timeout: std::time::Duration,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct UpArgs {
+    /// Where the quickstart keeps its state.
+    #[arg(long, env = "WARREN_DATA_DIR", default_value = "./warren-data")]
+    pub(crate) data_dir: PathBuf,
+}
+
+fn humantime_duration(s: &str) -> Result<std::time::Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 30s"))?;
+    match unit {
+        "ms" => Ok(std::time::Duration::from_millis(n)),
+        "s" | "" => Ok(std::time::Duration::from_secs(n)),
+        "m" => Ok(std::time::Duration::from_secs(n * 60)),
+        _ => Err(format!("`{s}` is not a duration like 30s, 500ms or 2m")),
+    }
+}

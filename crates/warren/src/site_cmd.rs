@@ -1,0 +1,83 @@
+//! `warren site`: the agent, configured from flags and `WARREN_*` variables.
+
+use crate::cli::{SiteArgs, Transport};
+use crate::Failure;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use warren_egress::Allowlist;
+use warren_site::stats::Stats;
+use warren_site::SiteConfig;
+use warren_transport::tls::{self, EdgeTrust};
+use warren_transport::{Endpoint, TransportChoice};
+
+fn allowlist(args: &SiteArgs) -> Result<Allowlist, Failure> {
+    let mut errors = Vec::new();
+    let mut list = match Allowlist::parse(args.allow.iter().map(String::as_str)) {
+        Ok(l) => l,
+        Err(e) => {
+            errors.extend(e.iter().map(|e| format!("--allow: {e}")));
+            Allowlist::deny_all()
+        }
+    };
+    if let Some(path) = &args.allow_file {
+        match std::fs::read_to_string(path) {
+            Ok(text) => match Allowlist::parse_file(&text) {
+                Ok(l) => list.extend(l),
+                Err(e) => errors.extend(e.iter().map(|e| format!("{}: {e}", path.display()))),
+            },
+            Err(e) => errors.push(format!("{}: {e}", path.display())),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Failure::Usage(format!("bad allowlist:\n  {}", errors.join("\n  "))));
+    }
+    if args.allow_any {
+        return Ok(Allowlist::allow_any());
+    }
+    if list.rules().is_empty() {
+        return Err(Failure::Usage(
+            "no --allow, --allow-file or --allow-any: this agent would refuse every stream. \
+             Name the targets it may reach, e.g. --allow 127.0.0.1:8080/tcp"
+                .into(),
+        ));
+    }
+    Ok(list)
+}
+
+pub(crate) async fn run(args: SiteArgs) -> Result<(), Failure> {
+    let endpoint = Endpoint::parse(&args.endpoint).map_err(|e| Failure::Usage(format!("--endpoint: {e}")))?;
+    let trust = match (&args.ca, &args.pin) {
+        (Some(ca), None) => EdgeTrust::CaFile(ca.clone()),
+        (None, Some(pin)) => EdgeTrust::Pin(tls::parse_pin(pin).map_err(|e| Failure::Usage(format!("--pin: {e}")))?),
+        (None, None) => EdgeTrust::SystemRoots,
+        (Some(_), Some(_)) => return Err(Failure::Usage("--ca and --pin exclude each other".into())),
+    };
+    // Fail early on unusable trust material, with exit status 2.
+    tls::client_config(&trust).map_err(|e| Failure::Usage(e.to_string()))?;
+    let allow = allowlist(&args)?;
+    let mut config = SiteConfig::new(endpoint, args.id, args.secret, trust, allow);
+    config.transport = match args.transport {
+        Transport::Auto => TransportChoice::Auto,
+        Transport::Quic => TransportChoice::Quic,
+        Transport::Tcp => TransportChoice::Tcp,
+    };
+    config.drain_timeout = args.drain_timeout;
+    let stats = Arc::new(Stats::default());
+    if let Some(addr) = args.metrics {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| Failure::Usage(format!("--metrics {addr}: {e}")))?;
+        tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "serving /metrics and /healthz");
+        tokio::spawn(warren_site::stats::serve_metrics(listener, stats.clone()));
+    }
+    let shutdown = CancellationToken::new();
+    let agent = tokio::spawn(warren_site::run(config, stats, shutdown.clone()));
+    crate::terminate_signal().await;
+    tracing::info!("shutting down: telling the edge, draining open streams");
+    shutdown.cancel();
+    match agent.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Failure::Usage(e.to_string())),
+        Err(e) => Err(Failure::Other(e.into())),
+    }
+}

@@ -55,7 +55,7 @@ pub(crate) async fn open_to_site(
                     .record_refusal(site, resource, target, reason.as_str(), &message);
                 tracing::warn!(
                     event = "stream_refused",
-                    resource, site, target, client = %client,
+                    resource, site, upstream = target, client = %client,
                     agent = %agent.instance, reason = reason.as_str(), message = %message,
                     "agent refused the stream"
                 );

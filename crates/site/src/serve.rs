@@ -138,14 +138,14 @@ pub(crate) async fn serve_stream(inc: IncomingStream, allow: Arc<Allowlist>, sta
             if reason == RefuseReason::NotAllowed {
                 stats.refusals.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
-                    event = "stream_refused", resource = %req.resource, target = %req.target,
+                    event = "stream_refused", resource = %req.resource, upstream = %req.target,
                     protocol = %protocol, client = %req.client, reason = reason.as_str(),
                     "refused: {message}"
                 );
             } else {
                 stats.connect_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
-                    event = "target_unreachable", resource = %req.resource, target = %req.target,
+                    event = "target_unreachable", resource = %req.resource, upstream = %req.target,
                     reason = reason.as_str(), "cannot reach target: {message}"
                 );
             }

@@ -1,1 +1,19 @@
-//! Test harness: starts edges, agents and upstreams on 127.0.0.1:0 from config values.
+//! Test harness for Warren's integration tests.
+//!
+//! * [`Upstream`]s: echo servers (TCP, UDP) on `127.0.0.1:0`.
+//! * [`Process`]: a real `warren` process with its JSON log lines collected,
+//!   so tests wait for *events* (`agent_connected`, `listening`...) instead of
+//!   sleeping, and assert on what was logged.
+//! * [`EdgeSpec`]: writes an edge config with every port `0`, starts the edge
+//!   and reads the bound addresses back from its log.
+//!
+//! Nothing here uses a fixed port or `std::env::set_var`.
+
+mod process;
+mod upstream;
+
+pub use process::{EdgeProcess, EdgeSpec, Process, ResourceSpec};
+pub use upstream::{echo_tcp, echo_udp, random_bytes, sha256_hex};
+
+/// How long a test waits for an expected event before failing.
+pub const EVENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);

@@ -147,8 +147,16 @@ impl MuxLink {
 
     /// Opens a stream and waits for the agent's reply.
     pub async fn open(&self, request: OpenRequest) -> Result<MuxStream, OpenError> {
+        // Ids must reach the wire in increasing order: take the queue slot
+        // first, then allocate the id and enqueue under one lock.
+        let permit = self
+            .shared
+            .data_tx
+            .reserve()
+            .await
+            .map_err(|_| OpenError::Link(self.close_reason()))?;
         let (tx, rx) = oneshot::channel();
-        let (id, frame) = {
+        let id = {
             let mut state = self.shared.lock();
             if let Some(err) = &state.closed {
                 return Err(OpenError::Link(err.clone()));
@@ -159,15 +167,11 @@ impl MuxLink {
                 .map_err(|e| OpenError::Link(LinkError::Protocol(e.to_string())))?;
             state.slots.insert(id, Slot::default());
             state.pending_opens.insert(id, tx);
-            (id, frame)
+            permit.send(frame);
+            id
         };
         // From here on, dropping `stream` resets the stream.
         let stream = MuxStream::new(id, self.shared.clone());
-        self.shared
-            .data_tx
-            .send(frame)
-            .await
-            .map_err(|_| OpenError::Link(self.close_reason()))?;
         match rx.await {
             Ok(OpenReply::Connected) => Ok(stream),
             Ok(OpenReply::Refused { reason, message }) => Err(OpenError::Refused { reason, message }),

@@ -159,3 +159,25 @@ async fn auto_prefers_quic() {
     let p = pair(TransportChoice::Auto).await;
     assert_eq!(p.agent.kind(), warren_transport::TransportKind::Quic);
 }
+
+/// Opens racing each other must still reach the agent in id order (a bug
+/// once let a later id overtake an earlier one, which the agent rightly
+/// treats as a protocol violation).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_opens_keep_the_link_up() {
+    let p = pair(TransportChoice::Tcp).await;
+    serve_echo(p.agent.clone());
+    let edge = Arc::new(p.edge);
+    for _ in 0..5 {
+        let tasks: Vec<_> = (0..200)
+            .map(|_| {
+                let edge = edge.clone();
+                tokio::spawn(async move { echo_through(&edge, 100).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    }
+    assert!(!edge.is_closed());
+}

@@ -1,0 +1,360 @@
+//! Real `warren` processes with their logs collected.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A running `warren` process whose stderr is JSON log lines.
+pub struct Process {
+    child: Child,
+    lines: Arc<Mutex<Vec<Value>>>,
+    name: String,
+}
+
+impl Process {
+    /// Starts `bin args...` with `--log-format json`, in `cwd`.
+    pub fn spawn(name: &str, bin: &Path, args: &[String], cwd: &Path) -> Process {
+        let mut child = Command::new(bin)
+            .args(args)
+            .arg("--log-format")
+            .arg("json")
+            .env("WARREN_LOG", "debug,quinn=warn,quinn_proto=warn,rustls=warn,hyper=warn,axum=warn")
+            .current_dir(cwd)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawning {}: {e}", bin.display()));
+        let stderr = child.stderr.take().expect("piped stderr");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        let tag = name.to_owned();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let value = serde_json::from_str(&line).unwrap_or_else(|_| Value::String(line.clone()));
+                if std::env::var_os("WARREN_TEST_ECHO").is_some() {
+                    eprintln!("[{tag}] {line}");
+                }
+                sink.lock().unwrap().push(value);
+            }
+        });
+        Process {
+            child,
+            lines,
+            name: name.to_owned(),
+        }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Every log line so far.
+    pub fn logs(&self) -> Vec<Value> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Log lines whose `event` field is `event`.
+    pub fn events(&self, event: &str) -> Vec<Value> {
+        self.logs().into_iter().filter(|v| v["event"] == event).collect()
+    }
+
+    /// Waits for the `nth` (0-based) line with `event`, else panics with the log.
+    pub fn wait_event_nth(&self, event: &str, nth: usize, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = self.events(event).into_iter().nth(nth) {
+                return v;
+            }
+            if Instant::now() > deadline {
+                self.dump();
+                panic!("{}: no event `{event}` #{nth} within {timeout:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Waits for the first line with `event`.
+    pub fn wait_event(&self, event: &str) -> Value {
+        self.wait_event_nth(event, 0, crate::EVENT_TIMEOUT)
+    }
+
+    /// Waits for a log line matching `pred`.
+    pub fn wait_log(&self, what: &str, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(v) = self.logs().into_iter().find(&pred) {
+                return v;
+            }
+            if Instant::now() > deadline {
+                self.dump();
+                panic!("{}: no log line {what} within {timeout:?}", self.name);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Prints the collected log (on failure).
+    pub fn dump(&self) {
+        eprintln!("----- log of {} -----", self.name);
+        for l in self.logs() {
+            eprintln!("{l}");
+        }
+    }
+
+    /// Sends a signal.
+    pub fn signal(&self, sig: i32) {
+        let rc = kill(self.child.id() as i32, sig);
+        assert_eq!(rc, 0, "kill({}, {sig}) failed", self.child.id());
+    }
+
+    /// Waits for exit, up to `timeout`; returns the exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+fn kill(pid: i32, sig: i32) -> i32 {
+    // The kill(1) utility keeps this crate free of `unsafe`.
+    let status = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+    if status.map(|s| s.success()).unwrap_or(false) {
+        0
+    } else {
+        -1
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            self.dump();
+        }
+    }
+}
+
+/// A resource in an [`EdgeSpec`].
+#[derive(Clone, Debug)]
+pub struct ResourceSpec {
+    /// Name.
+    pub name: String,
+    /// `tcp` or `udp`.
+    pub kind: String,
+    /// Listen address (default `127.0.0.1:0`).
+    pub listen: String,
+    /// `(site, address)` targets.
+    pub targets: Vec<(String, String)>,
+    /// Extra TOML lines.
+    pub extra: String,
+}
+
+impl ResourceSpec {
+    /// A TCP resource to `address` at `site`, on a free port.
+    pub fn tcp(name: &str, site: &str, address: impl ToString) -> Self {
+        ResourceSpec {
+            name: name.into(),
+            kind: "tcp".into(),
+            listen: "127.0.0.1:0".into(),
+            targets: vec![(site.into(), address.to_string())],
+            extra: String::new(),
+        }
+    }
+
+    /// A UDP resource.
+    pub fn udp(name: &str, site: &str, address: impl ToString) -> Self {
+        ResourceSpec {
+            kind: "udp".into(),
+            ..Self::tcp(name, site, address)
+        }
+    }
+}
+
+/// What an edge should serve.
+#[derive(Clone, Debug)]
+pub struct EdgeSpec {
+    /// `(id, secret)` of each site.
+    pub sites: Vec<(String, String)>,
+    /// Resources.
+    pub resources: Vec<ResourceSpec>,
+    /// Tunnel listen address (default `127.0.0.1:0`).
+    pub tunnel_listen: String,
+    /// Extra lines for the `[edge]` table.
+    pub edge_extra: String,
+}
+
+impl EdgeSpec {
+    /// One site `home` with secret `S3CRET-for-tests`.
+    pub fn new() -> Self {
+        EdgeSpec {
+            sites: vec![("home".into(), "S3CRET-for-tests".into())],
+            resources: Vec::new(),
+            tunnel_listen: "127.0.0.1:0".into(),
+            edge_extra: String::new(),
+        }
+    }
+
+    /// Adds a resource.
+    pub fn resource(mut self, r: ResourceSpec) -> Self {
+        self.resources.push(r);
+        self
+    }
+
+    /// The TOML text.
+    pub fn to_toml(&self) -> String {
+        let mut t = format!(
+            "[edge]\ndata_dir = \"data\"\ntunnel_listen = \"{}\"\nadmin_listen = \"127.0.0.1:0\"\ndrain_timeout = \"5s\"\n{}\n",
+            self.tunnel_listen, self.edge_extra
+        );
+        for (id, secret) in &self.sites {
+            t += &format!("[[site]]\nid = \"{id}\"\nsecret = \"{secret}\"\n\n");
+        }
+        for r in &self.resources {
+            let targets: Vec<String> = r
+                .targets
+                .iter()
+                .map(|(s, a)| format!("{{ site = \"{s}\", address = \"{a}\" }}"))
+                .collect();
+            t += &format!(
+                "[[resource]]\nname = \"{}\"\ntype = \"{}\"\nlisten = \"{}\"\ntargets = [{}]\n{}\n",
+                r.name,
+                r.kind,
+                r.listen,
+                targets.join(", "),
+                r.extra
+            );
+        }
+        t
+    }
+}
+
+impl Default for EdgeSpec {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A running edge with what its log said about itself.
+pub struct EdgeProcess {
+    /// The process.
+    pub process: Process,
+    /// Its working directory (config and data live here).
+    pub dir: PathBuf,
+    /// Tunnel address (TCP and UDP).
+    pub tunnel: SocketAddr,
+    /// Admin API address.
+    pub admin: SocketAddr,
+    /// Tunnel certificate pin.
+    pub pin: String,
+    bin: PathBuf,
+}
+
+impl EdgeProcess {
+    /// Writes `spec` to `dir/edge.toml` and starts `warren edge` on it.
+    pub fn start(bin: &Path, dir: &Path, spec: &EdgeSpec) -> EdgeProcess {
+        std::fs::write(dir.join("edge.toml"), spec.to_toml()).expect("write edge.toml");
+        Self::start_existing(bin, dir)
+    }
+
+    /// Starts `warren edge` on the `edge.toml` already in `dir`.
+    pub fn start_existing(bin: &Path, dir: &Path) -> EdgeProcess {
+        let args = vec!["edge".to_owned(), "--config".to_owned(), "edge.toml".to_owned()];
+        let process = Process::spawn("edge", bin, &args, dir);
+        let started = process.wait_event("edge_started");
+        let addr = |k: &str| started[k].as_str().and_then(|s| s.parse().ok()).expect("address in edge_started");
+        EdgeProcess {
+            tunnel: addr("tunnel"),
+            admin: addr("admin"),
+            pin: started["pin"].as_str().expect("pin").to_owned(),
+            process,
+            dir: dir.to_owned(),
+            bin: bin.to_owned(),
+        }
+    }
+
+    /// The bound address of resource `name` (from its latest `listening` event).
+    pub fn resource_addr(&self, name: &str) -> SocketAddr {
+        self.process.wait_log(&format!("listening for {name}"), crate::EVENT_TIMEOUT, |v| {
+            v["event"] == "listening" && v["resource"] == name
+        });
+        let last = self
+            .process
+            .events("listening")
+            .into_iter()
+            .rev()
+            .find(|v| v["resource"] == name)
+            .expect("listening event");
+        last["listen"].as_str().and_then(|s| s.parse().ok()).expect("listen address")
+    }
+
+    /// `warren site` arguments for site `id` with `secret`, allowing `allow`.
+    pub fn site_args(&self, id: &str, secret: &str, transport: &str, allow: &[&str]) -> Vec<String> {
+        let mut args = vec![
+            "site".to_owned(),
+            "--endpoint".to_owned(),
+            format!("https://127.0.0.1:{}", self.tunnel.port()),
+            "--id".to_owned(),
+            id.to_owned(),
+            "--secret".to_owned(),
+            secret.to_owned(),
+            "--pin".to_owned(),
+            self.pin.clone(),
+            "--transport".to_owned(),
+            transport.to_owned(),
+            "--drain-timeout".to_owned(),
+            "5s".to_owned(),
+        ];
+        for a in allow {
+            args.push("--allow".to_owned());
+            args.push((*a).to_owned());
+        }
+        args
+    }
+
+    /// Starts an agent for the first site with `allow`, and waits until the
+    /// edge has registered it.
+    pub fn start_agent(&self, name: &str, transport: &str, allow: &[&str]) -> Process {
+        let before = self.process.events("agent_connected").len();
+        let args = self.site_args("home", "S3CRET-for-tests", transport, allow);
+        let agent = Process::spawn(name, &self.bin, &args, &self.dir);
+        agent.wait_event("edge_connected");
+        self.process
+            .wait_event_nth("agent_connected", before, crate::EVENT_TIMEOUT);
+        agent
+    }
+
+    /// GET `path` on the admin API, parsed as JSON.
+    pub fn admin_get(&self, path: &str) -> Value {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.admin).expect("connect admin");
+        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        let body = resp.split("\r\n\r\n").nth(1).unwrap_or("");
+        serde_json::from_str(body).unwrap_or_else(|e| panic!("admin {path}: {e}: {resp}"))
+    }
+
+    /// Connected agents of `site`, per the admin API.
+    pub fn agent_count(&self, site: &str) -> usize {
+        let sites = self.admin_get("/api/v1/sites");
+        sites
+            .as_array()
+            .and_then(|a| a.iter().find(|s| s["id"] == site))
+            .and_then(|s| s["agents"].as_array().map(Vec::len))
+            .unwrap_or(0)
+    }
+}

@@ -41,9 +41,13 @@ impl SiteSecret {
 
     /// From an argon2 PHC hash string.
     pub fn from_hash(hash: &str) -> Result<Self, String> {
-        let parsed = PasswordHash::new(hash).map_err(|e| format!("not an argon2 PHC string: {e}"))?;
+        let parsed =
+            PasswordHash::new(hash).map_err(|e| format!("not an argon2 PHC string: {e}"))?;
         if !parsed.algorithm.as_str().starts_with("argon2") {
-            return Err(format!("hash algorithm `{}` is not argon2", parsed.algorithm));
+            return Err(format!(
+                "hash algorithm `{}` is not argon2",
+                parsed.algorithm
+            ));
         }
         Ok(SiteSecret::Hash(hash.to_owned()))
     }
@@ -68,7 +72,8 @@ impl SiteSecret {
 
 /// Hashes a secret with argon2id and a random salt, for `secret_hash`.
 pub fn hash_secret(secret: &str) -> String {
-    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>()).expect("16 bytes is a valid salt");
+    let salt =
+        SaltString::encode_b64(&rand::random::<[u8; 16]>()).expect("16 bytes is a valid salt");
     Argon2::default()
         .hash_password(secret.as_bytes(), &salt)
         .expect("argon2 with default parameters cannot fail")

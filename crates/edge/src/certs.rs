@@ -18,12 +18,18 @@ pub struct TunnelCert {
 
 /// Paths of the generated certificate in `data_dir`.
 pub fn generated_paths(data_dir: &Path) -> (PathBuf, PathBuf) {
-    (data_dir.join("tunnel-cert.pem"), data_dir.join("tunnel-key.pem"))
+    (
+        data_dir.join("tunnel-cert.pem"),
+        data_dir.join("tunnel-key.pem"),
+    )
 }
 
 /// Loads the configured certificate, or the one in `data_dir`, generating it
 /// on first use.
-pub fn load_or_create(configured: Option<&(PathBuf, PathBuf)>, data_dir: &Path) -> Result<TunnelCert, EdgeError> {
+pub fn load_or_create(
+    configured: Option<&(PathBuf, PathBuf)>,
+    data_dir: &Path,
+) -> Result<TunnelCert, EdgeError> {
     let (cert_path, key_path) = match configured {
         Some((c, k)) => (c.clone(), k.clone()),
         None => {
@@ -38,7 +44,8 @@ pub fn load_or_create(configured: Option<&(PathBuf, PathBuf)>, data_dir: &Path) 
                 }
                 let generated = tls::generate_self_signed(names)?;
                 write_private(&k, generated.key_pem.as_bytes())?;
-                std::fs::write(&c, generated.cert_pem.as_bytes()).map_err(|e| EdgeError::io(&c, e))?;
+                std::fs::write(&c, generated.cert_pem.as_bytes())
+                    .map_err(|e| EdgeError::io(&c, e))?;
                 tracing::info!(cert = %c.display(), "generated a self-signed tunnel certificate");
             }
             (c, k)

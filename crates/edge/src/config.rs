@@ -45,7 +45,11 @@ pub struct ConfigErrors(pub Vec<ConfigError>);
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0.len();
-        writeln!(f, "{n} error{} in configuration:", if n == 1 { "" } else { "s" })?;
+        writeln!(
+            f,
+            "{n} error{} in configuration:",
+            if n == 1 { "" } else { "s" }
+        )?;
         for e in &self.0 {
             writeln!(f, "  {e}")?;
         }
@@ -247,16 +251,28 @@ struct Validator<'a> {
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 64
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
 impl Validator<'_> {
     fn line_of(&self, offset: usize) -> usize {
-        self.text[..offset.min(self.text.len())].matches('\n').count() + 1
+        self.text[..offset.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
     }
 
-    fn error(&mut self, span: Option<std::ops::Range<usize>>, key: impl Into<String>, message: impl Into<String>) {
-        let line = span.filter(|s| !(s.start == 0 && s.end == 0)).map(|s| self.line_of(s.start));
+    fn error(
+        &mut self,
+        span: Option<std::ops::Range<usize>>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        let line = span
+            .filter(|s| !(s.start == 0 && s.end == 0))
+            .map(|s| self.line_of(s.start));
         self.errors.push(ConfigError {
             file: self.source.to_owned(),
             line,
@@ -272,7 +288,10 @@ impl Validator<'_> {
                 self.error(
                     Some(value.span()),
                     key,
-                    format!("`{}` is not an IP:PORT address (e.g. 0.0.0.0:7443)", value.get_ref()),
+                    format!(
+                        "`{}` is not an IP:PORT address (e.g. 0.0.0.0:7443)",
+                        value.get_ref()
+                    ),
                 );
                 None
             }
@@ -283,7 +302,14 @@ impl Validator<'_> {
         match humantime::parse_duration(value.get_ref()) {
             Ok(d) => Some(d),
             Err(e) => {
-                self.error(Some(value.span()), key, format!("`{}` is not a duration like 30s or 5m: {e}", value.get_ref()));
+                self.error(
+                    Some(value.span()),
+                    key,
+                    format!(
+                        "`{}` is not a duration like 30s or 5m: {e}",
+                        value.get_ref()
+                    ),
+                );
                 None
             }
         }
@@ -295,7 +321,10 @@ impl Validator<'_> {
         let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
         let tunnel_listen = self.socket_addr(&edge.tunnel_listen, "edge.tunnel_listen");
         let admin_listen = self.socket_addr(&edge.admin_listen, "edge.admin_listen");
-        for (key, value) in [("edge.http_listen", &edge.http_listen), ("edge.https_listen", &edge.https_listen)] {
+        for (key, value) in [
+            ("edge.http_listen", &edge.http_listen),
+            ("edge.https_listen", &edge.https_listen),
+        ] {
             if let Some(v) = value {
                 // Parsed now so a typo is caught; the listeners arrive with the HTTPS edge.
                 self.socket_addr(v, key);
@@ -316,7 +345,11 @@ impl Validator<'_> {
             (Some(c), Some(k)) => Some((resolve(c), resolve(k))),
             (None, None) => None,
             _ => {
-                self.error(Some(edge_span.clone()), "edge.tunnel_cert", "tunnel_cert and tunnel_key go together");
+                self.error(
+                    Some(edge_span.clone()),
+                    "edge.tunnel_cert",
+                    "tunnel_cert and tunnel_key go together",
+                );
                 None
             }
         };
@@ -337,7 +370,14 @@ impl Validator<'_> {
             let site = site.into_inner();
             let key = format!("site[{i}]");
             if !valid_id(&site.id) {
-                self.error(Some(span.clone()), format!("{key}.id"), format!("`{}` is not a valid id (1-64 of A-Z a-z 0-9 - _ .)", site.id));
+                self.error(
+                    Some(span.clone()),
+                    format!("{key}.id"),
+                    format!(
+                        "`{}` is not a valid id (1-64 of A-Z a-z 0-9 - _ .)",
+                        site.id
+                    ),
+                );
             }
             let secret = match (site.secret, site.secret_hash) {
                 (Some(s), None) if s.is_empty() => {
@@ -353,20 +393,38 @@ impl Validator<'_> {
                     }
                 },
                 (Some(_), Some(_)) => {
-                    self.error(Some(span.clone()), format!("{key}"), "give either secret or secret_hash, not both");
+                    self.error(
+                        Some(span.clone()),
+                        format!("{key}"),
+                        "give either secret or secret_hash, not both",
+                    );
                     None
                 }
                 (None, None) => {
-                    self.error(Some(span.clone()), format!("{key}"), "missing secret (or secret_hash)");
+                    self.error(
+                        Some(span.clone()),
+                        format!("{key}"),
+                        "missing secret (or secret_hash)",
+                    );
                     None
                 }
             };
             if sites.contains_key(&site.id) {
-                self.error(Some(span), format!("{key}.id"), format!("duplicate site id `{}`", site.id));
+                self.error(
+                    Some(span),
+                    format!("{key}.id"),
+                    format!("duplicate site id `{}`", site.id),
+                );
                 continue;
             }
             if let Some(secret) = secret {
-                sites.insert(site.id.clone(), SiteConfig { id: site.id, secret });
+                sites.insert(
+                    site.id.clone(),
+                    SiteConfig {
+                        id: site.id,
+                        secret,
+                    },
+                );
             }
         }
 
@@ -378,9 +436,20 @@ impl Validator<'_> {
             let res = res.into_inner();
             let key = format!("resource[{i}]");
             if !valid_id(&res.name) {
-                self.error(span.clone(), format!("{key}.name"), format!("`{}` is not a valid name (1-64 of A-Z a-z 0-9 - _ .)", res.name));
+                self.error(
+                    span.clone(),
+                    format!("{key}.name"),
+                    format!(
+                        "`{}` is not a valid name (1-64 of A-Z a-z 0-9 - _ .)",
+                        res.name
+                    ),
+                );
             } else if !names.insert(res.name.clone()) {
-                self.error(span.clone(), format!("{key}.name"), format!("duplicate resource name `{}`", res.name));
+                self.error(
+                    span.clone(),
+                    format!("{key}.name"),
+                    format!("duplicate resource name `{}`", res.name),
+                );
             }
             let kind = match res.kind.get_ref().as_str() {
                 "tcp" => Some(ResourceKind::Tcp),
@@ -394,33 +463,60 @@ impl Validator<'_> {
                     None
                 }
                 other => {
-                    self.error(Some(res.kind.span()), format!("{key}.type"), format!("unknown type `{other}`; use http, tls, tcp, udp or ssh"));
+                    self.error(
+                        Some(res.kind.span()),
+                        format!("{key}.type"),
+                        format!("unknown type `{other}`; use http, tls, tcp, udp or ssh"),
+                    );
                     None
                 }
             };
             for (field, present) in [("host", res.host.is_some()), ("path", res.path.is_some())] {
                 if present && kind.is_some() {
-                    self.error(span.clone(), format!("{key}.{field}"), format!("`{field}` applies to http/tls resources, not tcp/udp"));
+                    self.error(
+                        span.clone(),
+                        format!("{key}.{field}"),
+                        format!("`{field}` applies to http/tls resources, not tcp/udp"),
+                    );
                 }
             }
             if let Some(h) = &res.health {
-                self.error(Some(h.span()), format!("{key}.health"), "health checks are not supported yet by this build");
+                self.error(
+                    Some(h.span()),
+                    format!("{key}.health"),
+                    "health checks are not supported yet by this build",
+                );
             }
             if let Some(p) = &res.proxy_protocol {
                 if p.get_ref().as_bool() != Some(false) {
-                    self.error(Some(p.span()), format!("{key}.proxy_protocol"), "PROXY protocol is not supported yet by this build");
+                    self.error(
+                        Some(p.span()),
+                        format!("{key}.proxy_protocol"),
+                        "PROXY protocol is not supported yet by this build",
+                    );
                 }
             }
             if let Some(a) = &res.auth {
                 if a.get_ref() != "public" {
-                    self.error(Some(a.span()), format!("{key}.auth"), format!("auth `{}` is not supported yet by this build (only `public`)", a.get_ref()));
+                    self.error(
+                        Some(a.span()),
+                        format!("{key}.auth"),
+                        format!(
+                            "auth `{}` is not supported yet by this build (only `public`)",
+                            a.get_ref()
+                        ),
+                    );
                 }
             }
             let listen = match &res.listen {
                 Some(l) => self.socket_addr(l, &format!("{key}.listen")),
                 None => {
                     if kind.is_some() {
-                        self.error(span.clone(), format!("{key}.listen"), "tcp and udp resources need `listen` (the edge port)");
+                        self.error(
+                            span.clone(),
+                            format!("{key}.listen"),
+                            "tcp and udp resources need `listen` (the edge port)",
+                        );
                     }
                     None
                 }
@@ -430,16 +526,31 @@ impl Validator<'_> {
                     self.error(
                         res.listen.as_ref().map(|l| l.span()),
                         format!("{key}.listen"),
-                        format!("{listen} is already used by another {} resource", if kind == ResourceKind::Tcp { "tcp" } else { "udp" }),
+                        format!(
+                            "{listen} is already used by another {} resource",
+                            if kind == ResourceKind::Tcp {
+                                "tcp"
+                            } else {
+                                "udp"
+                            }
+                        ),
                     );
                 }
             }
             if res.targets.is_empty() {
-                self.error(span.clone(), format!("{key}.targets"), "at least one target is needed");
+                self.error(
+                    span.clone(),
+                    format!("{key}.targets"),
+                    "at least one target is needed",
+                );
             }
             for (j, t) in res.targets.iter().enumerate() {
                 if !sites.contains_key(&t.site) {
-                    self.error(span.clone(), format!("{key}.targets[{j}].site"), format!("no [[site]] with id `{}`", t.site));
+                    self.error(
+                        span.clone(),
+                        format!("{key}.targets[{j}].site"),
+                        format!("no [[site]] with id `{}`", t.site),
+                    );
                 }
                 if let Err(msg) = check_target_address(&t.address) {
                     self.error(span.clone(), format!("{key}.targets[{j}].address"), msg);
@@ -457,7 +568,10 @@ impl Validator<'_> {
                     targets: res
                         .targets
                         .into_iter()
-                        .map(|t| Target { site: t.site, address: t.address })
+                        .map(|t| Target {
+                            site: t.site,
+                            address: t.address,
+                        })
                         .collect(),
                     idle_timeout,
                 });
@@ -483,7 +597,9 @@ fn check_target_address(address: &str) -> Result<(), String> {
         let (h, tail) = rest.split_once(']').ok_or("unclosed `[`")?;
         (h, tail.strip_prefix(':').ok_or("missing :PORT")?)
     } else {
-        address.rsplit_once(':').ok_or_else(|| format!("`{address}` is not HOST:PORT"))?
+        address
+            .rsplit_once(':')
+            .ok_or_else(|| format!("`{address}` is not HOST:PORT"))?
     };
     if host.is_empty() {
         return Err(format!("`{address}` has an empty host"));
@@ -559,7 +675,10 @@ targets = []
         let has = |needle: &str| text.iter().any(|t| t.contains(needle));
         assert!(has("edge.toml:3: edge.tunnel_listen"), "{text:#?}");
         assert!(has("site[0]: missing secret"), "{text:#?}");
-        assert!(has("resource[0].targets[0].site: no [[site]] with id `nowhere`"), "{text:#?}");
+        assert!(
+            has("resource[0].targets[0].site: no [[site]] with id `nowhere`"),
+            "{text:#?}"
+        );
         assert!(has("resource[0].targets[0].address"), "{text:#?}");
         assert!(has("duplicate resource name `a`"), "{text:#?}");
         assert!(has("unknown type `gopher`"), "{text:#?}");
@@ -569,10 +688,16 @@ targets = []
 
     #[test]
     fn unknown_keys_are_errors_with_a_line() {
-        let errs = parse("[edge]\ntunnel_listn = \"0.0.0.0:1\"\n").unwrap_err().0;
+        let errs = parse("[edge]\ntunnel_listn = \"0.0.0.0:1\"\n")
+            .unwrap_err()
+            .0;
         assert_eq!(errs.len(), 1);
         assert_eq!(errs[0].line, Some(2));
-        assert!(errs[0].message.contains("unknown field `tunnel_listn`"), "{}", errs[0]);
+        assert!(
+            errs[0].message.contains("unknown field `tunnel_listn`"),
+            "{}",
+            errs[0]
+        );
     }
 
     #[test]
@@ -582,8 +707,14 @@ targets = []
              targets = [{{ site = \"home\", address = \"h:1\" }}]\nproxy_protocol = true\n"
         );
         let errs = parse(&text).unwrap_err().0;
-        assert!(errs.iter().any(|e| e.message.contains("already used")), "{errs:?}");
-        assert!(errs.iter().any(|e| e.key.ends_with("proxy_protocol")), "{errs:?}");
+        assert!(
+            errs.iter().any(|e| e.message.contains("already used")),
+            "{errs:?}"
+        );
+        assert!(
+            errs.iter().any(|e| e.key.ends_with("proxy_protocol")),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -108,7 +108,9 @@ impl Edge {
                 addr: config.tunnel_listen,
                 source: e,
             })?;
-        let tunnel_addr = tunnel.local_addr().map_err(|e| EdgeError::io(Path::new("tunnel"), e))?;
+        let tunnel_addr = tunnel
+            .local_addr()
+            .map_err(|e| EdgeError::io(Path::new("tunnel"), e))?;
         let admin = tokio::net::TcpListener::bind(config.admin_listen)
             .await
             .map_err(|e| EdgeError::Bind {
@@ -116,7 +118,9 @@ impl Edge {
                 addr: config.admin_listen,
                 source: e,
             })?;
-        let admin_addr = admin.local_addr().map_err(|e| EdgeError::io(Path::new("admin"), e))?;
+        let admin_addr = admin
+            .local_addr()
+            .map_err(|e| EdgeError::io(Path::new("admin"), e))?;
         let shared = Arc::new(EdgeShared {
             config: ArcSwap::from_pointee(config.clone()),
             registry: Registry::default(),
@@ -182,9 +186,16 @@ impl Edge {
             }
         }
         if old.tunnel_listen != config.tunnel_listen || old.admin_listen != config.admin_listen {
-            tracing::warn!("tunnel_listen and admin_listen changes take effect at the next restart");
+            tracing::warn!(
+                "tunnel_listen and admin_listen changes take effect at the next restart"
+            );
         }
-        tracing::info!(event = "config_reloaded", sites = config.sites.len(), resources = config.resources.len(), "configuration reloaded");
+        tracing::info!(
+            event = "config_reloaded",
+            sites = config.sites.len(),
+            resources = config.resources.len(),
+            "configuration reloaded"
+        );
         Ok(())
     }
 
@@ -206,7 +217,10 @@ impl Edge {
                 break;
             }
             if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(streams = active, "drain timeout reached; closing open streams");
+                tracing::warn!(
+                    streams = active,
+                    "drain timeout reached; closing open streams"
+                );
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;

@@ -56,11 +56,19 @@ impl Listeners {
     }
 
     /// Makes the running set match `resources`.
-    pub(crate) async fn apply(&mut self, resources: &[Resource], shared: &Arc<EdgeShared>) -> Result<(), EdgeError> {
-        let kept = |run: &Running, r: &Resource| run.kind == r.kind && run.requested == r.listen;
+    pub(crate) async fn apply(
+        &mut self,
+        resources: &[Resource],
+        shared: &Arc<EdgeShared>,
+    ) -> Result<(), EdgeError> {
+        // Same kind and address (as asked for, or as bound when port 0 was asked for).
+        let kept = |run: &Running, r: &Resource| {
+            run.kind == r.kind && (run.requested == r.listen || run.bound == r.listen)
+        };
         let is_kept = |r: &Resource| self.running.get(&r.name).is_some_and(|run| kept(run, r));
         let to_start: Vec<&Resource> = resources.iter().filter(|r| !is_kept(r)).collect();
-        let wanted: HashMap<&str, &Resource> = resources.iter().map(|r| (r.name.as_str(), r)).collect();
+        let wanted: HashMap<&str, &Resource> =
+            resources.iter().map(|r| (r.name.as_str(), r)).collect();
         let to_stop: Vec<String> = self
             .running
             .iter()
@@ -72,7 +80,7 @@ impl Listeners {
             r.listen.port() != 0
                 && to_stop.iter().any(|n| {
                     let run = &self.running[n];
-                    run.kind == r.kind && run.requested == r.listen
+                    run.kind == r.kind && (run.requested == r.listen || run.bound == r.listen)
                 })
         };
         // 1. Bind what can be bound now; on failure nothing has changed.
@@ -130,10 +138,20 @@ impl Listeners {
         );
         match socket {
             Socket::Tcp(l) => {
-                tokio::spawn(proxy_tcp::serve(l, slot.clone(), shared.clone(), stop.clone()));
+                tokio::spawn(proxy_tcp::serve(
+                    l,
+                    slot.clone(),
+                    shared.clone(),
+                    stop.clone(),
+                ));
             }
             Socket::Udp(s) => {
-                tokio::spawn(proxy_udp::serve(s, slot.clone(), shared.clone(), stop.clone()));
+                tokio::spawn(proxy_udp::serve(
+                    s,
+                    slot.clone(),
+                    shared.clone(),
+                    stop.clone(),
+                ));
             }
         }
         self.running.insert(
@@ -162,10 +180,18 @@ async fn bind(r: &Resource) -> Result<Socket, EdgeError> {
         ResourceKind::Tcp => TcpListener::bind(r.listen)
             .await
             .map(Socket::Tcp)
-            .map_err(|e| EdgeError::Bind { what, addr: r.listen, source: e }),
+            .map_err(|e| EdgeError::Bind {
+                what,
+                addr: r.listen,
+                source: e,
+            }),
         ResourceKind::Udp => UdpSocket::bind(r.listen)
             .await
             .map(Socket::Udp)
-            .map_err(|e| EdgeError::Bind { what, addr: r.listen, source: e }),
+            .map_err(|e| EdgeError::Bind {
+                what,
+                addr: r.listen,
+                source: e,
+            }),
     }
 }

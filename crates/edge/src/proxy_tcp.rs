@@ -17,7 +17,12 @@ use warren_proto::TargetProtocol;
 /// Copy buffer per direction.
 const COPY_BUF: usize = 64 * 1024;
 
-pub(crate) async fn serve(listener: TcpListener, slot: Arc<ResourceSlot>, shared: Arc<EdgeShared>, stop: CancellationToken) {
+pub(crate) async fn serve(
+    listener: TcpListener,
+    slot: Arc<ResourceSlot>,
+    shared: Arc<EdgeShared>,
+    stop: CancellationToken,
+) {
     loop {
         let (client, peer) = tokio::select! {
             r = listener.accept() => match r {
@@ -36,7 +41,12 @@ pub(crate) async fn serve(listener: TcpListener, slot: Arc<ResourceSlot>, shared
     }
 }
 
-async fn handle(mut client: TcpStream, peer: SocketAddr, slot: Arc<ResourceSlot>, shared: Arc<EdgeShared>) {
+async fn handle(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    slot: Arc<ResourceSlot>,
+    shared: Arc<EdgeShared>,
+) {
     let _ = client.set_nodelay(true);
     let resource = slot.resource.load_full();
     let target = slot.pick_target(&resource);
@@ -57,11 +67,15 @@ async fn handle(mut client: TcpStream, peer: SocketAddr, slot: Arc<ResourceSlot>
             return;
         }
     };
-    match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut stream, COPY_BUF, COPY_BUF).await {
+    match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut stream, COPY_BUF, COPY_BUF)
+        .await
+    {
         Ok((to_site, from_site)) => {
             let agent = guard.agent();
             agent.bytes_to_site.fetch_add(to_site, Ordering::Relaxed);
-            agent.bytes_from_site.fetch_add(from_site, Ordering::Relaxed);
+            agent
+                .bytes_from_site
+                .fetch_add(from_site, Ordering::Relaxed);
         }
         Err(e) => {
             tracing::debug!(resource = %resource.name, client = %peer, error = %e, "connection aborted");

@@ -19,7 +19,12 @@ use warren_proto::{datagram, TargetProtocol};
 /// Datagrams queued per flow before new ones are dropped (UDP semantics).
 const FLOW_QUEUE: usize = 256;
 
-pub(crate) async fn serve(socket: UdpSocket, slot: Arc<ResourceSlot>, shared: Arc<EdgeShared>, stop: CancellationToken) {
+pub(crate) async fn serve(
+    socket: UdpSocket,
+    slot: Arc<ResourceSlot>,
+    shared: Arc<EdgeShared>,
+    stop: CancellationToken,
+) {
     let socket = Arc::new(socket);
     let mut flows: HashMap<SocketAddr, mpsc::Sender<Bytes>> = HashMap::new();
     let (done_tx, mut done_rx) = mpsc::unbounded_channel::<SocketAddr>();
@@ -71,7 +76,13 @@ fn start_flow(
     let (tx, rx) = mpsc::channel(FLOW_QUEUE);
     let _ = tx.try_send(first);
     flows.insert(peer, tx);
-    let (socket, slot, shared, done, stop) = (socket.clone(), slot.clone(), shared.clone(), done.clone(), stop.clone());
+    let (socket, slot, shared, done, stop) = (
+        socket.clone(),
+        slot.clone(),
+        shared.clone(),
+        done.clone(),
+        stop.clone(),
+    );
     tokio::spawn(async move {
         run_flow(peer, rx, socket, slot, shared, stop).await;
         let _ = done.send(peer);

@@ -167,7 +167,11 @@ impl Registry {
             draining: AtomicBool::new(false),
         });
         let mut sites = self.sites.lock().unwrap_or_else(|e| e.into_inner());
-        sites.entry(site.to_owned()).or_default().agents.push(agent.clone());
+        sites
+            .entry(site.to_owned())
+            .or_default()
+            .agents
+            .push(agent.clone());
         agent
     }
 
@@ -202,7 +206,13 @@ impl Registry {
             .agents
             .iter()
             .filter(|a| !a.draining.load(Ordering::Relaxed) && !a.link.is_closed())
-            .map(|a| (a.active_streams.load(Ordering::Relaxed), rand::random::<u32>(), a.clone()))
+            .map(|a| {
+                (
+                    a.active_streams.load(Ordering::Relaxed),
+                    rand::random::<u32>(),
+                    a.clone(),
+                )
+            })
             .collect();
         agents.sort_by_key(|(active, tie, _)| (*active, *tie));
         agents.into_iter().map(|(_, _, a)| a).collect()
@@ -212,11 +222,20 @@ impl Registry {
     pub fn charge(agent: &Arc<AgentConn>) -> StreamGuard {
         agent.active_streams.fetch_add(1, Ordering::Relaxed);
         agent.total_streams.fetch_add(1, Ordering::Relaxed);
-        StreamGuard { agent: agent.clone() }
+        StreamGuard {
+            agent: agent.clone(),
+        }
     }
 
     /// Records a refusal reported by an agent of `site`.
-    pub fn record_refusal(&self, site: &str, resource: &str, target: &str, reason: &str, message: &str) {
+    pub fn record_refusal(
+        &self,
+        site: &str,
+        resource: &str,
+        target: &str,
+        reason: &str,
+        message: &str,
+    ) {
         let mut sites = self.sites.lock().unwrap_or_else(|e| e.into_inner());
         let s = sites.entry(site.to_owned()).or_default();
         s.refusals += 1;
@@ -242,7 +261,10 @@ impl Registry {
     /// Every connected agent.
     pub fn all_agents(&self) -> Vec<Arc<AgentConn>> {
         let sites = self.sites.lock().unwrap_or_else(|e| e.into_inner());
-        sites.values().flat_map(|s| s.agents.iter().cloned()).collect()
+        sites
+            .values()
+            .flat_map(|s| s.agents.iter().cloned())
+            .collect()
     }
 
     /// Status of `site_ids` (every configured site, connected or not).
@@ -257,7 +279,11 @@ impl Registry {
                     .unwrap_or_default();
                 SiteStatus {
                     id: id.clone(),
-                    status: if agents.is_empty() { "offline" } else { "online" },
+                    status: if agents.is_empty() {
+                        "offline"
+                    } else {
+                        "online"
+                    },
                     agents,
                     refusals: state.map_or(0, |s| s.refusals),
                     last_refusal: state.and_then(|s| s.last_refusal.clone()),

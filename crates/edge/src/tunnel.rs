@@ -16,7 +16,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshakes in progress at once; more wait in the kernel's backlog.
 const MAX_HANDSHAKES: usize = 256;
 
-pub(crate) async fn serve(listener: TunnelListener, shared: Arc<EdgeShared>, stop: CancellationToken) {
+pub(crate) async fn serve(
+    listener: TunnelListener,
+    shared: Arc<EdgeShared>,
+    stop: CancellationToken,
+) {
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     loop {
         let accepted = tokio::select! {
@@ -25,7 +29,9 @@ pub(crate) async fn serve(listener: TunnelListener, shared: Arc<EdgeShared>, sto
         };
         match accepted {
             Ok(accepted) => {
-                let Ok(permit) = permits.clone().acquire_owned().await else { break };
+                let Ok(permit) = permits.clone().acquire_owned().await else {
+                    break;
+                };
                 let shared = shared.clone();
                 tokio::spawn(async move {
                     admit(accepted, shared).await;
@@ -68,7 +74,12 @@ async fn admit(accepted: Accepted, shared: Arc<EdgeShared>) {
             .await;
         return;
     }
-    let expected = shared.config.load().sites.get(&hello.site_id).map(|s| s.secret.clone());
+    let expected = shared
+        .config
+        .load()
+        .sites
+        .get(&hello.site_id)
+        .map(|s| s.secret.clone());
     if !shared.verifier.check(expected, hello.secret.clone()).await {
         tracing::warn!(
             event = "agent_refused", remote = %remote, transport, site = %hello.site_id,
@@ -78,7 +89,10 @@ async fn admit(accepted: Accepted, shared: Arc<EdgeShared>) {
         pending
             .refuse(Refusal {
                 code: RefusalCode::BadCredentials,
-                message: format!("unknown site id or wrong secret for site `{}`", hello.site_id),
+                message: format!(
+                    "unknown site id or wrong secret for site `{}`",
+                    hello.site_id
+                ),
             })
             .await;
         return;

@@ -49,11 +49,15 @@ impl IpNet {
         };
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -97,7 +101,13 @@ impl fmt::Display for Rule {
         if self.ports.start() == self.ports.end() {
             write!(f, ":{}/{}", self.ports.start(), self.protocol)
         } else {
-            write!(f, ":{}-{}/{}", self.ports.start(), self.ports.end(), self.protocol)
+            write!(
+                f,
+                ":{}-{}/{}",
+                self.ports.start(),
+                self.ports.end(),
+                self.protocol
+            )
         }
     }
 }
@@ -160,7 +170,9 @@ impl Rule {
                 .rsplit_once(':')
                 .ok_or_else(|| err(format!("missing :PORT; {FORM}")))?;
             if host.contains(':') {
-                return Err(err("IPv6 addresses go in brackets, e.g. [fd00::/8]:22/tcp".into()));
+                return Err(err(
+                    "IPv6 addresses go in brackets, e.g. [fd00::/8]:22/tcp".into()
+                ));
             }
             (host, ports)
         };
@@ -226,11 +238,15 @@ fn parse_host(s: &str) -> Result<HostPattern, String> {
         && name.split('.').all(|label| {
             !label.is_empty()
                 && label.len() <= 63
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
                 && !label.starts_with('-')
         });
     if !valid {
-        return Err(format!("`{s}` is neither an IP address, a CIDR nor a DNS name"));
+        return Err(format!(
+            "`{s}` is neither an IP address, a CIDR nor a DNS name"
+        ));
     }
     if name.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         return Err(format!("`{s}` looks like an IPv4 address but is not one"));
@@ -270,7 +286,11 @@ mod tests {
 
     #[test]
     fn display_round_trips() {
-        for entry in ["127.0.0.1/32:80/tcp", "[fd00::/8]:1-2/udp", "nas.lan:445/tcp"] {
+        for entry in [
+            "127.0.0.1/32:80/tcp",
+            "[fd00::/8]:1-2/udp",
+            "nas.lan:445/tcp",
+        ] {
             let r = Rule::parse(entry).unwrap();
             assert_eq!(Rule::parse(&r.to_string()).unwrap(), r);
         }

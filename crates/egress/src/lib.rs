@@ -174,7 +174,10 @@ mod tests {
     fn empty_list_denies_everything() {
         let l = Allowlist::deny_all();
         assert!(!l.permits_addr("127.0.0.1".parse().unwrap(), 80, Protocol::Tcp));
-        assert_eq!(l.check_name("x", 80, Protocol::Tcp), NameDecision::CheckAddresses);
+        assert_eq!(
+            l.check_name("x", 80, Protocol::Tcp),
+            NameDecision::CheckAddresses
+        );
     }
 
     #[test]
@@ -192,8 +195,14 @@ mod tests {
     #[test]
     fn a_listed_name_does_not_permit_other_addresses() {
         let l = list(&["nas.lan:445/tcp"]);
-        assert_eq!(l.check_name("NAS.lan.", 445, Protocol::Tcp), NameDecision::Listed);
-        assert_eq!(l.check_name("nas.lan", 446, Protocol::Tcp), NameDecision::CheckAddresses);
+        assert_eq!(
+            l.check_name("NAS.lan.", 445, Protocol::Tcp),
+            NameDecision::Listed
+        );
+        assert_eq!(
+            l.check_name("nas.lan", 446, Protocol::Tcp),
+            NameDecision::CheckAddresses
+        );
         // A name entry never permits an IP target, even the name's own address.
         assert!(!l.permits_addr("192.168.1.5".parse().unwrap(), 445, Protocol::Tcp));
     }
@@ -208,8 +217,10 @@ mod tests {
 
     #[test]
     fn file_errors_name_the_line_and_keep_going() {
-        let errs = Allowlist::parse_file("# comment\n127.0.0.1:80/tcp\n\nhost:0/tcp\n10.0.0.0/33:1/tcp # x\n")
-            .unwrap_err();
+        let errs = Allowlist::parse_file(
+            "# comment\n127.0.0.1:80/tcp\n\nhost:0/tcp\n10.0.0.0/33:1/tcp # x\n",
+        )
+        .unwrap_err();
         assert_eq!(errs.len(), 2);
         assert!(errs[0].to_string().contains("line 4"), "{}", errs[0]);
         assert!(errs[1].to_string().contains("line 5"), "{}", errs[1]);

@@ -268,7 +268,10 @@ impl Frame {
             | Frame::Window { stream, .. }
             | Frame::Fin { stream }
             | Frame::Reset { stream, .. } => *stream,
-            Frame::Ping { .. } | Frame::Pong { .. } | Frame::Control { .. } | Frame::GoAway { .. } => 0,
+            Frame::Ping { .. }
+            | Frame::Pong { .. }
+            | Frame::Control { .. }
+            | Frame::GoAway { .. } => 0,
         }
     }
 
@@ -296,8 +299,12 @@ impl Frame {
                 stream,
                 code: ResetCode::from_byte(p.get_u8()),
             },
-            T_PING => Frame::Ping { opaque: p.get_u64() },
-            T_PONG => Frame::Pong { opaque: p.get_u64() },
+            T_PING => Frame::Ping {
+                opaque: p.get_u64(),
+            },
+            T_PONG => Frame::Pong {
+                opaque: p.get_u64(),
+            },
             T_CONTROL => Frame::Control { payload },
             T_GOAWAY => Frame::GoAway {
                 reason: GoAwayReason::from_byte(p.get_u8()),
@@ -343,7 +350,9 @@ impl Frame {
                 dst.put_slice(payload);
             }
             Frame::Open { stream, request } => {
-                let body = request.encode().expect("open request validated before encoding");
+                let body = request
+                    .encode()
+                    .expect("open request validated before encoding");
                 head(T_OPEN, *stream, body.len());
                 dst.put_slice(&body);
             }
@@ -390,29 +399,52 @@ mod tests {
     fn arb_frame() -> impl Strategy<Value = Frame> {
         let stream = 1u32..;
         prop_oneof![
-            (stream.clone(), proptest::collection::vec(any::<u8>(), 0..2000))
-                .prop_map(|(stream, p)| Frame::Data { stream, payload: p.into() }),
-            (stream.clone(), "[a-z0-9.:-]{1,80}", "[a-z]{0,20}", any::<bool>()).prop_map(
-                |(stream, target, resource, udp)| Frame::Open {
+            (
+                stream.clone(),
+                proptest::collection::vec(any::<u8>(), 0..2000)
+            )
+                .prop_map(|(stream, p)| Frame::Data {
+                    stream,
+                    payload: p.into()
+                }),
+            (
+                stream.clone(),
+                "[a-z0-9.:-]{1,80}",
+                "[a-z]{0,20}",
+                any::<bool>()
+            )
+                .prop_map(|(stream, target, resource, udp)| Frame::Open {
                     stream,
                     request: OpenRequest {
-                        protocol: if udp { TargetProtocol::Udp } else { TargetProtocol::Tcp },
+                        protocol: if udp {
+                            TargetProtocol::Udp
+                        } else {
+                            TargetProtocol::Tcp
+                        },
                         target,
                         resource,
                         client: "192.0.2.1:5555".into(),
                     },
-                }
-            ),
+                }),
             (stream.clone(), "\\PC{0,50}").prop_map(|(stream, message)| Frame::Reply {
                 stream,
-                reply: OpenReply::Refused { reason: RefuseReason::NotAllowed, message },
+                reply: OpenReply::Refused {
+                    reason: RefuseReason::NotAllowed,
+                    message
+                },
             }),
-            (stream.clone(), any::<u32>()).prop_map(|(stream, increment)| Frame::Window { stream, increment }),
+            (stream.clone(), any::<u32>())
+                .prop_map(|(stream, increment)| Frame::Window { stream, increment }),
             stream.clone().prop_map(|stream| Frame::Fin { stream }),
-            (stream, any::<u8>()).prop_map(|(stream, c)| Frame::Reset { stream, code: ResetCode::from_byte(c) }),
+            (stream, any::<u8>()).prop_map(|(stream, c)| Frame::Reset {
+                stream,
+                code: ResetCode::from_byte(c)
+            }),
             any::<u64>().prop_map(|opaque| Frame::Ping { opaque }),
             any::<u64>().prop_map(|opaque| Frame::Pong { opaque }),
-            any::<u8>().prop_map(|r| Frame::GoAway { reason: GoAwayReason::from_byte(r) }),
+            any::<u8>().prop_map(|r| Frame::GoAway {
+                reason: GoAwayReason::from_byte(r)
+            }),
         ]
     }
 
@@ -447,12 +479,19 @@ mod tests {
 
     #[test]
     fn link_frames_only_on_stream_zero() {
-        let mut buf = BytesMut::from(&[T_PING, 0, 0, 0, 0, 7, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0][..]);
+        let mut buf =
+            BytesMut::from(&[T_PING, 0, 0, 0, 0, 7, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0][..]);
         assert_eq!(
             Frame::decode(&mut buf),
-            Err(FrameError::WrongStream { kind: T_PING, stream: 7 })
+            Err(FrameError::WrongStream {
+                kind: T_PING,
+                stream: 7
+            })
         );
         let mut buf = BytesMut::from(&[T_DATA, 0, 0, 0, 0, 0, 0, 0, 0, 0][..]);
-        assert!(matches!(Frame::decode(&mut buf), Err(FrameError::WrongStream { .. })));
+        assert!(matches!(
+            Frame::decode(&mut buf),
+            Err(FrameError::WrongStream { .. })
+        ));
     }
 }

@@ -284,7 +284,10 @@ mod tests {
     fn unknown_version_is_refused_before_the_body() {
         let bytes = encode_hello(&hello(), 99);
         let err = decode_hello(&bytes[..HELLO_HEADER_LEN]).unwrap_err();
-        assert!(matches!(err, HandshakeError::UnsupportedVersion { offered: 99, .. }));
+        assert!(matches!(
+            err,
+            HandshakeError::UnsupportedVersion { offered: 99, .. }
+        ));
         assert!(err.to_string().contains("upgrade"));
     }
 
@@ -314,7 +317,10 @@ mod tests {
 
     #[test]
     fn garbage_is_not_warren() {
-        assert_eq!(decode_hello(b"GET / HTTP/1.1\r\n"), Err(HandshakeError::BadMagic));
+        assert_eq!(
+            decode_hello(b"GET / HTTP/1.1\r\n"),
+            Err(HandshakeError::BadMagic)
+        );
         assert_eq!(decode_reply(b"SSH-2.0"), Err(HandshakeError::BadMagic));
     }
 
@@ -323,7 +329,10 @@ mod tests {
         let mut bytes = MAGIC.to_vec();
         bytes.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
         bytes.extend_from_slice(&u32::MAX.to_be_bytes());
-        assert!(matches!(decode_hello(&bytes), Err(HandshakeError::TooLarge(_))));
+        assert!(matches!(
+            decode_hello(&bytes),
+            Err(HandshakeError::TooLarge(_))
+        ));
     }
 
     #[test]

@@ -131,11 +131,7 @@ pub enum PayloadError {
     EmptyTarget,
 }
 
-fn put_short_str(
-    dst: &mut Vec<u8>,
-    field: &'static str,
-    value: &str,
-) -> Result<(), PayloadError> {
+fn put_short_str(dst: &mut Vec<u8>, field: &'static str, value: &str) -> Result<(), PayloadError> {
     let len = u8::try_from(value.len()).map_err(|_| PayloadError::TooLong(field))?;
     dst.put_u8(len);
     dst.put_slice(value.as_bytes());
@@ -162,7 +158,8 @@ impl OpenRequest {
         if self.target.is_empty() {
             return Err(PayloadError::EmptyTarget);
         }
-        let mut out = Vec::with_capacity(4 + self.target.len() + self.resource.len() + self.client.len());
+        let mut out =
+            Vec::with_capacity(4 + self.target.len() + self.resource.len() + self.client.len());
         out.put_u8(match self.protocol {
             TargetProtocol::Tcp => 0,
             TargetProtocol::Udp => 1,

@@ -263,7 +263,13 @@ impl Session {
         self.next_local = id.checked_add(2).ok_or(ProtocolError::IdsExhausted)?;
         let state = self.new_stream(true);
         self.streams.insert(id, state);
-        Ok((id, Frame::Open { stream: id, request }))
+        Ok((
+            id,
+            Frame::Open {
+                stream: id,
+                request,
+            },
+        ))
     }
 
     /// Answers a stream the peer opened. A refusal closes the stream.
@@ -645,7 +651,10 @@ mod tests {
             stream: id,
             reply: OpenReply::Connected,
         };
-        assert_eq!(p.edge.handle(again, p.now), Err(ProtocolError::BadReply(id)));
+        assert_eq!(
+            p.edge.handle(again, p.now),
+            Err(ProtocolError::BadReply(id))
+        );
     }
 
     #[test]
@@ -656,7 +665,13 @@ mod tests {
             Err(ProtocolError::UnknownStream(41))
         );
         assert_eq!(
-            p.edge.handle(Frame::Window { stream: 9, increment: 1 }, p.now),
+            p.edge.handle(
+                Frame::Window {
+                    stream: 9,
+                    increment: 1
+                },
+                p.now
+            ),
             Err(ProtocolError::UnknownStream(9))
         );
     }
@@ -664,8 +679,14 @@ mod tests {
     #[test]
     fn agent_may_not_open_and_ids_must_increase() {
         let mut p = Pair::new();
-        let open = |stream| Frame::Open { stream, request: req() };
-        assert_eq!(p.edge.handle(open(2), p.now), Err(ProtocolError::OpenNotAllowed));
+        let open = |stream| Frame::Open {
+            stream,
+            request: req(),
+        };
+        assert_eq!(
+            p.edge.handle(open(2), p.now),
+            Err(ProtocolError::OpenNotAllowed)
+        );
         p.agent.handle(open(5), p.now).unwrap();
         assert!(matches!(
             p.agent.handle(open(3), p.now),
@@ -682,7 +703,10 @@ mod tests {
         let mut p = Pair::new();
         let id = p.open();
         let fin = p.edge.finish(id).unwrap();
-        assert_eq!(p.agent.handle(fin, p.now).unwrap(), Some(Event::Fin { stream: id }));
+        assert_eq!(
+            p.agent.handle(fin, p.now).unwrap(),
+            Some(Event::Fin { stream: id })
+        );
         // The agent can still send.
         assert!(p.agent.take_credit(id, 10) > 0);
         p.edge.handle(Pair::data(10, id), p.now).unwrap();
@@ -697,8 +721,14 @@ mod tests {
     fn window_overflow_is_an_error() {
         let mut p = Pair::new();
         let id = p.open();
-        let w = Frame::Window { stream: id, increment: u32::MAX };
-        assert_eq!(p.edge.handle(w, p.now), Err(ProtocolError::WindowOverflow(id)));
+        let w = Frame::Window {
+            stream: id,
+            increment: u32::MAX,
+        };
+        assert_eq!(
+            p.edge.handle(w, p.now),
+            Err(ProtocolError::WindowOverflow(id))
+        );
     }
 
     #[test]
@@ -733,11 +763,31 @@ mod tests {
             },
             now,
         );
-        agent.handle(Frame::Open { stream: 1, request: req() }, now).unwrap();
-        assert_eq!(agent.handle(Frame::Open { stream: 3, request: req() }, now), Ok(None));
+        agent
+            .handle(
+                Frame::Open {
+                    stream: 1,
+                    request: req(),
+                },
+                now,
+            )
+            .unwrap();
+        assert_eq!(
+            agent.handle(
+                Frame::Open {
+                    stream: 3,
+                    request: req()
+                },
+                now
+            ),
+            Ok(None)
+        );
         assert_eq!(
             agent.poll_transmit(),
-            Some(Frame::Reset { stream: 3, code: ResetCode::Refused })
+            Some(Frame::Reset {
+                stream: 3,
+                code: ResetCode::Refused
+            })
         );
     }
 }

@@ -28,7 +28,9 @@ use tokio_util::sync::CancellationToken;
 use warren_egress::Allowlist;
 use warren_proto::{Hello, SessionConfig};
 use warren_transport::tls::EdgeTrust;
-use warren_transport::{dial, DialConfig, DialError, Endpoint, GoAwayReason, Link, TransportChoice};
+use warren_transport::{
+    dial, DialConfig, DialError, Endpoint, GoAwayReason, Link, TransportChoice,
+};
 
 /// Everything the agent runs with.
 #[derive(Clone)]
@@ -73,7 +75,13 @@ impl fmt::Debug for SiteConfig {
 
 impl SiteConfig {
     /// Defaults for everything but the identity and allowlist.
-    pub fn new(endpoint: Endpoint, site_id: String, secret: String, trust: EdgeTrust, allowlist: Allowlist) -> Self {
+    pub fn new(
+        endpoint: Endpoint,
+        site_id: String,
+        secret: String,
+        trust: EdgeTrust,
+        allowlist: Allowlist,
+    ) -> Self {
         SiteConfig {
             endpoint,
             site_id,
@@ -108,7 +116,11 @@ enum LinkEnd {
 }
 
 /// Runs the agent until `shutdown` is cancelled.
-pub async fn run(config: SiteConfig, stats: Arc<Stats>, shutdown: CancellationToken) -> Result<(), SiteError> {
+pub async fn run(
+    config: SiteConfig,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+) -> Result<(), SiteError> {
     let tls = warren_transport::tls::client_config(&config.trust)?;
     let instance = hex::encode(rand::random::<[u8; 6]>());
     let dial_config = DialConfig {
@@ -127,9 +139,13 @@ pub async fn run(config: SiteConfig, stats: Arc<Stats>, shutdown: CancellationTo
         connect_timeout: config.connect_timeout,
     };
     if config.allowlist.is_any() {
-        tracing::warn!("--allow-any: this agent will connect anywhere the edge asks. Use only in a lab.");
+        tracing::warn!(
+            "--allow-any: this agent will connect anywhere the edge asks. Use only in a lab."
+        );
     } else if config.allowlist.rules().is_empty() {
-        tracing::warn!("the allowlist is empty: every stream will be refused (add --allow or --allow-file)");
+        tracing::warn!(
+            "the allowlist is empty: every stream will be refused (add --allow or --allow-file)"
+        );
     }
     tracing::info!(
         event = "agent_starting", site = %config.site_id, agent = %instance, edge = %config.endpoint,
@@ -157,7 +173,10 @@ pub async fn run(config: SiteConfig, stats: Arc<Stats>, shutdown: CancellationTo
                 match end {
                     LinkEnd::Shutdown => break,
                     LinkEnd::EdgeGoingAway => {
-                        tracing::info!(event = "edge_going_away", "edge is restarting; reconnecting");
+                        tracing::info!(
+                            event = "edge_going_away",
+                            "edge is restarting; reconnecting"
+                        );
                     }
                     LinkEnd::Lost(reason) => {
                         tracing::warn!(event = "edge_link_lost", reason = %reason, "link to the edge lost: {reason}; reconnecting");
@@ -170,7 +189,10 @@ pub async fn run(config: SiteConfig, stats: Arc<Stats>, shutdown: CancellationTo
             }
         }
         let delay = backoff.next_delay(rand::random::<f64>());
-        tracing::debug!(delay_ms = delay.as_millis() as u64, "waiting before the next attempt");
+        tracing::debug!(
+            delay_ms = delay.as_millis() as u64,
+            "waiting before the next attempt"
+        );
         tokio::select! {
             _ = tokio::time::sleep(delay) => {}
             _ = shutdown.cancelled() => break,
@@ -189,7 +211,9 @@ fn log_dial_error(config: &SiteConfig, e: &DialError) {
         DialError::Handshake(h) => tracing::error!(
             event = "edge_refused", edge = %config.endpoint, "handshake with the edge failed: {h}"
         ),
-        other => tracing::warn!(event = "edge_unreachable", edge = %config.endpoint, "cannot reach the edge: {other}"),
+        other => {
+            tracing::warn!(event = "edge_unreachable", edge = %config.endpoint, "cannot reach the edge: {other}")
+        }
     }
 }
 

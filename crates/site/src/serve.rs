@@ -43,9 +43,17 @@ fn split_target(target: &str) -> Option<(&str, u16)> {
 }
 
 /// The addresses the agent may connect to for this request, or a refusal.
-async fn permitted_addrs(allow: &Allowlist, target: &str, protocol: Protocol) -> Result<Vec<SocketAddr>, Refusal> {
-    let (host, port) = split_target(target)
-        .ok_or_else(|| refuse(RefuseReason::BadRequest, format!("target `{target}` is not HOST:PORT")))?;
+async fn permitted_addrs(
+    allow: &Allowlist,
+    target: &str,
+    protocol: Protocol,
+) -> Result<Vec<SocketAddr>, Refusal> {
+    let (host, port) = split_target(target).ok_or_else(|| {
+        refuse(
+            RefuseReason::BadRequest,
+            format!("target `{target}` is not HOST:PORT"),
+        )
+    })?;
     if let Ok(ip) = host.parse::<IpAddr>() {
         return if allow.permits_addr(ip, port, protocol) {
             Ok(vec![SocketAddr::new(ip, port)])
@@ -57,11 +65,24 @@ async fn permitted_addrs(allow: &Allowlist, target: &str, protocol: Protocol) ->
         };
     }
     let decision = allow.check_name(host, port, protocol);
-    let resolved: Vec<SocketAddr> = tokio::time::timeout(Duration::from_secs(5), tokio::net::lookup_host((host, port)))
-        .await
-        .map_err(|_| refuse(RefuseReason::ResolveFailed, format!("resolving `{host}` timed out")))?
-        .map_err(|e| refuse(RefuseReason::ResolveFailed, format!("resolving `{host}`: {e}")))?
-        .collect();
+    let resolved: Vec<SocketAddr> = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::net::lookup_host((host, port)),
+    )
+    .await
+    .map_err(|_| {
+        refuse(
+            RefuseReason::ResolveFailed,
+            format!("resolving `{host}` timed out"),
+        )
+    })?
+    .map_err(|e| {
+        refuse(
+            RefuseReason::ResolveFailed,
+            format!("resolving `{host}`: {e}"),
+        )
+    })?
+    .collect();
     match decision {
         NameDecision::Listed => Ok(resolved),
         NameDecision::CheckAddresses => {
@@ -76,7 +97,11 @@ async fn permitted_addrs(allow: &Allowlist, target: &str, protocol: Protocol) ->
                     RefuseReason::NotAllowed,
                     format!(
                         "{target}/{protocol} is not on this agent's allowlist (resolves to {})",
-                        if shown.is_empty() { "nothing".into() } else { shown.join(", ") }
+                        if shown.is_empty() {
+                            "nothing".into()
+                        } else {
+                            shown.join(", ")
+                        }
                     ),
                 ))
             } else {
@@ -91,20 +116,30 @@ enum Connected {
     Udp(UdpSocket),
 }
 
-async fn connect(addrs: &[SocketAddr], protocol: TargetProtocol, timeout: Duration) -> Result<Connected, Refusal> {
+async fn connect(
+    addrs: &[SocketAddr],
+    protocol: TargetProtocol,
+    timeout: Duration,
+) -> Result<Connected, Refusal> {
     let mut last = String::from("no address");
     for addr in addrs {
         match protocol {
-            TargetProtocol::Tcp => match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-                Ok(Ok(s)) => {
-                    let _ = s.set_nodelay(true);
-                    return Ok(Connected::Tcp(s));
+            TargetProtocol::Tcp => {
+                match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+                    Ok(Ok(s)) => {
+                        let _ = s.set_nodelay(true);
+                        return Ok(Connected::Tcp(s));
+                    }
+                    Ok(Err(e)) => last = format!("{addr}: {e}"),
+                    Err(_) => last = format!("{addr}: connect timed out after {timeout:?}"),
                 }
-                Ok(Err(e)) => last = format!("{addr}: {e}"),
-                Err(_) => last = format!("{addr}: connect timed out after {timeout:?}"),
-            },
+            }
             TargetProtocol::Udp => {
-                let bind: SocketAddr = if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
+                let bind: SocketAddr = if addr.is_ipv4() {
+                    ([0, 0, 0, 0], 0).into()
+                } else {
+                    ([0u16; 8], 0).into()
+                };
                 let result = async {
                     let s = UdpSocket::bind(bind).await?;
                     s.connect(addr).await?;
@@ -122,7 +157,12 @@ async fn connect(addrs: &[SocketAddr], protocol: TargetProtocol, timeout: Durati
 }
 
 /// Serves one incoming stream to completion.
-pub(crate) async fn serve_stream(inc: IncomingStream, allow: Arc<Allowlist>, stats: Arc<Stats>, connect_timeout: Duration) {
+pub(crate) async fn serve_stream(
+    inc: IncomingStream,
+    allow: Arc<Allowlist>,
+    stats: Arc<Stats>,
+    connect_timeout: Duration,
+) {
     let req = inc.request.clone();
     let protocol = match req.protocol {
         TargetProtocol::Tcp => Protocol::Tcp,
@@ -153,7 +193,9 @@ pub(crate) async fn serve_stream(inc: IncomingStream, allow: Arc<Allowlist>, sta
             return;
         }
     };
-    let Ok(stream) = inc.accept().await else { return };
+    let Ok(stream) = inc.accept().await else {
+        return;
+    };
     stats.streams_total.fetch_add(1, Ordering::Relaxed);
     stats.streams_active.fetch_add(1, Ordering::Relaxed);
     match connected {
@@ -223,11 +265,25 @@ mod tests {
     async fn names_not_listed_are_checked_by_address() {
         let allow = Allowlist::parse(["127.0.0.1:8080/tcp"]).unwrap();
         // `localhost` is not listed, but resolves to a listed address.
-        let addrs = permitted_addrs(&allow, "localhost:8080", Protocol::Tcp).await.unwrap_or_default();
+        let addrs = permitted_addrs(&allow, "localhost:8080", Protocol::Tcp)
+            .await
+            .unwrap_or_default();
         assert!(addrs.iter().all(|a| a.ip().to_string() == "127.0.0.1"));
         let refused = permitted_addrs(&allow, "localhost:8081", Protocol::Tcp).await;
-        assert!(matches!(refused, Err(Refusal { reason: RefuseReason::NotAllowed, .. })));
+        assert!(matches!(
+            refused,
+            Err(Refusal {
+                reason: RefuseReason::NotAllowed,
+                ..
+            })
+        ));
         let refused = permitted_addrs(&allow, "127.0.0.2:8080", Protocol::Tcp).await;
-        assert!(matches!(refused, Err(Refusal { reason: RefuseReason::NotAllowed, .. })));
+        assert!(matches!(
+            refused,
+            Err(Refusal {
+                reason: RefuseReason::NotAllowed,
+                ..
+            })
+        ));
     }
 }

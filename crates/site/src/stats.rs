@@ -33,16 +33,54 @@ impl Stats {
     pub fn render(&self) -> String {
         let mut out = String::new();
         let metrics: [(&str, &str, &str, u64); 7] = [
-            ("warren_site_connected", "gauge", "1 while a link to the edge is up", u64::from(self.connected.load(Ordering::Relaxed))),
-            ("warren_site_edge_connects_total", "counter", "links established to the edge", self.connects.load(Ordering::Relaxed)),
-            ("warren_site_edge_connect_errors_total", "counter", "failed attempts to reach the edge", self.connect_errors.load(Ordering::Relaxed)),
-            ("warren_site_streams_total", "counter", "streams served", self.streams_total.load(Ordering::Relaxed)),
-            ("warren_site_streams_active", "gauge", "streams open now", self.streams_active.load(Ordering::Relaxed)),
-            ("warren_site_refusals_total", "counter", "streams refused by the egress allowlist", self.refusals.load(Ordering::Relaxed)),
-            ("warren_site_target_failures_total", "counter", "streams whose target could not be reached", self.connect_failures.load(Ordering::Relaxed)),
+            (
+                "warren_site_connected",
+                "gauge",
+                "1 while a link to the edge is up",
+                u64::from(self.connected.load(Ordering::Relaxed)),
+            ),
+            (
+                "warren_site_edge_connects_total",
+                "counter",
+                "links established to the edge",
+                self.connects.load(Ordering::Relaxed),
+            ),
+            (
+                "warren_site_edge_connect_errors_total",
+                "counter",
+                "failed attempts to reach the edge",
+                self.connect_errors.load(Ordering::Relaxed),
+            ),
+            (
+                "warren_site_streams_total",
+                "counter",
+                "streams served",
+                self.streams_total.load(Ordering::Relaxed),
+            ),
+            (
+                "warren_site_streams_active",
+                "gauge",
+                "streams open now",
+                self.streams_active.load(Ordering::Relaxed),
+            ),
+            (
+                "warren_site_refusals_total",
+                "counter",
+                "streams refused by the egress allowlist",
+                self.refusals.load(Ordering::Relaxed),
+            ),
+            (
+                "warren_site_target_failures_total",
+                "counter",
+                "streams whose target could not be reached",
+                self.connect_failures.load(Ordering::Relaxed),
+            ),
         ];
         for (name, kind, help, value) in metrics {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
         }
         out
     }
@@ -59,7 +97,10 @@ pub async fn serve_metrics(listener: tokio::net::TcpListener, stats: Arc<Stats>)
                 if stats.connected.load(Ordering::Relaxed) {
                     (StatusCode::OK, "ok\n")
                 } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "not connected to the edge\n")
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not connected to the edge\n",
+                    )
                 }
             }),
         );

@@ -22,7 +22,10 @@ impl Process {
             .args(args)
             .arg("--log-format")
             .arg("json")
-            .env("WARREN_LOG", "debug,quinn=warn,quinn_proto=warn,rustls=warn,hyper=warn,axum=warn")
+            .env(
+                "WARREN_LOG",
+                "debug,quinn=warn,quinn_proto=warn,rustls=warn,hyper=warn,axum=warn",
+            )
             .current_dir(cwd)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -35,7 +38,8 @@ impl Process {
         let tag = name.to_owned();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let value = serde_json::from_str(&line).unwrap_or_else(|_| Value::String(line.clone()));
+                let value =
+                    serde_json::from_str(&line).unwrap_or_else(|_| Value::String(line.clone()));
                 if std::env::var_os("WARREN_TEST_ECHO").is_some() {
                     eprintln!("[{tag}] {line}");
                 }
@@ -61,7 +65,10 @@ impl Process {
 
     /// Log lines whose `event` field is `event`.
     pub fn events(&self, event: &str) -> Vec<Value> {
-        self.logs().into_iter().filter(|v| v["event"] == event).collect()
+        self.logs()
+            .into_iter()
+            .filter(|v| v["event"] == event)
+            .collect()
     }
 
     /// Waits for the `nth` (0-based) line with `event`, else panics with the log.
@@ -73,7 +80,10 @@ impl Process {
             }
             if Instant::now() > deadline {
                 self.dump();
-                panic!("{}: no event `{event}` #{nth} within {timeout:?}", self.name);
+                panic!(
+                    "{}: no event `{event}` #{nth} within {timeout:?}",
+                    self.name
+                );
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -130,7 +140,10 @@ impl Process {
 
 fn kill(pid: i32, sig: i32) -> i32 {
     // The kill(1) utility keeps this crate free of `unsafe`.
-    let status = Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status();
+    let status = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
     if status.map(|s| s.success()).unwrap_or(false) {
         0
     } else {
@@ -272,10 +285,19 @@ impl EdgeProcess {
 
     /// Starts `warren edge` on the `edge.toml` already in `dir`.
     pub fn start_existing(bin: &Path, dir: &Path) -> EdgeProcess {
-        let args = vec!["edge".to_owned(), "--config".to_owned(), "edge.toml".to_owned()];
+        let args = vec![
+            "edge".to_owned(),
+            "--config".to_owned(),
+            "edge.toml".to_owned(),
+        ];
         let process = Process::spawn("edge", bin, &args, dir);
         let started = process.wait_event("edge_started");
-        let addr = |k: &str| started[k].as_str().and_then(|s| s.parse().ok()).expect("address in edge_started");
+        let addr = |k: &str| {
+            started[k]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+                .expect("address in edge_started")
+        };
         EdgeProcess {
             tunnel: addr("tunnel"),
             admin: addr("admin"),
@@ -288,9 +310,11 @@ impl EdgeProcess {
 
     /// The bound address of resource `name` (from its latest `listening` event).
     pub fn resource_addr(&self, name: &str) -> SocketAddr {
-        self.process.wait_log(&format!("listening for {name}"), crate::EVENT_TIMEOUT, |v| {
-            v["event"] == "listening" && v["resource"] == name
-        });
+        self.process.wait_log(
+            &format!("listening for {name}"),
+            crate::EVENT_TIMEOUT,
+            |v| v["event"] == "listening" && v["resource"] == name,
+        );
         let last = self
             .process
             .events("listening")
@@ -298,11 +322,20 @@ impl EdgeProcess {
             .rev()
             .find(|v| v["resource"] == name)
             .expect("listening event");
-        last["listen"].as_str().and_then(|s| s.parse().ok()).expect("listen address")
+        last["listen"]
+            .as_str()
+            .and_then(|s| s.parse().ok())
+            .expect("listen address")
     }
 
     /// `warren site` arguments for site `id` with `secret`, allowing `allow`.
-    pub fn site_args(&self, id: &str, secret: &str, transport: &str, allow: &[&str]) -> Vec<String> {
+    pub fn site_args(
+        &self,
+        id: &str,
+        secret: &str,
+        transport: &str,
+        allow: &[&str],
+    ) -> Vec<String> {
         let mut args = vec![
             "site".to_owned(),
             "--endpoint".to_owned(),
@@ -341,7 +374,11 @@ impl EdgeProcess {
     pub fn admin_get(&self, path: &str) -> Value {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(self.admin).expect("connect admin");
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut resp = String::new();
         s.read_to_string(&mut resp).unwrap();
         let body = resp.split("\r\n\r\n").nth(1).unwrap_or("");

@@ -37,7 +37,9 @@ impl Endpoint {
             .or_else(|| s.strip_prefix("tcp://"))
             .unwrap_or(s);
         if rest.contains("://") {
-            return Err(format!("endpoint `{s}`: unsupported scheme (use https://HOST:PORT)"));
+            return Err(format!(
+                "endpoint `{s}`: unsupported scheme (use https://HOST:PORT)"
+            ));
         }
         let rest = rest.trim_end_matches('/');
         if rest.contains('/') {
@@ -48,7 +50,9 @@ impl Endpoint {
                 .split_once(']')
                 .ok_or_else(|| format!("endpoint `{s}`: unclosed `[`"))?;
             let port = match tail.strip_prefix(':') {
-                Some(p) => p.parse().map_err(|_| format!("endpoint `{s}`: bad port `{p}`"))?,
+                Some(p) => p
+                    .parse()
+                    .map_err(|_| format!("endpoint `{s}`: bad port `{p}`"))?,
                 None if tail.is_empty() => DEFAULT_PORT,
                 None => return Err(format!("endpoint `{s}`: junk after `]`")),
             };
@@ -57,7 +61,8 @@ impl Endpoint {
             match rest.rsplit_once(':') {
                 Some((h, p)) => (
                     h.to_owned(),
-                    p.parse().map_err(|_| format!("endpoint `{s}`: bad port `{p}`"))?,
+                    p.parse()
+                        .map_err(|_| format!("endpoint `{s}`: bad port `{p}`"))?,
                 ),
                 None => (rest.to_owned(), DEFAULT_PORT),
             }
@@ -214,7 +219,9 @@ async fn client_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     match hs::decode_reply(&buf)? {
         Some((Reply::Welcome(w), _)) => Ok(w),
         Some((Reply::Refused(r), _)) => Err(DialError::Refused(r)),
-        None => Err(DialError::Handshake(HandshakeError::BadBody("truncated reply".into()))),
+        None => Err(DialError::Handshake(HandshakeError::BadBody(
+            "truncated reply".into(),
+        ))),
     }
 }
 
@@ -235,8 +242,16 @@ async fn dial_tcp(cfg: &DialConfig, addr: SocketAddr) -> Result<(Link, Welcome),
             .map_err(|e| DialError::Tls(e.to_string()))
     })
     .await?;
-    let welcome = within(cfg.connect_timeout, "Warren handshake", client_handshake(&mut tls, cfg)).await?;
-    Ok((Link::Mux(MuxLink::start(tls, Role::Agent, cfg.session.clone())), welcome))
+    let welcome = within(
+        cfg.connect_timeout,
+        "Warren handshake",
+        client_handshake(&mut tls, cfg),
+    )
+    .await?;
+    Ok((
+        Link::Mux(MuxLink::start(tls, Role::Agent, cfg.session.clone())),
+        welcome,
+    ))
 }
 
 async fn dial_quic(cfg: &DialConfig, addr: SocketAddr) -> Result<(Link, Welcome), DialError> {
@@ -260,9 +275,17 @@ async fn dial_quic(cfg: &DialConfig, addr: SocketAddr) -> Result<(Link, Welcome)
         })
     })
     .await?;
-    let (mut send, recv) = conn.open_bi().await.map_err(|e| DialError::Connect(e.to_string()))?;
+    let (mut send, recv) = conn
+        .open_bi()
+        .await
+        .map_err(|e| DialError::Connect(e.to_string()))?;
     let mut io = tokio::io::join(recv, &mut send);
-    let welcome = within(cfg.connect_timeout, "Warren handshake", client_handshake(&mut io, cfg)).await?;
+    let welcome = within(
+        cfg.connect_timeout,
+        "Warren handshake",
+        client_handshake(&mut io, cfg),
+    )
+    .await?;
     let (recv, _) = io.into_inner();
     Ok((Link::Quic(QuicLink::start(conn, send, recv, true)), welcome))
 }
@@ -365,13 +388,19 @@ impl Accepted {
     }
 
     /// Runs TLS (or the QUIC handshake) and reads the agent's hello.
-    pub async fn start(self, limit: Duration) -> Result<(PendingLink, Result<Hello, HandshakeError>), DialError> {
+    pub async fn start(
+        self,
+        limit: Duration,
+    ) -> Result<(PendingLink, Result<Hello, HandshakeError>), DialError> {
         let remote = self.remote;
         let session = self.session;
         match self.inner {
             AcceptedInner::Tcp(tcp, acceptor) => {
                 let mut tls = within(limit, "TLS handshake", async {
-                    acceptor.accept(tcp).await.map_err(|e| DialError::Tls(e.to_string()))
+                    acceptor
+                        .accept(tcp)
+                        .await
+                        .map_err(|e| DialError::Tls(e.to_string()))
                 })
                 .await?;
                 if tls.get_ref().1.alpn_protocol() != Some(ALPN) {
@@ -393,7 +422,9 @@ impl Accepted {
                 })
                 .await?;
                 let (send, mut recv) = within(limit, "QUIC control stream", async {
-                    conn.accept_bi().await.map_err(|e| DialError::Connect(e.to_string()))
+                    conn.accept_bi()
+                        .await
+                        .map_err(|e| DialError::Connect(e.to_string()))
                 })
                 .await?;
                 let hello = within(limit, "Warren handshake", read_hello(&mut recv)).await?;
@@ -412,11 +443,13 @@ impl Accepted {
 
 /// Reads a hello; protocol-level problems come back as the inner error so the
 /// edge can send a refusal before closing.
-async fn read_hello<R: AsyncRead + Unpin>(rd: &mut R) -> Result<Result<Hello, HandshakeError>, DialError> {
+async fn read_hello<R: AsyncRead + Unpin>(
+    rd: &mut R,
+) -> Result<Result<Hello, HandshakeError>, DialError> {
     let mut buf = vec![0u8; 12];
-    rd.read_exact(&mut buf)
-        .await
-        .map_err(|e| DialError::Connect(format!("agent closed the link during the handshake ({e})")))?;
+    rd.read_exact(&mut buf).await.map_err(|e| {
+        DialError::Connect(format!("agent closed the link during the handshake ({e})"))
+    })?;
     match hs::decode_hello(&buf) {
         Ok(Some(_)) => unreachable!("a 12-byte buffer holds no body"),
         Ok(None) => {}
@@ -473,8 +506,14 @@ impl PendingLink {
                 tls.flush().await?;
                 Ok(Link::Mux(MuxLink::start(*tls, Role::Edge, self.session)))
             }
-            PendingInner::Quic { conn, mut send, recv } => {
-                send.write_all(&bytes).await.map_err(std::io::Error::other)?;
+            PendingInner::Quic {
+                conn,
+                mut send,
+                recv,
+            } => {
+                send.write_all(&bytes)
+                    .await
+                    .map_err(std::io::Error::other)?;
                 Ok(Link::Quic(QuicLink::start(conn, send, recv, false)))
             }
         }
@@ -508,10 +547,34 @@ mod tests {
     #[test]
     fn endpoints_parse() {
         let ep = |s: &str| Endpoint::parse(s).unwrap();
-        assert_eq!(ep("https://edge.example.com:7443"), Endpoint { host: "edge.example.com".into(), port: 7443 });
-        assert_eq!(ep("https://edge.example.com/"), Endpoint { host: "edge.example.com".into(), port: 7443 });
-        assert_eq!(ep("127.0.0.1:9"), Endpoint { host: "127.0.0.1".into(), port: 9 });
-        assert_eq!(ep("[::1]:9"), Endpoint { host: "::1".into(), port: 9 });
+        assert_eq!(
+            ep("https://edge.example.com:7443"),
+            Endpoint {
+                host: "edge.example.com".into(),
+                port: 7443
+            }
+        );
+        assert_eq!(
+            ep("https://edge.example.com/"),
+            Endpoint {
+                host: "edge.example.com".into(),
+                port: 7443
+            }
+        );
+        assert_eq!(
+            ep("127.0.0.1:9"),
+            Endpoint {
+                host: "127.0.0.1".into(),
+                port: 9
+            }
+        );
+        assert_eq!(
+            ep("[::1]:9"),
+            Endpoint {
+                host: "::1".into(),
+                port: 9
+            }
+        );
         assert!(Endpoint::parse("ftp://x").is_err());
         assert!(Endpoint::parse("https://x:0").is_err());
         assert!(Endpoint::parse("https://x:99999").is_err());

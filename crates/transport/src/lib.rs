@@ -21,7 +21,8 @@ pub mod quic;
 pub mod tls;
 
 pub use handshake::{
-    dial, Accepted, DialConfig, DialError, Endpoint, PendingLink, TransportChoice, TunnelListener, DEFAULT_PORT,
+    dial, Accepted, DialConfig, DialError, Endpoint, PendingLink, TransportChoice, TunnelListener,
+    DEFAULT_PORT,
 };
 use mux::{MuxLink, MuxStream};
 use quic::{QuicIncoming, QuicLink, QuicStream};
@@ -214,7 +215,9 @@ impl IncomingStream {
 
     /// Tells the edge the stream is refused, and why.
     pub async fn refuse(mut self, reason: RefuseReason, message: String) -> Result<(), LinkError> {
-        self.answer(OpenReply::Refused { reason, message }).await.map(drop)
+        self.answer(OpenReply::Refused { reason, message })
+            .await
+            .map(drop)
     }
 
     async fn answer(&mut self, reply: OpenReply) -> Result<Option<TunnelStream>, LinkError> {
@@ -224,7 +227,9 @@ impl IncomingStream {
                 Ok(link.reply(*id, reply).await?.map(TunnelStream::Mux))
             }
             IncomingInner::Quic(inc) => {
-                let inc = inc.take().ok_or_else(|| LinkError::Closed("already answered".into()))?;
+                let inc = inc
+                    .take()
+                    .ok_or_else(|| LinkError::Closed("already answered".into()))?;
                 Ok(QuicLink::reply(inc, reply).await?.map(TunnelStream::Quic))
             }
         }
@@ -233,7 +238,12 @@ impl IncomingStream {
 
 impl Drop for IncomingStream {
     fn drop(&mut self) {
-        if let IncomingInner::Mux { link, id, answered: false } = &self.inner {
+        if let IncomingInner::Mux {
+            link,
+            id,
+            answered: false,
+        } = &self.inner
+        {
             link.reset(*id);
         }
     }
@@ -249,7 +259,11 @@ pub enum TunnelStream {
 }
 
 impl AsyncRead for TunnelStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             TunnelStream::Mux(s) => Pin::new(s).poll_read(cx, buf),
             TunnelStream::Quic(s) => Pin::new(s).poll_read(cx, buf),
@@ -258,7 +272,11 @@ impl AsyncRead for TunnelStream {
 }
 
 impl AsyncWrite for TunnelStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             TunnelStream::Mux(s) => Pin::new(s).poll_write(cx, buf),
             TunnelStream::Quic(s) => Pin::new(s).poll_write(cx, buf),

@@ -174,7 +174,9 @@ impl MuxLink {
         let stream = MuxStream::new(id, self.shared.clone());
         match rx.await {
             Ok(OpenReply::Connected) => Ok(stream),
-            Ok(OpenReply::Refused { reason, message }) => Err(OpenError::Refused { reason, message }),
+            Ok(OpenReply::Refused { reason, message }) => {
+                Err(OpenError::Refused { reason, message })
+            }
             Err(_) => Err(OpenError::Link(self.close_reason())),
         }
     }
@@ -185,7 +187,11 @@ impl MuxLink {
     }
 
     /// Answers a stream the peer opened. `Connected` returns the stream.
-    pub async fn reply(&self, id: StreamId, reply: OpenReply) -> Result<Option<MuxStream>, LinkError> {
+    pub async fn reply(
+        &self,
+        id: StreamId,
+        reply: OpenReply,
+    ) -> Result<Option<MuxStream>, LinkError> {
         let connected = matches!(reply, OpenReply::Connected);
         let frame = {
             let mut state = self.shared.lock();
@@ -360,7 +366,11 @@ fn dispatch(shared: &MuxShared, frames: &mut Vec<Frame>) -> Result<(), LinkError
                 }
             }
             Event::Credit { stream } => {
-                if let Some(w) = state.slots.get_mut(&stream).and_then(|s| s.write_waker.take()) {
+                if let Some(w) = state
+                    .slots
+                    .get_mut(&stream)
+                    .and_then(|s| s.write_waker.take())
+                {
                     w.wake();
                 }
             }
@@ -455,7 +465,11 @@ impl MuxStream {
 }
 
 impl AsyncRead for MuxStream {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if this.current.is_empty() {
             let mut state = this.shared.lock();
@@ -490,10 +504,17 @@ impl AsyncRead for MuxStream {
 }
 
 impl AsyncWrite for MuxStream {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         if this.fin_sent {
-            return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "stream already shut down")));
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "stream already shut down",
+            )));
         }
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
@@ -511,9 +532,14 @@ impl AsyncWrite for MuxStream {
                 return Poll::Ready(Err(Self::link_error(state)));
             };
             if slot.reset.is_some() || !state.session.is_open(this.id) {
-                return Poll::Ready(Err(io::Error::new(io::ErrorKind::ConnectionReset, "stream reset by peer")));
+                return Poll::Ready(Err(io::Error::new(
+                    io::ErrorKind::ConnectionReset,
+                    "stream reset by peer",
+                )));
             }
-            let n = state.session.take_credit(this.id, buf.len().min(MAX_DATA_PAYLOAD));
+            let n = state
+                .session
+                .take_credit(this.id, buf.len().min(MAX_DATA_PAYLOAD));
             if n == 0 {
                 slot.write_waker = Some(cx.waker().clone());
                 return Poll::Pending;
@@ -567,7 +593,8 @@ impl Drop for MuxStream {
         if let Some(frame) = state.session.reset(self.id, ResetCode::Cancel) {
             // Prefer the ordered queue so the reset does not overtake data
             // already queued; fall back to the control queue when it is full.
-            if let Err(mpsc::error::TrySendError::Full(frame)) = self.shared.data_tx.try_send(frame) {
+            if let Err(mpsc::error::TrySendError::Full(frame)) = self.shared.data_tx.try_send(frame)
+            {
                 let _ = self.shared.control_tx.try_send(frame);
             }
         }

@@ -26,17 +26,27 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// QUIC transport settings derived from the session settings, so both
 /// transports keep the same keepalive and window behaviour.
-pub(crate) fn transport_config(session: &SessionConfig, role_is_agent: bool) -> quinn::TransportConfig {
+pub(crate) fn transport_config(
+    session: &SessionConfig,
+    role_is_agent: bool,
+) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(session.keepalive_interval));
     t.max_idle_timeout(Some(
-        quinn::IdleTimeout::try_from(session.dead_after).expect("dead_after fits a QUIC idle timeout"),
+        quinn::IdleTimeout::try_from(session.dead_after)
+            .expect("dead_after fits a QUIC idle timeout"),
     ));
     t.stream_receive_window(quinn::VarInt::from_u32(session.max_window));
-    t.receive_window(quinn::VarInt::from_u32(session.max_window.saturating_mul(4)));
+    t.receive_window(quinn::VarInt::from_u32(
+        session.max_window.saturating_mul(4),
+    ));
     t.send_window(u64::from(session.max_window) * 4);
     // Only the edge opens tunnelled streams; the agent opens just the control stream.
-    let bidi = if role_is_agent { session.max_streams as u32 } else { 4 };
+    let bidi = if role_is_agent {
+        session.max_streams as u32
+    } else {
+        4
+    };
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(bidi));
     t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
     t
@@ -111,7 +121,9 @@ impl QuicLink {
         let link_err = |e: &dyn std::fmt::Display| OpenError::Link(LinkError::Io(e.to_string()));
         let (mut send, mut recv) = self.conn.open_bi().await.map_err(|e| link_err(&e))?;
         let frame = Frame::Open { stream: 1, request };
-        send.write_all(&encode(&frame)).await.map_err(|e| link_err(&e))?;
+        send.write_all(&encode(&frame))
+            .await
+            .map_err(|e| link_err(&e))?;
         let reply = match read_frame(&mut recv).await {
             Ok(Frame::Reply { reply, .. }) => reply,
             Ok(other) => {
@@ -135,7 +147,10 @@ impl QuicLink {
         self.incoming.lock().await.recv().await
     }
 
-    pub(crate) async fn reply(incoming: QuicIncoming, reply: OpenReply) -> Result<Option<QuicStream>, LinkError> {
+    pub(crate) async fn reply(
+        incoming: QuicIncoming,
+        reply: OpenReply,
+    ) -> Result<Option<QuicStream>, LinkError> {
         let QuicIncoming { mut send, recv, .. } = incoming;
         let connected = matches!(reply, OpenReply::Connected);
         let frame = Frame::Reply { stream: 1, reply };
@@ -162,7 +177,8 @@ impl QuicLink {
 
     /// Closes the connection now.
     pub fn close(&self, reason: &str) {
-        self.conn.close(quinn::VarInt::from_u32(0), reason.as_bytes());
+        self.conn
+            .close(quinn::VarInt::from_u32(0), reason.as_bytes());
     }
 
     /// Resolves when the connection has closed.
@@ -183,11 +199,14 @@ impl QuicLink {
 
 pub(crate) fn describe(e: quinn::ConnectionError) -> LinkError {
     match e {
-        quinn::ConnectionError::TimedOut => LinkError::Dead("no traffic from peer: QUIC idle timeout".into()),
-        quinn::ConnectionError::LocallyClosed => LinkError::Closed("closed locally".into()),
-        quinn::ConnectionError::ApplicationClosed(c) => {
-            LinkError::Closed(format!("peer closed the link: {}", String::from_utf8_lossy(&c.reason)))
+        quinn::ConnectionError::TimedOut => {
+            LinkError::Dead("no traffic from peer: QUIC idle timeout".into())
         }
+        quinn::ConnectionError::LocallyClosed => LinkError::Closed("closed locally".into()),
+        quinn::ConnectionError::ApplicationClosed(c) => LinkError::Closed(format!(
+            "peer closed the link: {}",
+            String::from_utf8_lossy(&c.reason)
+        )),
         other => LinkError::Io(other.to_string()),
     }
 }
@@ -204,7 +223,10 @@ async fn control_loop(
             }
             Ok(Frame::Ping { .. } | Frame::Pong { .. } | Frame::Control { .. }) => {}
             Ok(other) => {
-                conn.close(quinn::VarInt::from_u32(2), b"unexpected frame on control stream");
+                conn.close(
+                    quinn::VarInt::from_u32(2),
+                    b"unexpected frame on control stream",
+                );
                 tracing::warn!(frame = ?other, "unexpected frame on QUIC control stream; link closed");
                 return;
             }
@@ -227,11 +249,20 @@ async fn accept_loop(conn: quinn::Connection, tx: mpsc::Sender<QuicIncoming>) {
         tokio::spawn(async move {
             match tokio::time::timeout(HEADER_TIMEOUT, read_frame(&mut recv)).await {
                 Ok(Ok(Frame::Open { request, .. })) => {
-                    let _ = tx.send(QuicIncoming { request, send, recv }).await;
+                    let _ = tx
+                        .send(QuicIncoming {
+                            request,
+                            send,
+                            recv,
+                        })
+                        .await;
                 }
                 Ok(Ok(other)) => {
                     tracing::warn!(frame = ?other, "QUIC stream did not start with an open frame; link closed");
-                    conn.close(quinn::VarInt::from_u32(2), b"stream did not start with open");
+                    conn.close(
+                        quinn::VarInt::from_u32(2),
+                        b"stream did not start with open",
+                    );
                 }
                 Ok(Err(LinkError::Protocol(msg))) => {
                     tracing::warn!(error = %msg, "malformed open frame; link closed");
@@ -266,7 +297,11 @@ impl QuicStream {
 }
 
 impl AsyncRead for QuicStream {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = AsyncRead::poll_read(Pin::new(&mut self.recv), cx, buf);
         if let Poll::Ready(Ok(())) = &r {
@@ -279,7 +314,11 @@ impl AsyncRead for QuicStream {
 }
 
 impl AsyncWrite for QuicStream {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         AsyncWrite::poll_write(Pin::new(&mut self.send), cx, buf)
     }
 

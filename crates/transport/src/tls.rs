@@ -82,7 +82,9 @@ pub fn parse_pin(pin: &str) -> Result<[u8; 32], TlsError> {
         .filter(|c| *c != ':')
         .collect();
     let bytes = hex::decode(&cleaned).map_err(|_| TlsError::BadPin(pin.to_owned()))?;
-    bytes.try_into().map_err(|_| TlsError::BadPin(pin.to_owned()))
+    bytes
+        .try_into()
+        .map_err(|_| TlsError::BadPin(pin.to_owned()))
 }
 
 /// A self-signed certificate and its key, both PEM.
@@ -95,7 +97,8 @@ pub struct SelfSigned {
 
 /// Generates a self-signed certificate for `names`.
 pub fn generate_self_signed(names: Vec<String>) -> Result<SelfSigned, TlsError> {
-    let ck = rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
+    let ck =
+        rcgen::generate_simple_self_signed(names).map_err(|e| TlsError::Generate(e.to_string()))?;
     Ok(SelfSigned {
         cert_pem: ck.cert.pem(),
         key_pem: ck.signing_key.serialize_pem(),
@@ -180,7 +183,12 @@ impl ServerCertVerifier for PinVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         let got: [u8; 32] = Sha256::digest(end_entity.as_ref()).into();
         // Not secret, but compare without early exit anyway.
-        if got.iter().zip(self.pin.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0 {
+        if got
+            .iter()
+            .zip(self.pin.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
+        {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::General(format!(

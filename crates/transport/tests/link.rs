@@ -9,7 +9,9 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use warren_proto::{Hello, OpenRequest, RefuseReason, SessionConfig, TargetProtocol, Welcome};
 use warren_transport::tls::{self, EdgeTrust};
-use warren_transport::{dial, DialConfig, Endpoint, Link, OpenError, TransportChoice, TunnelListener};
+use warren_transport::{
+    dial, DialConfig, Endpoint, Link, OpenError, TransportChoice, TunnelListener,
+};
 
 struct Pair {
     edge: Link,
@@ -22,22 +24,32 @@ async fn pair(transport: TransportChoice) -> Pair {
     let pin = tls::parse_pin(&tls::pin_of(&certs[0])).unwrap();
     let key = PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).unwrap();
     let server = tls::server_config(certs, key).unwrap();
-    let listener = TunnelListener::bind("127.0.0.1:0".parse().unwrap(), server, SessionConfig::default())
-        .await
-        .unwrap();
+    let listener = TunnelListener::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        server,
+        SessionConfig::default(),
+    )
+    .await
+    .unwrap();
     let port = listener.local_addr().unwrap().port();
     let edge = tokio::spawn(async move {
         let accepted = listener.accept().await.unwrap();
         let (pending, hello) = accepted.start(Duration::from_secs(5)).await.unwrap();
         assert_eq!(hello.unwrap().secret, "s3cret");
         let link = pending
-            .welcome(Welcome { edge_version: "t".into(), link_id: "l".into() })
+            .welcome(Welcome {
+                edge_version: "t".into(),
+                link_id: "l".into(),
+            })
             .await
             .unwrap();
         (link, listener)
     });
     let cfg = DialConfig {
-        endpoint: Endpoint { host: "localhost".into(), port },
+        endpoint: Endpoint {
+            host: "localhost".into(),
+            port,
+        },
         tls: tls::client_config(&EdgeTrust::Pin(pin)).unwrap(),
         transport,
         hello: Hello {
@@ -63,7 +75,9 @@ fn serve_echo(agent: Link) {
         while let Some(inc) = agent.accept().await {
             tokio::spawn(async move {
                 if inc.request.target == "deny:1" {
-                    inc.refuse(RefuseReason::NotAllowed, "not on the list".into()).await.unwrap();
+                    inc.refuse(RefuseReason::NotAllowed, "not on the list".into())
+                        .await
+                        .unwrap();
                     return;
                 }
                 let mut s = inc.accept().await.unwrap();
@@ -114,7 +128,9 @@ async fn many_streams_and_refusal(transport: TransportChoice) {
     let mut tasks = Vec::new();
     for _ in 0..100 {
         let edge = edge.clone();
-        tasks.push(tokio::spawn(async move { echo_through(&edge, 100_000).await }));
+        tasks.push(tokio::spawn(
+            async move { echo_through(&edge, 100_000).await },
+        ));
     }
     for t in tasks {
         t.await.unwrap();

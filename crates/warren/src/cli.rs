@@ -86,7 +86,12 @@ pub(crate) struct SiteArgs {
     pub(crate) secret: String,
     /// Allow the agent to connect to TARGET (HOST_OR_CIDR:PORT[-PORT]/tcp|udp). Repeatable.
     /// In WARREN_ALLOW, separate entries with commas.
-    #[arg(long = "allow", env = "WARREN_ALLOW", value_delimiter = ',', value_name = "TARGET")]
+    #[arg(
+        long = "allow",
+        env = "WARREN_ALLOW",
+        value_delimiter = ',',
+        value_name = "TARGET"
+    )]
     pub(crate) allow: Vec<String>,
     /// Read allowlist entries from FILE, one per line (`#` comments).
     #[arg(long, env = "WARREN_ALLOW_FILE", value_name = "FILE")]
@@ -120,7 +125,9 @@ pub(crate) struct UpArgs {
 
 fn humantime_duration(s: &str) -> Result<std::time::Duration, String> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration like 30s"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("`{s}` is not a duration like 30s"))?;
     match unit {
         "ms" => Ok(std::time::Duration::from_millis(n)),
         "s" | "" => Ok(std::time::Duration::from_secs(n)),

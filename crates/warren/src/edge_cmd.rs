@@ -9,13 +9,14 @@ use warren_edge::config::EdgeConfig;
 use warren_edge::{certs, Edge};
 
 pub(crate) fn load(path: &Path) -> Result<EdgeConfig, Failure> {
-    EdgeConfig::load(path).map_err(|errors| Failure::Usage(errors.to_string().trim_end().to_owned()))
+    EdgeConfig::load(path)
+        .map_err(|errors| Failure::Usage(errors.to_string().trim_end().to_owned()))
 }
 
 pub(crate) async fn run(args: EdgeArgs) -> Result<(), Failure> {
-    let path: PathBuf = args
-        .config
-        .ok_or_else(|| Failure::Usage("--config FILE is required (see `warren edge --help`)".into()))?;
+    let path: PathBuf = args.config.ok_or_else(|| {
+        Failure::Usage("--config FILE is required (see `warren edge --help`)".into())
+    })?;
     let config = load(&path)?;
     if args.check {
         println!(
@@ -38,7 +39,11 @@ pub(crate) async fn run(args: EdgeArgs) -> Result<(), Failure> {
 }
 
 /// Runs an edge until SIGTERM/SIGINT; SIGHUP reloads `path`.
-pub(crate) async fn serve(config: EdgeConfig, path: &Path, on_started: impl FnOnce(&Edge)) -> Result<(), Failure> {
+pub(crate) async fn serve(
+    config: EdgeConfig,
+    path: &Path,
+    on_started: impl FnOnce(&Edge),
+) -> Result<(), Failure> {
     let edge = Edge::start(config).await.context("starting the edge")?;
     on_started(&edge);
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;

@@ -29,7 +29,10 @@ fn allowlist(args: &SiteArgs) -> Result<Allowlist, Failure> {
         }
     }
     if !errors.is_empty() {
-        return Err(Failure::Usage(format!("bad allowlist:\n  {}", errors.join("\n  "))));
+        return Err(Failure::Usage(format!(
+            "bad allowlist:\n  {}",
+            errors.join("\n  ")
+        )));
     }
     if args.allow_any {
         return Ok(Allowlist::allow_any());
@@ -45,12 +48,17 @@ fn allowlist(args: &SiteArgs) -> Result<Allowlist, Failure> {
 }
 
 pub(crate) async fn run(args: SiteArgs) -> Result<(), Failure> {
-    let endpoint = Endpoint::parse(&args.endpoint).map_err(|e| Failure::Usage(format!("--endpoint: {e}")))?;
+    let endpoint =
+        Endpoint::parse(&args.endpoint).map_err(|e| Failure::Usage(format!("--endpoint: {e}")))?;
     let trust = match (&args.ca, &args.pin) {
         (Some(ca), None) => EdgeTrust::CaFile(ca.clone()),
-        (None, Some(pin)) => EdgeTrust::Pin(tls::parse_pin(pin).map_err(|e| Failure::Usage(format!("--pin: {e}")))?),
+        (None, Some(pin)) => {
+            EdgeTrust::Pin(tls::parse_pin(pin).map_err(|e| Failure::Usage(format!("--pin: {e}")))?)
+        }
         (None, None) => EdgeTrust::SystemRoots,
-        (Some(_), Some(_)) => return Err(Failure::Usage("--ca and --pin exclude each other".into())),
+        (Some(_), Some(_)) => {
+            return Err(Failure::Usage("--ca and --pin exclude each other".into()))
+        }
     };
     // Fail early on unusable trust material, with exit status 2.
     tls::client_config(&trust).map_err(|e| Failure::Usage(e.to_string()))?;

@@ -24,7 +24,10 @@ async fn get(base: &str, path: &str) -> anyhow::Result<Vec<u8>> {
     let status = resp.status();
     let body = resp.into_body().collect().await?.to_bytes().to_vec();
     if !status.is_success() {
-        return Err(anyhow!("admin API answered {status}: {}", String::from_utf8_lossy(&body)));
+        return Err(anyhow!(
+            "admin API answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        ));
     }
     Ok(body)
 }
@@ -35,10 +38,20 @@ pub(crate) async fn run(args: StatusArgs) -> Result<(), Failure> {
         println!("{}", String::from_utf8_lossy(&body));
         return Ok(());
     }
-    let sites: Vec<Value> = serde_json::from_slice(&body).context("decoding the admin API's answer")?;
+    let sites: Vec<Value> =
+        serde_json::from_slice(&body).context("decoding the admin API's answer")?;
     println!(
         "{:<16} {:<8} {:<14} {:<8} {:<5} {:<22} {:<21} {:>7} {:>12} {:>12}",
-        "SITE", "STATUS", "AGENT", "VERSION", "VIA", "REMOTE", "SINCE", "STREAMS", "BYTES IN", "BYTES OUT"
+        "SITE",
+        "STATUS",
+        "AGENT",
+        "VERSION",
+        "VIA",
+        "REMOTE",
+        "SINCE",
+        "STREAMS",
+        "BYTES IN",
+        "BYTES OUT"
     );
     for site in &sites {
         let id = site["id"].as_str().unwrap_or("?");

@@ -47,7 +47,9 @@ secret_hash = "{hash}"
         first_secret = Some(secret);
     }
     let config = crate::edge_cmd::load(&config_path)?;
-    let site = site_id.or_else(|| config.sites.keys().next().cloned()).unwrap_or_default();
+    let site = site_id
+        .or_else(|| config.sites.keys().next().cloned())
+        .unwrap_or_default();
     crate::edge_cmd::serve(config, &config_path, |edge| {
         let port = edge.tunnel_addr().port();
         let secret = first_secret

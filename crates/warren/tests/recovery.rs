@@ -22,7 +22,11 @@ async fn edge_restart(transport: &str) {
 
     // Restart the edge on the same ports.
     edge.process.signal(SIGTERM);
-    assert_eq!(edge.process.wait_exit(Duration::from_secs(10)), Some(0), "edge exits 0 on SIGTERM");
+    assert_eq!(
+        edge.process.wait_exit(Duration::from_secs(10)),
+        Some(0),
+        "edge exits 0 on SIGTERM"
+    );
     spec.tunnel_listen = edge.tunnel.to_string();
     spec.resources[0].listen = addr.to_string();
     let edge = EdgeProcess::start(bin(), dir.path(), &spec);
@@ -69,8 +73,13 @@ async fn client_load(
     let late = Arc::new(std::sync::Mutex::new(Vec::new()));
     let tasks: Vec<_> = (0..workers)
         .map(|_| {
-            let (stop, cutoff, ok, early, late) =
-                (stop.clone(), cutoff.clone(), ok.clone(), early_failures.clone(), late.clone());
+            let (stop, cutoff, ok, early, late) = (
+                stop.clone(),
+                cutoff.clone(),
+                ok.clone(),
+                early_failures.clone(),
+                late.clone(),
+            );
             tokio::spawn(async move {
                 while !stop.load(Ordering::Relaxed) {
                     let started_after_cutoff = cutoff.load(Ordering::SeqCst);
@@ -91,13 +100,21 @@ async fn client_load(
         t.await.unwrap();
     }
     let late = late.lock().unwrap().clone();
-    (ok.load(Ordering::Relaxed), late, early_failures.load(Ordering::Relaxed))
+    (
+        ok.load(Ordering::Relaxed),
+        late,
+        early_failures.load(Ordering::Relaxed),
+    )
 }
 
 async fn kill_one_of_two(signal: i32, transport: &str) -> (usize, Vec<String>, usize) {
     let dir = tempfile::tempdir().unwrap();
     let echo = echo_tcp().await;
-    let edge = EdgeProcess::start(bin(), dir.path(), &EdgeSpec::new().resource(ResourceSpec::tcp("echo", "home", echo)));
+    let edge = EdgeProcess::start(
+        bin(),
+        dir.path(),
+        &EdgeSpec::new().resource(ResourceSpec::tcp("echo", "home", echo)),
+    );
     let allow = format!("{echo}/tcp");
     let doomed = edge.start_agent("doomed", transport, &[&allow]);
     let survivor = edge.start_agent("survivor", transport, &[&allow]);
@@ -115,7 +132,11 @@ async fn kill_one_of_two(signal: i32, transport: &str) -> (usize, Vec<String>, u
     tokio::time::sleep(Duration::from_millis(1500)).await;
     stop.store(true, Ordering::Relaxed);
     let result = load.await.unwrap();
-    assert_eq!(edge.agent_count("home"), 1, "the dead agent is gone from the status");
+    assert_eq!(
+        edge.agent_count("home"),
+        1,
+        "the dead agent is gone from the status"
+    );
     drop(survivor);
     result
 }
@@ -124,9 +145,15 @@ async fn kill_one_of_two(signal: i32, transport: &str) -> (usize, Vec<String>, u
 async fn sigkill_of_one_agent_fails_no_later_connection() {
     for transport in ["tcp", "quic"] {
         let (ok, late, early) = kill_one_of_two(SIGKILL, transport).await;
-        eprintln!("{transport}: {ok} round trips ok, {early} failed in flight at the kill, {} after", late.len());
+        eprintln!(
+            "{transport}: {ok} round trips ok, {early} failed in flight at the kill, {} after",
+            late.len()
+        );
         assert!(ok > 50, "too little traffic to mean anything: {ok}");
-        assert!(late.is_empty(), "{transport}: connections after the kill failed: {late:?}");
+        assert!(
+            late.is_empty(),
+            "{transport}: connections after the kill failed: {late:?}"
+        );
     }
 }
 
@@ -136,5 +163,8 @@ async fn a_clean_agent_stop_fails_no_connection_at_all() {
     eprintln!("{ok} round trips ok");
     assert!(ok > 50, "too little traffic: {ok}");
     assert_eq!(early, 0);
-    assert!(late.is_empty(), "connections failed during a clean agent stop: {late:?}");
+    assert!(
+        late.is_empty(),
+        "connections failed during a clean agent stop: {late:?}"
+    );
 }

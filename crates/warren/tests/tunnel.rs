@@ -5,17 +5,25 @@ mod common;
 use common::{bin, echo_ok, roundtrip};
 use std::time::Duration;
 use tokio::net::UdpSocket;
-use warren_testkit::{echo_tcp, echo_udp, random_bytes, sha256_hex, EdgeProcess, EdgeSpec, ResourceSpec};
+use warren_testkit::{
+    echo_tcp, echo_udp, random_bytes, sha256_hex, EdgeProcess, EdgeSpec, ResourceSpec,
+};
 
 async fn sixteen_mib(transport: &str) {
     let dir = tempfile::tempdir().unwrap();
     let echo = echo_tcp().await;
-    let edge = EdgeProcess::start(bin(), dir.path(), &EdgeSpec::new().resource(ResourceSpec::tcp("echo", "home", echo)));
+    let edge = EdgeProcess::start(
+        bin(),
+        dir.path(),
+        &EdgeSpec::new().resource(ResourceSpec::tcp("echo", "home", echo)),
+    );
     let agent = edge.start_agent("agent", transport, &[&format!("{echo}/tcp")]);
     let transport_used = agent.wait_event("edge_connected")["transport"].clone();
     assert_eq!(transport_used, transport);
     let data = random_bytes(16 << 20);
-    let got = roundtrip(edge.resource_addr("echo"), data.clone()).await.unwrap();
+    let got = roundtrip(edge.resource_addr("echo"), data.clone())
+        .await
+        .unwrap();
     assert_eq!(got.len(), data.len());
     assert_eq!(sha256_hex(&got), sha256_hex(&data));
 }
@@ -34,7 +42,11 @@ async fn sixteen_mib_of_random_bytes_over_quic_transport() {
 async fn udp_datagrams_are_echoed_with_their_boundaries() {
     let dir = tempfile::tempdir().unwrap();
     let echo = echo_udp().await;
-    let edge = EdgeProcess::start(bin(), dir.path(), &EdgeSpec::new().resource(ResourceSpec::udp("dns", "home", echo)));
+    let edge = EdgeProcess::start(
+        bin(),
+        dir.path(),
+        &EdgeSpec::new().resource(ResourceSpec::udp("dns", "home", echo)),
+    );
     let _agent = edge.start_agent("agent", "tcp", &[&format!("{echo}/udp")]);
     let addr = edge.resource_addr("dns");
     let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
@@ -55,7 +67,11 @@ async fn udp_datagrams_are_echoed_with_their_boundaries() {
 async fn two_hundred_concurrent_streams() {
     let dir = tempfile::tempdir().unwrap();
     let echo = echo_tcp().await;
-    let edge = EdgeProcess::start(bin(), dir.path(), &EdgeSpec::new().resource(ResourceSpec::tcp("echo", "home", echo)));
+    let edge = EdgeProcess::start(
+        bin(),
+        dir.path(),
+        &EdgeSpec::new().resource(ResourceSpec::tcp("echo", "home", echo)),
+    );
     let _agent = edge.start_agent("agent", "tcp", &[&format!("{echo}/tcp")]);
     let addr = edge.resource_addr("echo");
     let tasks: Vec<_> = (0..200)
@@ -76,7 +92,11 @@ async fn two_hundred_concurrent_streams() {
         for e in edge.process.events("connection_failed").iter().take(5) {
             eprintln!("edge: {e}");
         }
-        panic!("{} of 200 streams failed: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+        panic!(
+            "{} of 200 streams failed: {:?}",
+            failures.len(),
+            &failures[..failures.len().min(5)]
+        );
     }
     let sites = edge.admin_get("/api/v1/sites");
     assert_eq!(sites[0]["agents"][0]["total_streams"], 200);
@@ -95,7 +115,10 @@ async fn a_target_outside_the_allowlist_is_refused_and_reported() {
     let agent = edge.start_agent("agent", "tcp", &[&format!("{echo}/tcp")]);
     // The visitor gets nothing from the forbidden target.
     let got = roundtrip(edge.resource_addr("sneaky"), b"hello".to_vec()).await;
-    assert!(got.map(|g| g.is_empty()).unwrap_or(true), "forbidden target answered");
+    assert!(
+        got.map(|g| g.is_empty()).unwrap_or(true),
+        "forbidden target answered"
+    );
     // The agent logged it, the edge logged it, the API shows it.
     let refused = agent.wait_event("stream_refused");
     assert_eq!(refused["upstream"], forbidden.to_string());
@@ -106,7 +129,9 @@ async fn a_target_outside_the_allowlist_is_refused_and_reported() {
     assert_eq!(sites[0]["last_refusal"]["target"], forbidden.to_string());
     assert_eq!(sites[0]["last_refusal"]["resource"], "sneaky");
     // The allowed resource still works over the same link.
-    echo_ok(edge.resource_addr("ok"), b"still fine").await.unwrap();
+    echo_ok(edge.resource_addr("ok"), b"still fine")
+        .await
+        .unwrap();
     // The agent's metrics count the refusal.
     assert!(agent.logs().iter().all(|l| l["event"] != "edge_link_lost"));
 }
@@ -127,6 +152,9 @@ async fn a_wrong_secret_is_refused_with_the_reason_on_both_sides() {
     // An unknown site id gets the same answer (ids are not revealed).
     let args = edge.site_args("nobody", "S3CRET-for-tests", "quic", &["127.0.0.1:9/tcp"]);
     let agent = warren_testkit::Process::spawn("agent2", bin(), &args, dir.path());
-    let msg = agent.wait_event("edge_refused")["message"].as_str().unwrap().to_owned();
+    let msg = agent.wait_event("edge_refused")["message"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     assert!(msg.contains("unknown site id or wrong secret"), "{msg}");
 }

@@ -32,7 +32,11 @@ pub async fn roundtrip(addr: SocketAddr, data: Vec<u8>) -> std::io::Result<Vec<u
 pub async fn echo_ok(addr: SocketAddr, data: &[u8]) -> Result<(), String> {
     match roundtrip(addr, data.to_vec()).await {
         Ok(got) if got == data => Ok(()),
-        Ok(got) => Err(format!("echoed {} bytes, expected {}", got.len(), data.len())),
+        Ok(got) => Err(format!(
+            "echoed {} bytes, expected {}",
+            got.len(),
+            data.len()
+        )),
         Err(e) => Err(e.to_string()),
     }
 }

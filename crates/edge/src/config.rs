@@ -395,7 +395,7 @@ impl Validator<'_> {
                 (Some(_), Some(_)) => {
                     self.error(
                         Some(span.clone()),
-                        format!("{key}"),
+                        key.clone(),
                         "give either secret or secret_hash, not both",
                     );
                     None
@@ -403,7 +403,7 @@ impl Validator<'_> {
                 (None, None) => {
                     self.error(
                         Some(span.clone()),
-                        format!("{key}"),
+                        key.clone(),
                         "missing secret (or secret_hash)",
                     );
                     None

@@ -338,27 +338,23 @@ impl TunnelListener {
     /// Waits for the next connection attempt. Run [`Accepted::start`] on it in
     /// its own task.
     pub async fn accept(&self) -> std::io::Result<Accepted> {
-        loop {
-            tokio::select! {
-                r = self.tcp.accept() => {
-                    let (tcp, remote) = r?;
-                    let _ = tcp.set_nodelay(true);
-                    return Ok(Accepted {
-                        remote,
-                        inner: AcceptedInner::Tcp(tcp, self.tls.clone()),
-                        session: self.session.clone(),
-                    });
-                }
-                incoming = self.quic.accept() => {
-                    let Some(incoming) = incoming else {
-                        return Err(std::io::Error::other("QUIC endpoint closed"));
-                    };
-                    return Ok(Accepted {
-                        remote: incoming.remote_address(),
-                        inner: AcceptedInner::Quic(incoming),
-                        session: self.session.clone(),
-                    });
-                }
+        tokio::select! {
+            r = self.tcp.accept() => {
+                let (tcp, remote) = r?;
+                let _ = tcp.set_nodelay(true);
+                Ok(Accepted {
+                    remote,
+                    inner: AcceptedInner::Tcp(tcp, self.tls.clone()),
+                    session: self.session.clone(),
+                })
+            }
+            incoming = self.quic.accept() => {
+                let incoming = incoming.ok_or_else(|| std::io::Error::other("QUIC endpoint closed"))?;
+                Ok(Accepted {
+                    remote: incoming.remote_address(),
+                    inner: AcceptedInner::Quic(Box::new(incoming)),
+                    session: self.session.clone(),
+                })
             }
         }
     }
@@ -378,7 +374,7 @@ pub struct Accepted {
 
 enum AcceptedInner {
     Tcp(TcpStream, tokio_rustls::TlsAcceptor),
-    Quic(quinn::Incoming),
+    Quic(Box<quinn::Incoming>),
 }
 
 impl Accepted {
@@ -418,7 +414,7 @@ impl Accepted {
             }
             AcceptedInner::Quic(incoming) => {
                 let conn = within(limit, "QUIC handshake", async {
-                    incoming.await.map_err(|e| DialError::Tls(e.to_string()))
+                    (*incoming).await.map_err(|e| DialError::Tls(e.to_string()))
                 })
                 .await?;
                 let (send, mut recv) = within(limit, "QUIC control stream", async {

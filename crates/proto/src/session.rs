@@ -147,7 +147,7 @@ pub enum ProtocolError {
     #[error("stream {0}: reply missing, repeated or unexpected")]
     BadReply(StreamId),
     /// Nothing heard from the peer for [`SessionConfig::dead_after`].
-    #[error("no traffic from peer for {0:?}: link dead")]
+    #[error("no traffic from peer for {0:?}")]
     Dead(Duration),
     /// All stream ids used up.
     #[error("stream ids exhausted")]

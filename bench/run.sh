@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# One command for Warren's benchmarks: builds the release binary, installs the
+# peers (rathole 0.5.0 from crates.io; iperf3, wrk and nginx from Debian),
+# then measures direct, rathole (plain TCP and Noise) and Warren (TCP+TLS and
+# QUIC transports) in the same run and prints a table with ratios.
+#
+#   bench/run.sh                 # 3 repetitions of 5 s per measurement
+#   REPS=5 DURATION=10 bench/run.sh
+#
+# Everything runs on 127.0.0.1. Results are medians; see bench/RESULTS.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v iperf3 >/dev/null || ! command -v wrk >/dev/null || ! command -v nginx >/dev/null; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends iperf3 wrk nginx-light || apt-get install -y -q --no-install-recommends iperf3 wrk nginx
+fi
+tools="$PWD/bench/.tools"
+if [ ! -x "$tools/bin/rathole" ]; then
+  cargo install rathole --version 0.5.0 --locked --no-default-features --features server,client,noise --root "$tools"
+fi
+cargo build --release -p warren
+exec python3 bench/bench.py --warren target/release/warren --rathole "$tools/bin/rathole" "$@"

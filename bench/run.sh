@@ -18,7 +18,8 @@ if ! command -v iperf3 >/dev/null || ! command -v wrk >/dev/null || ! command -v
 fi
 tools="$PWD/bench/.tools"
 if [ ! -x "$tools/bin/rathole" ]; then
-  cargo install rathole --version 0.5.0 --locked --no-default-features --features server,client,noise --root "$tools"
+  # Not --locked: its lockfile pins time 0.3.29, which current Rust cannot compile.
+  cargo install rathole --version 0.5.0 --no-default-features --features server,client,noise --root "$tools"
 fi
 cargo build --release -p warren
 exec python3 bench/bench.py --warren target/release/warren --rathole "$tools/bin/rathole" "$@"

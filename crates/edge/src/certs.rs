@@ -14,6 +14,9 @@ pub struct TunnelCert {
     pub key: PrivateKeyDer<'static>,
     /// SHA-256 of the leaf, hex.
     pub pin: String,
+    /// Key for QUIC stateless resets, derived from the private key so it is
+    /// stable across restarts and secret.
+    pub reset_key: [u8; 32],
 }
 
 /// Paths of the generated certificate in `data_dir`.
@@ -54,7 +57,19 @@ pub fn load_or_create(
     let certs = tls::load_certs(&cert_path)?;
     let key = tls::load_key(&key_path)?;
     let pin = tls::pin_of(&certs[0]);
-    Ok(TunnelCert { certs, key, pin })
+    let reset_key = {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"warren/quic-stateless-reset/v1");
+        h.update(key.secret_der());
+        h.finalize().into()
+    };
+    Ok(TunnelCert {
+        certs,
+        key,
+        pin,
+        reset_key,
+    })
 }
 
 /// Creates a directory readable only by its owner.

@@ -93,6 +93,7 @@ pub struct Edge {
     pin: String,
     listeners: Mutex<listeners::Listeners>,
     stop: CancellationToken,
+    quic: warren_transport::QuicEndpoint,
 }
 
 impl Edge {
@@ -101,13 +102,18 @@ impl Edge {
         certs::create_dir_private(&config.data_dir)?;
         let cert = certs::load_or_create(config.tunnel_cert.as_ref(), &config.data_dir)?;
         let server = warren_transport::tls::server_config(cert.certs, cert.key)?;
-        let tunnel = TunnelListener::bind(config.tunnel_listen, server, SessionConfig::default())
-            .await
-            .map_err(|e| EdgeError::Bind {
-                what: "the tunnel (TCP and UDP)".into(),
-                addr: config.tunnel_listen,
-                source: e,
-            })?;
+        let tunnel = TunnelListener::bind(
+            config.tunnel_listen,
+            server,
+            SessionConfig::default(),
+            &cert.reset_key,
+        )
+        .await
+        .map_err(|e| EdgeError::Bind {
+            what: "the tunnel (TCP and UDP)".into(),
+            addr: config.tunnel_listen,
+            source: e,
+        })?;
         let tunnel_addr = tunnel
             .local_addr()
             .map_err(|e| EdgeError::io(Path::new("tunnel"), e))?;
@@ -121,6 +127,7 @@ impl Edge {
         let admin_addr = admin
             .local_addr()
             .map_err(|e| EdgeError::io(Path::new("admin"), e))?;
+        let quic = tunnel.quic_endpoint();
         let shared = Arc::new(EdgeShared {
             config: ArcSwap::from_pointee(config.clone()),
             registry: Registry::default(),
@@ -143,6 +150,7 @@ impl Edge {
             pin: cert.pin,
             listeners: Mutex::new(listeners),
             stop,
+            quic,
         })
     }
 
@@ -228,6 +236,9 @@ impl Edge {
         for a in agents {
             a.link.close("edge shutting down");
         }
+        // Let QUIC's close frames leave before the process exits, so agents
+        // reconnect now rather than after their idle timeout.
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.quic.wait_idle()).await;
         tracing::info!(event = "edge_stopped", "edge stopped");
     }
 }

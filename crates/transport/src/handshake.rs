@@ -300,10 +300,16 @@ pub struct TunnelListener {
 
 impl TunnelListener {
     /// Binds TCP on `addr`, then UDP on the same address and port.
+    ///
+    /// `reset_key` keys QUIC stateless resets. Keep it stable across restarts
+    /// (derive it from the tunnel key): a restarted edge then answers packets
+    /// of its predecessor's connections with a reset, and agents reconnect at
+    /// once instead of waiting out their idle timeout.
     pub async fn bind(
         addr: SocketAddr,
         tls: Arc<rustls::ServerConfig>,
         session: SessionConfig,
+        reset_key: &[u8],
     ) -> std::io::Result<TunnelListener> {
         let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls.clone())
             .map_err(std::io::Error::other)?;
@@ -314,7 +320,16 @@ impl TunnelListener {
         for _ in 0..20 {
             let tcp = TcpListener::bind(addr).await?;
             let bound = tcp.local_addr()?;
-            match quinn::Endpoint::server(server.clone(), bound) {
+            let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, reset_key);
+            let endpoint = std::net::UdpSocket::bind(bound).and_then(|socket| {
+                quinn::Endpoint::new(
+                    quinn::EndpointConfig::new(Arc::new(key)),
+                    Some(server.clone()),
+                    socket,
+                    Arc::new(quinn::TokioRuntime),
+                )
+            });
+            match endpoint {
                 Ok(quic) => {
                     return Ok(TunnelListener {
                         tcp,
@@ -362,6 +377,12 @@ impl TunnelListener {
     /// Stops accepting QUIC connections (TCP stops when the listener drops).
     pub fn close(&self) {
         self.quic.set_server_config(None);
+    }
+
+    /// The QUIC endpoint, to wait for its close frames to leave on shutdown
+    /// (`quinn::Endpoint::wait_idle`).
+    pub fn quic_endpoint(&self) -> quinn::Endpoint {
+        self.quic.clone()
     }
 }
 

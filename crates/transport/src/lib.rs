@@ -26,6 +26,8 @@ pub use handshake::{
 };
 use mux::{MuxLink, MuxStream};
 use quic::{QuicIncoming, QuicLink, QuicStream};
+/// The QUIC endpoint type, re-exported for shutdown handling.
+pub use quinn::Endpoint as QuicEndpoint;
 use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};

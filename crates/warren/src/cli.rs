@@ -121,6 +121,12 @@ pub(crate) struct UpArgs {
     /// Where the quickstart keeps its state.
     #[arg(long, env = "WARREN_DATA_DIR", default_value = "./warren-data")]
     pub(crate) data_dir: PathBuf,
+    /// Tunnel address written into a new edge.toml (first run only).
+    #[arg(long, default_value = "0.0.0.0:7443")]
+    pub(crate) tunnel_listen: SocketAddr,
+    /// Admin API address written into a new edge.toml (first run only).
+    #[arg(long, default_value = "127.0.0.1:7080")]
+    pub(crate) admin_listen: SocketAddr,
 }
 
 fn humantime_duration(s: &str) -> Result<std::time::Duration, String> {

@@ -75,7 +75,7 @@ pub(crate) async fn run(args: SiteArgs) -> Result<(), Failure> {
         let listener = tokio::net::TcpListener::bind(addr)
             .await
             .map_err(|e| Failure::Usage(format!("--metrics {addr}: {e}")))?;
-        tracing::info!(addr = %listener.local_addr().unwrap_or(addr), "serving /metrics and /healthz");
+        tracing::info!(event = "metrics_listening", addr = %listener.local_addr().unwrap_or(addr), "serving /metrics and /healthz");
         tokio::spawn(warren_site::stats::serve_metrics(listener, stats.clone()));
     }
     let shutdown = CancellationToken::new();

@@ -26,8 +26,8 @@ pub(crate) async fn run(args: UpArgs) -> Result<(), Failure> {
             r#"# Written by `warren up`. Edit, then `kill -HUP <pid>` to apply without a restart.
 [edge]
 data_dir      = "."                 # relative to this file
-tunnel_listen = "0.0.0.0:7443"      # agents dial in here (TCP+TLS and QUIC)
-admin_listen  = "127.0.0.1:7080"    # status API
+tunnel_listen = "{tunnel}"      # agents dial in here (TCP+TLS and QUIC)
+admin_listen  = "{admin}"    # status API
 
 [[site]]
 id          = "{id}"
@@ -40,7 +40,9 @@ secret_hash = "{hash}"
 # listen  = "0.0.0.0:2222"
 # targets = [{{ site = "{id}", address = "127.0.0.1:22" }}]
 "#,
-            hash = hash_secret(&secret)
+            hash = hash_secret(&secret),
+            tunnel = args.tunnel_listen,
+            admin = args.admin_listen,
         );
         certs::write_private(&config_path, text.as_bytes()).context("writing edge.toml")?;
         site_id = Some(id);
@@ -54,7 +56,7 @@ secret_hash = "{hash}"
         let port = edge.tunnel_addr().port();
         let secret = first_secret
             .clone()
-            .unwrap_or_else(|| "<the secret printed on the first run>".into());
+            .unwrap_or_else(|| "<SECRET-SHOWN-AT-FIRST-RUN>".into());
         println!(
             "\nWarren edge is up.\n\
              \n  config:     {config}\

@@ -12,6 +12,12 @@ const SIGKILL: i32 = 9;
 const SIGTERM: i32 = 15;
 
 async fn edge_restart(transport: &str) {
+    edge_restart_after(transport, SIGTERM, Duration::from_secs(2)).await;
+}
+
+/// Stops the edge with `signal`, starts it again on the same ports, and
+/// requires traffic within `limit` of it listening.
+async fn edge_restart_after(transport: &str, signal: i32, limit: Duration) {
     let dir = tempfile::tempdir().unwrap();
     let echo = echo_tcp().await;
     let mut spec = EdgeSpec::new().resource(ResourceSpec::tcp("echo", "home", echo));
@@ -31,13 +37,13 @@ async fn edge_restart(transport: &str) {
     spec.resources[0].listen = addr.to_string();
     let edge = EdgeProcess::start(bin(), dir.path(), &spec);
     let listening = Instant::now();
-    let deadline = listening + Duration::from_secs(2);
+    let deadline = listening + limit;
     let mut last_err = String::new();
     while Instant::now() < deadline {
         match echo_ok(addr, b"after").await {
             Ok(()) => {
                 let took = listening.elapsed();
-                eprintln!("{transport}: traffic flowed {took:?} after the edge restarted");
+                eprintln!("{transport}: traffic flowed {took:?} after the edge restarted (signal {signal})");
                 agent.wait_event_nth("edge_connected", 1, Duration::from_secs(1));
                 return;
             }
@@ -47,7 +53,21 @@ async fn edge_restart(transport: &str) {
     }
     agent.dump();
     edge.process.dump();
-    panic!("no traffic within 2 s of the edge listening again: {last_err}");
+    panic!("no traffic within {limit:?} of the edge listening again: {last_err}");
+}
+
+/// A crashed edge sends no close; a QUIC agent would wait out its 12 s idle
+/// timeout, but the restarted edge answers with a stateless reset (its reset
+/// key is derived from the tunnel key), so the agent is back within a
+/// keepalive interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_edge_crash_quic_agents_return_before_their_idle_timeout() {
+    edge_restart_after("quic", SIGKILL, Duration::from_secs(8)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_edge_crash_tcp_agents_return_within_two_seconds() {
+    edge_restart_after("tcp", SIGKILL, Duration::from_secs(2)).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -167,4 +187,39 @@ async fn a_clean_agent_stop_fails_no_connection_at_all() {
         late.is_empty(),
         "connections failed during a clean agent stop: {late:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_on_the_edge_drains_an_open_connection_before_exiting() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let echo = echo_tcp().await;
+    let mut edge = EdgeProcess::start(
+        bin(),
+        dir.path(),
+        &EdgeSpec::new().resource(ResourceSpec::tcp("echo", "home", echo)),
+    );
+    let _agent = edge.start_agent("agent", "tcp", &[&format!("{echo}/tcp")]);
+    let mut conn = tokio::net::TcpStream::connect(edge.resource_addr("echo"))
+        .await
+        .unwrap();
+    conn.write_all(b"first half ").await.unwrap();
+    let mut buf = [0u8; 11];
+    conn.read_exact(&mut buf).await.unwrap();
+    edge.process.signal(SIGTERM);
+    // New connections are no longer accepted...
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(echo_ok(edge.resource_addr("echo"), b"new").await.is_err());
+    // ...but the open one keeps working, and the edge waits for it.
+    assert_eq!(
+        edge.process.wait_exit(Duration::from_millis(200)),
+        None,
+        "edge quit with a stream open"
+    );
+    conn.write_all(b"second half").await.unwrap();
+    let mut buf = [0u8; 11];
+    conn.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"second half");
+    drop(conn);
+    assert_eq!(edge.process.wait_exit(Duration::from_secs(10)), Some(0));
 }

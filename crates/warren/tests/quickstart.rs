@@ -1,0 +1,176 @@
+//! `warren up` as a newcomer uses it: the printed command works, state is reused.
+
+mod common;
+
+use common::{bin, echo_ok};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+use warren_testkit::{echo_tcp, Process};
+
+struct Up {
+    child: Child,
+    _lines: mpsc::Receiver<String>,
+}
+
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn up(dir: &std::path::Path) -> (Up, String) {
+    let mut child = Command::new(bin())
+        .args([
+            "up",
+            "--data-dir",
+            "state",
+            "--tunnel-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .current_dir(dir)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = mpsc::channel();
+    let out = child.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut text = String::new();
+    loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("warren up printed its banner");
+        text.push_str(&line);
+        text.push('\n');
+        if line.starts_with("Publish a service") {
+            break;
+        }
+    }
+    (Up { child, _lines: rx }, text)
+}
+
+/// The `warren site ...` command from the banner, as arguments.
+fn site_command(banner: &str) -> Vec<String> {
+    let start = banner.find("warren site").expect("a warren site command");
+    let cmd: String = banner[start..]
+        .lines()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace('\\', " ");
+    cmd.split_whitespace().skip(1).map(str::to_owned).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_prints_a_working_site_command_and_reuses_its_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let (first, banner) = up(dir.path());
+    assert!(banner.contains("shown only now"), "{banner}");
+    let mut args = site_command(&banner);
+    let secret_at = args.iter().position(|a| a == "--secret").unwrap() + 1;
+    let secret = args[secret_at].clone();
+    assert_eq!(secret.len(), 32);
+    // The secret is not stored in clear.
+    let config = std::fs::read_to_string(dir.path().join("state/edge.toml")).unwrap();
+    assert!(!config.contains(&secret));
+    assert!(config.contains("secret_hash = \"$argon2id$"));
+
+    // The printed command connects, as printed but for the allowlist.
+    let echo = echo_tcp().await;
+    let allow_at = args.iter().position(|a| a == "--allow").unwrap() + 1;
+    args[allow_at] = format!("{echo}/tcp");
+    let agent = Process::spawn("agent", bin(), &args, dir.path());
+    agent.wait_event("edge_connected");
+
+    // Publishing a resource by editing the file and sending SIGHUP.
+    let site = args[args.iter().position(|a| a == "--id").unwrap() + 1].clone();
+    let resource = format!(
+        "\n[[resource]]\nname = \"echo\"\ntype = \"tcp\"\nlisten = \"127.0.0.1:0\"\ntargets = [{{ site = \"{site}\", address = \"{echo}\" }}]\n"
+    );
+    std::fs::write(
+        dir.path().join("state/edge.toml"),
+        config.clone() + &resource,
+    )
+    .unwrap();
+    Command::new("kill")
+        .args(["-HUP", &first.child.id().to_string()])
+        .status()
+        .unwrap();
+    drop(first);
+    drop(agent);
+
+    // Second run: same site and pin, no secret shown, the old secret still works.
+    let (second, banner2) = up(dir.path());
+    assert!(!banner2.contains("shown only now"), "{banner2}");
+    let args2 = site_command(&banner2);
+    let pin_of = |a: &[String]| a[a.iter().position(|x| x == "--pin").unwrap() + 1].clone();
+    assert_eq!(pin_of(&args2), pin_of(&args));
+    assert!(banner2.contains(&site));
+    let mut args3 = args2.clone();
+    let s = args3.iter().position(|a| a == "--secret").unwrap() + 1;
+    args3[s] = secret;
+    let a = args3.iter().position(|a| a == "--allow").unwrap() + 1;
+    args3[a] = format!("{echo}/tcp");
+    let agent = Process::spawn("agent2", bin(), &args3, dir.path());
+    agent.wait_event("edge_connected");
+    drop(second);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_metrics_and_health_endpoints() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = echo_tcp().await;
+    let edge = warren_testkit::EdgeProcess::start(
+        bin(),
+        dir.path(),
+        &warren_testkit::EdgeSpec::new()
+            .resource(warren_testkit::ResourceSpec::tcp("echo", "home", echo)),
+    );
+    let mut args = edge.site_args("home", "S3CRET-for-tests", "tcp", &[&format!("{echo}/tcp")]);
+    args.extend(["--metrics".to_owned(), "127.0.0.1:0".to_owned()]);
+    let agent = Process::spawn("agent", bin(), &args, dir.path());
+    let addr: std::net::SocketAddr = agent.wait_event("metrics_listening")["addr"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    agent.wait_event("edge_connected");
+    echo_ok(edge.resource_addr("echo"), b"count me")
+        .await
+        .unwrap();
+    let get = |path: &str| {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut r = String::new();
+        s.read_to_string(&mut r).unwrap();
+        r
+    };
+    assert!(get("/healthz").starts_with("HTTP/1.1 200"));
+    let metrics = get("/metrics");
+    assert!(metrics.contains("warren_site_connected 1"), "{metrics}");
+    assert!(metrics.contains("warren_site_streams_total 1"), "{metrics}");
+    drop(edge);
+    // With the edge gone, health turns 503.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !get("/healthz").starts_with("HTTP/1.1 503") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "healthz stayed 200 without an edge"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -11,7 +11,6 @@
 
 mod common;
 
-use common::bin;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use warren_testkit::{EdgeSpec, Process, ResourceSpec};

@@ -154,6 +154,7 @@ def main():
     ap.add_argument("--paths", default="direct,rathole,rathole-noise,warren-tcp,warren-quic")
     ap.add_argument("--json", help="write raw results here")
     args = ap.parse_args()
+    args.warren, args.rathole = os.path.abspath(args.warren), os.path.abspath(args.rathole)
     os.environ.setdefault("RUST_LOG", "error")
     resource_limit()
     paths = args.paths.split(",")

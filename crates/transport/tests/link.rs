@@ -28,6 +28,7 @@ async fn pair(transport: TransportChoice) -> Pair {
         "127.0.0.1:0".parse().unwrap(),
         server,
         SessionConfig::default(),
+        b"test reset key",
     )
     .await
     .unwrap();

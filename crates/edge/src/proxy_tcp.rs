@@ -14,9 +14,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use warren_proto::TargetProtocol;
 
-/// Copy buffer per direction.
-const COPY_BUF: usize = 64 * 1024;
-
 pub(crate) async fn serve(
     listener: TcpListener,
     slot: Arc<ResourceSlot>,
@@ -50,14 +47,16 @@ async fn handle(
     let _ = client.set_nodelay(true);
     let resource = slot.resource.load_full();
     let target = slot.pick_target(&resource);
-    let opened = open_to_site(
+    // Boxed: the task then keeps only the small pump state for the
+    // connection's lifetime, not room for the larger open machinery.
+    let opened = Box::pin(open_to_site(
         &shared,
         &resource.name,
         &target.site,
         &target.address,
         TargetProtocol::Tcp,
         peer,
-    )
+    ))
     .await;
     let (mut stream, guard) = match opened {
         Ok(v) => v,
@@ -67,9 +66,7 @@ async fn handle(
             return;
         }
     };
-    match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut stream, COPY_BUF, COPY_BUF)
-        .await
-    {
+    match warren_transport::pump(&mut client, &mut stream).await {
         Ok((to_site, from_site)) => {
             let agent = guard.agent();
             agent.bytes_to_site.fetch_add(to_site, Ordering::Relaxed);

@@ -18,8 +18,6 @@ use warren_egress::{Allowlist, NameDecision, Protocol};
 use warren_proto::{datagram, RefuseReason, TargetProtocol};
 use warren_transport::{IncomingStream, TunnelStream};
 
-const COPY_BUF: usize = 64 * 1024;
-
 /// Why a stream was not served.
 struct Refusal {
     reason: RefuseReason,
@@ -168,10 +166,14 @@ pub(crate) async fn serve_stream(
         TargetProtocol::Tcp => Protocol::Tcp,
         TargetProtocol::Udp => Protocol::Udp,
     };
-    let outcome = match permitted_addrs(&allow, &req.target, protocol).await {
-        Ok(addrs) => connect(&addrs, req.protocol, connect_timeout).await,
-        Err(r) => Err(r),
-    };
+    // Boxed: a long-lived relay task should not carry room for the setup futures.
+    let outcome = Box::pin(async {
+        match permitted_addrs(&allow, &req.target, protocol).await {
+            Ok(addrs) => connect(&addrs, req.protocol, connect_timeout).await,
+            Err(r) => Err(r),
+        }
+    })
+    .await;
     let connected = match outcome {
         Ok(c) => c,
         Err(Refusal { reason, message }) => {
@@ -206,10 +208,7 @@ pub(crate) async fn serve_stream(
 }
 
 async fn relay_tcp(mut stream: TunnelStream, mut tcp: TcpStream) {
-    if tokio::io::copy_bidirectional_with_sizes(&mut stream, &mut tcp, COPY_BUF, COPY_BUF)
-        .await
-        .is_err()
-    {
+    if warren_transport::pump(&mut stream, &mut tcp).await.is_err() {
         // Pass the abort on as a reset.
         let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
     }

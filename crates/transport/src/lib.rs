@@ -17,6 +17,7 @@
 
 mod handshake;
 pub mod mux;
+mod pump;
 pub mod quic;
 pub mod tls;
 
@@ -25,6 +26,7 @@ pub use handshake::{
     DEFAULT_PORT,
 };
 use mux::{MuxLink, MuxStream};
+pub use pump::{pump, PUMP_BUF};
 use quic::{QuicIncoming, QuicLink, QuicStream};
 /// The QUIC endpoint type, re-exported for shutdown handling.
 pub use quinn::Endpoint as QuicEndpoint;

@@ -105,8 +105,9 @@ pub(crate) struct SiteArgs {
     /// Trust exactly the edge certificate with this SHA-256 (from `warren up` or `--print-pin`).
     #[arg(long, env = "WARREN_PIN", value_name = "SHA256")]
     pub(crate) pin: Option<String>,
-    /// Tunnel transport.
-    #[arg(long, env = "WARREN_TRANSPORT", value_enum, default_value_t = Transport::Auto)]
+    /// Tunnel transport. TCP+TLS is the default: it outran QUIC on every
+    /// benchmark (bench/RESULTS.md); `auto` tries QUIC first.
+    #[arg(long, env = "WARREN_TRANSPORT", value_enum, default_value_t = Transport::Tcp)]
     pub(crate) transport: Transport,
     /// Serve Prometheus metrics (/metrics) and health (/healthz) on ADDR.
     #[arg(long, env = "WARREN_METRICS", value_name = "ADDR")]

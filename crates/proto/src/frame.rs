@@ -332,6 +332,16 @@ impl Frame {
         Frame::from_parts(header, payload).map(Some)
     }
 
+    /// Appends the header of a `Data` frame of `len` bytes; the caller
+    /// appends the payload (saves a copy on the send path).
+    pub fn encode_data_header(stream: StreamId, len: usize, dst: &mut BytesMut) {
+        dst.reserve(HEADER_LEN + len);
+        dst.put_u8(T_DATA);
+        dst.put_u8(0);
+        dst.put_u32(stream);
+        dst.put_u32(len as u32);
+    }
+
     /// Appends the encoded frame to `dst`.
     ///
     /// Panics only on programming errors: an `Open` whose strings exceed 255

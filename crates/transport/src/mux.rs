@@ -3,11 +3,15 @@
 //! Three parts share one [`MuxShared`]:
 //! * a reader task decodes frames, feeds the session and routes stream bytes
 //!   into per-stream queues (waking the stream's reader);
-//! * a writer task coalesces outgoing frames into large writes. Stream data,
-//!   `Open`, `Reply` and `Fin` go through a bounded *data* queue (ordered, so a
-//!   `Fin` never overtakes its data, and bounded, so fast streams push back);
-//!   window updates, pings and resets go through a *control* queue that is
-//!   served first, so a full data queue never delays credit;
+//! * stream handles and the reader append encoded frames to one outgoing
+//!   [`OutQueue`]: stream data, `Open`, `Reply`, `Fin` and resets to its
+//!   ordered *data* buffer (so a `Fin` never overtakes its data; writers wait
+//!   when it passes [`HIGH_WATER`]), window updates and pongs to its *control*
+//!   buffer, written first so a full data buffer never delays credit;
+//! * a writer task swaps both buffers out and writes them in large batches.
+//!   Buffers are reused, so the data path allocates nothing per frame (a
+//!   per-frame allocation freed on another thread made glibc re-fault pages
+//!   at line rate: see bench/RESULTS.md);
 //! * [`MuxStream`] handles, which implement `AsyncRead`/`AsyncWrite`.
 //!
 //! Invariant: the session mutex is never held across an `.await`.
@@ -22,13 +26,14 @@ use std::task::{ready, Context, Poll, Waker};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_util::sync::{CancellationToken, PollSender};
+use tokio_util::sync::CancellationToken;
 use warren_proto::frame::{GoAwayReason, ResetCode, MAX_DATA_PAYLOAD};
 use warren_proto::{Event, Frame, OpenReply, OpenRequest, Role, Session, SessionConfig, StreamId};
 
-const DATA_QUEUE: usize = 64;
-const CONTROL_QUEUE: usize = 8192;
-const WRITE_BATCH: usize = 256 * 1024;
+/// Stream writers wait while this much data is queued for the socket.
+pub const HIGH_WATER: usize = 512 * 1024;
+/// Queued control bytes beyond which the peer is deemed not to be reading.
+const CONTROL_LIMIT: usize = 4 << 20;
 const READ_CHUNK: usize = 256 * 1024;
 
 #[derive(Default)]
@@ -59,10 +64,27 @@ struct MuxState {
     closed: Option<LinkError>,
 }
 
+/// Encoded frames waiting for the writer task.
+#[derive(Default)]
+pub(crate) struct OutQueue {
+    control: BytesMut,
+    data: BytesMut,
+    data_waiters: Vec<Waker>,
+    writer: Option<Waker>,
+    closed: bool,
+}
+
+impl OutQueue {
+    fn wake_writer(&mut self) {
+        if let Some(w) = self.writer.take() {
+            w.wake();
+        }
+    }
+}
+
 pub(crate) struct MuxShared {
     state: Mutex<MuxState>,
-    control_tx: mpsc::Sender<Frame>,
-    data_tx: mpsc::Sender<Frame>,
+    out: Mutex<OutQueue>,
     cancel: CancellationToken,
     go_away: watch::Sender<Option<GoAwayReason>>,
 }
@@ -73,18 +95,63 @@ impl MuxShared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Moves the session's queued frames to the control queue. A peer that
-    /// stops reading while it keeps sending pings fills the queue: the link
-    /// is closed rather than buffering without bound.
+    fn out(&self) -> MutexGuard<'_, OutQueue> {
+        self.out.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues a frame in order with stream data.
+    fn push_data(&self, frame: &Frame) {
+        let mut q = self.out();
+        frame.encode(&mut q.data);
+        q.wake_writer();
+    }
+
+    /// Queues a data frame for `stream`, copying `payload` once.
+    fn push_payload(&self, stream: StreamId, payload: &[u8]) {
+        let mut q = self.out();
+        Frame::encode_data_header(stream, payload.len(), &mut q.data);
+        q.data.extend_from_slice(payload);
+        q.wake_writer();
+    }
+
+    /// Ready when the data buffer has room (or the link is closed: `Err`).
+    fn poll_data_room(&self, cx: &mut Context<'_>) -> Poll<Result<(), ()>> {
+        let mut q = self.out();
+        if q.closed {
+            return Poll::Ready(Err(()));
+        }
+        if q.data.len() < HIGH_WATER {
+            return Poll::Ready(Ok(()));
+        }
+        q.data_waiters.push(cx.waker().clone());
+        Poll::Pending
+    }
+
+    async fn data_room(&self) -> Result<(), ()> {
+        std::future::poll_fn(|cx| self.poll_data_room(cx)).await
+    }
+
+    /// Moves the session's queued frames to the control buffer. A peer that
+    /// stops reading while it keeps sending pings fills it: the link is
+    /// closed rather than buffering without bound.
     fn flush_outbox(&self, state: &mut MuxState) {
-        while let Some(frame) = state.session.poll_transmit() {
-            if self.control_tx.try_send(frame).is_err() {
-                self.close_locked(
-                    state,
-                    LinkError::Protocol("control queue full: peer is not reading".into()),
-                );
-                return;
+        let mut overflow = false;
+        {
+            let mut q = self.out();
+            while let Some(frame) = state.session.poll_transmit() {
+                if q.control.len() > CONTROL_LIMIT {
+                    overflow = true;
+                    break;
+                }
+                frame.encode(&mut q.control);
             }
+            q.wake_writer();
+        }
+        if overflow {
+            self.close_locked(
+                state,
+                LinkError::Protocol("control queue full: peer is not reading".into()),
+            );
         }
     }
 
@@ -98,6 +165,14 @@ impl MuxShared {
         }
         state.pending_opens.clear();
         state.incoming = None;
+        {
+            let mut q = self.out();
+            q.closed = true;
+            q.wake_writer();
+            for w in q.data_waiters.drain(..) {
+                w.wake();
+            }
+        }
         self.cancel.cancel();
     }
 
@@ -120,8 +195,6 @@ impl MuxLink {
     where
         T: AsyncRead + AsyncWrite + Send + 'static,
     {
-        let (control_tx, control_rx) = mpsc::channel(CONTROL_QUEUE);
-        let (data_tx, data_rx) = mpsc::channel(DATA_QUEUE);
         let (incoming_tx, incoming_rx) = mpsc::unbounded_channel();
         let shared = Arc::new(MuxShared {
             state: Mutex::new(MuxState {
@@ -131,14 +204,13 @@ impl MuxLink {
                 incoming: Some(incoming_tx),
                 closed: None,
             }),
-            control_tx,
-            data_tx,
+            out: Mutex::new(OutQueue::default()),
             cancel: CancellationToken::new(),
             go_away: watch::channel(None).0,
         });
         let (rd, wr) = tokio::io::split(io);
         tokio::spawn(read_loop(rd, shared.clone()));
-        tokio::spawn(write_loop(wr, control_rx, data_rx, shared.clone()));
+        tokio::spawn(write_loop(wr, shared.clone()));
         MuxLink {
             shared,
             incoming: Arc::new(tokio::sync::Mutex::new(incoming_rx)),
@@ -147,12 +219,10 @@ impl MuxLink {
 
     /// Opens a stream and waits for the agent's reply.
     pub async fn open(&self, request: OpenRequest) -> Result<MuxStream, OpenError> {
-        // Ids must reach the wire in increasing order: take the queue slot
-        // first, then allocate the id and enqueue under one lock.
-        let permit = self
-            .shared
-            .data_tx
-            .reserve()
+        // Ids must reach the wire in increasing order: allocate the id and
+        // enqueue its frame under the session lock.
+        self.shared
+            .data_room()
             .await
             .map_err(|_| OpenError::Link(self.close_reason()))?;
         let (tx, rx) = oneshot::channel();
@@ -167,7 +237,7 @@ impl MuxLink {
                 .map_err(|e| OpenError::Link(LinkError::Protocol(e.to_string())))?;
             state.slots.insert(id, Slot::default());
             state.pending_opens.insert(id, tx);
-            permit.send(frame);
+            self.shared.push_data(&frame);
             id
         };
         // From here on, dropping `stream` resets the stream.
@@ -193,20 +263,19 @@ impl MuxLink {
         reply: OpenReply,
     ) -> Result<Option<MuxStream>, LinkError> {
         let connected = matches!(reply, OpenReply::Connected);
-        let frame = {
+        self.shared
+            .data_room()
+            .await
+            .map_err(|_| self.close_reason())?;
+        {
             let mut state = self.shared.lock();
             if !connected {
                 state.slots.remove(&id);
             }
-            state.session.reply(id, reply)
-        };
-        let stream = connected.then(|| MuxStream::new(id, self.shared.clone()));
-        self.shared
-            .data_tx
-            .send(frame)
-            .await
-            .map_err(|_| self.close_reason())?;
-        Ok(stream)
+            let frame = state.session.reply(id, reply);
+            self.shared.push_data(&frame);
+        }
+        Ok(connected.then(|| MuxStream::new(id, self.shared.clone())))
     }
 
     /// Abandons a stream the peer opened without answering it.
@@ -214,13 +283,15 @@ impl MuxLink {
         let mut state = self.shared.lock();
         state.slots.remove(&id);
         if let Some(f) = state.session.reset(id, ResetCode::Cancel) {
-            let _ = self.shared.control_tx.try_send(f);
+            self.shared.push_data(&f);
         }
     }
 
     /// Tells the peer no new streams will be opened; existing ones go on.
     pub async fn go_away(&self, reason: GoAwayReason) {
-        let _ = self.shared.data_tx.send(Frame::GoAway { reason }).await;
+        if self.shared.data_room().await.is_ok() {
+            self.shared.push_data(&Frame::GoAway { reason });
+        }
     }
 
     /// Resolves when the peer says it is going away.
@@ -327,7 +398,7 @@ fn dispatch(shared: &MuxShared, frames: &mut Vec<Frame>) -> Result<(), LinkError
                 if !delivered {
                     state.slots.remove(&stream);
                     if let Some(f) = state.session.reset(stream, ResetCode::Refused) {
-                        let _ = shared.control_tx.try_send(f);
+                        shared.push_data(&f);
                     }
                 }
             }
@@ -386,51 +457,62 @@ fn dispatch(shared: &MuxShared, frames: &mut Vec<Frame>) -> Result<(), LinkError
     Ok(())
 }
 
-async fn write_loop<W: AsyncWrite>(
-    wr: W,
-    mut control_rx: mpsc::Receiver<Frame>,
-    mut data_rx: mpsc::Receiver<Frame>,
-    shared: Arc<MuxShared>,
-) {
+async fn write_loop<W: AsyncWrite>(wr: W, shared: Arc<MuxShared>) {
     tokio::pin!(wr);
-    let mut out = BytesMut::with_capacity(WRITE_BATCH + MAX_DATA_PAYLOAD);
+    let mut control = BytesMut::new();
+    let mut data = BytesMut::new();
     loop {
-        let first = tokio::select! {
-            biased;
-            f = control_rx.recv() => f,
-            f = data_rx.recv() => f,
-            _ = shared.cancel.cancelled() => None,
-        };
-        let Some(first) = first else { break };
-        first.encode(&mut out);
-        while out.len() < WRITE_BATCH {
-            match control_rx.try_recv().or_else(|_| data_rx.try_recv()) {
-                Ok(f) => f.encode(&mut out),
-                Err(_) => break,
+        let more = std::future::poll_fn(|cx| {
+            let mut q = shared.out();
+            if !q.control.is_empty() || !q.data.is_empty() {
+                // The (empty, already allocated) local buffers go back in the queue.
+                std::mem::swap(&mut q.control, &mut control);
+                std::mem::swap(&mut q.data, &mut data);
+                for w in q.data_waiters.drain(..) {
+                    w.wake();
+                }
+                return Poll::Ready(true);
             }
+            if q.closed {
+                return Poll::Ready(false);
+            }
+            q.writer = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        if !more {
+            break;
         }
-        let result = async {
-            wr.write_all(&out).await?;
-            if control_rx.is_empty() && data_rx.is_empty() {
+        let write = async {
+            wr.write_all(&control).await?;
+            wr.write_all(&data).await?;
+            let idle = {
+                let q = shared.out();
+                q.control.is_empty() && q.data.is_empty()
+            };
+            if idle {
                 wr.flush().await?;
             }
             io::Result::Ok(())
         };
-        if let Err(e) = result.await {
+        // A closed link gets a second to flush its last frames (a GoAway)
+        // to a peer that may have stopped reading.
+        let give_up = async {
+            shared.cancel.cancelled().await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        };
+        let result = tokio::select! {
+            r = write => r,
+            _ = give_up => Err(io::Error::new(io::ErrorKind::TimedOut, "peer not reading")),
+        };
+        if let Err(e) = result {
             shared.close(LinkError::Io(e.to_string()));
             return;
         }
-        out.clear();
+        control.clear();
+        data.clear();
     }
-    // Closing: send what is already queued (a GoAway, final resets), then close_notify.
-    let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        while let Ok(f) = control_rx.try_recv().or_else(|_| data_rx.try_recv()) {
-            f.encode(&mut out);
-        }
-        wr.write_all(&out).await?;
-        wr.shutdown().await
-    })
-    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(1), wr.shutdown()).await;
 }
 
 /// One stream of a [`MuxLink`]. Dropping it before both directions have
@@ -438,18 +520,15 @@ async fn write_loop<W: AsyncWrite>(
 pub struct MuxStream {
     id: StreamId,
     shared: Arc<MuxShared>,
-    data_tx: PollSender<Frame>,
     current: Bytes,
     fin_sent: bool,
 }
 
 impl MuxStream {
     fn new(id: StreamId, shared: Arc<MuxShared>) -> Self {
-        let data_tx = PollSender::new(shared.data_tx.clone());
         MuxStream {
             id,
             shared,
-            data_tx,
             current: Bytes::new(),
             fin_sent: false,
         }
@@ -519,7 +598,7 @@ impl AsyncWrite for MuxStream {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        if ready!(this.data_tx.poll_reserve(cx)).is_err() {
+        if ready!(this.shared.poll_data_room(cx)).is_err() {
             return Poll::Ready(Err(Self::link_error(&this.shared.lock())));
         }
         let n = {
@@ -546,13 +625,7 @@ impl AsyncWrite for MuxStream {
             }
             n
         };
-        let frame = Frame::Data {
-            stream: this.id,
-            payload: Bytes::copy_from_slice(&buf[..n]),
-        };
-        if this.data_tx.send_item(frame).is_err() {
-            return Poll::Ready(Err(Self::link_error(&this.shared.lock())));
-        }
+        this.shared.push_payload(this.id, &buf[..n]);
         Poll::Ready(Ok(n))
     }
 
@@ -566,21 +639,14 @@ impl AsyncWrite for MuxStream {
         if this.fin_sent {
             return Poll::Ready(Ok(()));
         }
-        if ready!(this.data_tx.poll_reserve(cx)).is_err() {
+        if ready!(this.shared.poll_data_room(cx)).is_err() {
             return Poll::Ready(Err(Self::link_error(&this.shared.lock())));
         }
-        let fin = this.shared.lock().session.finish(this.id);
-        this.fin_sent = true;
-        match fin {
-            Some(frame) => {
-                if this.data_tx.send_item(frame).is_err() {
-                    return Poll::Ready(Err(Self::link_error(&this.shared.lock())));
-                }
-            }
-            None => {
-                this.data_tx.abort_send();
-            }
+        let mut state = this.shared.lock();
+        if let Some(frame) = state.session.finish(this.id) {
+            this.shared.push_data(&frame);
         }
+        this.fin_sent = true;
         Poll::Ready(Ok(()))
     }
 }
@@ -591,12 +657,8 @@ impl Drop for MuxStream {
         state.slots.remove(&self.id);
         state.pending_opens.remove(&self.id);
         if let Some(frame) = state.session.reset(self.id, ResetCode::Cancel) {
-            // Prefer the ordered queue so the reset does not overtake data
-            // already queued; fall back to the control queue when it is full.
-            if let Err(mpsc::error::TrySendError::Full(frame)) = self.shared.data_tx.try_send(frame)
-            {
-                let _ = self.shared.control_tx.try_send(frame);
-            }
+            // In the ordered buffer, so it does not overtake data already queued.
+            self.shared.push_data(&frame);
         }
     }
 }

@@ -135,15 +135,22 @@ impl MuxShared {
     /// stops reading while it keeps sending pings fills it: the link is
     /// closed rather than buffering without bound.
     fn flush_outbox(&self, state: &mut MuxState) {
+        // Most calls (every stream read) have nothing to send: do not touch
+        // the queue or wake the writer then.
+        let Some(first) = state.session.poll_transmit() else {
+            return;
+        };
         let mut overflow = false;
         {
             let mut q = self.out();
-            while let Some(frame) = state.session.poll_transmit() {
+            let mut next = Some(first);
+            while let Some(frame) = next {
                 if q.control.len() > CONTROL_LIMIT {
                     overflow = true;
                     break;
                 }
                 frame.encode(&mut q.control);
+                next = state.session.poll_transmit();
             }
             q.wake_writer();
         }

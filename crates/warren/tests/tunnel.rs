@@ -158,3 +158,84 @@ async fn a_wrong_secret_is_refused_with_the_reason_on_both_sides() {
         .to_owned();
     assert!(msg.contains("unknown site id or wrong secret"), "{msg}");
 }
+
+/// Closes `sock` with a reset (RST) instead of a FIN.
+fn reset(sock: tokio::net::TcpStream) {
+    socket2::SockRef::from(&sock)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
+    drop(sock);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resets_propagate_both_ways() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // An upstream that resets on `R`, and on `W` waits and reports how the
+    // visitor's end arrived.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = listener.local_addr().unwrap();
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let seen_tx = seen_tx.clone();
+            tokio::spawn(async move {
+                let mut b = [0u8; 1];
+                if s.read_exact(&mut b).await.is_err() {
+                    return;
+                }
+                if b[0] == b'R' {
+                    reset(s);
+                } else {
+                    let mut rest = [0u8; 16];
+                    let how = match s.read(&mut rest).await {
+                        Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => "reset",
+                        Ok(0) => "fin",
+                        _ => "other",
+                    };
+                    let _ = seen_tx.send(how);
+                }
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let edge = EdgeProcess::start(
+        bin(),
+        dir.path(),
+        &EdgeSpec::new().resource(ResourceSpec::tcp("r", "home", upstream)),
+    );
+    let _agent = edge.start_agent("agent", "tcp", &[&format!("{upstream}/tcp")]);
+    let addr = edge.resource_addr("r");
+
+    // Upstream resets: the visitor sees a reset, not a clean end.
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    c.write_all(b"R").await.unwrap();
+    let mut buf = [0u8; 16];
+    let r = tokio::time::timeout(Duration::from_secs(5), c.read(&mut buf))
+        .await
+        .unwrap();
+    assert!(
+        matches!(&r, Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset),
+        "visitor saw {r:?} instead of a reset"
+    );
+
+    // Visitor resets: the upstream sees a reset.
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    c.write_all(b"W").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    reset(c);
+    let how = tokio::time::timeout(Duration::from_secs(5), seen_rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(how, "reset");
+
+    // And a half-close is not a reset: the upstream sees a FIN.
+    let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+    c.write_all(b"W").await.unwrap();
+    c.shutdown().await.unwrap();
+    let how = tokio::time::timeout(Duration::from_secs(5), seen_rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(how, "fin");
+}

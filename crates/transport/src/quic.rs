@@ -32,9 +32,17 @@ pub(crate) fn transport_config(
 ) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(session.keepalive_interval));
+    // QUIC restarts the idle timer when it sends the first ack-eliciting
+    // packet after the last one received (RFC 9000 §10.1): a keepalive sent
+    // just before the deadline would buy a whole new timeout. With the idle
+    // timeout one keepalive interval short of `dead_after`, a silent peer is
+    // declared dead within `dead_after`, as on the TCP transport.
+    let idle = session
+        .dead_after
+        .saturating_sub(session.keepalive_interval)
+        .max(session.keepalive_interval * 2);
     t.max_idle_timeout(Some(
-        quinn::IdleTimeout::try_from(session.dead_after)
-            .expect("dead_after fits a QUIC idle timeout"),
+        quinn::IdleTimeout::try_from(idle).expect("idle timeout fits QUIC's limit"),
     ));
     t.stream_receive_window(quinn::VarInt::from_u32(session.max_window));
     t.receive_window(quinn::VarInt::from_u32(

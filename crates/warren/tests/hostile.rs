@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{bin, echo_ok};
+use common::{bin, echo_ok, edge_with_echo, EchoEdge};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -177,13 +177,7 @@ async fn an_edge_of_an_unknown_protocol_version_is_refused_by_the_agent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_truncated_frames_close_only_that_link() {
-    let dir = tempfile::tempdir().unwrap();
-    let echo = echo_tcp().await;
-    let edge = EdgeProcess::start(
-        bin(),
-        dir.path(),
-        &EdgeSpec::new().resource(ResourceSpec::tcp("echo", "home", echo)),
-    );
+    let EchoEdge { edge, echo, dir } = edge_with_echo().await;
     let _good = edge.start_agent("good", "tcp", &[&format!("{echo}/tcp")]);
     let addr = edge.resource_addr("echo");
     let garbage: Vec<(&str, Vec<u8>)> = vec![

@@ -275,7 +275,7 @@ fn silent_drop(transport: &str, tag: &str) {
         lost["reason"]
     );
     assert!(
-        detected <= Duration::from_secs(16),
+        detected <= Duration::from_secs(15),
         "{transport}: dead link detected only after {detected:?}"
     );
     edge.wait_log("agent gone on the edge", Duration::from_secs(30), |v| {

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{bin, echo_ok};
+use common::{bin, echo_ok, edge_with_echo, EchoEdge};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -128,13 +128,11 @@ async fn client_load(
 }
 
 async fn kill_one_of_two(signal: i32, transport: &str) -> (usize, Vec<String>, usize) {
-    let dir = tempfile::tempdir().unwrap();
-    let echo = echo_tcp().await;
-    let edge = EdgeProcess::start(
-        bin(),
-        dir.path(),
-        &EdgeSpec::new().resource(ResourceSpec::tcp("echo", "home", echo)),
-    );
+    let EchoEdge {
+        edge,
+        echo,
+        dir: _dir,
+    } = edge_with_echo().await;
     let allow = format!("{echo}/tcp");
     let doomed = edge.start_agent("doomed", transport, &[&allow]);
     let survivor = edge.start_agent("survivor", transport, &[&allow]);
@@ -195,13 +193,11 @@ async fn a_clean_agent_stop_fails_no_connection_at_all() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_on_the_edge_drains_an_open_connection_before_exiting() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let dir = tempfile::tempdir().unwrap();
-    let echo = echo_tcp().await;
-    let mut edge = EdgeProcess::start(
-        bin(),
-        dir.path(),
-        &EdgeSpec::new().resource(ResourceSpec::tcp("echo", "home", echo)),
-    );
+    let EchoEdge {
+        mut edge,
+        echo,
+        dir: _dir,
+    } = edge_with_echo().await;
     let _agent = edge.start_agent("agent", "tcp", &[&format!("{echo}/tcp")]);
     let mut conn = tokio::net::TcpStream::connect(edge.resource_addr("echo"))
         .await

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{bin, echo_ok, roundtrip};
+use common::{bin, echo_ok, edge_with_echo, roundtrip, EchoEdge};
 use std::time::Duration;
 use tokio::net::UdpSocket;
 use warren_testkit::{
@@ -10,13 +10,11 @@ use warren_testkit::{
 };
 
 async fn sixteen_mib(transport: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let echo = echo_tcp().await;
-    let edge = EdgeProcess::start(
-        bin(),
-        dir.path(),
-        &EdgeSpec::new().resource(ResourceSpec::tcp("echo", "home", echo)),
-    );
+    let EchoEdge {
+        edge,
+        echo,
+        dir: _dir,
+    } = edge_with_echo().await;
     let agent = edge.start_agent("agent", transport, &[&format!("{echo}/tcp")]);
     let transport_used = agent.wait_event("edge_connected")["transport"].clone();
     assert_eq!(transport_used, transport);
@@ -65,13 +63,11 @@ async fn udp_datagrams_are_echoed_with_their_boundaries() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_streams() {
-    let dir = tempfile::tempdir().unwrap();
-    let echo = echo_tcp().await;
-    let edge = EdgeProcess::start(
-        bin(),
-        dir.path(),
-        &EdgeSpec::new().resource(ResourceSpec::tcp("echo", "home", echo)),
-    );
+    let EchoEdge {
+        edge,
+        echo,
+        dir: _dir,
+    } = edge_with_echo().await;
     let _agent = edge.start_agent("agent", "tcp", &[&format!("{echo}/tcp")]);
     let addr = edge.resource_addr("echo");
     let tasks: Vec<_> = (0..200)

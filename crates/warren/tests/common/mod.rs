@@ -40,3 +40,20 @@ pub async fn echo_ok(addr: SocketAddr, data: &[u8]) -> Result<(), String> {
         Err(e) => Err(e.to_string()),
     }
 }
+
+/// An edge publishing one TCP echo upstream as resource `echo` of site
+/// `home` (no agent yet). Fields drop in order: the edge before its directory.
+pub struct EchoEdge {
+    pub edge: warren_testkit::EdgeProcess,
+    pub echo: SocketAddr,
+    pub dir: tempfile::TempDir,
+}
+
+pub async fn edge_with_echo() -> EchoEdge {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = warren_testkit::echo_tcp().await;
+    let spec = warren_testkit::EdgeSpec::new()
+        .resource(warren_testkit::ResourceSpec::tcp("echo", "home", echo));
+    let edge = warren_testkit::EdgeProcess::start(bin(), dir.path(), &spec);
+    EchoEdge { edge, echo, dir }
+}

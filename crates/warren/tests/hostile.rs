@@ -10,7 +10,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use warren_proto::handshake::{decode_reply, encode_hello, encode_reply, Reply};
 use warren_proto::{Hello, Refusal, RefusalCode, Welcome};
-use warren_testkit::{echo_tcp, EdgeProcess, EdgeSpec, Process, ResourceSpec};
+use warren_testkit::{EdgeProcess, EdgeSpec, Process};
 use warren_transport::tls::{self, EdgeTrust};
 
 fn hello(secret: &str) -> Hello {
@@ -177,7 +177,11 @@ async fn an_edge_of_an_unknown_protocol_version_is_refused_by_the_agent() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_and_truncated_frames_close_only_that_link() {
-    let EchoEdge { edge, echo, dir } = edge_with_echo().await;
+    let EchoEdge {
+        edge,
+        echo,
+        dir: _dir,
+    } = edge_with_echo().await;
     let _good = edge.start_agent("good", "tcp", &[&format!("{echo}/tcp")]);
     let addr = edge.resource_addr("echo");
     let garbage: Vec<(&str, Vec<u8>)> = vec![

@@ -235,11 +235,6 @@ impl EdgeConfig {
             Err(ConfigErrors(v.errors))
         }
     }
-
-    /// The resource called `name`.
-    pub fn resource(&self, name: &str) -> Option<&Resource> {
-        self.resources.iter().find(|r| r.name == name)
-    }
 }
 
 struct Validator<'a> {

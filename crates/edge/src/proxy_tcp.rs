@@ -47,16 +47,14 @@ async fn handle(
     let _ = client.set_nodelay(true);
     let resource = slot.resource.load_full();
     let target = slot.pick_target(&resource);
-    // Boxed: the task then keeps only the small pump state for the
-    // connection's lifetime, not room for the larger open machinery.
-    let opened = Box::pin(open_to_site(
+    let opened = open_to_site(
         &shared,
         &resource.name,
         &target.site,
         &target.address,
         TargetProtocol::Tcp,
         peer,
-    ))
+    )
     .await;
     let (mut stream, guard) = match opened {
         Ok(v) => v,

@@ -166,14 +166,10 @@ pub(crate) async fn serve_stream(
         TargetProtocol::Tcp => Protocol::Tcp,
         TargetProtocol::Udp => Protocol::Udp,
     };
-    // Boxed: a long-lived relay task should not carry room for the setup futures.
-    let outcome = Box::pin(async {
-        match permitted_addrs(&allow, &req.target, protocol).await {
-            Ok(addrs) => connect(&addrs, req.protocol, connect_timeout).await,
-            Err(r) => Err(r),
-        }
-    })
-    .await;
+    let outcome = match permitted_addrs(&allow, &req.target, protocol).await {
+        Ok(addrs) => connect(&addrs, req.protocol, connect_timeout).await,
+        Err(r) => Err(r),
+    };
     let connected = match outcome {
         Ok(c) => c,
         Err(Refusal { reason, message }) => {

@@ -53,11 +53,6 @@ impl Process {
         }
     }
 
-    /// The process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Every log line so far.
     pub fn logs(&self) -> Vec<Value> {
         self.lines.lock().unwrap().clone()

@@ -322,11 +322,6 @@ impl MuxLink {
         self.shared.cancel.is_cancelled()
     }
 
-    /// Streams open on the link.
-    pub fn stream_count(&self) -> usize {
-        self.shared.lock().session.stream_count()
-    }
-
     /// The latest round-trip time measured by keepalives.
     pub fn rtt(&self) -> Option<Duration> {
         self.shared.lock().session.rtt()

@@ -523,6 +523,8 @@ pub struct MuxStream {
     id: StreamId,
     shared: Arc<MuxShared>,
     current: Bytes,
+    /// Bytes read from `current` without the lock, not yet given back as credit.
+    unreported: usize,
     fin_sent: bool,
 }
 
@@ -532,6 +534,7 @@ impl MuxStream {
             id,
             shared,
             current: Bytes::new(),
+            unreported: 0,
             fin_sent: false,
         }
     }
@@ -552,35 +555,52 @@ impl AsyncRead for MuxStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.current.is_empty() {
-            let mut state = this.shared.lock();
-            let state = &mut *state;
-            let Some(slot) = state.slots.get_mut(&this.id) else {
-                return Poll::Ready(Err(Self::link_error(state)));
-            };
-            if let Some(chunk) = slot.recv.pop_front() {
-                this.current = chunk;
-            } else if let Some(code) = slot.reset {
-                return Poll::Ready(Err(io::Error::new(
-                    io::ErrorKind::ConnectionReset,
-                    format!("stream reset by peer ({code:?})"),
-                )));
-            } else if slot.recv_fin {
-                return Poll::Ready(Ok(()));
-            } else if state.closed.is_some() {
-                return Poll::Ready(Err(Self::link_error(state)));
-            } else {
-                slot.read_waker = Some(cx.waker().clone());
-                return Poll::Pending;
-            }
+        if !this.current.is_empty() {
+            // The rest of a chunk taken earlier: no lock; the credit is given
+            // back at the next locked step, before this stream can park.
+            let n = this.current.len().min(buf.remaining());
+            buf.put_slice(&this.current[..n]);
+            this.current.advance(n);
+            this.unreported += n;
+            return Poll::Ready(Ok(()));
         }
-        let n = this.current.len().min(buf.remaining());
-        buf.put_slice(&this.current[..n]);
-        this.current.advance(n);
-        let mut state = this.shared.lock();
-        state.session.consumed(this.id, n, Instant::now());
-        this.shared.flush_outbox(&mut state);
-        Poll::Ready(Ok(()))
+        // One lock per chunk: take it, and give back the credit for what is
+        // read from it now (plus any rest read since the last lock).
+        let mut guard = this.shared.lock();
+        let state = &mut *guard;
+        let chunk = state
+            .slots
+            .get_mut(&this.id)
+            .and_then(|s| s.recv.pop_front());
+        let take = chunk.as_ref().map_or(0, |c| c.len().min(buf.remaining()));
+        let credit = std::mem::take(&mut this.unreported) + take;
+        if credit > 0 {
+            state.session.consumed(this.id, credit, Instant::now());
+            this.shared.flush_outbox(state);
+        }
+        if let Some(chunk) = chunk {
+            drop(guard);
+            this.current = chunk;
+            buf.put_slice(&this.current[..take]);
+            this.current.advance(take);
+            return Poll::Ready(Ok(()));
+        }
+        let Some(slot) = state.slots.get_mut(&this.id) else {
+            return Poll::Ready(Err(Self::link_error(state)));
+        };
+        if let Some(code) = slot.reset {
+            Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::ConnectionReset,
+                format!("stream reset by peer ({code:?})"),
+            )))
+        } else if slot.recv_fin {
+            Poll::Ready(Ok(()))
+        } else if state.closed.is_some() {
+            Poll::Ready(Err(Self::link_error(state)))
+        } else {
+            slot.read_waker = Some(cx.waker().clone());
+            Poll::Pending
+        }
     }
 }
 

@@ -380,6 +380,34 @@ impl EdgeProcess {
         serde_json::from_str(body).unwrap_or_else(|e| panic!("admin {path}: {e}: {resp}"))
     }
 
+    /// Waits until every agent of the first site reports no active stream
+    /// and returns the final `/api/v1/sites` answer. A stream's slot is
+    /// released when the edge's connection task ends, a moment after the
+    /// client has read the last byte, so tests poll instead of racing it.
+    /// Panics with the last answer if streams are still open after 5 s.
+    pub fn wait_streams_closed(&self) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let sites = self.admin_get("/api/v1/sites");
+            let open: u64 = sites[0]["agents"]
+                .as_array()
+                .map(|agents| {
+                    agents
+                        .iter()
+                        .filter_map(|a| a["active_streams"].as_u64())
+                        .sum()
+                })
+                .unwrap_or(0);
+            if open == 0 {
+                return sites;
+            }
+            if Instant::now() > deadline {
+                panic!("streams still open after 5 s: {sites:#}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Connected agents of `site`, per the admin API.
     pub fn agent_count(&self, site: &str) -> usize {
         let sites = self.admin_get("/api/v1/sites");

@@ -94,9 +94,8 @@ async fn two_hundred_concurrent_streams() {
             &failures[..failures.len().min(5)]
         );
     }
-    let sites = edge.admin_get("/api/v1/sites");
+    let sites = edge.wait_streams_closed();
     assert_eq!(sites[0]["agents"][0]["total_streams"], 200);
-    assert_eq!(sites[0]["agents"][0]["active_streams"], 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! The admin listener: status API and health endpoint.
 //!
 //! `GET /api/v1/sites` lists every configured site with its connected agents;
+//! `GET /api/v1/resources` every resource with its targets' health;
 //! `GET /healthz` answers `ok`. Bind it to loopback (the default): it has no
 //! authentication yet.
 
@@ -16,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<EdgeShared>, stop: CancellationToken) {
     let app = Router::new()
         .route("/api/v1/sites", get(sites))
+        .route("/api/v1/resources", get(resources))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(shared);
     let _ = axum::serve(listener, app)
@@ -26,4 +28,54 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<EdgeShared>, stop: 
 async fn sites(State(shared): State<Arc<EdgeShared>>) -> Json<Vec<SiteStatus>> {
     let config = shared.config.load();
     Json(shared.registry.status(config.sites.keys()))
+}
+
+#[derive(serde::Serialize)]
+struct TargetStatus {
+    site: String,
+    address: String,
+    /// `healthy`, `unhealthy`, or `unchecked` (no health check, or no report yet).
+    health: &'static str,
+}
+
+#[derive(serde::Serialize)]
+struct ResourceStatus {
+    name: String,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    host: Option<String>,
+    path: Option<String>,
+    listen: Option<String>,
+    targets: Vec<TargetStatus>,
+}
+
+async fn resources(State(shared): State<Arc<EdgeShared>>) -> Json<Vec<ResourceStatus>> {
+    let config = shared.config.load();
+    let health = shared.health.snapshot();
+    Json(
+        config
+            .resources
+            .iter()
+            .map(|r| ResourceStatus {
+                name: r.name.clone(),
+                kind: r.kind.as_str(),
+                host: r.host.clone(),
+                path: r.path.clone(),
+                listen: r.listen.map(|l| l.to_string()),
+                targets: r
+                    .targets
+                    .iter()
+                    .map(|t| TargetStatus {
+                        site: t.site.clone(),
+                        address: t.address.clone(),
+                        health: match health.get(&crate::balance::check_id(&r.name, t)) {
+                            Some(true) => "healthy",
+                            Some(false) => "unhealthy",
+                            None => "unchecked",
+                        },
+                    })
+                    .collect(),
+            })
+            .collect(),
+    )
 }

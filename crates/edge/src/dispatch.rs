@@ -1,15 +1,19 @@
-//! Getting a stream to a site: pick an agent, open, fall back to the next
-//! agent when a link fails before the agent answered.
+//! Getting a stream to a target: pick a target ([`crate::balance`]), pick an
+//! agent of its site, open, fall back to the next agent when a link fails
+//! before the agent answered, and to one other target when the agent could
+//! not connect to the first.
 //!
-//! A refusal is final (every agent of a site enforces its own allowlist, and
-//! a refusal is recorded for the status API); a link failure is not, which is
-//! what makes losing one of several agents cost no failed connections.
+//! An allowlist refusal is final (every agent of a site enforces its own
+//! allowlist, and a refusal is recorded for the status API); a link failure
+//! is not, which is what makes losing one of several agents cost no failed
+//! connections.
 
+use crate::balance::{Pick, ResourceSlot, TargetGuard};
 use crate::registry::{Registry, StreamGuard};
 use crate::EdgeShared;
 use std::net::SocketAddr;
 use std::time::Duration;
-use warren_proto::{OpenRequest, TargetProtocol};
+use warren_proto::{OpenRequest, RefuseReason, TargetProtocol};
 use warren_transport::{OpenError, TunnelStream};
 
 /// How long an agent may take to connect to a target.
@@ -20,8 +24,13 @@ const OPEN_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) enum DispatchError {
     #[error("no agent of site `{0}` is connected")]
     NoAgent(String),
-    #[error("agent refused: {0}")]
-    Refused(String),
+    #[error("agent refused: {message}")]
+    Refused {
+        reason: RefuseReason,
+        message: String,
+    },
+    #[error("no healthy target (the resource is fail_closed)")]
+    NoHealthyTarget,
     #[error("every agent of site `{site}` failed: {last}")]
     AllFailed { site: String, last: String },
 }
@@ -59,7 +68,7 @@ pub(crate) async fn open_to_site(
                     agent = %agent.instance, reason = reason.as_str(), message = %message,
                     "agent refused the stream"
                 );
-                return Err(DispatchError::Refused(message));
+                return Err(DispatchError::Refused { reason, message });
             }
             Ok(Err(e)) => {
                 tracing::debug!(resource, site, agent = %agent.instance, error = %e, "open failed on this agent's link; trying the next");
@@ -75,4 +84,83 @@ pub(crate) async fn open_to_site(
         site: site.to_owned(),
         last,
     })
+}
+
+/// A stream to a target, and what it counts against.
+pub(crate) struct Connected {
+    pub(crate) stream: TunnelStream,
+    pub(crate) guards: Guards,
+    pub(crate) pick: Pick,
+}
+
+/// The stream's slots on its agent and its target; released on drop.
+pub(crate) struct Guards {
+    pub(crate) agent: StreamGuard,
+    _target: TargetGuard,
+}
+
+impl DispatchError {
+    /// Whether another target may be tried: nothing reached the first one.
+    fn target_failed(&self) -> bool {
+        matches!(
+            self,
+            DispatchError::Refused {
+                reason: RefuseReason::ConnectFailed | RefuseReason::ResolveFailed,
+                ..
+            }
+        )
+    }
+}
+
+/// Picks a target of `slot` and opens a stream to it. When the agent could
+/// not connect to the target and `retry` allows it, one other target is
+/// tried before giving up.
+pub(crate) async fn connect(
+    shared: &EdgeShared,
+    slot: &ResourceSlot,
+    protocol: TargetProtocol,
+    client: SocketAddr,
+    sticky: Option<&str>,
+    retry: bool,
+) -> Result<Connected, DispatchError> {
+    let resource = slot.resource.load_full();
+    let mut tried = Vec::new();
+    let mut last_error = None;
+    while tried.len() < if retry { 2 } else { 1 } {
+        let Some(pick) = slot.pick(&resource, &shared.health, client.ip(), sticky, &tried) else {
+            break;
+        };
+        if pick.fail_open {
+            tracing::warn!(event = "fail_open", resource = %resource.name, upstream = %pick.target.address, "every target is unhealthy; trying one anyway (set fail_closed = true to refuse instead)");
+        }
+        let target_guard = slot.charge(&pick.target);
+        match open_to_site(
+            shared,
+            &resource.name,
+            &pick.target.site,
+            &pick.target.address,
+            protocol,
+            client,
+        )
+        .await
+        {
+            Ok((stream, agent)) => {
+                return Ok(Connected {
+                    stream,
+                    guards: Guards {
+                        agent,
+                        _target: target_guard,
+                    },
+                    pick,
+                })
+            }
+            Err(e) if e.target_failed() => {
+                tracing::info!(resource = %resource.name, upstream = %pick.target.address, error = %e, "target unreachable");
+                tried.push(pick.index);
+                last_error = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last_error.unwrap_or(DispatchError::NoHealthyTarget))
 }

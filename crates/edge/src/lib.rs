@@ -1,10 +1,14 @@
 //! The public edge.
 //!
-//! Request lifecycle for a TCP resource:
+//! Request lifecycle:
 //!
 //! ```text
-//! visitor ─TCP─▶ resource listener (proxy_tcp) ─▶ dispatch: pick agent of the target's site
-//!        ─▶ Link::open (tunnel stream) ─▶ agent checks its allowlist, connects the target
+//! visitor ─TCP─▶ resource listener (proxy_tcp / proxy_udp)          ─┐
+//! visitor ─TLS─▶ https_listen: ClientHello sniffed (https)           │
+//!                 ├─ tls resource: bytes passed through untouched    ├─▶ dispatch: target by health
+//!                 └─ http resource: TLS terminated, HTTP routed      │   and balance (balance), agent of
+//!                    by host + normalised path (http_proxy)         ─┘   its site, Link::open
+//!        ─▶ agent checks its allowlist, connects the target
 //!        ◀─ Reply ─ bytes both ways, half-close and resets passed on
 //! ```
 //!
@@ -21,11 +25,19 @@ pub mod certs;
 pub mod config;
 pub mod registry;
 
+mod access_log;
+mod acme;
 mod admin;
+mod balance;
 mod dispatch;
+mod health;
+mod http_plain;
+mod http_proxy;
+mod https;
 mod listeners;
 mod proxy_tcp;
 mod proxy_udp;
+mod tls_certs;
 mod tunnel;
 
 use arc_swap::ArcSwap;
@@ -33,7 +45,7 @@ use config::EdgeConfig;
 use registry::Registry;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
@@ -58,6 +70,17 @@ pub enum EdgeError {
     /// Certificate trouble.
     #[error(transparent)]
     Tls(#[from] warren_transport::tls::TlsError),
+    /// A certificate file is unusable.
+    #[error("{path}: {message}")]
+    Cert {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The access log could not be opened.
+    #[error("access log: {0}")]
+    AccessLog(std::io::Error),
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -83,6 +106,19 @@ pub(crate) struct EdgeShared {
     pub(crate) registry: Registry,
     pub(crate) verifier: auth::Verifier,
     pub(crate) draining: AtomicBool,
+    /// Live resources, indexed by name, HTTP route and SNI.
+    pub(crate) resources: ArcSwap<balance::ResourceTable>,
+    /// Target health as the agents report it.
+    pub(crate) health: balance::HealthTable,
+    /// Bumped after every applied configuration.
+    pub(crate) config_changed: tokio::sync::watch::Sender<u64>,
+    pub(crate) certs: Arc<tls_certs::CertStore>,
+    pub(crate) acme: Option<Arc<acme::AcmeIssuer>>,
+    pub(crate) terminating_tls: Arc<rustls::ServerConfig>,
+    pub(crate) challenge_tls: Arc<rustls::ServerConfig>,
+    pub(crate) access_log: Option<Arc<access_log::AccessLogger>>,
+    /// The bound HTTPS port, for redirects.
+    pub(crate) https_port: AtomicU16,
 }
 
 /// A running edge.
@@ -90,6 +126,8 @@ pub struct Edge {
     shared: Arc<EdgeShared>,
     tunnel_addr: SocketAddr,
     admin_addr: SocketAddr,
+    https_addr: Option<SocketAddr>,
+    http_addr: Option<SocketAddr>,
     pin: String,
     listeners: Mutex<listeners::Listeners>,
     stop: CancellationToken,
@@ -128,30 +166,87 @@ impl Edge {
             .local_addr()
             .map_err(|e| EdgeError::io(Path::new("admin"), e))?;
         let quic = tunnel.quic_endpoint();
+        let https = bind_optional(config.https_listen, "HTTPS (https_listen)").await?;
+        let http = bind_optional(config.http_listen, "plain HTTP (http_listen)").await?;
+        let https_addr = https.as_ref().and_then(|l| l.local_addr().ok());
+        let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
+        let certs = Arc::new(tls_certs::CertStore::default());
+        certs.set_configured(
+            tls_certs::CertStore::load_files(&config.tls.certs)?,
+            config.tls.default_host.clone(),
+        );
+        let acme = config.tls.acme.clone().map(|settings| {
+            acme::AcmeIssuer::new(settings, &config.data_dir, certs.clone(), http.is_some())
+        });
+        let access_log = match &config.access_log {
+            Some(dest) => {
+                Some(access_log::AccessLogger::start(dest).map_err(EdgeError::AccessLog)?)
+            }
+            None => None,
+        };
         let shared = Arc::new(EdgeShared {
             config: ArcSwap::from_pointee(config.clone()),
             registry: Registry::default(),
             verifier: auth::Verifier::default(),
             draining: AtomicBool::new(false),
+            resources: ArcSwap::from_pointee(balance::ResourceTable::default()),
+            health: balance::HealthTable::default(),
+            config_changed: tokio::sync::watch::channel(0).0,
+            terminating_tls: tls_certs::terminating_config(certs.clone()),
+            challenge_tls: tls_certs::challenge_config(certs.clone()),
+            certs,
+            acme: acme.clone(),
+            access_log,
+            https_port: AtomicU16::new(https_addr.map_or(0, |a| a.port())),
         });
         let mut listeners = listeners::Listeners::default();
-        listeners.apply(&config.resources, &shared).await?;
+        let mut table = balance::ResourceTable::build(&config, &shared.resources.load());
+        listeners.apply(&config.resources, &table, &shared).await?;
+        table.commit();
+        shared.resources.store(Arc::new(table));
         let stop = CancellationToken::new();
         tokio::spawn(tunnel::serve(tunnel, shared.clone(), stop.clone()));
         tokio::spawn(admin::serve(admin, shared.clone(), stop.clone()));
+        if let Some(l) = https {
+            tokio::spawn(https::serve(l, shared.clone(), stop.clone()));
+        }
+        if let Some(l) = http {
+            tokio::spawn(http_plain::serve(l, shared.clone(), stop.clone()));
+        }
+        if let Some(acme) = acme {
+            for host in acme_hosts(&config) {
+                let acme = acme.clone();
+                tokio::spawn(async move { acme.ensure(&host).await });
+            }
+            tokio::spawn(acme.renew_loop(Duration::from_secs(3600)));
+        }
         tracing::info!(
             event = "edge_started", tunnel = %tunnel_addr, admin = %admin_addr, pin = %cert.pin,
+            https = %https_addr.map(|a| a.to_string()).unwrap_or_default(),
+            http = %http_addr.map(|a| a.to_string()).unwrap_or_default(),
             sites = config.sites.len(), resources = config.resources.len(), "edge started"
         );
         Ok(Edge {
             shared,
             tunnel_addr,
             admin_addr,
+            https_addr,
+            http_addr,
             pin: cert.pin,
             listeners: Mutex::new(listeners),
             stop,
             quic,
         })
+    }
+
+    /// The HTTPS listener's address, when configured.
+    pub fn https_addr(&self) -> Option<SocketAddr> {
+        self.https_addr
+    }
+
+    /// The plain-HTTP listener's address, when configured.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// Where agents dial in (TCP and UDP).
@@ -185,17 +280,39 @@ impl Edge {
     /// restart to change.
     pub async fn reload(&self, config: EdgeConfig) -> Result<(), EdgeError> {
         let mut listeners = self.listeners.lock().await;
-        listeners.apply(&config.resources, &self.shared).await?;
+        let static_certs = tls_certs::CertStore::load_files(&config.tls.certs)?;
+        let mut table = balance::ResourceTable::build(&config, &self.shared.resources.load());
+        listeners
+            .apply(&config.resources, &table, &self.shared)
+            .await?;
+        table.commit();
+        self.shared.resources.store(Arc::new(table));
+        self.shared
+            .certs
+            .set_configured(static_certs, config.tls.default_host.clone());
         let old = self.shared.config.swap(Arc::new(config.clone()));
+        self.shared.config_changed.send_modify(|v| *v += 1);
+        if let Some(acme) = &self.shared.acme {
+            for host in acme_hosts(&config) {
+                let acme = acme.clone();
+                tokio::spawn(async move { acme.ensure(&host).await });
+            }
+        }
         for id in old.sites.keys() {
             if !config.sites.contains_key(id) {
                 self.shared.registry.disconnect_site(id);
                 tracing::info!(event = "site_removed", site = %id, "site removed; its agents were disconnected");
             }
         }
-        if old.tunnel_listen != config.tunnel_listen || old.admin_listen != config.admin_listen {
+        if old.tunnel_listen != config.tunnel_listen
+            || old.admin_listen != config.admin_listen
+            || old.https_listen != config.https_listen
+            || old.http_listen != config.http_listen
+            || old.tls.acme != config.tls.acme
+            || old.access_log != config.access_log
+        {
             tracing::warn!(
-                "tunnel_listen and admin_listen changes take effect at the next restart"
+                "changes to the edge's own listeners, ACME settings and access log take effect at the next restart"
             );
         }
         tracing::info!(
@@ -241,4 +358,36 @@ impl Edge {
         let _ = tokio::time::timeout(Duration::from_secs(1), self.quic.wait_idle()).await;
         tracing::info!(event = "edge_stopped", "edge stopped");
     }
+}
+
+async fn bind_optional(
+    addr: Option<SocketAddr>,
+    what: &str,
+) -> Result<Option<tokio::net::TcpListener>, EdgeError> {
+    match addr {
+        None => Ok(None),
+        Some(addr) => tokio::net::TcpListener::bind(addr)
+            .await
+            .map(Some)
+            .map_err(|e| EdgeError::Bind {
+                what: what.into(),
+                addr,
+                source: e,
+            }),
+    }
+}
+
+/// Hosts ACME should cover: every http resource's, except wildcards (they
+/// need DNS-01, which Warren does not do).
+fn acme_hosts(config: &EdgeConfig) -> Vec<String> {
+    let mut hosts: Vec<String> = config
+        .resources
+        .iter()
+        .filter(|r| r.kind == config::ResourceKind::Http)
+        .filter_map(|r| r.host.clone())
+        .filter(|h| !h.starts_with("*."))
+        .collect();
+    hosts.sort();
+    hosts.dedup();
+    hosts
 }

@@ -4,14 +4,16 @@
 //! as a half-close, and an abort on either side becomes a reset on the other
 //! (the client socket is closed with `SO_LINGER 0`).
 
-use crate::dispatch::open_to_site;
-use crate::listeners::ResourceSlot;
+use crate::balance::ResourceSlot;
+use crate::dispatch::{connect, Connected};
 use crate::EdgeShared;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
+use warren_ingress::proxy_header;
 use warren_proto::TargetProtocol;
 
 pub(crate) async fn serve(
@@ -46,27 +48,28 @@ async fn handle(
 ) {
     let _ = client.set_nodelay(true);
     let resource = slot.resource.load_full();
-    let target = slot.pick_target(&resource);
-    let opened = open_to_site(
-        &shared,
-        &resource.name,
-        &target.site,
-        &target.address,
-        TargetProtocol::Tcp,
-        peer,
-    )
-    .await;
-    let (mut stream, guard) = match opened {
-        Ok(v) => v,
+    let connected = match connect(&shared, &slot, TargetProtocol::Tcp, peer, None, true).await {
+        Ok(c) => c,
         Err(e) => {
             tracing::warn!(event = "connection_failed", resource = %resource.name, client = %peer, error = %e, "could not reach the site");
             reset_on_close(&client);
             return;
         }
     };
+    let Connected {
+        mut stream, guards, ..
+    } = connected;
+    if let Some(version) = resource.proxy_protocol {
+        let local = client.local_addr().unwrap_or(peer);
+        let header = proxy_header::encode(version, proxy_header::Transport::Tcp, peer, local);
+        if let Err(e) = stream.write_all(&header).await {
+            tracing::debug!(resource = %resource.name, error = %e, "stream closed before the PROXY header");
+            return;
+        }
+    }
     match warren_transport::pump(&mut client, &mut stream).await {
         Ok((to_site, from_site)) => {
-            let agent = guard.agent();
+            let agent = guards.agent.agent();
             agent.bytes_to_site.fetch_add(to_site, Ordering::Relaxed);
             agent
                 .bytes_from_site

@@ -2,8 +2,8 @@
 //! tunnel stream of length-prefixed datagrams, closed after `idle_timeout`
 //! without a datagram either way.
 
-use crate::dispatch::open_to_site;
-use crate::listeners::ResourceSlot;
+use crate::balance::ResourceSlot;
+use crate::dispatch::{connect, Connected};
 use crate::EdgeShared;
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
@@ -98,18 +98,12 @@ async fn run_flow(
     stop: CancellationToken,
 ) {
     let resource = slot.resource.load_full();
-    let target = slot.pick_target(&resource);
-    let (stream, _guard) = match open_to_site(
-        &shared,
-        &resource.name,
-        &target.site,
-        &target.address,
-        TargetProtocol::Udp,
-        peer,
-    )
-    .await
-    {
-        Ok(v) => v,
+    let Connected {
+        stream,
+        guards: _guards,
+        ..
+    } = match connect(&shared, &slot, TargetProtocol::Udp, peer, None, true).await {
+        Ok(c) => c,
         Err(e) => {
             tracing::warn!(event = "flow_failed", resource = %resource.name, client = %peer, error = %e, "could not reach the site");
             return;

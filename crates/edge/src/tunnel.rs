@@ -122,6 +122,7 @@ async fn admit(accepted: Accepted, shared: Arc<EdgeShared>) {
         version = %hello.agent_version, platform = %hello.platform, remote = %remote, transport,
         "agent connected"
     );
+    tokio::spawn(crate::health::run(agent.clone(), shared.clone()));
     let mut go_away = link.go_away_watch();
     let reason = loop {
         tokio::select! {

@@ -12,12 +12,14 @@
 //! * [`session`]: the multiplexing state machine: stream ids, per-stream flow
 //!   control with auto-tuned windows, keepalive, validation of hostile input.
 //! * [`datagram`]: length-prefixed datagrams carried inside a stream (UDP).
+//! * [`health`]: health-check plans the edge sends an agent, and its reports.
 //!
 //! Invariant: nothing here touches a socket, spawns a task or reads the clock.
 
 pub mod datagram;
 pub mod frame;
 pub mod handshake;
+pub mod health;
 pub mod open;
 pub mod session;
 

@@ -19,6 +19,9 @@ pub enum TargetProtocol {
     Tcp,
     /// A connected UDP socket; stream bytes are length-prefixed datagrams.
     Udp,
+    /// No connection: the stream carries health-check plans to the agent and
+    /// its reports back (see [`crate::health`]). `target` is unused.
+    Health,
 }
 
 impl TargetProtocol {
@@ -27,6 +30,7 @@ impl TargetProtocol {
         match self {
             TargetProtocol::Tcp => "tcp",
             TargetProtocol::Udp => "udp",
+            TargetProtocol::Health => "health",
         }
     }
 }
@@ -163,6 +167,7 @@ impl OpenRequest {
         out.put_u8(match self.protocol {
             TargetProtocol::Tcp => 0,
             TargetProtocol::Udp => 1,
+            TargetProtocol::Health => 2,
         });
         put_short_str(&mut out, "target", &self.target)?;
         put_short_str(&mut out, "resource", &self.resource)?;
@@ -178,6 +183,7 @@ impl OpenRequest {
         let protocol = match src.get_u8() {
             0 => TargetProtocol::Tcp,
             1 => TargetProtocol::Udp,
+            2 => TargetProtocol::Health,
             other => return Err(PayloadError::UnknownProtocol(other)),
         };
         let target = get_short_str(&mut src, "target")?;

@@ -15,6 +15,7 @@
 //! fixed at start from the agent's own flags.
 
 pub mod backoff;
+mod health;
 mod serve;
 pub mod stats;
 

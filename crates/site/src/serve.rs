@@ -19,9 +19,9 @@ use warren_proto::{datagram, RefuseReason, TargetProtocol};
 use warren_transport::{IncomingStream, TunnelStream};
 
 /// Why a stream was not served.
-struct Refusal {
-    reason: RefuseReason,
-    message: String,
+pub(crate) struct Refusal {
+    pub(crate) reason: RefuseReason,
+    pub(crate) message: String,
 }
 
 fn refuse(reason: RefuseReason, message: String) -> Refusal {
@@ -41,7 +41,7 @@ fn split_target(target: &str) -> Option<(&str, u16)> {
 }
 
 /// The addresses the agent may connect to for this request, or a refusal.
-async fn permitted_addrs(
+pub(crate) async fn permitted_addrs(
     allow: &Allowlist,
     target: &str,
     protocol: Protocol,
@@ -132,6 +132,7 @@ async fn connect(
                     Err(_) => last = format!("{addr}: connect timed out after {timeout:?}"),
                 }
             }
+            TargetProtocol::Health => break,
             TargetProtocol::Udp => {
                 let bind: SocketAddr = if addr.is_ipv4() {
                     ([0, 0, 0, 0], 0).into()
@@ -165,6 +166,7 @@ pub(crate) async fn serve_stream(
     let protocol = match req.protocol {
         TargetProtocol::Tcp => Protocol::Tcp,
         TargetProtocol::Udp => Protocol::Udp,
+        TargetProtocol::Health => return crate::health::serve(inc, allow).await,
     };
     let outcome = match permitted_addrs(&allow, &req.target, protocol).await {
         Ok(addrs) => connect(&addrs, req.protocol, connect_timeout).await,

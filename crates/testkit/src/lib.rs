@@ -1,6 +1,7 @@
 //! Test harness for Warren's integration tests.
 //!
-//! * [`Upstream`]s: echo servers (TCP, UDP) on `127.0.0.1:0`.
+//! * Upstreams: echo servers (TCP, UDP), an HTTP origin and a TLS origin
+//!   behind PROXY headers, all on `127.0.0.1:0`.
 //! * [`Process`]: a real `warren` process with its JSON log lines collected,
 //!   so tests wait for *events* (`agent_connected`, `listening`...) instead of
 //!   sleeping, and assert on what was logged.
@@ -9,9 +10,11 @@
 //!
 //! Nothing here uses a fixed port or `std::env::set_var`.
 
+mod http_backend;
 mod process;
 mod upstream;
 
+pub use http_backend::{http_backend, pattern, self_signed, tls_backend, HttpBackend, TlsBackend};
 pub use process::{EdgeProcess, EdgeSpec, Process, ResourceSpec};
 pub use upstream::{echo_tcp, echo_udp, random_bytes, sha256_hex};
 

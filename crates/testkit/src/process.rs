@@ -183,6 +183,31 @@ impl ResourceSpec {
         }
     }
 
+    /// An HTTP resource routed by `host` (extra keys such as `path` go in `extra`).
+    pub fn http(name: &str, host: &str, site: &str, address: impl ToString) -> Self {
+        ResourceSpec {
+            kind: "http".into(),
+            listen: String::new(),
+            extra: format!("host = \"{host}\"\n"),
+            ..Self::tcp(name, site, address)
+        }
+    }
+
+    /// A TLS passthrough resource routed by SNI `host`.
+    pub fn tls(name: &str, host: &str, site: &str, address: impl ToString) -> Self {
+        ResourceSpec {
+            kind: "tls".into(),
+            ..Self::http(name, host, site, address)
+        }
+    }
+
+    /// Appends TOML lines to the resource.
+    pub fn with(mut self, extra: &str) -> Self {
+        self.extra.push_str(extra);
+        self.extra.push('\n');
+        self
+    }
+
     /// A UDP resource.
     pub fn udp(name: &str, site: &str, address: impl ToString) -> Self {
         ResourceSpec {
@@ -203,6 +228,8 @@ pub struct EdgeSpec {
     pub tunnel_listen: String,
     /// Extra lines for the `[edge]` table.
     pub edge_extra: String,
+    /// The `[tls]` table's lines, if any.
+    pub tls: String,
 }
 
 impl EdgeSpec {
@@ -213,6 +240,7 @@ impl EdgeSpec {
             resources: Vec::new(),
             tunnel_listen: "127.0.0.1:0".into(),
             edge_extra: String::new(),
+            tls: String::new(),
         }
     }
 
@@ -228,6 +256,9 @@ impl EdgeSpec {
             "[edge]\ndata_dir = \"data\"\ntunnel_listen = \"{}\"\nadmin_listen = \"127.0.0.1:0\"\ndrain_timeout = \"5s\"\n{}\n",
             self.tunnel_listen, self.edge_extra
         );
+        if !self.tls.is_empty() {
+            t += &format!("[tls]\n{}\n\n", self.tls);
+        }
         for (id, secret) in &self.sites {
             t += &format!("[[site]]\nid = \"{id}\"\nsecret = \"{secret}\"\n\n");
         }
@@ -237,11 +268,15 @@ impl EdgeSpec {
                 .iter()
                 .map(|(s, a)| format!("{{ site = \"{s}\", address = \"{a}\" }}"))
                 .collect();
+            let listen = if r.listen.is_empty() {
+                String::new()
+            } else {
+                format!("listen = \"{}\"\n", r.listen)
+            };
             t += &format!(
-                "[[resource]]\nname = \"{}\"\ntype = \"{}\"\nlisten = \"{}\"\ntargets = [{}]\n{}\n",
+                "[[resource]]\nname = \"{}\"\ntype = \"{}\"\n{listen}targets = [{}]\n{}\n",
                 r.name,
                 r.kind,
-                r.listen,
                 targets.join(", "),
                 r.extra
             );
@@ -268,6 +303,10 @@ pub struct EdgeProcess {
     pub admin: SocketAddr,
     /// Tunnel certificate pin.
     pub pin: String,
+    /// HTTPS listener, when configured.
+    pub https: Option<SocketAddr>,
+    /// Plain-HTTP listener, when configured.
+    pub http: Option<SocketAddr>,
     bin: PathBuf,
 }
 
@@ -293,7 +332,10 @@ impl EdgeProcess {
                 .and_then(|s| s.parse().ok())
                 .expect("address in edge_started")
         };
+        let optional = |k: &str| started[k].as_str().and_then(|s| s.parse().ok());
         EdgeProcess {
+            https: optional("https"),
+            http: optional("http"),
             tunnel: addr("tunnel"),
             admin: addr("admin"),
             pin: started["pin"].as_str().expect("pin").to_owned(),

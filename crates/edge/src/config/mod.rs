@@ -1,0 +1,278 @@
+//! The edge's configuration file: typed, validated whole, errors with line
+//! numbers.
+//!
+//! [`EdgeConfig::load`] parses TOML into raw structs (`deny_unknown_fields`, so
+//! a typo is an error, not a silently ignored key), then `validate` checks
+//! every rule and reports *every* violation with its file, line and key. Only
+//! a fully valid file becomes an [`EdgeConfig`]; start-up and reload share this
+//! one path.
+
+mod raw;
+#[cfg(test)]
+mod tests;
+mod validate;
+
+use crate::auth::SiteSecret;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use validate::Validator;
+pub use warren_ingress::proxy_header::Version as ProxyVersion;
+pub use warren_proto::health::Probe;
+
+/// One problem in a configuration file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file.
+    pub file: String,
+    /// 1-based line, when known.
+    pub line: Option<usize>,
+    /// Dotted key path, e.g. `resource[1].listen`.
+    pub key: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(l) => write!(f, "{}:{}: {}: {}", self.file, l, self.key, self.message),
+            None => write!(f, "{}: {}: {}", self.file, self.key, self.message),
+        }
+    }
+}
+
+/// Every problem found in a file.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = self.0.len();
+        writeln!(
+            f,
+            "{n} error{} in configuration:",
+            if n == 1 { "" } else { "s" }
+        )?;
+        for e in &self.0 {
+            writeln!(f, "  {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A site's credentials.
+#[derive(Clone, Debug)]
+pub struct SiteConfig {
+    /// The site id agents present.
+    pub id: String,
+    /// Its secret, plain or hashed.
+    pub secret: SiteSecret,
+}
+
+/// What a resource publishes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ResourceKind {
+    /// Raw TCP on `listen`.
+    Tcp,
+    /// UDP flows on `listen`.
+    Udp,
+    /// HTTPS terminated at the edge on `https_listen`, routed by host and path.
+    Http,
+    /// TLS passed through untouched on `https_listen`, routed by SNI.
+    Tls,
+}
+
+impl ResourceKind {
+    /// The `type` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceKind::Tcp => "tcp",
+            ResourceKind::Udp => "udp",
+            ResourceKind::Http => "http",
+            ResourceKind::Tls => "tls",
+        }
+    }
+}
+
+/// Where a resource's traffic goes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Target {
+    /// Site whose agents carry the traffic.
+    pub site: String,
+    /// `host:port` the agent connects to.
+    pub address: String,
+}
+
+/// How a target is chosen for each new connection or request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Balance {
+    /// The healthy target with the fewest open streams (ties at random).
+    #[default]
+    LeastActive,
+    /// Each healthy target in turn.
+    RoundRobin,
+    /// The same target for the same visitor: a cookie for `http`, the
+    /// client IP for the others; least-active for a visitor's first visit.
+    Sticky,
+}
+
+/// A health check as configured (the agent runs it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// What to probe.
+    pub probe: Probe,
+    /// Time between probes.
+    pub interval: Duration,
+    /// Time a probe may take.
+    pub timeout: Duration,
+    /// Successes in a row to turn healthy.
+    pub healthy_threshold: u32,
+    /// Failures in a row to turn unhealthy.
+    pub unhealthy_threshold: u32,
+}
+
+/// One published resource.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resource {
+    /// Unique name.
+    pub name: String,
+    /// What it publishes.
+    pub kind: ResourceKind,
+    /// The edge port (tcp and udp).
+    pub listen: Option<SocketAddr>,
+    /// Host / SNI name, lower-case (http and tls); may start with `*.`.
+    pub host: Option<String>,
+    /// Path prefix (http).
+    pub path: Option<String>,
+    /// Targets, at least one.
+    pub targets: Vec<Target>,
+    /// Per-target health check.
+    pub health: Option<HealthCheck>,
+    /// PROXY header sent to the target first (tcp and tls).
+    pub proxy_protocol: Option<ProxyVersion>,
+    /// Target choice.
+    pub balance: Balance,
+    /// With no healthy target: refuse (true) or try them all anyway (false).
+    pub fail_closed: bool,
+    /// UDP: a flow with no datagram either way for this long is closed.
+    pub idle_timeout: Duration,
+}
+
+/// Static certificate files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertFiles {
+    /// PEM chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// Automatic certificates.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AcmeSettings {
+    /// Account contact.
+    pub email: Option<String>,
+    /// Directory URL.
+    pub directory: String,
+    /// Extra CA to trust for the directory (a private ACME server).
+    pub ca: Option<PathBuf>,
+    /// Renew when a certificate has less than this left.
+    pub renew_before: Duration,
+}
+
+/// The `[tls]` section.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// Static certificates; each covers the names in it.
+    pub certs: Vec<CertFiles>,
+    /// ACME for hosts no static certificate covers.
+    pub acme: Option<AcmeSettings>,
+    /// Serve this host's certificate to handshakes with an unknown or no
+    /// SNI, instead of closing them.
+    pub default_host: Option<String>,
+}
+
+/// Where the access log goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccessLog {
+    /// One JSON line per request on stderr.
+    Stderr,
+    /// Appended to this file.
+    File(PathBuf),
+}
+
+/// A valid edge configuration.
+#[derive(Clone, Debug)]
+pub struct EdgeConfig {
+    /// The file it came from (for messages).
+    pub source: String,
+    /// State directory.
+    pub data_dir: PathBuf,
+    /// Where agents dial in (TCP and UDP).
+    pub tunnel_listen: SocketAddr,
+    /// Plain HTTP: ACME HTTP-01 and redirects to HTTPS.
+    pub http_listen: Option<SocketAddr>,
+    /// TLS: terminated http resources and passed-through tls resources.
+    pub https_listen: Option<SocketAddr>,
+    /// REST API and status.
+    pub admin_listen: SocketAddr,
+    /// Tunnel certificate and key; generated in `data_dir` when absent.
+    pub tunnel_cert: Option<(PathBuf, PathBuf)>,
+    /// How long a shutdown waits for open streams.
+    pub drain_timeout: Duration,
+    /// Access log destination; none when absent.
+    pub access_log: Option<AccessLog>,
+    /// Certificates for terminated resources.
+    pub tls: TlsSettings,
+    /// Sites by id.
+    pub sites: BTreeMap<String, SiteConfig>,
+    /// Resources, in file order.
+    pub resources: Vec<Resource>,
+}
+
+impl EdgeConfig {
+    /// Reads and validates a file. Relative paths are resolved against the
+    /// file's directory.
+    pub fn load(path: &Path) -> Result<EdgeConfig, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.display().to_string(),
+                line: None,
+                key: "(file)".into(),
+                message: e.to_string(),
+            }])
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, &path.display().to_string(), base)
+    }
+
+    /// Parses and validates configuration text.
+    pub fn parse(text: &str, source: &str, base: &Path) -> Result<EdgeConfig, ConfigErrors> {
+        let mut v = Validator::new(text, source);
+        let raw: raw::RawFile = match toml::from_str(text) {
+            Ok(raw) => raw,
+            Err(e) => {
+                let line = e.span().map(|s| v.line_of(s.start));
+                let message = e.message().to_owned();
+                return Err(ConfigErrors(vec![ConfigError {
+                    file: source.into(),
+                    line,
+                    key: "(syntax)".into(),
+                    message,
+                }]));
+            }
+        };
+        let config = v.validate(raw, base);
+        v.finish(config)
+    }
+
+    /// The resources served on `https_listen`.
+    pub fn https_resources(&self) -> impl Iterator<Item = &Resource> {
+        self.resources
+            .iter()
+            .filter(|r| matches!(r.kind, ResourceKind::Http | ResourceKind::Tls))
+    }
+}

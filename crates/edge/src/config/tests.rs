@@ -1,0 +1,232 @@
+use super::*;
+
+fn parse(text: &str) -> Result<EdgeConfig, ConfigErrors> {
+    EdgeConfig::parse(text, "edge.toml", Path::new("/etc/warren"))
+}
+
+const GOOD: &str = r#"
+[edge]
+tunnel_listen = "127.0.0.1:0"
+
+[[site]]
+id = "home"
+secret = "S3CRET"
+
+[[resource]]
+name = "ssh"
+type = "tcp"
+listen = "127.0.0.1:2222"
+targets = [{ site = "home", address = "127.0.0.1:22" }]
+
+[[resource]]
+name = "dns"
+type = "udp"
+listen = "127.0.0.1:2222"
+targets = [{ site = "home", address = "127.0.0.1:53" }]
+idle_timeout = "30s"
+"#;
+
+#[test]
+fn a_good_file_parses() {
+    let c = parse(GOOD).unwrap();
+    assert_eq!(c.sites.len(), 1);
+    assert_eq!(c.resources.len(), 2);
+    assert_eq!(c.resources[1].idle_timeout, Duration::from_secs(30));
+    assert_eq!(c.data_dir, Path::new("/etc/warren/./warren-data"));
+    assert_eq!(c.admin_listen.to_string(), "127.0.0.1:7080");
+}
+
+#[test]
+fn every_error_is_reported_with_line_and_key() {
+    let bad = r#"
+[edge]
+tunnel_listen = "nonsense"
+
+[[site]]
+id = "home"
+
+[[resource]]
+name = "a"
+type = "tcp"
+listen = "127.0.0.1:80"
+targets = [{ site = "nowhere", address = "x:0" }]
+
+[[resource]]
+name = "a"
+type = "gopher"
+targets = []
+"#;
+    let errs = parse(bad).unwrap_err().0;
+    let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    let has = |needle: &str| text.iter().any(|t| t.contains(needle));
+    assert!(has("edge.toml:3: edge.tunnel_listen"), "{text:#?}");
+    assert!(has("site[0]: missing secret"), "{text:#?}");
+    assert!(
+        has("resource[0].targets[0].site: no [[site]] with id `nowhere`"),
+        "{text:#?}"
+    );
+    assert!(has("resource[0].targets[0].address"), "{text:#?}");
+    assert!(has("duplicate resource name `a`"), "{text:#?}");
+    assert!(has("unknown type `gopher`"), "{text:#?}");
+    assert!(has("at least one target"), "{text:#?}");
+    assert!(errs.iter().all(|e| e.line.is_some()), "{text:#?}");
+}
+
+#[test]
+fn unknown_keys_are_errors_with_a_line() {
+    let errs = parse("[edge]\ntunnel_listn = \"0.0.0.0:1\"\n")
+        .unwrap_err()
+        .0;
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0].line, Some(2));
+    assert!(
+        errs[0].message.contains("unknown field `tunnel_listn`"),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn duplicate_listen_and_bad_proxy_protocol_are_named() {
+    let text = format!(
+        "{GOOD}\n[[resource]]\nname = \"dup\"\ntype = \"tcp\"\nlisten = \"127.0.0.1:2222\"\n\
+         targets = [{{ site = \"home\", address = \"h:1\" }}]\nproxy_protocol = \"v3\"\n"
+    );
+    let errs = parse(&text).unwrap_err().0;
+    assert!(
+        errs.iter().any(|e| e.message.contains("already used")),
+        "{errs:?}"
+    );
+    assert!(
+        errs.iter().any(|e| e.key.ends_with("proxy_protocol")),
+        "{errs:?}"
+    );
+}
+
+const WEB: &str = r#"
+[edge]
+https_listen = "127.0.0.1:0"
+http_listen = "127.0.0.1:0"
+access_log = "stderr"
+
+[tls]
+certs = [{ cert = "c.pem", key = "k.pem" }]
+default_host = "blog.example.com"
+
+[[site]]
+id = "home"
+secret = "S3CRET"
+
+[[resource]]
+name = "blog"
+type = "http"
+host = "Blog.Example.com"
+targets = [{ site = "home", address = "127.0.0.1:8080" }, { site = "home", address = "127.0.0.1:8081" }]
+health = { path = "/status", interval = "5s", status = ["200-299", "418"] }
+balance = "sticky"
+
+[[resource]]
+name = "blog-api"
+type = "http"
+host = "blog.example.com"
+path = "/api"
+targets = [{ site = "home", address = "127.0.0.1:9000" }]
+fail_closed = true
+
+[[resource]]
+name = "vault"
+type = "tls"
+host = "vault.example.com"
+targets = [{ site = "home", address = "127.0.0.1:8200" }]
+proxy_protocol = "v1"
+health = { interval = "1s" }
+"#;
+
+#[test]
+fn http_and_tls_resources_parse() {
+    let c = parse(WEB).unwrap();
+    assert_eq!(c.https_resources().count(), 3);
+    let blog = &c.resources[0];
+    assert_eq!(blog.host.as_deref(), Some("blog.example.com"));
+    assert_eq!(blog.balance, Balance::Sticky);
+    let health = blog.health.as_ref().unwrap();
+    assert_eq!(
+        health.probe,
+        Probe::Http {
+            path: "/status".into(),
+            method: "GET".into(),
+            host: None,
+            status: vec![(200, 299), (418, 418)]
+        }
+    );
+    assert_eq!(health.interval, Duration::from_secs(5));
+    assert!(c.resources[1].fail_closed);
+    assert_eq!(c.resources[2].proxy_protocol, Some(ProxyVersion::V1));
+    assert_eq!(c.resources[2].health.as_ref().unwrap().probe, Probe::Tcp);
+    assert_eq!(c.tls.certs[0].cert, Path::new("/etc/warren/c.pem"));
+    assert_eq!(c.access_log, Some(AccessLog::Stderr));
+}
+
+#[test]
+fn misplaced_keys_and_name_clashes_are_named() {
+    let text = format!(
+        "{WEB}
+[[resource]]
+name = \"clash\"
+type = \"tls\"
+host = \"blog.example.com\"
+path = \"/x\"
+listen = \"127.0.0.1:1\"
+targets = [{{ site = \"home\", address = \"h:1\" }}]
+
+[[resource]]
+name = \"twice\"
+type = \"http\"
+host = \"blog.example.com\"
+path = \"/api/\"
+targets = [{{ site = \"home\", address = \"h:1\" }}]
+health = {{ method = \"POST\", status = [\"999\"], interval = \"1ms\" }}
+
+[[resource]]
+name = \"nohost\"
+type = \"http\"
+host = \"bad host\"
+targets = [{{ site = \"home\", address = \"h:1\" }}]
+idle_timeout = \"5s\"
+"
+    );
+    let errs = parse(&text).unwrap_err().0;
+    let text: Vec<String> = errs.iter().map(|e| e.to_string()).collect();
+    let has = |needle: &str| text.iter().any(|t| t.contains(needle));
+    assert!(
+        has("resource[3].path: `path` applies to http resources, not tls"),
+        "{text:#?}"
+    );
+    assert!(
+        has("resource[3].listen: `listen` applies to tcp and udp"),
+        "{text:#?}"
+    );
+    assert!(has("routed twice"), "{text:#?}");
+    assert!(has("health.method: `POST`"), "{text:#?}");
+    assert!(has("health.status: `999`"), "{text:#?}");
+    assert!(has("interval must be at least 100ms"), "{text:#?}");
+    assert!(has("`bad host` is not a host name"), "{text:#?}");
+    assert!(has("resource[5].idle_timeout"), "{text:#?}");
+}
+
+#[test]
+fn http_without_https_listen_is_an_error() {
+    let text = WEB.replace("https_listen = \"127.0.0.1:0\"\n", "");
+    let errs = parse(&text).unwrap_err().0;
+    assert!(
+        errs.iter()
+            .any(|e| e.message.contains("https_listen, which is not set")),
+        "{errs:?}"
+    );
+}
+
+#[test]
+fn secrets_never_reach_debug_output() {
+    let c = parse(GOOD).unwrap();
+    assert!(!format!("{c:?}").contains("S3CRET"));
+}

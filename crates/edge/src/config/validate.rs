@@ -1,0 +1,722 @@
+//! Every rule of the configuration file, checked at once so that every
+//! violation is reported with its file, line and key.
+
+use super::raw::{RawAcme, RawEdge, RawFile, RawHealth, RawResource, RawSite, RawTls};
+use super::*;
+use std::collections::HashSet;
+use toml::Spanned;
+use warren_ingress::router::Router;
+
+pub(super) struct Validator<'a> {
+    text: &'a str,
+    source: &'a str,
+    errors: Vec<ConfigError>,
+}
+
+type Span = Option<std::ops::Range<usize>>;
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+}
+
+impl<'a> Validator<'a> {
+    pub(super) fn new(text: &'a str, source: &'a str) -> Self {
+        Validator {
+            text,
+            source,
+            errors: Vec::new(),
+        }
+    }
+
+    pub(super) fn finish(self, config: EdgeConfig) -> Result<EdgeConfig, ConfigErrors> {
+        if self.errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(self.errors))
+        }
+    }
+
+    pub(super) fn line_of(&self, offset: usize) -> usize {
+        self.text[..offset.min(self.text.len())]
+            .matches('\n')
+            .count()
+            + 1
+    }
+
+    fn error(&mut self, span: Span, key: impl Into<String>, message: impl Into<String>) {
+        let line = span
+            .filter(|s| !(s.start == 0 && s.end == 0))
+            .map(|s| self.line_of(s.start));
+        self.errors.push(ConfigError {
+            file: self.source.to_owned(),
+            line,
+            key: key.into(),
+            message: message.into(),
+        });
+    }
+
+    fn socket_addr(&mut self, value: &Spanned<String>, key: &str) -> Option<SocketAddr> {
+        match value.get_ref().parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.error(
+                    Some(value.span()),
+                    key,
+                    format!(
+                        "`{}` is not an IP:PORT address (e.g. 0.0.0.0:7443)",
+                        value.get_ref()
+                    ),
+                );
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, span: Span, value: &str, key: &str) -> Option<Duration> {
+        match humantime::parse_duration(value) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.error(
+                    span,
+                    key,
+                    format!("`{value}` is not a duration like 30s or 5m: {e}"),
+                );
+                None
+            }
+        }
+    }
+
+    fn host_name(&mut self, span: Span, key: &str, host: &str) -> Option<String> {
+        let (wild, bare) = match host.strip_prefix("*.") {
+            Some(rest) => (true, rest),
+            None => (false, host),
+        };
+        match warren_ingress::client_hello::host_name(bare.as_bytes()) {
+            Ok(h) if !bare.ends_with('.') => Some(if wild { format!("*.{h}") } else { h }),
+            _ => {
+                self.error(
+                    span,
+                    key,
+                    format!("`{host}` is not a host name (letters, digits, `-`, `.`; `*.` in front for a wildcard)"),
+                );
+                None
+            }
+        }
+    }
+
+    pub(super) fn validate(&mut self, raw: RawFile, base: &Path) -> EdgeConfig {
+        let edge_span = raw.edge.span();
+        let edge = raw.edge.into_inner();
+        let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let tunnel_listen = self.socket_addr(&edge.tunnel_listen, "edge.tunnel_listen");
+        let admin_listen = self.socket_addr(&edge.admin_listen, "edge.admin_listen");
+        let http_listen = edge
+            .http_listen
+            .as_ref()
+            .and_then(|v| self.socket_addr(v, "edge.http_listen"));
+        let https_listen = edge
+            .https_listen
+            .as_ref()
+            .and_then(|v| self.socket_addr(v, "edge.https_listen"));
+        if let Some(db) = &edge.database {
+            self.error(
+                Some(db.span()),
+                "edge.database",
+                "an external database is not supported yet by this build; remove the key",
+            );
+        }
+        let drain_timeout = match &edge.drain_timeout {
+            Some(d) => self.duration(Some(d.span()), d.get_ref(), "edge.drain_timeout"),
+            None => Some(Duration::from_secs(30)),
+        };
+        let access_log = edge
+            .access_log
+            .as_ref()
+            .map(|a| match a.get_ref().as_str() {
+                "stderr" | "-" => AccessLog::Stderr,
+                path => AccessLog::File(resolve(PathBuf::from(path))),
+            });
+        let tunnel_cert = self.tunnel_cert(&edge, edge_span.clone(), &resolve);
+        let tls = match raw.tls {
+            Some(t) => self.tls(t, &resolve),
+            None => TlsSettings::default(),
+        };
+        let sites = self.sites(raw.site);
+        let resources = self.resources(raw.resource, &sites, https_listen.is_some());
+        if https_listen.is_none() && edge.https_listen.is_none() && tls != TlsSettings::default() {
+            self.error(
+                Some(edge_span.clone()),
+                "edge.https_listen",
+                "[tls] is set but https_listen is not: nothing would use the certificates",
+            );
+        }
+        if let Some(default) = &tls.default_host {
+            let routed = resources
+                .iter()
+                .any(|r| r.kind == ResourceKind::Http && r.host.as_deref() == Some(default));
+            if !routed {
+                self.error(
+                    None,
+                    "tls.default_host",
+                    format!("`{default}` is not the host of any http resource"),
+                );
+            }
+        }
+        EdgeConfig {
+            source: self.source.to_owned(),
+            data_dir: resolve(edge.data_dir),
+            tunnel_listen: tunnel_listen.unwrap_or_else(|| ([0, 0, 0, 0], 0).into()),
+            http_listen,
+            https_listen,
+            admin_listen: admin_listen.unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
+            tunnel_cert,
+            drain_timeout: drain_timeout.unwrap_or_default(),
+            access_log,
+            tls,
+            sites,
+            resources,
+        }
+    }
+
+    fn tunnel_cert(
+        &mut self,
+        edge: &RawEdge,
+        edge_span: std::ops::Range<usize>,
+        resolve: &dyn Fn(PathBuf) -> PathBuf,
+    ) -> Option<(PathBuf, PathBuf)> {
+        match (&edge.tunnel_cert, &edge.tunnel_key) {
+            (Some(c), Some(k)) => Some((resolve(c.clone()), resolve(k.clone()))),
+            (None, None) => None,
+            _ => {
+                self.error(
+                    Some(edge_span),
+                    "edge.tunnel_cert",
+                    "tunnel_cert and tunnel_key go together",
+                );
+                None
+            }
+        }
+    }
+
+    fn tls(&mut self, raw: Spanned<RawTls>, resolve: &dyn Fn(PathBuf) -> PathBuf) -> TlsSettings {
+        let span = Some(raw.span());
+        let raw = raw.into_inner();
+        let certs = raw
+            .certs
+            .into_iter()
+            .map(|p| CertFiles {
+                cert: resolve(p.cert),
+                key: resolve(p.key),
+            })
+            .collect();
+        let acme = raw.acme.and_then(|a| self.acme(a, span.clone(), resolve));
+        let default_host = raw
+            .default_host
+            .and_then(|h| self.host_name(span.clone(), "tls.default_host", &h));
+        TlsSettings {
+            certs,
+            acme,
+            default_host,
+        }
+    }
+
+    fn acme(
+        &mut self,
+        raw: RawAcme,
+        span: Span,
+        resolve: &dyn Fn(PathBuf) -> PathBuf,
+    ) -> Option<AcmeSettings> {
+        if !raw.directory.starts_with("https://") {
+            self.error(
+                span.clone(),
+                "tls.acme.directory",
+                format!("`{}` is not an https:// URL", raw.directory),
+            );
+        }
+        let renew_before = match &raw.renew_before {
+            Some(d) => self.duration(span, d, "tls.acme.renew_before")?,
+            None => Duration::from_secs(30 * 24 * 3600),
+        };
+        Some(AcmeSettings {
+            email: raw.email,
+            directory: raw.directory,
+            ca: raw.ca.map(resolve),
+            renew_before,
+        })
+    }
+
+    fn sites(&mut self, raw: Vec<Spanned<RawSite>>) -> BTreeMap<String, SiteConfig> {
+        let mut sites = BTreeMap::new();
+        for (i, site) in raw.into_iter().enumerate() {
+            let span = site.span();
+            let site = site.into_inner();
+            let key = format!("site[{i}]");
+            if !valid_id(&site.id) {
+                self.error(
+                    Some(span.clone()),
+                    format!("{key}.id"),
+                    format!(
+                        "`{}` is not a valid id (1-64 of A-Z a-z 0-9 - _ .)",
+                        site.id
+                    ),
+                );
+            }
+            let secret = match (site.secret, site.secret_hash) {
+                (Some(s), None) if s.is_empty() => {
+                    self.error(Some(span.clone()), format!("{key}.secret"), "empty secret");
+                    None
+                }
+                (Some(s), None) => Some(SiteSecret::plain(s)),
+                (None, Some(h)) => match SiteSecret::from_hash(&h) {
+                    Ok(s) => Some(s),
+                    Err(e) => {
+                        self.error(Some(span.clone()), format!("{key}.secret_hash"), e);
+                        None
+                    }
+                },
+                (Some(_), Some(_)) => {
+                    self.error(
+                        Some(span.clone()),
+                        key.clone(),
+                        "give either secret or secret_hash, not both",
+                    );
+                    None
+                }
+                (None, None) => {
+                    self.error(
+                        Some(span.clone()),
+                        key.clone(),
+                        "missing secret (or secret_hash)",
+                    );
+                    None
+                }
+            };
+            if sites.contains_key(&site.id) {
+                self.error(
+                    Some(span),
+                    format!("{key}.id"),
+                    format!("duplicate site id `{}`", site.id),
+                );
+                continue;
+            }
+            if let Some(secret) = secret {
+                sites.insert(
+                    site.id.clone(),
+                    SiteConfig {
+                        id: site.id,
+                        secret,
+                    },
+                );
+            }
+        }
+        sites
+    }
+
+    fn resources(
+        &mut self,
+        raw: Vec<Spanned<RawResource>>,
+        sites: &BTreeMap<String, SiteConfig>,
+        have_https: bool,
+    ) -> Vec<Resource> {
+        let mut resources = Vec::new();
+        let mut names = HashSet::new();
+        let mut listens = HashSet::new();
+        let mut http_routes = Router::default();
+        let mut tls_hosts = HashSet::new();
+        for (i, res) in raw.into_iter().enumerate() {
+            let span = Some(res.span());
+            let key = format!("resource[{i}]");
+            if !names.insert(res.get_ref().name.clone()) {
+                self.error(
+                    span.clone(),
+                    format!("{key}.name"),
+                    format!("duplicate resource name `{}`", res.get_ref().name),
+                );
+            }
+            let Some(r) = self.resource(res.into_inner(), span.clone(), &key, sites, have_https)
+            else {
+                continue;
+            };
+            if let Some(listen) = r.listen {
+                if listen.port() != 0 && !listens.insert((r.kind, listen)) {
+                    self.error(
+                        span.clone(),
+                        format!("{key}.listen"),
+                        format!(
+                            "{listen} is already used by another {} resource",
+                            r.kind.as_str()
+                        ),
+                    );
+                }
+            }
+            let Some(host) = r.host.clone() else {
+                resources.push(r);
+                continue;
+            };
+            match r.kind {
+                ResourceKind::Http => {
+                    if tls_hosts.contains(&host) {
+                        self.error(span.clone(), format!("{key}.host"), format!("`{host}` is already a tls (passthrough) resource; a name is either terminated or passed through"));
+                    } else if let Err(e) = http_routes.insert(&host, r.path.as_deref(), ()) {
+                        self.error(span.clone(), format!("{key}.path"), e.to_string());
+                    }
+                }
+                ResourceKind::Tls => {
+                    if http_routes.has_host(&host) && !host.starts_with("*.") {
+                        self.error(span.clone(), format!("{key}.host"), format!("`{host}` is already an http resource; a name is either terminated or passed through"));
+                    } else if !tls_hosts.insert(host.clone()) {
+                        self.error(
+                            span.clone(),
+                            format!("{key}.host"),
+                            format!("`{host}` is already used by another tls resource"),
+                        );
+                    }
+                }
+                _ => {}
+            }
+            resources.push(r);
+        }
+        resources
+    }
+
+    fn resource(
+        &mut self,
+        res: RawResource,
+        span: Span,
+        key: &str,
+        sites: &BTreeMap<String, SiteConfig>,
+        have_https: bool,
+    ) -> Option<Resource> {
+        if !valid_id(&res.name) {
+            self.error(
+                span.clone(),
+                format!("{key}.name"),
+                format!(
+                    "`{}` is not a valid name (1-64 of A-Z a-z 0-9 - _ .)",
+                    res.name
+                ),
+            );
+        }
+        if res.targets.is_empty() {
+            self.error(
+                span.clone(),
+                format!("{key}.targets"),
+                "at least one target is needed",
+            );
+        }
+        for (j, t) in res.targets.iter().enumerate() {
+            if !sites.contains_key(&t.site) {
+                self.error(
+                    span.clone(),
+                    format!("{key}.targets[{j}].site"),
+                    format!("no [[site]] with id `{}`", t.site),
+                );
+            }
+            if let Err(msg) = check_target_address(&t.address) {
+                self.error(span.clone(), format!("{key}.targets[{j}].address"), msg);
+            }
+        }
+        let kind = match res.kind.get_ref().as_str() {
+            "tcp" => ResourceKind::Tcp,
+            "udp" => ResourceKind::Udp,
+            "http" => ResourceKind::Http,
+            "tls" => ResourceKind::Tls,
+            "ssh" => {
+                self.error(
+                    Some(res.kind.span()),
+                    format!("{key}.type"),
+                    "type `ssh` is not supported yet by this build (http, tls, tcp and udp are)",
+                );
+                return None;
+            }
+            other => {
+                self.error(
+                    Some(res.kind.span()),
+                    format!("{key}.type"),
+                    format!("unknown type `{other}`; use http, tls, tcp, udp or ssh"),
+                );
+                return None;
+            }
+        };
+        let by_name = matches!(kind, ResourceKind::Http | ResourceKind::Tls);
+        // Which keys apply to which type.
+        let misplaced = [
+            ("host", res.host.is_some() && !by_name, "http and tls"),
+            (
+                "path",
+                res.path.is_some() && kind != ResourceKind::Http,
+                "http",
+            ),
+            ("listen", res.listen.is_some() && by_name, "tcp and udp"),
+            (
+                "proxy_protocol",
+                res.proxy_protocol.is_some()
+                    && !matches!(kind, ResourceKind::Tcp | ResourceKind::Tls),
+                "tcp and tls",
+            ),
+            (
+                "idle_timeout",
+                res.idle_timeout.is_some() && kind != ResourceKind::Udp,
+                "udp",
+            ),
+        ];
+        for (field, wrong, applies) in misplaced {
+            if wrong {
+                self.error(
+                    span.clone(),
+                    format!("{key}.{field}"),
+                    format!(
+                        "`{field}` applies to {applies} resources, not {}",
+                        kind.as_str()
+                    ),
+                );
+            }
+        }
+        let host = if by_name {
+            match &res.host {
+                Some(h) => self.host_name(span.clone(), &format!("{key}.host"), h),
+                None => {
+                    self.error(
+                        span.clone(),
+                        format!("{key}.host"),
+                        format!(
+                            "{} resources need `host` (the name visitors use)",
+                            kind.as_str()
+                        ),
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        if by_name && !have_https {
+            self.error(
+                span.clone(),
+                format!("{key}.type"),
+                format!(
+                    "{} resources are served on edge.https_listen, which is not set",
+                    kind.as_str()
+                ),
+            );
+        }
+        let listen = match (&res.listen, by_name) {
+            (Some(l), false) => self.socket_addr(l, &format!("{key}.listen")),
+            (None, false) => {
+                self.error(
+                    span.clone(),
+                    format!("{key}.listen"),
+                    "tcp and udp resources need `listen` (the edge port)",
+                );
+                None
+            }
+            (_, true) => None,
+        };
+        if let Some(a) = &res.auth {
+            if a.get_ref() != "public" {
+                self.error(
+                    Some(a.span()),
+                    format!("{key}.auth"),
+                    format!(
+                        "auth `{}` is not supported yet by this build (only `public`)",
+                        a.get_ref()
+                    ),
+                );
+            }
+        }
+        let proxy_protocol = res.proxy_protocol.as_ref().and_then(|p| match p.get_ref() {
+            toml::Value::Boolean(false) => None,
+            toml::Value::Boolean(true) => Some(ProxyVersion::V2),
+            toml::Value::String(s) if s == "v2" => Some(ProxyVersion::V2),
+            toml::Value::String(s) if s == "v1" => Some(ProxyVersion::V1),
+            other => {
+                self.error(
+                    Some(p.span()),
+                    format!("{key}.proxy_protocol"),
+                    format!("`{other}` is not one of false, true, \"v1\", \"v2\""),
+                );
+                None
+            }
+        });
+        let balance = match res
+            .balance
+            .as_ref()
+            .map(|b| (b.span(), b.get_ref().as_str()))
+        {
+            None | Some((_, "least_active")) => Balance::LeastActive,
+            Some((_, "round_robin")) => Balance::RoundRobin,
+            Some((_, "sticky")) => Balance::Sticky,
+            Some((s, other)) => {
+                self.error(
+                    Some(s),
+                    format!("{key}.balance"),
+                    format!("`{other}` is not one of least_active, round_robin, sticky"),
+                );
+                Balance::LeastActive
+            }
+        };
+        let idle_timeout = match &res.idle_timeout {
+            Some(d) => self
+                .duration(Some(d.span()), d.get_ref(), &format!("{key}.idle_timeout"))
+                .unwrap_or_default(),
+            None => Duration::from_secs(60),
+        };
+        let health = res
+            .health
+            .map(|h| self.health(h, kind, &format!("{key}.health")));
+        // Returned even when something above was wrong, so that the rules
+        // across resources (duplicate ports and routes) are checked too; a
+        // file with any error never becomes a configuration.
+        Some(Resource {
+            name: res.name,
+            kind,
+            listen,
+            host,
+            path: res.path,
+            targets: res
+                .targets
+                .into_iter()
+                .map(|t| Target {
+                    site: t.site,
+                    address: t.address,
+                })
+                .collect(),
+            health: health.flatten(),
+            proxy_protocol,
+            balance,
+            fail_closed: res.fail_closed,
+            idle_timeout,
+        })
+    }
+
+    fn health(
+        &mut self,
+        raw: Spanned<RawHealth>,
+        kind: ResourceKind,
+        key: &str,
+    ) -> Option<HealthCheck> {
+        let span = Some(raw.span());
+        let h = raw.into_inner();
+        let default_kind = if kind == ResourceKind::Http || h.path.is_some() {
+            "http"
+        } else {
+            "tcp"
+        };
+        let errors_before = self.errors.len();
+        let probe = match h.kind.as_deref().unwrap_or(default_kind) {
+            "tcp" => {
+                if h.path.is_some() || h.method.is_some() || h.status.is_some() || h.host.is_some()
+                {
+                    self.error(
+                        span.clone(),
+                        key,
+                        "path, method, status and host apply to http checks",
+                    );
+                }
+                Probe::Tcp
+            }
+            "http" => {
+                let path = h.path.unwrap_or_else(|| "/".into());
+                if !path.starts_with('/') || path.contains(char::is_whitespace) {
+                    self.error(
+                        span.clone(),
+                        format!("{key}.path"),
+                        format!("`{path}` is not a request path"),
+                    );
+                }
+                let method = h
+                    .method
+                    .unwrap_or_else(|| "GET".into())
+                    .to_ascii_uppercase();
+                if !matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS") {
+                    self.error(span.clone(), format!("{key}.method"), format!("`{method}` is not one of GET, HEAD, OPTIONS (a check must not change anything)"));
+                }
+                let mut status = Vec::new();
+                for s in h.status.unwrap_or_else(|| vec!["200-399".into()]) {
+                    match parse_status_range(&s) {
+                        Some(r) => status.push(r),
+                        None => self.error(
+                            span.clone(),
+                            format!("{key}.status"),
+                            format!("`{s}` is not a status or range like 200 or 200-399"),
+                        ),
+                    }
+                }
+                Probe::Http {
+                    path,
+                    method,
+                    host: h.host,
+                    status,
+                }
+            }
+            other => {
+                self.error(
+                    span.clone(),
+                    format!("{key}.type"),
+                    format!("`{other}` is not http or tcp"),
+                );
+                Probe::Tcp
+            }
+        };
+        let interval = match &h.interval {
+            Some(d) => self.duration(span.clone(), d, &format!("{key}.interval")),
+            None => Some(Duration::from_secs(10)),
+        };
+        let timeout = match &h.timeout {
+            Some(d) => self.duration(span.clone(), d, &format!("{key}.timeout")),
+            None => Some(Duration::from_secs(2)),
+        };
+        let (interval, timeout) = (interval?, timeout?);
+        if interval < Duration::from_millis(100)
+            || timeout.is_zero()
+            || timeout > interval.max(Duration::from_secs(1)) * 10
+        {
+            self.error(
+                span.clone(),
+                key,
+                "interval must be at least 100ms and timeout between 1ms and ten intervals",
+            );
+        }
+        let healthy_threshold = h.healthy_threshold.unwrap_or(2);
+        let unhealthy_threshold = h.unhealthy_threshold.unwrap_or(3);
+        if !(1..=100).contains(&healthy_threshold) || !(1..=100).contains(&unhealthy_threshold) {
+            self.error(span, key, "thresholds must be between 1 and 100");
+        }
+        (self.errors.len() == errors_before).then_some(HealthCheck {
+            probe,
+            interval,
+            timeout,
+            healthy_threshold,
+            unhealthy_threshold,
+        })
+    }
+}
+
+fn parse_status_range(s: &str) -> Option<(u16, u16)> {
+    let (lo, hi) = s.split_once('-').unwrap_or((s, s));
+    let (lo, hi): (u16, u16) = (lo.trim().parse().ok()?, hi.trim().parse().ok()?);
+    ((100..=599).contains(&lo) && (lo..=599).contains(&hi)).then_some((lo, hi))
+}
+
+/// Checks a target `host:port` (the agent's allowlist has the final word).
+fn check_target_address(address: &str) -> Result<(), String> {
+    let (host, port) = if let Some(rest) = address.strip_prefix('[') {
+        let (h, tail) = rest.split_once(']').ok_or("unclosed `[`")?;
+        (h, tail.strip_prefix(':').ok_or("missing :PORT")?)
+    } else {
+        address
+            .rsplit_once(':')
+            .ok_or_else(|| format!("`{address}` is not HOST:PORT"))?
+    };
+    if host.is_empty() {
+        return Err(format!("`{address}` has an empty host"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p != 0 => Ok(()),
+        _ => Err(format!("`{address}` has no valid port (1-65535)")),
+    }
+}

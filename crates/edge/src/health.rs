@@ -1,0 +1,118 @@
+//! The edge's side of health checks: each agent link gets the plan of
+//! checks for its site's targets on one `Health` stream (again whenever a
+//! reload changes it), and its reports update the [`HealthTable`] that
+//! target choice reads. Every transition is logged.
+//!
+//! [`HealthTable`]: crate::balance::HealthTable
+
+use crate::balance::check_id;
+use crate::config::EdgeConfig;
+use crate::registry::AgentConn;
+use crate::EdgeShared;
+use std::sync::Arc;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use warren_proto::health::{Check, HealthPlan, HealthReport, MAX_LINE};
+use warren_proto::{OpenRequest, TargetProtocol};
+
+/// The checks the agents of `site` run.
+pub(crate) fn plan_for(config: &EdgeConfig, site: &str) -> HealthPlan {
+    let mut checks = Vec::new();
+    for r in &config.resources {
+        let Some(h) = &r.health else { continue };
+        for t in r.targets.iter().filter(|t| t.site == site) {
+            checks.push(Check {
+                id: check_id(&r.name, t),
+                target: t.address.clone(),
+                probe: h.probe.clone(),
+                interval_ms: h.interval.as_millis() as u64,
+                timeout_ms: h.timeout.as_millis() as u64,
+                healthy_threshold: h.healthy_threshold,
+                unhealthy_threshold: h.unhealthy_threshold,
+            });
+        }
+    }
+    HealthPlan { checks }
+}
+
+/// Runs for the life of one agent link.
+pub(crate) async fn run(agent: Arc<AgentConn>, shared: Arc<EdgeShared>) {
+    let mut changes = shared.config_changed.subscribe();
+    let mut sent: Option<HealthPlan> = None;
+    let mut stream = None;
+    let mut line = Vec::new();
+    loop {
+        let plan = plan_for(&shared.config.load(), &agent.site);
+        if sent.as_ref() != Some(&plan) && !(sent.is_none() && plan.checks.is_empty()) {
+            if stream.is_none() {
+                let request = OpenRequest {
+                    protocol: TargetProtocol::Health,
+                    target: "health".into(),
+                    resource: String::new(),
+                    client: String::new(),
+                };
+                match agent.link.open(request).await {
+                    Ok(s) => {
+                        let (rd, wr) = tokio::io::split(s);
+                        stream = Some((BufReader::new(rd), wr));
+                    }
+                    Err(e) => {
+                        tracing::warn!(site = %agent.site, agent = %agent.instance, error = %e, "agent cannot run health checks");
+                        return;
+                    }
+                }
+            }
+            if let Some((_, wr)) = stream.as_mut() {
+                let mut line = serde_json::to_vec(&plan).unwrap_or_default();
+                line.push(b'\n');
+                if wr.write_all(&line).await.is_err() {
+                    break;
+                }
+            }
+            sent = Some(plan);
+        }
+        tokio::select! {
+            _ = agent.link.closed() => break,
+            changed = changes.changed() => if changed.is_err() { break },
+            read = async {
+                match stream.as_mut() {
+                    // Cancel-safe: a partial line stays in `line` for the next turn.
+                    Some((rd, _)) => rd.read_until(b'\n', &mut line).await,
+                    None => std::future::pending().await,
+                }
+            } => {
+                match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) if line.len() > MAX_LINE => break,
+                    Ok(_) if !line.ends_with(b"\n") => {}
+                    Ok(_) => {
+                        match serde_json::from_slice::<HealthReport>(&line) {
+                            Ok(report) => apply(&shared, &agent, report),
+                            Err(e) => {
+                                tracing::warn!(site = %agent.site, agent = %agent.instance, error = %e, "bad health report; health stream closed");
+                                break;
+                            }
+                        }
+                        line.clear();
+                    }
+                }
+            }
+        }
+    }
+    shared.health.forget(agent.conn_id);
+}
+
+fn apply(shared: &EdgeShared, agent: &AgentConn, report: HealthReport) {
+    let (before, after) = shared
+        .health
+        .record(&report.id, agent.conn_id, report.healthy);
+    let (resource, target) = report.id.split_once('/').unwrap_or((&report.id, ""));
+    if before != after {
+        if after {
+            tracing::info!(event = "target_healthy", resource, upstream = target, site = %agent.site, agent = %agent.instance, detail = %report.detail, "target is healthy again; back in rotation");
+        } else {
+            tracing::warn!(event = "target_unhealthy", resource, upstream = target, site = %agent.site, agent = %agent.instance, detail = %report.detail, "target is unhealthy; out of rotation");
+        }
+    } else {
+        tracing::debug!(resource, upstream = target, healthy = report.healthy, detail = %report.detail, "health report");
+    }
+}

@@ -1,0 +1,450 @@
+//! Terminated HTTP: one hyper server connection per TLS connection (HTTP/1.1
+//! and HTTP/2), each request routed by host and normalised path, forwarded
+//! over a tunnel stream as HTTP/1.1, streamed both ways.
+//!
+//! Request stages, in order:
+//!
+//! ```text
+//! hyper parse (header timeout, size limit: 431)
+//!  → host: authority or Host, must agree with each other (400) and with the SNI (421)
+//!  → path: normalised (400 if it cannot be); the router and the origin see the same path
+//!  → route: host + longest prefix (404 page when nothing matches)
+//!  → headers: hop-by-hop and client-sent X-Forwarded-*/Forwarded/X-Real-IP removed, ours set
+//!  → dispatch: target by health and balance, agent, stream (502/503 pages)
+//!  → origin: HTTP/1.1 over the stream; Upgrade (WebSocket) spliced after 101
+//!  → access log line when the response body ends
+//! ```
+//!
+//! Request smuggling has no room: hyper rejects malformed framing, and the
+//! request the origin sees is re-serialised by hyper with framing of our
+//! choosing, never the client's bytes.
+
+use crate::access_log::AccessEntry;
+use crate::balance::target_token;
+use crate::dispatch::{connect, DispatchError, Guards};
+use crate::EdgeShared;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
+use warren_ingress::path::normalize;
+use warren_ingress::router::Route;
+use warren_proto::TargetProtocol;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// How long a client may take to send a request's headers (slowloris).
+pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest request head accepted (431 beyond).
+const MAX_HEAD: usize = 64 * 1024;
+
+/// What every request on one client connection shares.
+pub(crate) struct ConnContext {
+    pub(crate) shared: Arc<EdgeShared>,
+    pub(crate) client: SocketAddr,
+    /// The SNI the connection was made with (lower-case), if any.
+    pub(crate) sni: Option<String>,
+}
+
+/// Serves HTTP on an established (TLS) connection until it closes.
+pub(crate) async fn serve_connection<S>(io: S, ctx: Arc<ConnContext>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = hyper::service::service_fn(move |req| {
+        let ctx = ctx.clone();
+        async move { Ok::<_, std::convert::Infallible>(handle(ctx, req).await) }
+    });
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(MAX_HEAD);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HEAD as u32)
+        .max_concurrent_streams(256);
+    if let Err(e) = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .await
+    {
+        tracing::debug!(error = %e, "client connection ended with an error");
+    }
+}
+
+/// A small HTML page for errors the edge answers itself.
+pub(crate) fn page(status: StatusCode, detail: &str) -> Response<ResponseBody> {
+    let reason = status.canonical_reason().unwrap_or("");
+    let escaped = detail
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    let body = format!(
+        "<!doctype html><title>{code} {reason}</title><h1>{code} {reason}</h1><p>{escaped}</p>\n",
+        code = status.as_u16()
+    );
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+pub(crate) fn full(body: impl Into<Bytes>) -> ResponseBody {
+    Full::new(body.into())
+        .map_err(|e| match e {})
+        .boxed_unsync()
+}
+
+/// Host (lower-case, no port) and the authority string as sent.
+fn request_host(req: &Request<Incoming>) -> Result<(String, String), &'static str> {
+    let from_header = req
+        .headers()
+        .get_all(header::HOST)
+        .iter()
+        .map(|v| v.to_str().map_err(|_| "the Host header is not text"))
+        .collect::<Result<Vec<_>, _>>()?;
+    if from_header.len() > 1 {
+        return Err("more than one Host header");
+    }
+    let from_uri = req.uri().authority().map(|a| a.as_str());
+    let authority = match (from_uri, from_header.first()) {
+        (Some(u), Some(h)) if !u.eq_ignore_ascii_case(h) => {
+            return Err("the request target names another host than the Host header")
+        }
+        (Some(u), _) => u.to_owned(),
+        (None, Some(h)) => (*h).to_owned(),
+        (None, None) => return Err("no Host header"),
+    };
+    let host = match authority.parse::<http::uri::Authority>() {
+        Ok(a) => a.host().to_owned(),
+        Err(_) => return Err("the Host header is not a host"),
+    };
+    if authority.contains('@') {
+        return Err("the Host header carries user information");
+    }
+    let host = warren_ingress::client_hello::host_name(host.as_bytes())
+        .map_err(|_| "the Host header is not a host name")?;
+    Ok((host, authority))
+}
+
+fn hop_by_hop(name: &HeaderName) -> bool {
+    matches!(
+        name.as_str(),
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// Headers a client may not set for the origin to believe.
+fn spoofable(name: &HeaderName) -> bool {
+    let n = name.as_str();
+    n == "forwarded" || n == "x-real-ip" || n.starts_with("x-forwarded-")
+}
+
+/// Removes hop-by-hop headers and those the `Connection` header names.
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for n in named {
+        headers.remove(n);
+    }
+    let hop: Vec<HeaderName> = headers.keys().filter(|n| hop_by_hop(n)).cloned().collect();
+    for n in hop {
+        headers.remove(n);
+    }
+}
+
+fn is_upgrade(req: &Request<Incoming>) -> Option<HeaderValue> {
+    if req.version() != Version::HTTP_11 {
+        return None;
+    }
+    let connection_upgrade = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    connection_upgrade
+        .then(|| req.headers().get(header::UPGRADE).cloned())
+        .flatten()
+}
+
+fn sticky_cookie_name(resource: &str) -> String {
+    format!("warren_{resource}")
+}
+
+fn sticky_from_cookies(headers: &HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.to_owned())
+}
+
+fn idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    )
+}
+
+async fn handle(ctx: Arc<ConnContext>, req: Request<Incoming>) -> Response<ResponseBody> {
+    let started = Instant::now();
+    let mut entry = AccessEntry::new(ctx.client, req.method().as_str());
+    let response = route_and_forward(&ctx, req, &mut entry).await;
+    match response {
+        Ok((resp, guards)) => entry.wrap(resp, guards, started, ctx.shared.access_log.clone()),
+        Err(resp) => entry.wrap(resp, None, started, ctx.shared.access_log.clone()),
+    }
+}
+
+type Forwarded = (Response<ResponseBody>, Option<Guards>);
+
+async fn route_and_forward(
+    ctx: &ConnContext,
+    mut req: Request<Incoming>,
+    entry: &mut AccessEntry,
+) -> Result<Forwarded, Response<ResponseBody>> {
+    let (host, authority) = request_host(&req).map_err(|why| page(StatusCode::BAD_REQUEST, why))?;
+    entry.host = host.clone();
+    let expected = ctx.sni.clone().or_else(|| ctx.shared.certs.default_host());
+    if expected.as_deref() != Some(host.as_str()) {
+        return Err(page(
+            StatusCode::MISDIRECTED_REQUEST,
+            "this connection was made for another host name; open a new connection",
+        ));
+    }
+    let path =
+        normalize(req.uri().path()).map_err(|e| page(StatusCode::BAD_REQUEST, &e.to_string()))?;
+    entry.path = path.clone();
+    let table = ctx.shared.resources.load();
+    let slot = match table.http.route(&host, &path) {
+        Route::Found(slot) => slot.clone(),
+        Route::UnknownHost | Route::NoPath => {
+            return Err(page(
+                StatusCode::NOT_FOUND,
+                "nothing is published at this address",
+            ))
+        }
+    };
+    drop(table);
+    let resource = slot.resource.load_full();
+    entry.resource = resource.name.clone();
+
+    // The request the origin sees.
+    let upgrade = is_upgrade(&req);
+    let path_and_query = match req.uri().query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.clone(),
+    };
+    let uri: Uri = path_and_query
+        .parse()
+        .map_err(|_| page(StatusCode::BAD_REQUEST, "unusable request target"))?;
+    let mut headers = req.headers().clone();
+    strip_hop_by_hop(&mut headers);
+    let spoofed: Vec<HeaderName> = headers.keys().filter(|n| spoofable(n)).cloned().collect();
+    for n in spoofed {
+        headers.remove(n);
+    }
+    let client_ip = ctx.client.ip().to_canonical();
+    let set = |headers: &mut HeaderMap, name: &'static str, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            headers.insert(HeaderName::from_static(name), v);
+        }
+    };
+    set(&mut headers, "x-forwarded-for", client_ip.to_string());
+    set(&mut headers, "x-real-ip", client_ip.to_string());
+    set(&mut headers, "x-forwarded-proto", "https".into());
+    set(&mut headers, "x-forwarded-host", authority.clone());
+    let for_value = if client_ip.is_ipv6() {
+        format!("\"[{client_ip}]\"")
+    } else {
+        client_ip.to_string()
+    };
+    set(
+        &mut headers,
+        "forwarded",
+        format!("for={for_value};proto=https;host=\"{authority}\""),
+    );
+    if let Ok(v) = HeaderValue::from_str(&authority) {
+        headers.insert(header::HOST, v);
+    }
+    if let Some(up) = &upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, up.clone());
+    }
+
+    let cookie_name = sticky_cookie_name(&resource.name);
+    let sticky = sticky_from_cookies(req.headers(), &cookie_name);
+    let retry = idempotent(req.method()) && upgrade.is_none();
+    let connected = connect(
+        &ctx.shared,
+        &slot,
+        TargetProtocol::Tcp,
+        ctx.client,
+        sticky.as_deref(),
+        retry,
+    )
+    .await
+    .map_err(|e| dispatch_page(&resource.name, &e))?;
+    entry.target = connected.pick.target.address.clone();
+    entry.agent = connected.guards.agent.agent().instance.clone();
+    let set_cookie = (resource.balance == crate::config::Balance::Sticky)
+        .then(|| target_token(&connected.pick.target))
+        .filter(|t| sticky.as_deref() != Some(t.as_str()));
+
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(connected.stream))
+        .await
+        .map_err(|e| page(StatusCode::BAD_GATEWAY, &format!("origin: {e}")))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "origin connection ended with an error");
+        }
+    });
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    let method = req.method().clone();
+    let mut upstream = Request::new(req.into_body());
+    *upstream.method_mut() = method;
+    *upstream.uri_mut() = uri;
+    *upstream.version_mut() = Version::HTTP_11;
+    *upstream.headers_mut() = headers;
+    let mut resp = sender.send_request(upstream).await.map_err(|e| {
+        tracing::info!(resource = %resource.name, error = %e, "origin failed");
+        page(
+            StatusCode::BAD_GATEWAY,
+            &format!("the origin of `{}` failed: {e}", resource.name),
+        )
+    })?;
+
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let origin_upgrade = hyper::upgrade::on(&mut resp);
+        let guards = connected.guards;
+        if let Some(client_upgrade) = client_upgrade {
+            tokio::spawn(async move {
+                let _guards = guards;
+                match tokio::try_join!(client_upgrade, origin_upgrade) {
+                    Ok((client, origin)) => {
+                        let mut client = TokioIo::new(client);
+                        let mut origin = TokioIo::new(origin);
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut origin).await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+                }
+            });
+        }
+        let mut out = Response::new(full(Bytes::new()));
+        *out.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        *out.headers_mut() = resp.headers().clone();
+        return Ok((out, None));
+    }
+
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    if let Some(token) = set_cookie {
+        let cookie = format!("{cookie_name}={token}; Path=/; Secure; HttpOnly; SameSite=Lax");
+        if let Ok(v) = HeaderValue::from_str(&cookie) {
+            parts.headers.append(header::SET_COOKIE, v);
+        }
+    }
+    parts.version = Version::HTTP_11;
+    let body = body.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
+    Ok((Response::from_parts(parts, body), Some(connected.guards)))
+}
+
+fn dispatch_page(resource: &str, e: &DispatchError) -> Response<ResponseBody> {
+    match e {
+        DispatchError::NoHealthyTarget => page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("`{resource}` has no healthy target right now"),
+        ),
+        DispatchError::NoAgent(site) => page(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!("`{resource}` is unavailable: site `{site}` has no connected agent"),
+        ),
+        DispatchError::Refused { message, .. } => page(
+            StatusCode::BAD_GATEWAY,
+            &format!("`{resource}` could not be reached: {message}"),
+        ),
+        DispatchError::AllFailed { .. } => page(
+            StatusCode::BAD_GATEWAY,
+            &format!("`{resource}` could not be reached: {e}"),
+        ),
+    }
+}
+
+/// A response body that holds the stream's guards and reports its size
+/// when it ends.
+pub(crate) struct TrackedBody {
+    pub(crate) inner: ResponseBody,
+    pub(crate) on_end: Option<Box<dyn FnOnce(u64) + Send>>,
+    pub(crate) bytes: u64,
+    pub(crate) _guards: Option<Guards>,
+}
+
+impl Body for TrackedBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if let Poll::Ready(Some(Ok(frame))) = &polled {
+            if let Some(d) = frame.data_ref() {
+                self.bytes += d.len() as u64;
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for TrackedBody {
+    fn drop(&mut self) {
+        if let Some(f) = self.on_end.take() {
+            f(self.bytes);
+        }
+    }
+}

@@ -1,0 +1,260 @@
+//! The shared TLS port (`https_listen`): reads each connection's
+//! ClientHello without terminating it, then
+//!
+//! - `acme-tls/1` in ALPN: answers a TLS-ALPN-01 validation;
+//! - SNI of a `tls` resource: passes the untouched bytes through to a
+//!   target (optionally after a PROXY header), so the edge never holds that
+//!   service's key;
+//! - SNI of an `http` resource (or the configured default host): terminates
+//!   TLS, getting an ACME certificate first if needed, and serves HTTP
+//!   ([`crate::http_proxy`]);
+//! - anything else: closes the connection.
+
+use crate::balance::ResourceSlot;
+use crate::dispatch::connect;
+use crate::http_proxy::{serve_connection, ConnContext};
+use crate::EdgeShared;
+use bytes::{Buf, Bytes};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use warren_ingress::client_hello::{sniff, HelloError, Sniff, MAX_HELLO_LEN};
+use warren_ingress::proxy_header;
+use warren_ingress::router::Route;
+use warren_proto::TargetProtocol;
+
+/// How long a client may take to send its ClientHello.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a handshake may wait for a first-need ACME certificate.
+const ISSUE_TIMEOUT: Duration = Duration::from_secs(60);
+
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<EdgeShared>, stop: CancellationToken) {
+    loop {
+        let (tcp, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            },
+            _ = stop.cancelled() => return,
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move { handle(tcp, peer, shared).await });
+    }
+}
+
+async fn read_hello(
+    tcp: &mut TcpStream,
+) -> Result<(Vec<u8>, warren_ingress::client_hello::ClientHello), String> {
+    let mut buf = Vec::with_capacity(2048);
+    let read = async {
+        loop {
+            match sniff(&buf) {
+                Ok(Sniff::Hello(h)) => return Ok(h),
+                Ok(Sniff::NeedMore) => {}
+                Err(HelloError::NotTls) if buf.starts_with(b"GET ") || buf.starts_with(b"POS") => {
+                    let _ = tcp
+                        .write_all(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 44\r\n\r\nThis port speaks HTTPS; plain HTTP was sent.")
+                        .await;
+                    return Err("plain HTTP on the TLS port".to_owned());
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+            if buf.len() > MAX_HELLO_LEN + 1024 {
+                return Err("ClientHello too large".to_owned());
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tcp.read(&mut chunk).await.map_err(|e| e.to_string())?;
+            if n == 0 {
+                return Err("closed before the ClientHello".to_owned());
+            }
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    let hello = tokio::time::timeout(HELLO_TIMEOUT, read)
+        .await
+        .map_err(|_| "no ClientHello within 10 s".to_owned())??;
+    Ok((buf, hello))
+}
+
+async fn handle(mut tcp: TcpStream, peer: SocketAddr, shared: Arc<EdgeShared>) {
+    let _ = tcp.set_nodelay(true);
+    let (prefix, hello) = match read_hello(&mut tcp).await {
+        Ok(v) => v,
+        Err(why) => {
+            tracing::debug!(client = %peer, reason = %why, "TLS connection refused");
+            return;
+        }
+    };
+    let sni = hello.server_name.clone();
+    if hello.alpn.iter().any(|p| p == b"acme-tls/1") {
+        let acceptor = tokio_rustls::TlsAcceptor::from(shared.challenge_tls.clone());
+        if let Ok(mut tls) = acceptor.accept(Rewind::new(prefix, tcp)).await {
+            let _ = tls.shutdown().await;
+        }
+        return;
+    }
+    let table = shared.resources.load();
+    if let Some(host) = &sni {
+        if let Route::Found(slot) = table.tls.route(host, "/") {
+            let slot = slot.clone();
+            drop(table);
+            passthrough(tcp, peer, prefix, slot, &shared).await;
+            return;
+        }
+    }
+    let default_host = shared.certs.default_host();
+    let routed = sni.as_deref().is_some_and(|h| table.http.has_host(h));
+    drop(table);
+    let cert_host = match (&sni, routed) {
+        (Some(h), true) => h.clone(),
+        _ => match default_host {
+            Some(d) => d,
+            None => {
+                tracing::info!(event = "tls_unknown_name", client = %peer, sni = sni.as_deref().unwrap_or(""), "TLS for an unknown name; connection closed");
+                return;
+            }
+        },
+    };
+    if shared.certs.lookup(&cert_host).is_none() {
+        let Some(acme) = shared.acme.clone() else {
+            tracing::warn!(event = "tls_no_certificate", host = %cert_host, "no certificate for this host and no ACME configured");
+            return;
+        };
+        match tokio::time::timeout(ISSUE_TIMEOUT, acme.ensure(&cert_host)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::info!(host = %cert_host, error = %e, "no certificate; connection closed");
+                return;
+            }
+            Err(_) => return,
+        }
+    }
+    let acceptor = tokio_rustls::TlsAcceptor::from(shared.terminating_tls.clone());
+    let tls = match acceptor.accept(Rewind::new(prefix, tcp)).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
+            return;
+        }
+    };
+    let ctx = Arc::new(ConnContext {
+        shared,
+        client: peer,
+        sni,
+    });
+    serve_connection(tls, ctx).await;
+}
+
+async fn passthrough(
+    mut tcp: TcpStream,
+    peer: SocketAddr,
+    prefix: Vec<u8>,
+    slot: Arc<ResourceSlot>,
+    shared: &EdgeShared,
+) {
+    let resource = slot.resource.load_full();
+    let mut connected = match connect(shared, &slot, TargetProtocol::Tcp, peer, None, true).await {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(event = "connection_failed", resource = %resource.name, client = %peer, error = %e, "could not reach the site");
+            return;
+        }
+    };
+    let mut head = Vec::with_capacity(prefix.len() + 64);
+    if let Some(version) = resource.proxy_protocol {
+        let local = tcp.local_addr().unwrap_or(peer);
+        head.extend(proxy_header::encode(
+            version,
+            proxy_header::Transport::Tcp,
+            peer,
+            local,
+        ));
+    }
+    head.extend_from_slice(&prefix);
+    if connected.stream.write_all(&head).await.is_err() {
+        return;
+    }
+    match warren_transport::pump(&mut tcp, &mut connected.stream).await {
+        Ok((to_site, from_site)) => {
+            let agent = connected.guards.agent.agent();
+            agent.bytes_to_site.fetch_add(
+                to_site + head.len() as u64,
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            agent
+                .bytes_from_site
+                .fetch_add(from_site, std::sync::atomic::Ordering::Relaxed);
+        }
+        Err(e) => {
+            tracing::debug!(resource = %resource.name, client = %peer, error = %e, "connection aborted");
+            crate::proxy_tcp::reset_on_close(&tcp);
+        }
+    }
+}
+
+/// A stream whose first bytes were already read: they are replayed first.
+pub(crate) struct Rewind<S> {
+    prefix: Bytes,
+    inner: S,
+}
+
+impl<S> Rewind<S> {
+    pub(crate) fn new(prefix: Vec<u8>, inner: S) -> Self {
+        Rewind {
+            prefix: Bytes::from(prefix),
+            inner,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        if self.prefix.has_remaining() {
+            let n = self.prefix.len().min(buf.remaining());
+            buf.put_slice(&self.prefix[..n]);
+            self.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}

@@ -1,0 +1,20 @@
+//! The edge's public-side protocol logic, without I/O.
+//!
+//! Everything here takes bytes or strings and returns values: the edge's
+//! listeners own the sockets. That keeps each piece unit-testable and
+//! fuzzable (see `fuzz/`).
+//!
+//! - [`client_hello`]: reads the SNI and ALPN of a TLS ClientHello without
+//!   terminating TLS, so `tls` resources can be passed through untouched.
+//! - [`proxy_header`]: PROXY protocol v1 and v2 headers (encode, and parse for
+//!   origins and tests).
+//! - [`path`]: request-path normalisation, so the router and the origin see
+//!   the same path.
+//! - [`router`]: host and longest-path-prefix routing.
+//!
+//! Invariant: no tokio, no sockets, no clock.
+
+pub mod client_hello;
+pub mod path;
+pub mod proxy_header;
+pub mod router;

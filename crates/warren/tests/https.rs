@@ -1,0 +1,242 @@
+//! HTTPS edge: terminated http resources (routing, headers, HTTP/2,
+//! redirects, big bodies, WebSocket) and tls passthrough with PROXY headers,
+//! through the real tunnel to real origins.
+
+mod common;
+mod web;
+
+use futures_util::{SinkExt, StreamExt};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncReadExt;
+use warren_testkit::{http_backend, pattern, random_bytes, tls_backend, ResourceSpec};
+use web::{client_tls_trusting, start};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_by_host_and_path_and_sets_forwarding_headers() {
+    let app = http_backend("app").await;
+    let api = http_backend("api").await;
+    let web = start(
+        vec![
+            ResourceSpec::http("app", "app.test", "home", app.addr),
+            ResourceSpec::http("api", "app.test", "home", api.addr).with("path = \"/api\""),
+            ResourceSpec::http("other", "api.test", "home", api.addr),
+        ],
+        &[app.addr, api.addr],
+    );
+    let r = web
+        .curl(
+            "app.test",
+            "/hello?x=1",
+            &[
+                "-H",
+                "X-Forwarded-For: 6.6.6.6",
+                "-H",
+                "Forwarded: for=6.6.6.6",
+                "-H",
+                "X-Real-IP: 6.6.6.6",
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let j = r.json();
+    assert_eq!(j["name"], "app");
+    assert_eq!(j["path"], "/hello?x=1");
+    let h = &j["headers"];
+    assert_eq!(
+        h["x-forwarded-for"],
+        serde_json::json!(["127.0.0.1"]),
+        "{h}"
+    );
+    assert_eq!(h["x-real-ip"], serde_json::json!(["127.0.0.1"]));
+    assert_eq!(h["x-forwarded-proto"], serde_json::json!(["https"]));
+    let port = web.https().port();
+    assert_eq!(
+        h["x-forwarded-host"],
+        serde_json::json!([format!("app.test:{port}")])
+    );
+    assert_eq!(
+        h["forwarded"],
+        serde_json::json!([format!(
+            "for=127.0.0.1;proto=https;host=\"app.test:{port}\""
+        )])
+    );
+    // Longest prefix on segment boundaries; normalised paths route and travel as matched.
+    for (path, name, seen) in [
+        ("/api", "api", "/api"),
+        ("/api/v1/x", "api", "/api/v1/x"),
+        ("/apix", "app", "/apix"),
+        ("/api/../admin", "app", "/admin"),
+        ("/%2e%2e/api/x", "api", "/api/x"),
+        ("//api//y", "api", "/api/y"),
+        ("/public/%2E%2E/api/z", "api", "/api/z"),
+    ] {
+        let r = web.curl("app.test", path, &[]).await;
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        assert_eq!(r.json()["name"], name, "{path}");
+        assert_eq!(r.json()["path"], seen, "{path}");
+    }
+    // HTTP/2 from the client, HTTP/1.1 to the origin.
+    let r = web.curl("app.test", "/h2", &["--http2"]).await;
+    assert_eq!((r.status, r.version.as_str()), (200, "2"), "{}", r.body);
+    // A second name on the same certificate reaches its own resource.
+    assert_eq!(web.curl("api.test", "/", &[]).await.json()["name"], "api");
+    // Host not matching the SNI: 421.
+    let r = web.curl("app.test", "/", &["-H", "Host: api.test"]).await;
+    assert_eq!(r.status, 421, "{}", r.body);
+    // A name nobody publishes: the TLS connection is closed (no certificate, no page).
+    let r = web.curl("nobody.test", "/", &["-k"]).await;
+    assert_ne!(r.exit, 0);
+    assert_eq!(r.status, 0);
+    // A published host without the path: 404 page.
+    let only_api = web.curl("api.test", "/", &[]).await;
+    assert_eq!(only_api.status, 200);
+    // Plain HTTP redirects to HTTPS with 308, keeping path and query.
+    let http = web.edge.http.expect("http listener");
+    let r = web
+        .curl_url(
+            "app.test",
+            http.port(),
+            &format!("http://app.test:{}/a/b?c=d", http.port()),
+            &["-D", "-"],
+        )
+        .await;
+    assert_eq!(r.status, 308, "{}", r.body);
+    assert!(
+        r.body
+            .contains(&format!("location: https://app.test:{port}/a/b?c=d")),
+        "{}",
+        r.body
+    );
+    let r = web
+        .curl_url(
+            "nobody.test",
+            http.port(),
+            &format!("http://nobody.test:{}/", http.port()),
+            &[],
+        )
+        .await;
+    assert_eq!(r.status, 404);
+    // The access log has a line per proxied request.
+    let log = std::fs::read_to_string(web.dir.path().join("access.log")).unwrap_or_default();
+    let line = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|l| l["path"] == "/hello")
+        .unwrap_or_else(|| panic!("no access log line for /hello: {log}"));
+    assert_eq!(line["resource"], "app");
+    assert_eq!(line["status"], 200);
+    assert_eq!(line["client_ip"], "127.0.0.1");
+    assert_eq!(line["upstream"], app.addr.to_string());
+    assert!(line["bytes"].as_u64().unwrap() > 0 && line["agent"].as_str().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sixty_four_mib_up_and_down_with_checksums() {
+    let app = http_backend("app").await;
+    let web = start(
+        vec![ResourceSpec::http("app", "app.test", "home", app.addr)],
+        &[app.addr],
+    );
+    let size = 64 * 1024 * 1024;
+    let data = random_bytes(size);
+    let file = web.dir.path().join("upload.bin");
+    std::fs::write(&file, &data).unwrap();
+    let r = web
+        .curl(
+            "app.test",
+            "/upload",
+            &[
+                "--data-binary",
+                &format!("@{}", file.display()),
+                "-H",
+                "Content-Type: application/octet-stream",
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["len"], size as u64);
+    assert_eq!(r.json()["sha256"], hex_sha(&data));
+    let out = web.dir.path().join("download.bin");
+    let r = web
+        .curl(
+            "app.test",
+            &format!("/download/{size}"),
+            &["-o", out.to_str().unwrap()],
+        )
+        .await;
+    assert_eq!(r.status, 200);
+    let got = std::fs::read(&out).unwrap();
+    assert_eq!(got.len(), size);
+    let expected: Vec<u8> = (0..size as u64).map(pattern).collect();
+    assert_eq!(hex_sha(&got), hex_sha(&expected));
+}
+
+fn hex_sha(d: &[u8]) -> String {
+    Sha256::digest(d)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_echo_through_the_tunnel() {
+    let app = http_backend("app").await;
+    let web = start(
+        vec![ResourceSpec::http("app", "app.test", "home", app.addr)],
+        &[app.addr],
+    );
+    let tcp = tokio::net::TcpStream::connect(web.https()).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(web.client_tls())
+        .connect("app.test".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let url = format!("wss://app.test:{}/ws", web.https().port());
+    let (mut ws, resp) = tokio_tungstenite::client_async(url, tls)
+        .await
+        .expect("websocket handshake");
+    assert_eq!(resp.status(), 101);
+    for i in 0..20 {
+        let msg = format!("message {i} {}", "x".repeat(i * 1000));
+        ws.send(tokio_tungstenite::tungstenite::Message::text(msg.clone()))
+            .await
+            .unwrap();
+        let back = ws.next().await.unwrap().unwrap();
+        assert_eq!(back.into_text().unwrap().as_str(), msg);
+    }
+    ws.close(None).await.unwrap();
+}
+
+async fn passthrough(version: &str, expect: &str) {
+    let vault = tls_backend("vault.test", true).await;
+    let web = start(
+        vec![ResourceSpec::tls("vault", "vault.test", "home", vault.addr)
+            .with(&format!("proxy_protocol = \"{version}\""))],
+        &[vault.addr],
+    );
+    let tcp = tokio::net::TcpStream::connect(web.https()).await.unwrap();
+    let local = tcp.local_addr().unwrap();
+    // Only the backend's own certificate is trusted: the edge cannot have terminated.
+    let config = client_tls_trusting(&vault.cert_pem, &[]);
+    let mut tls = tokio_rustls::TlsConnector::from(config)
+        .connect("vault.test".try_into().unwrap(), tcp)
+        .await
+        .expect("handshake with the backend itself");
+    let seen = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    use rustls::pki_types::pem::PemObject;
+    let theirs =
+        rustls::pki_types::CertificateDer::from_pem_slice(vault.cert_pem.as_bytes()).unwrap();
+    assert_eq!(seen, theirs);
+    let mut line = String::new();
+    tls.read_to_string(&mut line).await.ok();
+    assert_eq!(line.trim(), format!("proxy={expect} client={local}"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_passthrough_with_proxy_v2() {
+    passthrough("v2", "V2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sni_passthrough_with_proxy_v1() {
+    passthrough("v1", "V1").await;
+}

@@ -240,3 +240,63 @@ async fn sni_passthrough_with_proxy_v2() {
 async fn sni_passthrough_with_proxy_v1() {
     passthrough("v1", "V1").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_take_targets_out_and_back_with_no_failed_request() {
+    use std::sync::atomic::Ordering;
+    let a = http_backend("a").await;
+    let b = http_backend("b").await;
+    let health = "health = { path = \"/status/health\", interval = \"200ms\", timeout = \"1s\", healthy_threshold = 1, unhealthy_threshold = 1 }\nbalance = \"round_robin\"\nfail_closed = true";
+    let mut spec = ResourceSpec::http("app", "app.test", "home", a.addr).with(health);
+    spec.targets.push(("home".into(), b.addr.to_string()));
+    let web = start(vec![spec], &[a.addr, b.addr]);
+    let names = |n: usize| {
+        let web = &web;
+        async move {
+            let mut seen = Vec::new();
+            for _ in 0..n {
+                let r = web.curl("app.test", "/", &[]).await;
+                assert_eq!(r.status, 200, "{}", r.body);
+                seen.push(r.json()["name"].as_str().unwrap().to_owned());
+            }
+            seen
+        }
+    };
+    web.agent.wait_event("health_plan");
+    assert!(names(6).await.contains(&"b".to_owned()));
+    // b fails its check: out of rotation, and no request fails meanwhile.
+    b.health_status.store(503, Ordering::Relaxed);
+    web.edge.process.wait_log("b unhealthy", warren_testkit::EVENT_TIMEOUT, |v| {
+        v["event"] == "target_unhealthy" && v["upstream"] == b.addr.to_string()
+    });
+    assert!(names(10).await.iter().all(|n| n == "a"));
+    let status = web.edge.admin_get("/api/v1/resources");
+    let targets = status[0]["targets"].as_array().unwrap();
+    assert_eq!(targets[1]["health"], "unhealthy", "{status}");
+    // A redirect (to a login page, say) counts as healthy and is not followed.
+    b.health_status.store(302, Ordering::Relaxed);
+    web.edge.process.wait_log("b healthy", warren_testkit::EVENT_TIMEOUT, |v| {
+        v["event"] == "target_healthy" && v["upstream"] == b.addr.to_string()
+    });
+    assert!(names(6).await.contains(&"b".to_owned()));
+    // Every target down and fail_closed: a clear 503 naming the resource, at once.
+    a.health_status.store(500, Ordering::Relaxed);
+    b.health_status.store(500, Ordering::Relaxed);
+    let deadline = std::time::Instant::now() + warren_testkit::EVENT_TIMEOUT;
+    loop {
+        let status = web.edge.admin_get("/api/v1/resources");
+        let down = status[0]["targets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t["health"] == "unhealthy");
+        if down {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let r = web.curl("app.test", "/", &[]).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("`app` has no healthy target"), "{}", r.body);
+}

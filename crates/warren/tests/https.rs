@@ -266,18 +266,22 @@ async fn health_checks_take_targets_out_and_back_with_no_failed_request() {
     assert!(names(6).await.contains(&"b".to_owned()));
     // b fails its check: out of rotation, and no request fails meanwhile.
     b.health_status.store(503, Ordering::Relaxed);
-    web.edge.process.wait_log("b unhealthy", warren_testkit::EVENT_TIMEOUT, |v| {
-        v["event"] == "target_unhealthy" && v["upstream"] == b.addr.to_string()
-    });
+    web.edge
+        .process
+        .wait_log("b unhealthy", warren_testkit::EVENT_TIMEOUT, |v| {
+            v["event"] == "target_unhealthy" && v["upstream"] == b.addr.to_string()
+        });
     assert!(names(10).await.iter().all(|n| n == "a"));
     let status = web.edge.admin_get("/api/v1/resources");
     let targets = status[0]["targets"].as_array().unwrap();
     assert_eq!(targets[1]["health"], "unhealthy", "{status}");
     // A redirect (to a login page, say) counts as healthy and is not followed.
     b.health_status.store(302, Ordering::Relaxed);
-    web.edge.process.wait_log("b healthy", warren_testkit::EVENT_TIMEOUT, |v| {
-        v["event"] == "target_healthy" && v["upstream"] == b.addr.to_string()
-    });
+    web.edge
+        .process
+        .wait_log("b healthy", warren_testkit::EVENT_TIMEOUT, |v| {
+            v["event"] == "target_healthy" && v["upstream"] == b.addr.to_string()
+        });
     assert!(names(6).await.contains(&"b".to_owned()));
     // Every target down and fail_closed: a clear 503 naming the resource, at once.
     a.health_status.store(500, Ordering::Relaxed);

@@ -25,7 +25,6 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use warren_ingress::client_hello::{sniff, HelloError, Sniff, MAX_HELLO_LEN};
-use warren_ingress::proxy_header;
 use warren_ingress::router::Route;
 use warren_proto::TargetProtocol;
 
@@ -156,50 +155,21 @@ async fn handle(mut tcp: TcpStream, peer: SocketAddr, shared: Arc<EdgeShared>) {
 }
 
 async fn passthrough(
-    mut tcp: TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
     prefix: Vec<u8>,
     slot: Arc<ResourceSlot>,
     shared: &EdgeShared,
 ) {
     let resource = slot.resource.load_full();
-    let mut connected = match connect(shared, &slot, TargetProtocol::Tcp, peer, None, true).await {
+    let connected = match connect(shared, &slot, TargetProtocol::Tcp, peer, None, true).await {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(event = "connection_failed", resource = %resource.name, client = %peer, error = %e, "could not reach the site");
             return;
         }
     };
-    let mut head = Vec::with_capacity(prefix.len() + 64);
-    if let Some(version) = resource.proxy_protocol {
-        let local = tcp.local_addr().unwrap_or(peer);
-        head.extend(proxy_header::encode(
-            version,
-            proxy_header::Transport::Tcp,
-            peer,
-            local,
-        ));
-    }
-    head.extend_from_slice(&prefix);
-    if connected.stream.write_all(&head).await.is_err() {
-        return;
-    }
-    match warren_transport::pump(&mut tcp, &mut connected.stream).await {
-        Ok((to_site, from_site)) => {
-            let agent = connected.guards.agent.agent();
-            agent.bytes_to_site.fetch_add(
-                to_site + head.len() as u64,
-                std::sync::atomic::Ordering::Relaxed,
-            );
-            agent
-                .bytes_from_site
-                .fetch_add(from_site, std::sync::atomic::Ordering::Relaxed);
-        }
-        Err(e) => {
-            tracing::debug!(resource = %resource.name, client = %peer, error = %e, "connection aborted");
-            crate::proxy_tcp::reset_on_close(&tcp);
-        }
-    }
+    crate::proxy_tcp::relay(tcp, peer, &resource, connected, &prefix).await;
 }
 
 /// A stream whose first bytes were already read: they are replayed first.

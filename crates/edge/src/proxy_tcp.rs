@@ -5,6 +5,7 @@
 //! (the client socket is closed with `SO_LINGER 0`).
 
 use crate::balance::ResourceSlot;
+use crate::config::Resource;
 use crate::dispatch::{connect, Connected};
 use crate::EdgeShared;
 use std::net::SocketAddr;
@@ -41,7 +42,7 @@ pub(crate) async fn serve(
 }
 
 async fn handle(
-    mut client: TcpStream,
+    client: TcpStream,
     peer: SocketAddr,
     slot: Arc<ResourceSlot>,
     shared: Arc<EdgeShared>,
@@ -56,21 +57,41 @@ async fn handle(
             return;
         }
     };
+    relay(client, peer, &resource, connected, &[]).await;
+}
+
+/// Relays a visitor connection over an opened stream: the PROXY header
+/// first when the resource asks for it, then `first` (bytes already read
+/// from the visitor), then both ways until both sides are done. Counts the
+/// bytes on the agent; passes an abort on as a reset.
+pub(crate) async fn relay(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    resource: &Resource,
+    connected: Connected,
+    first: &[u8],
+) {
     let Connected {
         mut stream, guards, ..
     } = connected;
+    let mut head = Vec::new();
     if let Some(version) = resource.proxy_protocol {
         let local = client.local_addr().unwrap_or(peer);
-        let header = proxy_header::encode(version, proxy_header::Transport::Tcp, peer, local);
-        if let Err(e) = stream.write_all(&header).await {
-            tracing::debug!(resource = %resource.name, error = %e, "stream closed before the PROXY header");
+        head = proxy_header::encode(version, proxy_header::Transport::Tcp, peer, local);
+    }
+    head.extend_from_slice(first);
+    if !head.is_empty() {
+        if let Err(e) = stream.write_all(&head).await {
+            tracing::debug!(resource = %resource.name, error = %e, "stream closed before the first bytes");
             return;
         }
     }
     match warren_transport::pump(&mut client, &mut stream).await {
         Ok((to_site, from_site)) => {
             let agent = guards.agent.agent();
-            agent.bytes_to_site.fetch_add(to_site, Ordering::Relaxed);
+            agent
+                .bytes_to_site
+                .fetch_add(to_site + head.len() as u64, Ordering::Relaxed);
             agent
                 .bytes_from_site
                 .fetch_add(from_site, Ordering::Relaxed);

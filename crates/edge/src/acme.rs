@@ -55,8 +55,15 @@ pub(crate) struct AcmeIssuer {
 const FIRST_BACKOFF: Duration = Duration::from_secs(60);
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 
-fn file_name(host: &str) -> String {
-    host.replace('*', "_wildcard_")
+/// Where `host`'s certificate chain and key are stored. The host is a
+/// suffix-less stem (`app.test` must not become `app.crt`), so the names are
+/// built by appending, never with `Path::with_extension`.
+fn stored_paths(dir: &std::path::Path, host: &str) -> (PathBuf, PathBuf) {
+    let stem = host.replace('*', "_wildcard_");
+    (
+        dir.join(format!("{stem}.crt")),
+        dir.join(format!("{stem}.key")),
+    )
 }
 
 impl AcmeIssuer {
@@ -86,17 +93,19 @@ impl AcmeIssuer {
         };
         for e in entries.flatten() {
             let path = e.path();
-            let Some(host) = path
+            let Some(stem) = path
                 .file_name()
                 .and_then(|n| n.to_str())
                 .and_then(|n| n.strip_suffix(".crt"))
             else {
                 continue;
             };
+            let host = &stem.replace("_wildcard_", "*");
             let certs: Result<Vec<_>, _> = CertificateDer::pem_file_iter(&path)
                 .map(|i| i.collect())
                 .unwrap_or_else(Err);
-            let key = PrivateKeyDer::from_pem_file(path.with_extension("key"));
+            let (_, key_path) = stored_paths(&self.dir.join("certs"), host);
+            let key = PrivateKeyDer::from_pem_file(key_path);
             match (certs, key) {
                 (Ok(certs), Ok(key)) => match LoadedCert::new(certs, &key) {
                     Ok(c) => self.store.install_issued(host, c),
@@ -119,7 +128,8 @@ impl AcmeIssuer {
         self.issue(host).await
     }
 
-    /// Orders a certificate for `host` now (one order per host at a time).
+    /// Orders a certificate for `host` unless it has one outside the renewal
+    /// window (one order per host at a time).
     pub(crate) async fn issue(&self, host: &str) -> Result<(), AcmeError> {
         let lock = {
             let mut map = self.per_host.lock().unwrap_or_else(|e| e.into_inner());
@@ -143,6 +153,7 @@ impl AcmeIssuer {
             }
         }
         let started = Instant::now();
+        let renewal = self.store.lookup(host).is_some();
         match self.order(host).await {
             Ok(()) => {
                 self.failures
@@ -152,6 +163,7 @@ impl AcmeIssuer {
                 tracing::info!(
                     event = "certificate_issued",
                     host,
+                    renewal,
                     took_ms = started.elapsed().as_millis() as u64,
                     "certificate issued"
                 );
@@ -299,10 +311,10 @@ impl AcmeIssuer {
         let loaded = LoadedCert::new(certs, &key_der).map_err(AcmeError::Local)?;
         let dir = self.dir.join("certs");
         crate::certs::create_dir_private(&dir).map_err(|e| AcmeError::Local(e.to_string()))?;
-        let base = dir.join(file_name(host));
-        crate::certs::write_private(&base.with_extension("key"), key_pem.as_bytes())
+        let (crt_path, key_path) = stored_paths(&dir, host);
+        crate::certs::write_private(&key_path, key_pem.as_bytes())
             .map_err(|e| AcmeError::Local(e.to_string()))?;
-        std::fs::write(base.with_extension("crt"), chain_pem.as_bytes())
+        std::fs::write(crt_path, chain_pem.as_bytes())
             .map_err(|e| AcmeError::Local(e.to_string()))?;
         self.store.install_issued(host, loaded);
         Ok(())

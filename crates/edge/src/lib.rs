@@ -214,9 +214,11 @@ impl Edge {
             tokio::spawn(http_plain::serve(l, shared.clone(), stop.clone()));
         }
         if let Some(acme) = acme {
+            // At start, order what is missing and renew what is due now
+            // rather than at the renewal loop's first tick an hour later.
             for host in acme_hosts(&config) {
                 let acme = acme.clone();
-                tokio::spawn(async move { acme.ensure(&host).await });
+                tokio::spawn(async move { acme.issue(&host).await });
             }
             tokio::spawn(acme.renew_loop(Duration::from_secs(3600)));
         }

@@ -11,10 +11,12 @@
 //! Nothing here uses a fixed port or `std::env::set_var`.
 
 mod http_backend;
+mod pebble;
 mod process;
 mod upstream;
 
 pub use http_backend::{http_backend, pattern, self_signed, tls_backend, HttpBackend, TlsBackend};
+pub use pebble::{free_tcp_ports, pebble_installed, Pebble};
 pub use process::{EdgeProcess, EdgeSpec, Process, ResourceSpec};
 pub use upstream::{echo_tcp, echo_udp, random_bytes, sha256_hex};
 

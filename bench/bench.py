@@ -7,6 +7,9 @@ Paths compared, all on 127.0.0.1, each carrying traffic to the same backends:
   rathole-noise the same with the Noise transport (encrypted)
   warren-tcp    client -> warren edge -> warren site -> backend, TCP+TLS link
   warren-quic   the same over QUIC
+
+The HTTPS suite (TLS-terminating fronts: nginx alone, nginx -> rathole, and
+Warren's edge) lives in https_bench.py.
 """
 import argparse, json, os, re, signal, socket, statistics, subprocess, sys, tempfile, time
 
@@ -102,18 +105,20 @@ def start_warren(procs, exe, work, iperf_port, nginx_port, transport):
     agent = procs.start([exe, "site", "--endpoint", f"https://127.0.0.1:{tunnel}", "--id", "bench",
                          "--secret", "bench-secret-0123456789", "--pin", pin, "--transport", transport,
                          "--allow", f"127.0.0.1:{iperf_port}/tcp", "--allow", f"127.0.0.1:{nginx_port}/tcp"], cwd=d, env=env)
+    wait_agent(admin)
+    return {"iperf": pub_iperf, "web": pub_web, "pids": {"edge": edge.pid, "agent": agent.pid}}
+
+def wait_agent(admin):
     end = time.time() + 15
     while time.time() < end:
         try:
             body = urlget(f"http://127.0.0.1:{admin}/api/v1/sites")
             if json.loads(body)[0]["agents"]:
-                break
+                return
         except Exception:
             pass
         time.sleep(0.1)
-    else:
-        raise RuntimeError("warren agent never connected")
-    return {"iperf": pub_iperf, "web": pub_web, "pids": {"edge": edge.pid, "agent": agent.pid}}
+    raise RuntimeError("warren agent never connected")
 
 def urlget(url):
     import urllib.request
@@ -152,6 +157,8 @@ def main():
     ap.add_argument("--reps", type=int, default=int(os.environ.get("REPS", 3)))
     ap.add_argument("--duration", type=int, default=int(os.environ.get("DURATION", 5)))
     ap.add_argument("--paths", default="direct,rathole,rathole-noise,warren-tcp,warren-quic")
+    ap.add_argument("--suites", default=os.environ.get("SUITES", "tunnel,https"),
+                    help="tunnel (raw TCP paths), https (TLS-terminating fronts)")
     ap.add_argument("--json", help="write raw results here")
     args = ap.parse_args()
     args.warren, args.rathole = os.path.abspath(args.warren), os.path.abspath(args.rathole)
@@ -161,9 +168,18 @@ def main():
     results = {}
     work = tempfile.mkdtemp(prefix="warren-bench-")
     procs = Procs()
+    args.work = work
+    https_results = None
     try:
         iperf_port, nginx_port = backends(procs, work)
-        for path in paths:
+        if "https" in args.suites.split(","):
+            sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+            import https_bench
+            https_results = https_bench.run(
+                args, Procs, nginx_port,
+                lambda p: start_rathole(p, args.rathole, work, iperf_port, nginx_port, False)["web"],
+                (free_port, wait_port, wait_agent), median)
+        for path in (paths if "tunnel" in args.suites.split(",") else []):
             path_procs = Procs()
             if path == "direct":
                 ends = {"iperf": iperf_port, "web": nginx_port, "pids": {}}
@@ -201,8 +217,11 @@ def main():
         procs.stop()
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(results, f, indent=1)
-    print_table(results, paths)
+            json.dump({"tunnel": results, "https": https_results and https_results[0]}, f, indent=1)
+    if results:
+        print_table(results, paths)
+    if https_results:
+        https_bench.print_table(*https_results)
 
 def resource_limit():
     import resource

@@ -36,6 +36,8 @@ struct TargetStatus {
     address: String,
     /// `healthy`, `unhealthy`, or `unchecked` (no health check, or no report yet).
     health: &'static str,
+    /// Kept-alive origin connections waiting for the next request (http).
+    idle_connections: usize,
 }
 
 #[derive(serde::Serialize)]
@@ -73,6 +75,7 @@ async fn resources(State(shared): State<Arc<EdgeShared>>) -> Json<Vec<ResourceSt
                             Some(false) => "unhealthy",
                             None => "unchecked",
                         },
+                        idle_connections: shared.origin_pool.idle_for(&t.site, &t.address),
                     })
                     .collect(),
             })

@@ -9,9 +9,10 @@
 //! connections.
 
 use crate::balance::{Pick, ResourceSlot, TargetGuard};
-use crate::registry::{Registry, StreamGuard};
+use crate::registry::{AgentConn, Registry, StreamGuard};
 use crate::EdgeShared;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use warren_proto::{OpenRequest, RefuseReason, TargetProtocol};
 use warren_transport::{OpenError, TunnelStream};
@@ -90,6 +91,19 @@ pub(crate) async fn open_to_site(
 pub(crate) struct Connected {
     pub(crate) stream: TunnelStream,
     pub(crate) guards: Guards,
+}
+
+/// How a request reaches its target: a fresh tunnel stream, or a
+/// connection `C` kept from an earlier request (see [`crate::origin_pool`]).
+pub(crate) enum Via<C> {
+    Fresh(TunnelStream),
+    Reused(C),
+}
+
+/// A way to a target, and what it counts against.
+pub(crate) struct ConnectedVia<C> {
+    pub(crate) via: Via<C>,
+    pub(crate) guards: Guards,
     pub(crate) pick: Pick,
 }
 
@@ -123,6 +137,29 @@ pub(crate) async fn connect(
     sticky: Option<&str>,
     retry: bool,
 ) -> Result<Connected, DispatchError> {
+    let no_reuse = |_: &Pick| None::<((), Arc<AgentConn>)>;
+    let c = connect_reusing(shared, slot, protocol, client, sticky, retry, no_reuse).await?;
+    match c.via {
+        Via::Fresh(stream) => Ok(Connected {
+            stream,
+            guards: c.guards,
+        }),
+        Via::Reused(()) => unreachable!("no_reuse never reuses"),
+    }
+}
+
+/// [`connect`], but first asks `reuse` for a kept connection to the picked
+/// target (and the agent carrying it); a stream is opened only if there is
+/// none. Balancing, health and stickiness choose the target either way.
+pub(crate) async fn connect_reusing<C>(
+    shared: &EdgeShared,
+    slot: &ResourceSlot,
+    protocol: TargetProtocol,
+    client: SocketAddr,
+    sticky: Option<&str>,
+    retry: bool,
+    reuse: impl Fn(&Pick) -> Option<(C, Arc<AgentConn>)>,
+) -> Result<ConnectedVia<C>, DispatchError> {
     let resource = slot.resource.load_full();
     let mut tried = Vec::new();
     let mut last_error = None;
@@ -134,6 +171,16 @@ pub(crate) async fn connect(
             tracing::warn!(event = "fail_open", resource = %resource.name, upstream = %pick.target.address, "every target is unhealthy; trying one anyway (set fail_closed = true to refuse instead)");
         }
         let target_guard = slot.charge(&pick.target);
+        if let Some((conn, agent)) = reuse(&pick) {
+            return Ok(ConnectedVia {
+                via: Via::Reused(conn),
+                guards: Guards {
+                    agent: Registry::charge(&agent),
+                    _target: target_guard,
+                },
+                pick,
+            });
+        }
         match open_to_site(
             shared,
             &resource.name,
@@ -145,8 +192,8 @@ pub(crate) async fn connect(
         .await
         {
             Ok((stream, agent)) => {
-                return Ok(Connected {
-                    stream,
+                return Ok(ConnectedVia {
+                    via: Via::Fresh(stream),
                     guards: Guards {
                         agent,
                         _target: target_guard,

@@ -21,7 +21,8 @@
 
 use crate::access_log::AccessEntry;
 use crate::balance::target_token;
-use crate::dispatch::{connect, DispatchError, Guards};
+use crate::dispatch::{connect_reusing, open_to_site, DispatchError, Guards, Via};
+use crate::origin_pool::Sender;
 use crate::EdgeShared;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -39,6 +40,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use warren_ingress::path::normalize;
 use warren_ingress::router::Route;
 use warren_proto::TargetProtocol;
+use warren_transport::TunnelStream;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub(crate) type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
@@ -310,31 +312,34 @@ async fn route_and_forward(
     let cookie_name = sticky_cookie_name(&resource.name);
     let sticky = sticky_from_cookies(req.headers(), &cookie_name);
     let retry = idempotent(req.method()) && upgrade.is_none();
-    let connected = connect(
+    let pool = &ctx.shared.origin_pool;
+    let poolable = upgrade.is_none();
+    let connected = connect_reusing(
         &ctx.shared,
         &slot,
         TargetProtocol::Tcp,
         ctx.client,
         sticky.as_deref(),
         retry,
+        |pick| {
+            poolable
+                .then(|| pool.checkout(&pick.target.site, &pick.target.address))
+                .flatten()
+        },
     )
     .await
     .map_err(|e| dispatch_page(&resource.name, &e))?;
-    entry.target = connected.pick.target.address.clone();
-    entry.agent = connected.guards.agent.agent().instance.clone();
+    let mut guards = connected.guards;
+    let target = connected.pick.target.clone();
+    entry.target = target.address.clone();
     let set_cookie = (resource.balance == crate::config::Balance::Sticky)
-        .then(|| target_token(&connected.pick.target))
+        .then(|| target_token(&target))
         .filter(|t| sticky.as_deref() != Some(t.as_str()));
+    let (mut sender, reused) = match connected.via {
+        Via::Reused(sender) => (sender, true),
+        Via::Fresh(stream) => (origin_handshake(stream).await?, false),
+    };
 
-    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
-        .handshake(TokioIo::new(connected.stream))
-        .await
-        .map_err(|e| page(StatusCode::BAD_GATEWAY, &format!("origin: {e}")))?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!(error = %e, "origin connection ended with an error");
-        }
-    });
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let method = req.method().clone();
     let mut upstream = Request::new(req.into_body());
@@ -342,17 +347,52 @@ async fn route_and_forward(
     *upstream.uri_mut() = uri;
     *upstream.version_mut() = Version::HTTP_11;
     *upstream.headers_mut() = headers;
-    let mut resp = sender.send_request(upstream).await.map_err(|e| {
+    let origin_failed = |e: &hyper::Error| {
         tracing::info!(resource = %resource.name, error = %e, "origin failed");
         page(
             StatusCode::BAD_GATEWAY,
             &format!("the origin of `{}` failed: {e}", resource.name),
         )
-    })?;
+    };
+    let mut resp = match sender.try_send_request(upstream).await {
+        Ok(resp) => resp,
+        Err(mut e) => match e.take_message() {
+            // A kept connection the origin closed while it sat idle: the
+            // request was not sent, so send it on a fresh stream.
+            Some(upstream) if reused => {
+                tracing::debug!(resource = %resource.name, error = %e.error(), "kept origin connection was closed; using a fresh one");
+                let (stream, agent) = open_to_site(
+                    &ctx.shared,
+                    &resource.name,
+                    &target.site,
+                    &target.address,
+                    TargetProtocol::Tcp,
+                    ctx.client,
+                )
+                .await
+                .map_err(|e| dispatch_page(&resource.name, &e))?;
+                guards.agent = agent;
+                sender = origin_handshake(stream).await?;
+                sender
+                    .send_request(upstream)
+                    .await
+                    .map_err(|e| origin_failed(&e))?
+            }
+            _ => return Err(origin_failed(e.error())),
+        },
+    };
+    entry.agent = guards.agent.agent().instance.clone();
+    if poolable {
+        pool.check_in_when_ready(
+            &target.site,
+            &target.address,
+            sender,
+            guards.agent.agent().clone(),
+        );
+    }
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let origin_upgrade = hyper::upgrade::on(&mut resp);
-        let guards = connected.guards;
         if let Some(client_upgrade) = client_upgrade {
             tokio::spawn(async move {
                 let _guards = guards;
@@ -382,7 +422,22 @@ async fn route_and_forward(
     }
     parts.version = Version::HTTP_11;
     let body = body.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
-    Ok((Response::from_parts(parts, body), Some(connected.guards)))
+    Ok((Response::from_parts(parts, body), Some(guards)))
+}
+
+/// HTTP/1.1 over a fresh tunnel stream to the origin; the connection runs in
+/// its own task (with upgrades, for WebSocket).
+async fn origin_handshake(stream: TunnelStream) -> Result<Sender, Response<ResponseBody>> {
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| page(StatusCode::BAD_GATEWAY, &format!("origin: {e}")))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(error = %e, "origin connection ended with an error");
+        }
+    });
+    Ok(sender)
 }
 
 fn dispatch_page(resource: &str, e: &DispatchError) -> Response<ResponseBody> {

@@ -35,6 +35,7 @@ mod http_plain;
 mod http_proxy;
 mod https;
 mod listeners;
+mod origin_pool;
 mod proxy_tcp;
 mod proxy_udp;
 mod tls_certs;
@@ -114,6 +115,8 @@ pub(crate) struct EdgeShared {
     pub(crate) config_changed: tokio::sync::watch::Sender<u64>,
     pub(crate) certs: Arc<tls_certs::CertStore>,
     pub(crate) acme: Option<Arc<acme::AcmeIssuer>>,
+    /// Kept-alive connections to http origins.
+    pub(crate) origin_pool: Arc<origin_pool::OriginPool>,
     pub(crate) terminating_tls: Arc<rustls::ServerConfig>,
     pub(crate) challenge_tls: Arc<rustls::ServerConfig>,
     pub(crate) access_log: Option<Arc<access_log::AccessLogger>>,
@@ -196,6 +199,7 @@ impl Edge {
             challenge_tls: tls_certs::challenge_config(certs.clone()),
             certs,
             acme: acme.clone(),
+            origin_pool: Arc::default(),
             access_log,
             https_port: AtomicU16::new(https_addr.map_or(0, |a| a.port())),
         });
@@ -207,6 +211,7 @@ impl Edge {
         let stop = CancellationToken::new();
         tokio::spawn(tunnel::serve(tunnel, shared.clone(), stop.clone()));
         tokio::spawn(admin::serve(admin, shared.clone(), stop.clone()));
+        tokio::spawn(shared.origin_pool.clone().sweep_loop(stop.clone()));
         if let Some(l) = https {
             tokio::spawn(https::serve(l, shared.clone(), stop.clone()));
         }

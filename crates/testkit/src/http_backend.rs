@@ -37,6 +37,8 @@ pub struct HttpBackend {
     pub health_status: Arc<AtomicU16>,
     /// Requests served.
     pub requests: Arc<AtomicU64>,
+    /// TCP connections accepted.
+    pub connections: Arc<AtomicU64>,
 }
 
 /// Starts an HTTP origin named `name`.
@@ -46,12 +48,14 @@ pub async fn http_backend(name: &str) -> HttpBackend {
     let health_status = Arc::new(AtomicU16::new(200));
     let requests = Arc::new(AtomicU64::new(0));
     let name: Arc<str> = name.into();
-    let (hs, rq) = (health_status.clone(), requests.clone());
+    let connections = Arc::new(AtomicU64::new(0));
+    let (hs, rq, conns) = (health_status.clone(), requests.clone(), connections.clone());
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 continue;
             };
+            conns.fetch_add(1, Ordering::Relaxed);
             let (name, hs, rq) = (name.clone(), hs.clone(), rq.clone());
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
@@ -69,6 +73,7 @@ pub async fn http_backend(name: &str) -> HttpBackend {
         addr,
         health_status,
         requests,
+        connections,
     }
 }
 

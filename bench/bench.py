@@ -154,6 +154,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--warren", required=True)
     ap.add_argument("--rathole", required=True)
+    ap.add_argument("--oha", help="oha binary (HTTPS fixed-rate latency)")
     ap.add_argument("--reps", type=int, default=int(os.environ.get("REPS", 3)))
     ap.add_argument("--duration", type=int, default=int(os.environ.get("DURATION", 5)))
     ap.add_argument("--paths", default="direct,rathole,rathole-noise,warren-tcp,warren-quic")
@@ -162,6 +163,7 @@ def main():
     ap.add_argument("--json", help="write raw results here")
     args = ap.parse_args()
     args.warren, args.rathole = os.path.abspath(args.warren), os.path.abspath(args.rathole)
+    args.oha = os.path.abspath(args.oha) if args.oha else None
     os.environ.setdefault("RUST_LOG", "error")
     resource_limit()
     paths = args.paths.split(",")

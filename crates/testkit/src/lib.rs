@@ -12,11 +12,13 @@
 
 mod http_backend;
 mod pebble;
+mod postgres;
 mod process;
 mod upstream;
 
 pub use http_backend::{http_backend, pattern, self_signed, tls_backend, HttpBackend, TlsBackend};
 pub use pebble::{free_tcp_ports, pebble_installed, Pebble};
+pub use postgres::{postgres_installed, Postgres};
 pub use process::{EdgeProcess, EdgeSpec, Process, ResourceSpec};
 pub use upstream::{echo_tcp, echo_udp, random_bytes, sha256_hex};
 

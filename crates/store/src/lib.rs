@@ -1,0 +1,261 @@
+//! The edge's state in SQL: orgs, sites and their secrets, resources and
+//! targets, API keys, agents seen, events and the audit log.
+//!
+//! Only this crate knows SQL. The same migrations (`migrations/`) and the
+//! same query text run on SQLite (embedded, the default, a file in
+//! `data_dir`, WAL) and PostgreSQL (`database = "postgres://..."`, for several
+//! edges), through sqlx's `Any` driver. To stay portable the schema keeps to
+//! TEXT and BIGINT: times are Unix milliseconds, flags 0/1, structured
+//! settings JSON text, and log ids time-sortable text (no AUTOINCREMENT vs
+//! IDENTITY split).
+//!
+//! Invariants:
+//! * Every change made through [`Store`] that an operator could ask "who did
+//!   this?" about writes its audit row in the same transaction as the change:
+//!   there is no change without its audit row, and no audit row for a change
+//!   that rolled back.
+//! * Every change to sites, secrets or resources bumps `config_version` in
+//!   the same transaction, so an edge or agent holding version N knows
+//!   whether it is current.
+//! * Secrets and API keys are stored only as argon2 PHC strings made by the
+//!   caller; the store never sees a plaintext secret.
+
+mod keys;
+mod log;
+mod resources;
+mod sites;
+
+pub use keys::{ApiKeyRecord, Scope};
+pub use log::{AgentRecord, AuditRecord, EventRecord};
+pub use resources::{ResourceRecord, TargetRecord};
+pub use sites::{SecretRecord, SiteRecord};
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{Any, AnyPool, Executor, Row, Transaction};
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database said no, or could not be reached.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    /// A migration failed; the database is left at the last good one.
+    #[error("database migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// No such object.
+    #[error("{what} `{id}` does not exist")]
+    NotFound {
+        /// Kind of object.
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// The change clashes with something that exists.
+    #[error("{0}")]
+    Conflict(String),
+    /// The object is declared in the edge's config file and changes only there.
+    #[error("{what} `{id}` is managed by the config file; change it there")]
+    ManagedByFile {
+        /// Kind of object.
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// A stored value that does not parse (a bug or a hand-edited database).
+    #[error("corrupt stored value in {0}")]
+    Corrupt(String),
+}
+
+/// Which database is behind the store.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite file.
+    Sqlite,
+    /// PostgreSQL server.
+    Postgres,
+}
+
+/// Who manages an object: the config file (read-only through the API) or
+/// the API.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ManagedBy {
+    /// Declared in the edge's config file; reconciled at start and reload.
+    File,
+    /// Created through the API; lives in the store only.
+    Api,
+}
+
+impl ManagedBy {
+    fn as_str(self) -> &'static str {
+        match self {
+            ManagedBy::File => "file",
+            ManagedBy::Api => "api",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "file" => Ok(ManagedBy::File),
+            "api" => Ok(ManagedBy::Api),
+            other => Err(StoreError::Corrupt(format!("managed_by = `{other}`"))),
+        }
+    }
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// A handle on the database; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+impl Store {
+    /// Opens (creating if needed) the SQLite database at `path`, in WAL
+    /// mode, and runs pending migrations.
+    pub async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
+        let url = format!("sqlite://{}?mode=rwc", path.display());
+        Self::open_url(&url).await
+    }
+
+    /// Opens `url` (`sqlite://...` or `postgres://...`) and runs pending
+    /// migrations.
+    pub async fn open_url(url: &str) -> Result<Store, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        };
+        let options = AnyPoolOptions::new()
+            .max_connections(if backend == Backend::Sqlite { 4 } else { 8 })
+            .acquire_timeout(Duration::from_secs(10));
+        let options = if backend == Backend::Sqlite {
+            options.after_connect(|conn, _| {
+                Box::pin(async move {
+                    // Writers wait for each other instead of failing; FULL
+                    // makes a commit durable on power loss, not only on a
+                    // crash of the process.
+                    conn.execute("PRAGMA busy_timeout = 5000").await?;
+                    conn.execute("PRAGMA synchronous = FULL").await?;
+                    conn.execute("PRAGMA foreign_keys = ON").await?;
+                    Ok(())
+                })
+            })
+        } else {
+            options
+        };
+        let pool = options.connect(url).await?;
+        if backend == Backend::Sqlite {
+            // Persistent in the file: readers never block the writer.
+            pool.execute("PRAGMA journal_mode = WAL").await?;
+        }
+        MIGRATOR.run(&pool).await?;
+        tracing::debug!(?backend, "store opened");
+        Ok(Store { pool, backend })
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// The configuration version: bumped by every change to sites, secrets
+    /// or resources.
+    pub async fn config_version(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT value FROM meta WHERE name = 'config_version'")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<i64, _>(0)?)
+    }
+
+    /// Closes every connection (waits for those in use).
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// SQLite's journal mode (`wal` expected), for tests and diagnostics.
+    pub async fn sqlite_journal_mode(&self) -> Result<String, StoreError> {
+        let row = sqlx::query("PRAGMA journal_mode")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<String, _>(0)?)
+    }
+
+    /// SQLite's own consistency check (`ok` expected).
+    pub async fn sqlite_integrity_check(&self) -> Result<String, StoreError> {
+        let row = sqlx::query("PRAGMA integrity_check")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get::<String, _>(0)?)
+    }
+
+    async fn begin(&self) -> Result<Transaction<'static, Any>, StoreError> {
+        Ok(self.pool.begin().await?)
+    }
+}
+
+/// Now, in Unix milliseconds.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A time-sortable unique id: 12 hex digits of milliseconds, then 8 random.
+fn sortable_id(at_ms: i64) -> String {
+    format!("{:012x}{:08x}", at_ms, rand::random::<u32>())
+}
+
+async fn bump_config_version(tx: &mut Transaction<'static, Any>) -> Result<(), StoreError> {
+    sqlx::query("UPDATE meta SET value = value + 1 WHERE name = 'config_version'")
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+/// Writes the audit row of a change, inside the change's transaction.
+async fn audit(
+    tx: &mut Transaction<'static, Any>,
+    actor: &str,
+    action: &str,
+    object: &str,
+    before: Option<&serde_json::Value>,
+    after: Option<&serde_json::Value>,
+) -> Result<(), StoreError> {
+    let at = now_ms();
+    sqlx::query(
+        "INSERT INTO audit_log (id, at_ms, actor, action, object, before_json, after_json) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(sortable_id(at))
+    .bind(at)
+    .bind(actor.to_owned())
+    .bind(action.to_owned())
+    .bind(object.to_owned())
+    .bind(before.map(|v| v.to_string()))
+    .bind(after.map(|v| v.to_string()))
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// A unique-constraint violation as a [`StoreError::Conflict`] with `message`.
+fn conflict_or(e: sqlx::Error, message: impl FnOnce() -> String) -> StoreError {
+    match &e {
+        sqlx::Error::Database(db) if db.is_unique_violation() => StoreError::Conflict(message()),
+        _ => StoreError::Db(e),
+    }
+}
+
+fn opt_json(row: &AnyRow, column: &str) -> Result<Option<serde_json::Value>, StoreError> {
+    let text: Option<String> = row.try_get(column)?;
+    text.map(|t| {
+        serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+    })
+    .transpose()
+}

@@ -1,0 +1,375 @@
+//! The store against a fresh SQLite file and a fresh PostgreSQL server
+//! (Debian's, started by the test): the same scenarios on both.
+
+use std::time::Duration;
+use warren_store::{ManagedBy, ResourceRecord, Scope, Store, StoreError, TargetRecord};
+use warren_testkit::{postgres_installed, Postgres};
+
+/// A fresh PostgreSQL, or `None` (loudly) where it is not installed; CI
+/// installs it, so CI never skips.
+fn postgres() -> Option<Postgres> {
+    if postgres_installed() {
+        return Some(Postgres::start());
+    }
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "PostgreSQL is not installed but CI is set: .ci/run must install it"
+    );
+    eprintln!("SKIPPED: PostgreSQL is not installed (apt-get install postgresql)");
+    None
+}
+
+const HASH: &str =
+    "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g";
+
+fn http(name: &str, host: &str, path: Option<&str>, site: &str) -> ResourceRecord {
+    ResourceRecord {
+        name: name.into(),
+        kind: "http".into(),
+        host: Some(host.into()),
+        path: path.map(Into::into),
+        listen: None,
+        proxy_protocol: None,
+        balance: "least_active".into(),
+        fail_closed: false,
+        health: Some(serde_json::json!({ "path": "/status", "interval": "5s" })),
+        targets: vec![TargetRecord {
+            site: site.into(),
+            address: "127.0.0.1:8080".into(),
+        }],
+        managed_by: ManagedBy::Api,
+        version: 0,
+        created_ms: 0,
+        updated_ms: 0,
+    }
+}
+
+fn listener(name: &str, kind: &str, listen: &str, site: &str) -> ResourceRecord {
+    ResourceRecord {
+        kind: kind.into(),
+        host: None,
+        listen: Some(listen.into()),
+        health: None,
+        ..http(name, "unused", None, site)
+    }
+}
+
+async fn sites_and_rotation(store: &Store) {
+    assert_eq!(store.config_version().await.unwrap(), 0);
+    let site = store
+        .create_site("test", "home", "Home", ManagedBy::Api, HASH)
+        .await
+        .unwrap();
+    assert_eq!(site.id, "home");
+    let dup = store
+        .create_site("test", "home", "Again", ManagedBy::Api, HASH)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(dup, StoreError::Conflict(ref m) if m.contains("already exists")),
+        "{dup}"
+    );
+    assert_eq!(store.list_sites().await.unwrap().len(), 1);
+    assert_eq!(store.site_secrets("home").await.unwrap().len(), 1);
+
+    // Rotation with a grace period: old and new both accepted.
+    store
+        .rotate_site_secret("test", "home", "new-hash-1", Duration::from_secs(3600))
+        .await
+        .unwrap();
+    let secrets = store.site_secrets("home").await.unwrap();
+    assert_eq!(secrets.len(), 2);
+    assert_eq!(secrets[0].secret_hash, "new-hash-1");
+    assert!(secrets[0].retired_ms.is_none());
+    assert!(secrets[1].grace_until_ms.is_some());
+
+    // Rotation with no grace: the secret it replaces stops at once.
+    store
+        .rotate_site_secret("test", "home", "new-hash-2", Duration::ZERO)
+        .await
+        .unwrap();
+    let hashes: Vec<String> = store
+        .site_secrets("home")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.secret_hash)
+        .collect();
+    assert_eq!(hashes, ["new-hash-2", HASH], "new-hash-1 had no grace");
+    assert!(matches!(
+        store
+            .rotate_site_secret("test", "nope", "h", Duration::ZERO)
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(store.config_version().await.unwrap(), 3);
+}
+
+async fn resources_and_conflicts(store: &Store) {
+    store
+        .create_site("test", "home", "Home", ManagedBy::File, HASH)
+        .await
+        .unwrap();
+    let v0 = store.config_version().await.unwrap();
+    let blog = store
+        .create_resource(
+            "key1",
+            &http("blog", "blog.test", None, "home"),
+            ManagedBy::Api,
+        )
+        .await
+        .unwrap();
+    assert_eq!(blog.version, 1);
+    // Same host, another path: fine. Same host and path: a clash.
+    store
+        .create_resource(
+            "key1",
+            &http("api", "blog.test", Some("/api"), "home"),
+            ManagedBy::Api,
+        )
+        .await
+        .unwrap();
+    let clash = store
+        .create_resource(
+            "key1",
+            &http("blog2", "blog.test", None, "home"),
+            ManagedBy::Api,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(clash, StoreError::Conflict(ref m) if m.contains("blog.test")),
+        "{clash}"
+    );
+    // tcp and udp may share a port; two tcp may not.
+    store
+        .create_resource(
+            "key1",
+            &listener("dns-t", "tcp", "0.0.0.0:53", "home"),
+            ManagedBy::Api,
+        )
+        .await
+        .unwrap();
+    store
+        .create_resource(
+            "key1",
+            &listener("dns-u", "udp", "0.0.0.0:53", "home"),
+            ManagedBy::Api,
+        )
+        .await
+        .unwrap();
+    let clash = store
+        .create_resource(
+            "key1",
+            &listener("dns-t2", "tcp", "0.0.0.0:53", "home"),
+            ManagedBy::Api,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(clash, StoreError::Conflict(ref m) if m.contains("0.0.0.0:53")),
+        "{clash}"
+    );
+    // A target at an unknown site: refused, and nothing half-written.
+    let orphan = store
+        .create_resource(
+            "key1",
+            &http("orphan", "orphan.test", None, "mars"),
+            ManagedBy::Api,
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(orphan, StoreError::NotFound { what: "site", .. }),
+        "{orphan}"
+    );
+    assert!(matches!(
+        store.resource("orphan").await,
+        Err(StoreError::NotFound { .. })
+    ));
+    assert_eq!(store.list_resources().await.unwrap().len(), 4);
+    assert_eq!(store.config_version().await.unwrap(), v0 + 4);
+
+    // Replace: new targets, version bumped, audit keeps before and after.
+    let mut changed = http("blog", "blog.test", None, "home");
+    changed.targets = vec![
+        TargetRecord {
+            site: "home".into(),
+            address: "127.0.0.1:9090".into(),
+        },
+        TargetRecord {
+            site: "home".into(),
+            address: "127.0.0.1:9091".into(),
+        },
+    ];
+    let r = store
+        .replace_resource("key2", &changed, ManagedBy::Api)
+        .await
+        .unwrap();
+    assert_eq!(r.version, 2);
+    let got = store.resource("blog").await.unwrap();
+    assert_eq!(got.targets, changed.targets);
+    assert_eq!(got.health, changed.health);
+    let audit = store.audit_log(None, 100).await.unwrap();
+    let last = audit.last().unwrap();
+    assert_eq!(
+        (last.actor.as_str(), last.action.as_str()),
+        ("key2", "resource.update")
+    );
+    assert_eq!(
+        last.before.as_ref().unwrap()["targets"][0]["address"],
+        "127.0.0.1:8080"
+    );
+    assert_eq!(
+        last.after.as_ref().unwrap()["targets"][1]["address"],
+        "127.0.0.1:9091"
+    );
+
+    // What the file manages, the API cannot change or delete.
+    store
+        .create_resource(
+            "config-file",
+            &http("filed", "filed.test", None, "home"),
+            ManagedBy::File,
+        )
+        .await
+        .unwrap();
+    let refused = store
+        .delete_resource("key1", "filed", ManagedBy::Api)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, StoreError::ManagedByFile { .. }),
+        "{refused}"
+    );
+    store
+        .delete_resource("config-file", "filed", ManagedBy::File)
+        .await
+        .unwrap();
+
+    // A site with targets cannot be deleted.
+    let busy = store.delete_site("key1", "home").await.unwrap_err();
+    assert!(
+        matches!(busy, StoreError::Conflict(ref m) if m.contains("target")),
+        "{busy}"
+    );
+    for name in ["blog", "api", "dns-t", "dns-u"] {
+        store
+            .delete_resource("key1", name, ManagedBy::Api)
+            .await
+            .unwrap();
+    }
+    store.delete_site("key1", "home").await.unwrap();
+    assert!(store.list_sites().await.unwrap().is_empty());
+}
+
+async fn keys_agents_events(store: &Store) {
+    assert!(!store.has_api_keys().await.unwrap());
+    let key = store
+        .create_api_key("warren up", "k1", "first admin", HASH, Scope::Admin, None)
+        .await
+        .unwrap();
+    assert_eq!(key.scope, Scope::Admin);
+    store
+        .create_api_key("k1", "k2", "dashboard", HASH, Scope::Read, Some(1))
+        .await
+        .unwrap();
+    assert!(store.has_api_keys().await.unwrap());
+    let k2 = store.api_key("k2").await.unwrap().unwrap();
+    assert_eq!((k2.scope, k2.expires_ms), (Scope::Read, Some(1)));
+    assert!(k2.last_used_ms.is_none());
+    store.touch_api_key("k2").await.unwrap();
+    assert!(store
+        .api_key("k2")
+        .await
+        .unwrap()
+        .unwrap()
+        .last_used_ms
+        .is_some());
+    assert!(store.api_key("missing").await.unwrap().is_none());
+    store.delete_api_key("k1", "k2").await.unwrap();
+    assert_eq!(store.list_api_keys().await.unwrap().len(), 1);
+
+    store
+        .agent_seen("a1", "home", "0.1.0", "linux/x86_64", "10.0.0.1:5000")
+        .await
+        .unwrap();
+    let first = store.agents().await.unwrap()[0].first_seen_ms;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    store
+        .agent_seen("a1", "home", "0.2.0", "linux/x86_64", "10.0.0.2:5000")
+        .await
+        .unwrap();
+    let agents = store.agents().await.unwrap();
+    assert_eq!(agents.len(), 1);
+    assert_eq!(
+        (agents[0].version.as_str(), agents[0].first_seen_ms),
+        ("0.2.0", first)
+    );
+    assert!(agents[0].last_seen_ms > first);
+
+    for i in 0..5 {
+        store
+            .record_event(
+                "agent_connected",
+                "site/home",
+                &serde_json::json!({ "n": i }),
+            )
+            .await
+            .unwrap();
+    }
+    let page = store.events(None, 3).await.unwrap();
+    assert_eq!(page.len(), 3);
+    let rest = store.events(Some(&page[2].id), 10).await.unwrap();
+    assert_eq!(rest.len(), 2);
+    assert_eq!(rest[1].detail["n"], 4);
+}
+
+async fn all(store: &Store) {
+    sites_and_rotation(store).await;
+    // Start the next scenario from an empty site list.
+    for s in store.list_sites().await.unwrap() {
+        store.delete_site("test", &s.id).await.unwrap();
+    }
+    resources_and_conflicts(store).await;
+    keys_agents_events(store).await;
+}
+
+#[tokio::test]
+async fn sqlite_fresh_file_migrates_in_wal_mode_and_keeps_data_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("warren.db");
+    let store = Store::open_sqlite(&path).await.unwrap();
+    assert_eq!(store.sqlite_journal_mode().await.unwrap(), "wal");
+    all(&store).await;
+    let version = store.config_version().await.unwrap();
+    store.close().await;
+    let again = Store::open_sqlite(&path).await.unwrap();
+    assert_eq!(again.config_version().await.unwrap(), version);
+    assert_eq!(again.list_api_keys().await.unwrap().len(), 1);
+    assert_eq!(again.sqlite_integrity_check().await.unwrap(), "ok");
+}
+
+#[tokio::test]
+async fn postgres_fresh_server_runs_the_same_migrations_and_scenarios() {
+    let Some(pg) = postgres() else {
+        return;
+    };
+    let store = Store::open_url(&pg.url).await.unwrap();
+    all(&store).await;
+    let version = store.config_version().await.unwrap();
+    store.close().await;
+    // Reopening runs no migration twice.
+    let again = Store::open_url(&pg.url).await.unwrap();
+    assert_eq!(again.config_version().await.unwrap(), version);
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_a_clear_error() {
+    let port = warren_testkit::free_tcp_ports(1)[0];
+    let err = Store::open_url(&format!("postgres://warren@127.0.0.1:{port}/x"))
+        .await
+        .err()
+        .expect("nothing listens there");
+    assert!(matches!(err, StoreError::Db(_)), "{err}");
+}

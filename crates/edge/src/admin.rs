@@ -2,12 +2,17 @@
 //!
 //! `GET /api/v1/sites` lists every configured site with its connected agents;
 //! `GET /api/v1/resources` every resource with its targets' health;
+//! `GET /api/v1/events` and `GET /api/v1/audit` page through the store's
+//! event and audit logs (`?after=ID&limit=N`, oldest first);
+//! `GET /api/v1/agents` lists every agent ever seen;
 //! `GET /healthz` answers `ok`. Bind it to loopback (the default): it has no
 //! authentication yet.
 
 use crate::registry::SiteStatus;
 use crate::EdgeShared;
-use axum::extract::State;
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use std::sync::Arc;
@@ -18,6 +23,9 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<EdgeShared>, stop: 
     let app = Router::new()
         .route("/api/v1/sites", get(sites))
         .route("/api/v1/resources", get(resources))
+        .route("/api/v1/events", get(events))
+        .route("/api/v1/audit", get(audit))
+        .route("/api/v1/agents", get(agents_seen))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(shared);
     let _ = axum::serve(listener, app)
@@ -81,4 +89,55 @@ async fn resources(State(shared): State<Arc<EdgeShared>>) -> Json<Vec<ResourceSt
             })
             .collect(),
     )
+}
+
+/// A page of a log.
+#[derive(serde::Deserialize)]
+struct Page {
+    after: Option<String>,
+    limit: Option<i64>,
+}
+
+const MAX_PAGE: i64 = 1000;
+
+/// The JSON error every endpoint answers with: a stable `code` and a
+/// message for people.
+pub(crate) fn error(status: StatusCode, code: &'static str, message: String) -> Response {
+    (
+        status,
+        Json(serde_json::json!({ "code": code, "message": message })),
+    )
+        .into_response()
+}
+
+fn store_error(e: warren_store::StoreError) -> Response {
+    tracing::warn!(error = %e, "store request failed");
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "store_unavailable",
+        format!("the state store failed: {e}"),
+    )
+}
+
+async fn events(State(shared): State<Arc<EdgeShared>>, Query(page): Query<Page>) -> Response {
+    let limit = page.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    match shared.store.events(page.after.as_deref(), limit).await {
+        Ok(rows) => Json(rows).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn audit(State(shared): State<Arc<EdgeShared>>, Query(page): Query<Page>) -> Response {
+    let limit = page.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    match shared.store.audit_log(page.after.as_deref(), limit).await {
+        Ok(rows) => Json(rows).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn agents_seen(State(shared): State<Arc<EdgeShared>>) -> Response {
+    match shared.store.agents().await {
+        Ok(rows) => Json(rows).into_response(),
+        Err(e) => store_error(e),
+    }
 }

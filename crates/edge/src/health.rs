@@ -112,6 +112,13 @@ fn apply(shared: &EdgeShared, agent: &AgentConn, report: HealthReport) {
         } else {
             tracing::warn!(event = "target_unhealthy", resource, upstream = target, site = %agent.site, agent = %agent.instance, detail = %report.detail, "target is unhealthy; out of rotation");
         }
+        shared.recorder.event(
+            if after { "target_healthy" } else { "target_unhealthy" },
+            format!("resource/{resource}"),
+            serde_json::json!({
+                "target": target, "site": agent.site, "agent": agent.instance, "detail": report.detail,
+            }),
+        );
     } else {
         tracing::debug!(resource, upstream = target, healthy = report.healthy, detail = %report.detail, "health report");
     }

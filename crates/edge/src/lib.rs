@@ -38,6 +38,7 @@ mod listeners;
 mod origin_pool;
 mod proxy_tcp;
 mod proxy_udp;
+mod state;
 mod tls_certs;
 mod tunnel;
 
@@ -79,6 +80,9 @@ pub enum EdgeError {
         /// What is wrong.
         message: String,
     },
+    /// The store could not be opened, migrated or reconciled.
+    #[error("state store: {0}")]
+    Store(#[from] warren_store::StoreError),
     /// The access log could not be opened.
     #[error("access log: {0}")]
     AccessLog(std::io::Error),
@@ -115,6 +119,10 @@ pub(crate) struct EdgeShared {
     pub(crate) config_changed: tokio::sync::watch::Sender<u64>,
     pub(crate) certs: Arc<tls_certs::CertStore>,
     pub(crate) acme: Option<Arc<acme::AcmeIssuer>>,
+    /// Sites, resources, keys, agents seen, events, audit log.
+    pub(crate) store: warren_store::Store,
+    /// Writes agents seen and events to the store off the hot path.
+    pub(crate) recorder: Arc<state::Recorder>,
     /// Kept-alive connections to http origins.
     pub(crate) origin_pool: Arc<origin_pool::OriginPool>,
     pub(crate) terminating_tls: Arc<rustls::ServerConfig>,
@@ -142,6 +150,12 @@ impl Edge {
     pub async fn start(config: EdgeConfig) -> Result<Edge, EdgeError> {
         certs::create_dir_private(&config.data_dir)?;
         let cert = certs::load_or_create(config.tunnel_cert.as_ref(), &config.data_dir)?;
+        let store = state::open(&config).await?;
+        let changed = state::reconcile(&store, &config).await?;
+        tracing::info!(
+            backend = ?store.backend(), changed,
+            "state store open; config file reconciled"
+        );
         let server = warren_transport::tls::server_config(cert.certs, cert.key)?;
         let tunnel = TunnelListener::bind(
             config.tunnel_listen,
@@ -200,6 +214,8 @@ impl Edge {
             certs,
             acme: acme.clone(),
             origin_pool: Arc::default(),
+            recorder: state::Recorder::start(store.clone()),
+            store,
             access_log,
             https_port: AtomicU16::new(https_addr.map_or(0, |a| a.port())),
         });
@@ -299,6 +315,12 @@ impl Edge {
             .set_configured(static_certs, config.tls.default_host.clone());
         let old = self.shared.config.swap(Arc::new(config.clone()));
         self.shared.config_changed.send_modify(|v| *v += 1);
+        match state::reconcile(&self.shared.store, &config).await {
+            Ok(changed) => tracing::debug!(changed, "config file reconciled into the store"),
+            Err(e) => {
+                tracing::warn!(error = %e, "the new config serves, but the store could not record it")
+            }
+        }
         if let Some(acme) = &self.shared.acme {
             for host in acme_hosts(&config) {
                 let acme = acme.clone();

@@ -122,6 +122,22 @@ async fn admit(accepted: Accepted, shared: Arc<EdgeShared>) {
         version = %hello.agent_version, platform = %hello.platform, remote = %remote, transport,
         "agent connected"
     );
+    let remote_text = remote.to_string();
+    shared.recorder.agent_seen(
+        &hello.instance,
+        &hello.site_id,
+        &hello.agent_version,
+        &hello.platform,
+        &remote_text,
+    );
+    shared.recorder.event(
+        "agent_connected",
+        format!("site/{}", hello.site_id),
+        serde_json::json!({
+            "agent": hello.instance, "version": hello.agent_version,
+            "platform": hello.platform, "remote": remote_text, "transport": transport,
+        }),
+    );
     tokio::spawn(crate::health::run(agent.clone(), shared.clone()));
     let mut go_away = link.go_away_watch();
     let reason = loop {
@@ -141,5 +157,10 @@ async fn admit(accepted: Accepted, shared: Arc<EdgeShared>) {
     tracing::info!(
         event = "agent_disconnected", site = %agent.site, agent = %agent.instance, link = %link_id,
         remote = %remote, reason = %reason, "agent disconnected"
+    );
+    shared.recorder.event(
+        "agent_disconnected",
+        format!("site/{}", agent.site),
+        serde_json::json!({ "agent": agent.instance, "reason": reason.to_string() }),
     );
 }

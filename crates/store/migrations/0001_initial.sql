@@ -46,10 +46,12 @@ CREATE TABLE resources (
 );
 
 -- What the edge routes on must be unique: an http host + path, a tls SNI
--- name, a tcp/udp listen address (tcp and udp may share a port number).
+-- name, a tcp/udp listen address (tcp and udp may share a port number;
+-- port 0, "any free port", never clashes).
 CREATE UNIQUE INDEX resources_route ON resources (host, (COALESCE(path, ''))) WHERE kind = 'http';
 CREATE UNIQUE INDEX resources_sni ON resources (host) WHERE kind = 'tls';
-CREATE UNIQUE INDEX resources_listen ON resources (kind, listen) WHERE listen IS NOT NULL;
+CREATE UNIQUE INDEX resources_listen ON resources (kind, listen)
+    WHERE listen IS NOT NULL AND listen NOT LIKE '%:0';
 
 CREATE TABLE targets (
     resource    TEXT NOT NULL REFERENCES resources (name) ON DELETE CASCADE,

@@ -170,6 +170,20 @@ async fn resources_and_conflicts(store: &Store) {
         matches!(clash, StoreError::Conflict(ref m) if m.contains("0.0.0.0:53")),
         "{clash}"
     );
+    // Port 0 is "any free port": never a clash.
+    for name in ["any-1", "any-2"] {
+        let r = listener(name, "tcp", "127.0.0.1:0", "home");
+        store
+            .create_resource("key1", &r, ManagedBy::Api)
+            .await
+            .unwrap();
+    }
+    for name in ["any-1", "any-2"] {
+        store
+            .delete_resource("key1", name, ManagedBy::Api)
+            .await
+            .unwrap();
+    }
     // A target at an unknown site: refused, and nothing half-written.
     let orphan = store
         .create_resource(
@@ -188,7 +202,7 @@ async fn resources_and_conflicts(store: &Store) {
         Err(StoreError::NotFound { .. })
     ));
     assert_eq!(store.list_resources().await.unwrap().len(), 4);
-    assert_eq!(store.config_version().await.unwrap(), v0 + 4);
+    assert_eq!(store.config_version().await.unwrap(), v0 + 8);
 
     // Replace: new targets, version bumped, audit keeps before and after.
     let mut changed = http("blog", "blog.test", None, "home");

@@ -223,6 +223,8 @@ pub struct EdgeConfig {
     pub tunnel_cert: Option<(PathBuf, PathBuf)>,
     /// How long a shutdown waits for open streams.
     pub drain_timeout: Duration,
+    /// PostgreSQL URL; `None` keeps the state in SQLite in `data_dir`.
+    pub database: Option<String>,
     /// Access log destination; none when absent.
     pub access_log: Option<AccessLog>,
     /// Certificates for terminated resources.

@@ -122,13 +122,19 @@ impl<'a> Validator<'a> {
             .https_listen
             .as_ref()
             .and_then(|v| self.socket_addr(v, "edge.https_listen"));
-        if let Some(db) = &edge.database {
-            self.error(
-                Some(db.span()),
-                "edge.database",
-                "an external database is not supported yet by this build; remove the key",
-            );
-        }
+        let database = edge.database.as_ref().and_then(|db| {
+            let url = db.get_ref();
+            if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                Some(url.clone())
+            } else {
+                self.error(
+                    Some(db.span()),
+                    "edge.database",
+                    "expected a postgres://user@host:port/db URL (without the key, the edge keeps its state in SQLite in data_dir)".to_owned(),
+                );
+                None
+            }
+        });
         let drain_timeout = match &edge.drain_timeout {
             Some(d) => self.duration(Some(d.span()), d.get_ref(), "edge.drain_timeout"),
             None => Some(Duration::from_secs(30)),
@@ -174,6 +180,7 @@ impl<'a> Validator<'a> {
             https_listen,
             admin_listen: admin_listen.unwrap_or_else(|| ([127, 0, 0, 1], 0).into()),
             tunnel_cert,
+            database,
             drain_timeout: drain_timeout.unwrap_or_default(),
             access_log,
             tls,

@@ -194,8 +194,15 @@ impl Store {
         Ok(row.try_get::<String, _>(0)?)
     }
 
+    /// A write transaction. On SQLite it takes the write lock up front
+    /// (`BEGIN IMMEDIATE`): a deferred transaction that reads, then writes
+    /// after another connection committed, fails at once with "database is
+    /// locked" (the busy timeout cannot help a stale snapshot).
     async fn begin(&self) -> Result<Transaction<'static, Any>, StoreError> {
-        Ok(self.pool.begin().await?)
+        Ok(match self.backend {
+            Backend::Sqlite => self.pool.begin_with("BEGIN IMMEDIATE").await?,
+            Backend::Postgres => self.pool.begin().await?,
+        })
     }
 }
 

@@ -5,6 +5,7 @@
 //! `GET /api/v1/events` and `GET /api/v1/audit` page through the store's
 //! event and audit logs (`?after=ID&limit=N`, oldest first);
 //! `GET /api/v1/agents` lists every agent ever seen;
+//! `GET /metrics` is the Prometheus text exposition ([`crate::metrics`]);
 //! `GET /healthz` answers `ok`. Bind it to loopback (the default): it has no
 //! authentication yet.
 
@@ -26,6 +27,7 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<EdgeShared>, stop: 
         .route("/api/v1/events", get(events))
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/agents", get(agents_seen))
+        .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .with_state(shared);
     let _ = axum::serve(listener, app)
@@ -140,4 +142,16 @@ async fn agents_seen(State(shared): State<Arc<EdgeShared>>) -> Response {
         Ok(rows) => Json(rows).into_response(),
         Err(e) => store_error(e),
     }
+}
+
+async fn metrics(State(shared): State<Arc<EdgeShared>>) -> Response {
+    let body = shared.metrics.render(&shared);
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }

@@ -227,6 +227,12 @@ async fn handle(ctx: Arc<ConnContext>, req: Request<Incoming>) -> Response<Respo
     let started = Instant::now();
     let mut entry = AccessEntry::new(ctx.client, req.method().as_str());
     let response = route_and_forward(&ctx, req, &mut entry).await;
+    let status = match &response {
+        Ok((resp, _)) | Err(resp) => resp.status().as_u16(),
+    };
+    ctx.shared
+        .metrics
+        .http_answered(&entry.resource, status, started.elapsed().as_secs_f64());
     match response {
         Ok((resp, guards)) => entry.wrap(resp, guards, started, ctx.shared.access_log.clone()),
         Err(resp) => entry.wrap(resp, None, started, ctx.shared.access_log.clone()),

@@ -35,6 +35,7 @@ mod http_plain;
 mod http_proxy;
 mod https;
 mod listeners;
+mod metrics;
 mod origin_pool;
 mod proxy_tcp;
 mod proxy_udp;
@@ -119,6 +120,8 @@ pub(crate) struct EdgeShared {
     pub(crate) config_changed: tokio::sync::watch::Sender<u64>,
     pub(crate) certs: Arc<tls_certs::CertStore>,
     pub(crate) acme: Option<Arc<acme::AcmeIssuer>>,
+    /// Counters and histograms for `/metrics`.
+    pub(crate) metrics: metrics::EdgeMetrics,
     /// Sites, resources, keys, agents seen, events, audit log.
     pub(crate) store: warren_store::Store,
     /// Writes agents seen and events to the store off the hot path.
@@ -214,6 +217,7 @@ impl Edge {
             certs,
             acme: acme.clone(),
             origin_pool: Arc::default(),
+            metrics: metrics::EdgeMetrics::new(),
             recorder: state::Recorder::start(store.clone()),
             store,
             access_log,

@@ -64,6 +64,29 @@ struct SiteState {
     agents: Vec<Arc<AgentConn>>,
     last_refusal: Option<RefusalRecord>,
     refusals: u64,
+    /// Totals of agents that have left, so site totals never go down.
+    retired_streams: u64,
+    retired_to_site: u64,
+    retired_from_site: u64,
+}
+
+/// A site's counters since the edge started (for `/metrics`).
+#[derive(Clone, Debug)]
+pub struct SiteTotals {
+    /// Site id.
+    pub site: String,
+    /// Agents connected now.
+    pub agents: u64,
+    /// Streams open now.
+    pub streams_active: u64,
+    /// Streams carried in all.
+    pub streams_total: u64,
+    /// Bytes visitors → site.
+    pub bytes_to_site: u64,
+    /// Bytes site → visitors.
+    pub bytes_from_site: u64,
+    /// Refusals by its agents.
+    pub refusals: u64,
 }
 
 /// The live registry, shared by the tunnel listener, the proxies and the API.
@@ -179,7 +202,13 @@ impl Registry {
     pub fn remove(&self, agent: &AgentConn) {
         let mut sites = self.sites.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = sites.get_mut(&agent.site) {
+            let before = s.agents.len();
             s.agents.retain(|a| a.conn_id != agent.conn_id);
+            if s.agents.len() < before {
+                s.retired_streams += agent.total_streams.load(Ordering::Relaxed);
+                s.retired_to_site += agent.bytes_to_site.load(Ordering::Relaxed);
+                s.retired_from_site += agent.bytes_from_site.load(Ordering::Relaxed);
+            }
         }
     }
 
@@ -264,6 +293,42 @@ impl Registry {
         sites
             .values()
             .flat_map(|s| s.agents.iter().cloned())
+            .collect()
+    }
+
+    /// Counters of `site_ids` (every configured site, connected or not).
+    pub fn site_totals<'a>(
+        &self,
+        site_ids: impl IntoIterator<Item = &'a String>,
+    ) -> Vec<SiteTotals> {
+        let sites = self.sites.lock().unwrap_or_else(|e| e.into_inner());
+        site_ids
+            .into_iter()
+            .map(|id| {
+                let mut t = SiteTotals {
+                    site: id.clone(),
+                    agents: 0,
+                    streams_active: 0,
+                    streams_total: 0,
+                    bytes_to_site: 0,
+                    bytes_from_site: 0,
+                    refusals: 0,
+                };
+                if let Some(s) = sites.get(id) {
+                    t.agents = s.agents.len() as u64;
+                    t.refusals = s.refusals;
+                    t.streams_total = s.retired_streams;
+                    t.bytes_to_site = s.retired_to_site;
+                    t.bytes_from_site = s.retired_from_site;
+                    for a in &s.agents {
+                        t.streams_active += a.active_streams.load(Ordering::Relaxed);
+                        t.streams_total += a.total_streams.load(Ordering::Relaxed);
+                        t.bytes_to_site += a.bytes_to_site.load(Ordering::Relaxed);
+                        t.bytes_from_site += a.bytes_from_site.load(Ordering::Relaxed);
+                    }
+                }
+                t
+            })
             .collect()
     }
 

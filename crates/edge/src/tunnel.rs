@@ -53,6 +53,7 @@ async fn admit(accepted: Accepted, shared: Arc<EdgeShared>) {
         Ok(v) => v,
         Err(e) => {
             tracing::info!(event = "handshake_failed", remote = %remote, error = %e, "tunnel connection failed before the hello");
+            shared.metrics.handshake_failed("before_hello");
             return;
         }
     };
@@ -61,6 +62,7 @@ async fn admit(accepted: Accepted, shared: Arc<EdgeShared>) {
         Ok(h) => h,
         Err(e) => {
             tracing::warn!(event = "agent_refused", remote = %remote, transport, reason = "handshake", error = %e, "agent refused: {e}");
+            shared.metrics.handshake_failed("bad_hello");
             pending.refuse(e.to_refusal()).await;
             return;
         }
@@ -86,6 +88,7 @@ async fn admit(accepted: Accepted, shared: Arc<EdgeShared>) {
             reason = "bad_credentials",
             "agent refused: unknown site id or wrong secret"
         );
+        shared.metrics.handshake_failed("bad_credentials");
         pending
             .refuse(Refusal {
                 code: RefusalCode::BadCredentials,
@@ -122,6 +125,13 @@ async fn admit(accepted: Accepted, shared: Arc<EdgeShared>) {
         version = %hello.agent_version, platform = %hello.platform, remote = %remote, transport,
         "agent connected"
     );
+    shared
+        .metrics
+        .agent_connects
+        .get_or_create(&crate::metrics::SiteLabels {
+            site: hello.site_id.clone(),
+        })
+        .inc();
     let remote_text = remote.to_string();
     shared.recorder.agent_seen(
         &hello.instance,

@@ -105,14 +105,16 @@ def start_warren(procs, exe, work, iperf_port, nginx_port, transport):
     agent = procs.start([exe, "site", "--endpoint", f"https://127.0.0.1:{tunnel}", "--id", "bench",
                          "--secret", "bench-secret-0123456789", "--pin", pin, "--transport", transport,
                          "--allow", f"127.0.0.1:{iperf_port}/tcp", "--allow", f"127.0.0.1:{nginx_port}/tcp"], cwd=d, env=env)
-    wait_agent(admin)
+    wait_agent(admin, d)
     return {"iperf": pub_iperf, "web": pub_web, "pids": {"edge": edge.pid, "agent": agent.pid}}
 
-def wait_agent(admin):
+def wait_agent(admin, edge_dir):
     end = time.time() + 15
     while time.time() < end:
         try:
-            body = urlget(f"http://127.0.0.1:{admin}/api/v1/sites")
+            with open(os.path.join(edge_dir, "data", "admin-token")) as f:
+                token = f.read().strip()
+            body = urlget(f"http://127.0.0.1:{admin}/api/v1/sites", token)
             if json.loads(body)[0]["agents"]:
                 return
         except Exception:
@@ -120,9 +122,10 @@ def wait_agent(admin):
         time.sleep(0.1)
     raise RuntimeError("warren agent never connected")
 
-def urlget(url):
+def urlget(url, token):
     import urllib.request
-    with urllib.request.urlopen(url, timeout=2) as r:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=2) as r:
         return r.read()
 
 def iperf(port, streams, duration):

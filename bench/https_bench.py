@@ -66,7 +66,7 @@ def start_warren_https(procs, exe, work, backend_port, free_port, wait_port, wai
     agent = procs.start([exe, "site", "--endpoint", f"https://127.0.0.1:{tunnel}", "--id", "bench",
                          "--secret", "bench-secret-0123456789", "--pin", pin, "--transport", "tcp",
                          "--allow", f"127.0.0.1:{backend_port}/tcp"], cwd=d, env=env)
-    wait_agent(admin)
+    wait_agent(admin, d)
     return {"port": https, "pids": {"edge": edge.pid, "agent": agent.pid}}
 
 

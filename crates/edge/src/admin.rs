@@ -1,34 +1,55 @@
-//! The admin listener: status API and health endpoint.
+//! The admin listener: the REST API, metrics and health endpoint.
+//!
+//! Everything under `/api/v1` needs `Authorization: Bearer <token>` (see
+//! [`crate::api_keys`]); read-only keys may only GET. Errors are JSON with a
+//! stable `code` and a `message`.
 //!
 //! `GET /api/v1/sites` lists every configured site with its connected agents;
 //! `GET /api/v1/resources` every resource with its targets' health;
 //! `GET /api/v1/events` and `GET /api/v1/audit` page through the store's
 //! event and audit logs (`?after=ID&limit=N`, oldest first);
 //! `GET /api/v1/agents` lists every agent ever seen;
-//! `GET /metrics` is the Prometheus text exposition ([`crate::metrics`]);
-//! `GET /healthz` answers `ok`. Bind it to loopback (the default): it has no
-//! authentication yet.
+//! `GET|POST /api/v1/keys`, `DELETE /api/v1/keys/{id}` manage API keys.
+//! Without a key: `GET /metrics`, the Prometheus text exposition
+//! ([`crate::metrics`]), and `GET /healthz`. Bind the listener to loopback
+//! or a private network (the default is loopback).
 
+use crate::admin_keys::{self, require_key, store_error};
 use crate::registry::SiteStatus;
 use crate::EdgeShared;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::routing::{delete, get};
+use axum::{middleware, Json, Router};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<EdgeShared>, stop: CancellationToken) {
-    let app = Router::new()
+    let api = Router::new()
         .route("/api/v1/sites", get(sites))
         .route("/api/v1/resources", get(resources))
         .route("/api/v1/events", get(events))
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/agents", get(agents_seen))
+        .route(
+            "/api/v1/keys",
+            get(admin_keys::list).post(admin_keys::create),
+        )
+        .route("/api/v1/keys/{id}", delete(admin_keys::delete))
+        .route_layer(middleware::from_fn_with_state(shared.clone(), require_key));
+    let app = Router::new()
+        .merge(api)
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such endpoint".into(),
+            )
+        })
         .with_state(shared);
     let _ = axum::serve(listener, app)
         .with_graceful_shutdown(async move { stop.cancelled().await })
@@ -110,15 +131,6 @@ pub(crate) fn error(status: StatusCode, code: &'static str, message: String) -> 
         Json(serde_json::json!({ "code": code, "message": message })),
     )
         .into_response()
-}
-
-fn store_error(e: warren_store::StoreError) -> Response {
-    tracing::warn!(error = %e, "store request failed");
-    error(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "store_unavailable",
-        format!("the state store failed: {e}"),
-    )
 }
 
 async fn events(State(shared): State<Arc<EdgeShared>>, Query(page): Query<Page>) -> Response {

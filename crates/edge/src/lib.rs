@@ -28,6 +28,8 @@ pub mod registry;
 mod access_log;
 mod acme;
 mod admin;
+mod admin_keys;
+mod api_keys;
 mod balance;
 mod dispatch;
 mod health;
@@ -47,7 +49,7 @@ use arc_swap::ArcSwap;
 use config::EdgeConfig;
 use registry::Registry;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -120,6 +122,8 @@ pub(crate) struct EdgeShared {
     pub(crate) config_changed: tokio::sync::watch::Sender<u64>,
     pub(crate) certs: Arc<tls_certs::CertStore>,
     pub(crate) acme: Option<Arc<acme::AcmeIssuer>>,
+    /// Bearer-key checks for `/api/v1`.
+    pub(crate) api_auth: api_keys::ApiAuth,
     /// Counters and histograms for `/metrics`.
     pub(crate) metrics: metrics::EdgeMetrics,
     /// Sites, resources, keys, agents seen, events, audit log.
@@ -143,6 +147,7 @@ pub struct Edge {
     https_addr: Option<SocketAddr>,
     http_addr: Option<SocketAddr>,
     pin: String,
+    created_token: Option<PathBuf>,
     listeners: Mutex<listeners::Listeners>,
     stop: CancellationToken,
     quic: warren_transport::QuicEndpoint,
@@ -155,6 +160,14 @@ impl Edge {
         let cert = certs::load_or_create(config.tunnel_cert.as_ref(), &config.data_dir)?;
         let store = state::open(&config).await?;
         let changed = state::reconcile(&store, &config).await?;
+        let created_token = api_keys::ensure_initial_key(&store, &config.data_dir).await?;
+        if let Some(path) = &created_token {
+            tracing::info!(
+                event = "api_key_created", path = %path.display(),
+                "first start: an admin API key was created; its token is in {} (readable by this user only)",
+                path.display()
+            );
+        }
         tracing::info!(
             backend = ?store.backend(), changed,
             "state store open; config file reconciled"
@@ -217,6 +230,7 @@ impl Edge {
             certs,
             acme: acme.clone(),
             origin_pool: Arc::default(),
+            api_auth: api_keys::ApiAuth::default(),
             metrics: metrics::EdgeMetrics::new(),
             recorder: state::Recorder::start(store.clone()),
             store,
@@ -260,6 +274,7 @@ impl Edge {
             https_addr,
             http_addr,
             pin: cert.pin,
+            created_token,
             listeners: Mutex::new(listeners),
             stop,
             quic,
@@ -289,6 +304,12 @@ impl Edge {
     /// The tunnel certificate's pin (for `warren site --pin`).
     pub fn pin(&self) -> &str {
         &self.pin
+    }
+
+    /// The file holding the admin API token this start created (first start
+    /// only: the store had no API key).
+    pub fn created_token(&self) -> Option<&Path> {
+        self.created_token.as_deref()
     }
 
     /// The bound address of a resource's listener.

@@ -307,6 +307,8 @@ pub struct EdgeProcess {
     pub https: Option<SocketAddr>,
     /// Plain-HTTP listener, when configured.
     pub http: Option<SocketAddr>,
+    /// The admin API token (`data/admin-token`, written at the first start).
+    pub token: Option<String>,
     bin: PathBuf,
 }
 
@@ -333,7 +335,11 @@ impl EdgeProcess {
                 .expect("address in edge_started")
         };
         let optional = |k: &str| started[k].as_str().and_then(|s| s.parse().ok());
+        let token = std::fs::read_to_string(dir.join("data/admin-token"))
+            .ok()
+            .map(|t| t.trim().to_owned());
         EdgeProcess {
+            token,
             https: optional("https"),
             http: optional("http"),
             tunnel: addr("tunnel"),
@@ -407,19 +413,49 @@ impl EdgeProcess {
         agent
     }
 
-    /// GET `path` on the admin API, parsed as JSON.
+    /// GET `path` on the admin API with the edge's token, parsed as JSON.
     pub fn admin_get(&self, path: &str) -> Value {
+        let (status, body) = self.admin_request("GET", path, None, self.token.as_deref());
+        assert_eq!(status, 200, "admin GET {path}: {body}");
+        body
+    }
+
+    /// `method path` on the admin API with `token` (if any) and a JSON
+    /// `body` (if any): the status and the body parsed as JSON (`Null`
+    /// when empty, a JSON string when it is not JSON).
+    pub fn admin_request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+        token: Option<&str>,
+    ) -> (u16, Value) {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(self.admin).expect("connect admin");
+        let auth = token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default();
+        let body = body.unwrap_or("");
         write!(
             s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
         )
         .unwrap();
         let mut resp = String::new();
         s.read_to_string(&mut resp).unwrap();
-        let body = resp.split("\r\n\r\n").nth(1).unwrap_or("");
-        serde_json::from_str(body).unwrap_or_else(|e| panic!("admin {path}: {e}: {resp}"))
+        let status = resp
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let text = resp.split("\r\n\r\n").nth(1).unwrap_or("");
+        let value = if text.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
+        };
+        (status, value)
     }
 
     /// Waits until every agent of the first site reports no active stream

@@ -58,6 +58,9 @@ pub(crate) struct StatusArgs {
     /// The edge's admin API.
     #[arg(long, env = "WARREN_API", default_value = "http://127.0.0.1:7080")]
     pub(crate) admin: String,
+    /// An API token (`wrn_...`); the first one is in the edge's `data_dir/admin-token`.
+    #[arg(long, env = "WARREN_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
     /// Print JSON instead of a table.
     #[arg(long)]
     pub(crate) json: bool,

@@ -7,7 +7,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
-async fn get(base: &str, path: &str) -> anyhow::Result<Vec<u8>> {
+async fn get(base: &str, path: &str, token: Option<&str>) -> anyhow::Result<Vec<u8>> {
     let authority = base
         .strip_prefix("http://")
         .ok_or_else(|| anyhow!("--admin must be an http:// URL (the admin listener)"))?
@@ -17,8 +17,12 @@ async fn get(base: &str, path: &str) -> anyhow::Result<Vec<u8>> {
         .with_context(|| format!("connecting to the admin API at {authority}"))?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
     tokio::spawn(conn);
+    let token = token.ok_or_else(|| {
+        anyhow!("the admin API needs a token: --token or WARREN_TOKEN (the first one is in the edge's data_dir/admin-token)")
+    })?;
     let req = hyper::Request::get(path)
         .header("host", authority)
+        .header("authorization", format!("Bearer {token}"))
         .body(Empty::<bytes::Bytes>::new())?;
     let resp = sender.send_request(req).await?;
     let status = resp.status();
@@ -33,7 +37,7 @@ async fn get(base: &str, path: &str) -> anyhow::Result<Vec<u8>> {
 }
 
 pub(crate) async fn run(args: StatusArgs) -> Result<(), Failure> {
-    let body = get(&args.admin, "/api/v1/sites").await?;
+    let body = get(&args.admin, "/api/v1/sites", args.token.as_deref()).await?;
     if args.json {
         println!("{}", String::from_utf8_lossy(&body));
         return Ok(());

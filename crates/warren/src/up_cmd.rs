@@ -61,7 +61,7 @@ secret_hash = "{hash}"
             "\nWarren edge is up.\n\
              \n  config:     {config}\
              \n  tunnel:     {tunnel} (TCP+TLS and QUIC)\
-             \n  status:     http://{admin}/api/v1/sites   (or: warren edge status --admin http://{admin})\
+             \n  status:     warren edge status --admin http://{admin}   (API: http://{admin}/api/v1, bearer token below)\
              \n\nRun this on a site (from another machine, replace 127.0.0.1 with this host's address):\n\
              \n  warren site --endpoint https://127.0.0.1:{port} --id {site} --secret {secret} \\\
              \n              --pin {pin} --allow 127.0.0.1:22/tcp\n",
@@ -72,6 +72,16 @@ secret_hash = "{hash}"
         );
         if first_secret.is_some() {
             println!("The secret is shown only now: the edge keeps just its argon2 hash.\n");
+        }
+        if let Some(token) = edge
+            .created_token()
+            .and_then(|p| std::fs::read_to_string(p).ok())
+        {
+            println!(
+                "Admin API token (also in {}, readable by you only):\n\n  export WARREN_TOKEN={}\n",
+                edge.created_token().map(|p| p.display().to_string()).unwrap_or_default(),
+                token.trim()
+            );
         }
         println!("Publish a service: add a [[resource]] to {} and send SIGHUP.", config_path.display());
     })

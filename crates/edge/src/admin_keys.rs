@@ -1,0 +1,181 @@
+//! `/api/v1` authentication (the bearer-key middleware) and the API-key
+//! endpoints: `GET /api/v1/keys`, `POST /api/v1/keys`,
+//! `DELETE /api/v1/keys/{id}`.
+
+use crate::admin::error;
+use crate::api_keys::{AuthError, Caller, Token};
+use crate::EdgeShared;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Request, State};
+use axum::http::{header, Method, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use std::sync::Arc;
+use warren_store::{now_ms, Scope, StoreError};
+
+/// Lets a request through only with a valid key of sufficient scope, and
+/// hands the handler its [`Caller`].
+pub(crate) async fn require_key(
+    State(shared): State<Arc<EdgeShared>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let write = !matches!(*req.method(), Method::GET | Method::HEAD);
+    let authorization = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match shared
+        .api_auth
+        .authorize(&shared.store, authorization, write)
+        .await
+    {
+        Ok(caller) => {
+            req.extensions_mut().insert(caller);
+            next.run(req).await
+        }
+        Err(e) => {
+            tracing::warn!(
+                event = "api_refused", method = %req.method(), path = %req.uri().path(),
+                code = e.code(), reason = %e, "API request refused"
+            );
+            let status = match e {
+                AuthError::ReadOnly(_) => StatusCode::FORBIDDEN,
+                AuthError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            let mut resp = error(status, e.code(), e.to_string());
+            if status == StatusCode::UNAUTHORIZED {
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer"),
+                );
+            }
+            resp
+        }
+    }
+}
+
+/// A store error as the API's JSON error.
+pub(crate) fn store_error(e: StoreError) -> Response {
+    match e {
+        StoreError::NotFound { .. } => error(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+        StoreError::Conflict(_) => error(StatusCode::CONFLICT, "conflict", e.to_string()),
+        StoreError::ManagedByFile { .. } => {
+            error(StatusCode::CONFLICT, "managed_by_file", e.to_string())
+        }
+        other => {
+            tracing::warn!(error = %other, "store request failed");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                format!("the state store failed: {other}"),
+            )
+        }
+    }
+}
+
+/// A body that is not the JSON the endpoint takes.
+pub(crate) fn bad_json(rejection: JsonRejection) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "invalid_json",
+        rejection.body_text(),
+    )
+}
+
+pub(crate) async fn list(State(shared): State<Arc<EdgeShared>>) -> Response {
+    match shared.store.list_api_keys().await {
+        Ok(keys) => Json(keys).into_response(),
+        Err(e) => store_error(e),
+    }
+}
+
+/// `POST /api/v1/keys`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewKey {
+    name: String,
+    scope: Scope,
+    /// e.g. `30d`; none: the key does not expire.
+    expires_in: Option<String>,
+}
+
+pub(crate) async fn create(
+    State(shared): State<Arc<EdgeShared>>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<NewKey>, JsonRejection>,
+) -> Response {
+    let Json(new) = match body {
+        Ok(b) => b,
+        Err(r) => return bad_json(r),
+    };
+    if new.name.trim().is_empty() || new.name.len() > 200 {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "`name` must be 1 to 200 characters".into(),
+        );
+    }
+    let expires_ms = match new.expires_in.as_deref().map(humantime::parse_duration) {
+        None => None,
+        Some(Ok(d)) => Some(now_ms().saturating_add(d.as_millis().min(i64::MAX as u128) as i64)),
+        Some(Err(e)) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                format!("`expires_in` is not a duration like 30d or 12h: {e}"),
+            )
+        }
+    };
+    let token = Token::generate();
+    let hash = match tokio::task::spawn_blocking({
+        let token = token.clone();
+        move || token.hash()
+    })
+    .await
+    {
+        Ok(h) => h,
+        Err(_) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "hashing failed".into(),
+            )
+        }
+    };
+    match shared
+        .store
+        .create_api_key(
+            &caller.key_id,
+            &token.id,
+            &new.name,
+            &hash,
+            new.scope,
+            expires_ms,
+        )
+        .await
+    {
+        Ok(key) => {
+            let mut body = serde_json::to_value(&key).unwrap_or_default();
+            body["token"] = serde_json::Value::String(token.reveal());
+            (StatusCode::CREATED, Json(body)).into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+pub(crate) async fn delete(
+    State(shared): State<Arc<EdgeShared>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    match shared.store.delete_api_key(&caller.key_id, &id).await {
+        Ok(()) => {
+            shared.api_auth.forget(&id);
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}

@@ -1,0 +1,215 @@
+//! Bearer API keys for `/api/v1`.
+//!
+//! A token is `wrn_<id>_<secret>`: `id` (12 hex digits) is stored in clear
+//! and names the key in the audit log; `secret` (32 hex digits, 128 bits)
+//! is stored only as an argon2id hash. Checking a token:
+//! 1. parse it (a malformed token never reaches the store);
+//! 2. look the id up; an unknown id still costs one argon2 verification,
+//!    so timing does not reveal which ids exist;
+//! 3. verify the secret on the blocking pool (shared with site credentials,
+//!    two at a time), then remember `sha256(secret)` for 60 s so a
+//!    dashboard polling every second does not pay argon2 each time (the
+//!    cached digest is compared in constant time);
+//! 4. refuse an expired key, and a read-only key on anything but GET/HEAD.
+//!
+//! On the first start with no key at all the edge creates an admin key and
+//! writes its token to `data_dir/admin-token` (mode 0600): the one place a
+//! token exists in clear, for the operator to pick up.
+
+use crate::auth::{hash_secret, SiteSecret, Verifier};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+use warren_store::{now_ms, Scope, Store};
+
+const PREFIX: &str = "wrn_";
+const CACHE_FOR: Duration = Duration::from_secs(60);
+
+/// A parsed token.
+#[derive(Clone)]
+pub(crate) struct Token {
+    pub(crate) id: String,
+    secret: String,
+}
+
+impl Token {
+    /// A fresh random token.
+    pub(crate) fn generate() -> Token {
+        Token {
+            id: hex::encode(rand::random::<[u8; 6]>()),
+            secret: hex::encode(rand::random::<[u8; 16]>()),
+        }
+    }
+
+    /// `wrn_<id>_<secret>`, or `None` when `text` is not shaped like one.
+    pub(crate) fn parse(text: &str) -> Option<Token> {
+        let rest = text.strip_prefix(PREFIX)?;
+        let (id, secret) = rest.split_once('_')?;
+        let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
+        (hex(id, 12) && hex(secret, 32)).then(|| Token {
+            id: id.to_ascii_lowercase(),
+            secret: secret.to_ascii_lowercase(),
+        })
+    }
+
+    /// The text to hand to the operator.
+    pub(crate) fn reveal(&self) -> String {
+        format!("{PREFIX}{}_{}", self.id, self.secret)
+    }
+
+    /// The argon2id hash to store.
+    pub(crate) fn hash(&self) -> String {
+        hash_secret(&self.secret)
+    }
+}
+
+/// Who is calling, once authenticated.
+#[derive(Clone, Debug)]
+pub(crate) struct Caller {
+    /// The key's id: the actor in the audit log.
+    pub(crate) key_id: String,
+}
+
+/// Why a request was refused. Each has a stable code for API clients.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AuthError {
+    #[error("this API needs `Authorization: Bearer <token>`")]
+    Missing,
+    #[error("the token is not a Warren API token (wrn_...)")]
+    Malformed,
+    #[error("unknown API key or wrong secret")]
+    Invalid,
+    #[error("API key `{0}` has expired")]
+    Expired(String),
+    #[error("API key `{0}` is read-only; this request changes something")]
+    ReadOnly(String),
+    #[error("the state store failed: {0}")]
+    Store(#[from] warren_store::StoreError),
+}
+
+impl AuthError {
+    /// The stable code of the JSON error.
+    pub(crate) fn code(&self) -> &'static str {
+        match self {
+            AuthError::Missing => "unauthenticated",
+            AuthError::Malformed | AuthError::Invalid => "invalid_token",
+            AuthError::Expired(_) => "key_expired",
+            AuthError::ReadOnly(_) => "read_only_key",
+            AuthError::Store(_) => "store_unavailable",
+        }
+    }
+}
+
+struct Verified {
+    digest: [u8; 32],
+    at: Instant,
+}
+
+/// Checks bearer tokens against the store.
+#[derive(Default)]
+pub(crate) struct ApiAuth {
+    verifier: Verifier,
+    verified: Mutex<HashMap<String, Verified>>,
+}
+
+impl ApiAuth {
+    /// Authenticates `authorization` (the header's value) for a request
+    /// that writes (`write`) or only reads.
+    pub(crate) async fn authorize(
+        &self,
+        store: &Store,
+        authorization: Option<&str>,
+        write: bool,
+    ) -> Result<Caller, AuthError> {
+        let header = authorization.ok_or(AuthError::Missing)?;
+        let text = header
+            .strip_prefix("Bearer ")
+            .or_else(|| header.strip_prefix("bearer "))
+            .ok_or(AuthError::Missing)?
+            .trim();
+        let token = Token::parse(text).ok_or(AuthError::Malformed)?;
+        let key = store.api_key(&token.id).await?;
+        let digest: [u8; 32] = Sha256::digest(token.secret.as_bytes()).into();
+        let cached = {
+            let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+            verified
+                .get(&token.id)
+                .is_some_and(|v| v.at.elapsed() < CACHE_FOR && bool::from(v.digest.ct_eq(&digest)))
+        };
+        let Some(key) = key else {
+            self.verifier.check(None, token.secret).await;
+            return Err(AuthError::Invalid);
+        };
+        if !cached {
+            let expected = SiteSecret::from_hash(&key.key_hash).ok();
+            if !self.verifier.check(expected, token.secret.clone()).await {
+                return Err(AuthError::Invalid);
+            }
+            self.verified
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(
+                    token.id.clone(),
+                    Verified {
+                        digest,
+                        at: Instant::now(),
+                    },
+                );
+        }
+        if key.expires_ms.is_some_and(|t| t <= now_ms()) {
+            return Err(AuthError::Expired(key.id));
+        }
+        if write && key.scope == Scope::Read {
+            return Err(AuthError::ReadOnly(key.id));
+        }
+        Ok(Caller { key_id: key.id })
+    }
+
+    /// Forgets a deleted key at once (other edges sharing the database
+    /// forget it within 60 s).
+    pub(crate) fn forget(&self, id: &str) {
+        self.verified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+    }
+}
+
+/// Where the first admin token is written.
+pub(crate) fn initial_token_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("admin-token")
+}
+
+/// With no key in the store, creates an admin key, writes its token to
+/// `data_dir/admin-token` (0600) and returns the path.
+pub(crate) async fn ensure_initial_key(
+    store: &Store,
+    data_dir: &Path,
+) -> Result<Option<PathBuf>, crate::EdgeError> {
+    if store.has_api_keys().await? {
+        return Ok(None);
+    }
+    let token = Token::generate();
+    let hash = tokio::task::spawn_blocking({
+        let secret = token.secret.clone();
+        move || hash_secret(&secret)
+    })
+    .await
+    .map_err(|e| crate::EdgeError::io(data_dir, std::io::Error::other(e)))?;
+    let path = initial_token_path(data_dir);
+    crate::certs::write_private(&path, format!("{}\n", token.reveal()).as_bytes())?;
+    store
+        .create_api_key(
+            "edge-first-start",
+            &token.id,
+            "initial admin",
+            &hash,
+            Scope::Admin,
+            None,
+        )
+        .await?;
+    Ok(Some(path))
+}

@@ -38,6 +38,7 @@ mod http_proxy;
 mod https;
 mod listeners;
 mod metrics;
+mod notify;
 mod origin_pool;
 mod proxy_tcp;
 mod proxy_udp;
@@ -232,7 +233,10 @@ impl Edge {
             origin_pool: Arc::default(),
             api_auth: api_keys::ApiAuth::default(),
             metrics: metrics::EdgeMetrics::new(),
-            recorder: state::Recorder::start(store.clone()),
+            recorder: state::Recorder::start(
+                store.clone(),
+                notify::Notifier::start(&config.notify),
+            ),
             store,
             access_log,
             https_port: AtomicU16::new(https_addr.map_or(0, |a| a.port())),

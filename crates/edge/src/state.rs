@@ -7,7 +7,8 @@
 //!   resources are written to the store as managed by `file` (actor
 //!   `config-file`); file-managed objects no longer in the file are deleted.
 //!   Objects created through the API are never touched by it.
-//! * [`Recorder`]: agents seen and events go through a bounded channel to
+//! * [`Recorder`]: agents seen and events (also handed to the notifier,
+//!   [`crate::notify`]) go through a bounded channel to
 //!   one writer task, so a slow or unreachable database never blocks a
 //!   handshake or a stream. When the channel is full the record is dropped
 //!   and counted (`dropped`), never awaited.
@@ -184,13 +185,17 @@ enum Record {
 pub(crate) struct Recorder {
     tx: mpsc::Sender<Record>,
     dropped: AtomicU64,
+    notifier: Option<Arc<crate::notify::Notifier>>,
 }
 
 const QUEUE: usize = 4096;
 
 impl Recorder {
     /// Starts the writer task on `store`.
-    pub(crate) fn start(store: Store) -> Arc<Recorder> {
+    pub(crate) fn start(
+        store: Store,
+        notifier: Option<Arc<crate::notify::Notifier>>,
+    ) -> Arc<Recorder> {
         let (tx, mut rx) = mpsc::channel::<Record>(QUEUE);
         tokio::spawn(async move {
             while let Some(record) = rx.recv().await {
@@ -220,6 +225,7 @@ impl Recorder {
         Arc::new(Recorder {
             tx,
             dropped: AtomicU64::new(0),
+            notifier,
         })
     }
 
@@ -252,6 +258,9 @@ impl Recorder {
 
     /// Something happened to `subject` (`site/home`, `resource/blog`...).
     pub(crate) fn event(&self, kind: &'static str, subject: String, detail: serde_json::Value) {
+        if let Some(n) = &self.notifier {
+            n.event(kind, &subject, &detail);
+        }
         self.send(Record::Event {
             kind,
             subject,

@@ -170,6 +170,33 @@ pub struct CertFiles {
     pub key: PathBuf,
 }
 
+/// Notifications (`[notify]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NotifySettings {
+    /// JSON POSTs, signed with HMAC-SHA256 when a secret is set.
+    pub webhook: Option<WebhookSettings>,
+    /// How long a site must stay without agents before `site_offline`.
+    pub debounce: Duration,
+}
+
+impl Default for NotifySettings {
+    fn default() -> Self {
+        NotifySettings {
+            webhook: None,
+            debounce: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A webhook receiver.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebhookSettings {
+    /// `http://` or `https://` URL.
+    pub url: String,
+    /// HMAC key for `X-Warren-Signature`.
+    pub secret: Option<String>,
+}
+
 /// Automatic certificates.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AcmeSettings {
@@ -229,6 +256,8 @@ pub struct EdgeConfig {
     pub access_log: Option<AccessLog>,
     /// Certificates for terminated resources.
     pub tls: TlsSettings,
+    /// Where to tell operators about sites, agents and targets.
+    pub notify: NotifySettings,
     /// Sites by id.
     pub sites: BTreeMap<String, SiteConfig>,
     /// Resources, in file order.

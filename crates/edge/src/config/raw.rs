@@ -11,6 +11,8 @@ pub(super) struct RawFile {
     #[serde(default)]
     pub(super) tls: Option<Spanned<RawTls>>,
     #[serde(default)]
+    pub(super) notify: Option<Spanned<RawNotify>>,
+    #[serde(default)]
     pub(super) site: Vec<Spanned<RawSite>>,
     #[serde(default)]
     pub(super) resource: Vec<Spanned<RawResource>>,
@@ -118,4 +120,18 @@ pub(super) struct RawHealth {
     pub(super) timeout: Option<String>,
     pub(super) healthy_threshold: Option<u32>,
     pub(super) unhealthy_threshold: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNotify {
+    pub(super) webhook: Option<RawWebhook>,
+    pub(super) debounce: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawWebhook {
+    pub(super) url: String,
+    pub(super) secret: Option<String>,
 }

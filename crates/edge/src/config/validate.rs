@@ -1,7 +1,7 @@
 //! Every rule of the configuration file, checked at once so that every
 //! violation is reported with its file, line and key.
 
-use super::raw::{RawAcme, RawEdge, RawFile, RawHealth, RawResource, RawSite, RawTls};
+use super::raw::{RawAcme, RawEdge, RawFile, RawHealth, RawNotify, RawResource, RawSite, RawTls};
 use super::*;
 use std::collections::HashSet;
 use toml::Spanned;
@@ -147,6 +147,7 @@ impl<'a> Validator<'a> {
                 path => AccessLog::File(resolve(PathBuf::from(path))),
             });
         let tunnel_cert = self.tunnel_cert(&edge, edge_span.clone(), &resolve);
+        let notify = raw.notify.map(|n| self.notify(n)).unwrap_or_default();
         let tls = match raw.tls {
             Some(t) => self.tls(t, &resolve),
             None => TlsSettings::default(),
@@ -184,6 +185,7 @@ impl<'a> Validator<'a> {
             drain_timeout: drain_timeout.unwrap_or_default(),
             access_log,
             tls,
+            notify,
             sites,
             resources,
         }
@@ -207,6 +209,36 @@ impl<'a> Validator<'a> {
                 None
             }
         }
+    }
+
+    fn notify(&mut self, raw: Spanned<RawNotify>) -> NotifySettings {
+        let span = Some(raw.span());
+        let raw = raw.into_inner();
+        let mut out = NotifySettings::default();
+        if let Some(d) = &raw.debounce {
+            if let Some(d) = self.duration(span.clone(), d, "notify.debounce") {
+                out.debounce = d;
+            }
+        }
+        if let Some(w) = raw.webhook {
+            if !(w.url.starts_with("http://") || w.url.starts_with("https://"))
+                || w.url
+                    .parse::<http::Uri>()
+                    .map_or(true, |u| u.host().is_none())
+            {
+                self.error(
+                    span,
+                    "notify.webhook.url",
+                    format!("`{}` is not an http:// or https:// URL", w.url),
+                );
+            } else {
+                out.webhook = Some(WebhookSettings {
+                    url: w.url,
+                    secret: w.secret,
+                });
+            }
+        }
+        out
     }
 
     fn tls(&mut self, raw: Spanned<RawTls>, resolve: &dyn Fn(PathBuf) -> PathBuf) -> TlsSettings {

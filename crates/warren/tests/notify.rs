@@ -1,0 +1,187 @@
+//! Webhook notifications from a real edge to a receiver started by the
+//! test: signed bodies, retries with the same delivery id, and site
+//! online/offline with a debounce that ignores a quick agent restart.
+
+mod common;
+
+use common::bin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use warren_testkit::{echo_tcp, EdgeProcess, EdgeSpec, Process};
+
+#[derive(Clone, Debug)]
+struct Delivery {
+    event: String,
+    id: String,
+    signature: String,
+    body: Vec<u8>,
+}
+
+/// A webhook receiver that fails the first `fail_first` requests with 500.
+async fn receiver(fail_first: usize) -> (std::net::SocketAddr, Arc<Mutex<Vec<Delivery>>>) {
+    use http_body_util::BodyExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let got: Arc<Mutex<Vec<Delivery>>> = Arc::default();
+    let sink = got.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let sink = sink.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let sink = sink.clone();
+                        async move {
+                            let header = |n: &str| {
+                                req.headers()
+                                    .get(n)
+                                    .and_then(|v| v.to_str().ok())
+                                    .unwrap_or("")
+                                    .to_owned()
+                            };
+                            let (event, id, signature) = (
+                                header("x-warren-event"),
+                                header("x-warren-delivery"),
+                                header("x-warren-signature"),
+                            );
+                            let body = req.into_body().collect().await.unwrap().to_bytes().to_vec();
+                            let n = {
+                                let mut all = sink.lock().unwrap();
+                                all.push(Delivery {
+                                    event,
+                                    id,
+                                    signature,
+                                    body,
+                                });
+                                all.len()
+                            };
+                            let status = if n <= fail_first { 500 } else { 200 };
+                            Ok::<_, std::convert::Infallible>(
+                                hyper::Response::builder()
+                                    .status(status)
+                                    .body(http_body_util::Full::new(bytes::Bytes::new()))
+                                    .unwrap(),
+                            )
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    (addr, got)
+}
+
+fn events(got: &Arc<Mutex<Vec<Delivery>>>) -> Vec<String> {
+    got.lock()
+        .unwrap()
+        .iter()
+        .map(|d| d.event.clone())
+        .collect()
+}
+
+async fn wait_for(got: &Arc<Mutex<Vec<Delivery>>>, event: &str, n: usize, within: Duration) {
+    let deadline = Instant::now() + within;
+    while events(got).iter().filter(|e| *e == event).count() < n {
+        assert!(
+            Instant::now() < deadline,
+            "no {n} x {event} within {within:?}: {:?}",
+            events(got)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn hmac_hex(key: &str, body: &[u8]) -> String {
+    let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key.as_bytes());
+    hex::encode(aws_lc_rs::hmac::sign(&key, body).as_ref())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_is_signed_retried_and_debounces_site_offline() {
+    let (hook, got) = receiver(1).await;
+    let echo = echo_tcp().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = EdgeSpec::new();
+    spec.edge_extra = String::new();
+    let mut toml = spec.to_toml();
+    toml += &format!(
+        "[notify]\ndebounce = \"3s\"\nwebhook = {{ url = \"http://{hook}/hooks/warren\", secret = \"hook-key\" }}\n"
+    );
+    std::fs::write(dir.path().join("edge.toml"), toml).unwrap();
+    let edge = EdgeProcess::start_existing(bin(), dir.path());
+    let allow = format!("{echo}/tcp");
+    let agent = edge.start_agent("agent", "tcp", &[&allow]);
+
+    // The first POST fails (500) and is retried with the same delivery id.
+    wait_for(&got, "agent_connected", 2, Duration::from_secs(10)).await;
+    wait_for(&got, "site_online", 1, Duration::from_secs(10)).await;
+    let all = got.lock().unwrap().clone();
+    assert_eq!(all[0].id, all[1].id, "a retry keeps its delivery id");
+    assert_eq!(all[0].body, all[1].body);
+    for d in &all {
+        assert_eq!(
+            d.signature,
+            format!("sha256={}", hmac_hex("hook-key", &d.body)),
+            "{}",
+            d.event
+        );
+        let json: serde_json::Value = serde_json::from_slice(&d.body).unwrap();
+        assert_eq!(json["event"], d.event.as_str());
+        assert_eq!(json["subject"], "site/home");
+    }
+
+    // A quick agent restart: disconnect and connect, but no site_offline.
+    let mut agent = agent;
+    agent.signal(15);
+    agent.wait_exit(Duration::from_secs(10));
+    let agent2 = edge.start_agent("agent2", "tcp", &[&allow]);
+    wait_for(&got, "agent_disconnected", 1, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    assert!(
+        !events(&got).contains(&"site_offline".to_owned()),
+        "{:?}",
+        events(&got)
+    );
+    assert_eq!(
+        events(&got).iter().filter(|e| *e == "site_online").count(),
+        1
+    );
+
+    // Gone for longer than the debounce: site_offline, once.
+    let mut agent2: Process = agent2;
+    let gone = Instant::now();
+    agent2.signal(15);
+    agent2.wait_exit(Duration::from_secs(10));
+    wait_for(&got, "site_offline", 1, Duration::from_secs(10)).await;
+    assert!(
+        gone.elapsed() >= Duration::from_secs(3),
+        "offline sent before the debounce"
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        events(&got).iter().filter(|e| *e == "site_offline").count(),
+        1
+    );
+}
+
+#[test]
+fn a_webhook_url_that_is_not_http_is_refused_at_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut toml = EdgeSpec::new().to_toml();
+    toml += "[notify]\nwebhook = { url = \"ftp://example.com/x\" }\n";
+    std::fs::write(dir.path().join("edge.toml"), toml).unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["edge", "--config", "edge.toml", "--check"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("notify.webhook.url"), "{err}");
+}

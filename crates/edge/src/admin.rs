@@ -9,18 +9,21 @@
 //! `GET /api/v1/events` and `GET /api/v1/audit` page through the store's
 //! event and audit logs (`?after=ID&limit=N`, oldest first);
 //! `GET /api/v1/agents` lists every agent ever seen;
-//! `GET|POST /api/v1/keys`, `DELETE /api/v1/keys/{id}` manage API keys.
+//! `GET|POST /api/v1/keys`, `DELETE /api/v1/keys/{id}` manage API keys;
+//! `POST /api/v1/sites`, `DELETE /api/v1/sites/{id}` and
+//! `POST /api/v1/sites/{id}/rotate` manage sites ([`crate::admin_sites`]).
 //! Without a key: `GET /metrics`, the Prometheus text exposition
 //! ([`crate::metrics`]), and `GET /healthz`. Bind the listener to loopback
 //! or a private network (the default is loopback).
 
 use crate::admin_keys::{self, require_key, store_error};
+use crate::admin_sites;
 use crate::registry::SiteStatus;
 use crate::EdgeShared;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get};
+use axum::routing::{delete, get, post};
 use axum::{middleware, Json, Router};
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -28,7 +31,9 @@ use tokio_util::sync::CancellationToken;
 
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<EdgeShared>, stop: CancellationToken) {
     let api = Router::new()
-        .route("/api/v1/sites", get(sites))
+        .route("/api/v1/sites", get(sites).post(admin_sites::create))
+        .route("/api/v1/sites/{id}", delete(admin_sites::delete))
+        .route("/api/v1/sites/{id}/rotate", post(admin_sites::rotate))
         .route("/api/v1/resources", get(resources))
         .route("/api/v1/events", get(events))
         .route("/api/v1/audit", get(audit))
@@ -56,9 +61,17 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<EdgeShared>, stop: 
         .await;
 }
 
-async fn sites(State(shared): State<Arc<EdgeShared>>) -> Json<Vec<SiteStatus>> {
+async fn sites(State(shared): State<Arc<EdgeShared>>) -> Response {
     let config = shared.config.load();
-    Json(shared.registry.status(config.sites.keys()))
+    let mut ids: Vec<String> = config.sites.keys().cloned().collect();
+    match shared.store.list_sites().await {
+        Ok(stored) => ids.extend(stored.into_iter().map(|s| s.id)),
+        Err(e) => return store_error(e),
+    }
+    ids.sort();
+    ids.dedup();
+    let status: Vec<SiteStatus> = shared.registry.status(ids.iter());
+    Json(status).into_response()
 }
 
 #[derive(serde::Serialize)]

@@ -29,6 +29,7 @@ mod access_log;
 mod acme;
 mod admin;
 mod admin_keys;
+mod admin_sites;
 mod api_keys;
 mod balance;
 mod dispatch;

@@ -42,6 +42,9 @@ pub struct AgentConn {
     pub bytes_from_site: AtomicU64,
     /// Set when the agent announced it is leaving.
     pub draining: AtomicBool,
+    /// It authenticated with a secret that has since been rotated out (or
+    /// with one already retired and still in its grace period).
+    pub on_old_secret: AtomicBool,
 }
 
 /// A refusal reported by an agent.
@@ -141,6 +144,8 @@ pub struct AgentStatus {
     pub rtt_ms: Option<f64>,
     /// Leaving (announced GoAway).
     pub draining: bool,
+    /// Authenticated with a rotated-out secret still in its grace period.
+    pub on_old_secret: bool,
 }
 
 /// Status of one site.
@@ -188,6 +193,7 @@ impl Registry {
             bytes_to_site: AtomicU64::new(0),
             bytes_from_site: AtomicU64::new(0),
             draining: AtomicBool::new(false),
+            on_old_secret: AtomicBool::new(false),
         });
         let mut sites = self.sites.lock().unwrap_or_else(|e| e.into_inner());
         sites
@@ -287,6 +293,15 @@ impl Registry {
             .sum()
     }
 
+    /// The connected agents of `site`.
+    pub fn agents_of(&self, site: &str) -> Vec<Arc<AgentConn>> {
+        let sites = self.sites.lock().unwrap_or_else(|e| e.into_inner());
+        sites
+            .get(site)
+            .map(|s| s.agents.clone())
+            .unwrap_or_default()
+    }
+
     /// Every connected agent.
     pub fn all_agents(&self) -> Vec<Arc<AgentConn>> {
         let sites = self.sites.lock().unwrap_or_else(|e| e.into_inner());
@@ -375,5 +390,6 @@ fn agent_status(a: &AgentConn) -> AgentStatus {
         bytes_out: a.bytes_from_site.load(Ordering::Relaxed),
         rtt_ms: a.link.rtt().map(|d| d.as_secs_f64() * 1000.0),
         draining: a.draining.load(Ordering::Relaxed),
+        on_old_secret: a.on_old_secret.load(Ordering::Relaxed),
     }
 }

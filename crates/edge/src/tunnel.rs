@@ -76,13 +76,43 @@ async fn admit(accepted: Accepted, shared: Arc<EdgeShared>) {
             .await;
         return;
     }
-    let expected = shared
+    let configured = shared
         .config
         .load()
         .sites
         .get(&hello.site_id)
         .map(|s| s.secret.clone());
-    if !shared.verifier.check(expected, hello.secret.clone()).await {
+    // A site of the config file has its one secret there; a site made
+    // through the API has its current secret and any rotated-out one still
+    // in its grace period in the store.
+    let (accepted, old_secret) = match configured {
+        Some(secret) => (
+            shared
+                .verifier
+                .check(Some(secret), hello.secret.clone())
+                .await,
+            false,
+        ),
+        None => {
+            let secrets = crate::admin_sites::site_secrets(&shared, &hello.site_id).await;
+            let mut outcome = (false, false);
+            if secrets.is_empty() {
+                shared.verifier.check(None, hello.secret.clone()).await;
+            }
+            for (secret, old) in secrets {
+                if shared
+                    .verifier
+                    .check(Some(secret), hello.secret.clone())
+                    .await
+                {
+                    outcome = (true, old);
+                    break;
+                }
+            }
+            outcome
+        }
+    };
+    if !accepted {
         tracing::warn!(
             event = "agent_refused", remote = %remote, transport, site = %hello.site_id,
             reason = "bad_credentials",
@@ -148,6 +178,10 @@ async fn admit(accepted: Accepted, shared: Arc<EdgeShared>) {
             "platform": hello.platform, "remote": remote_text, "transport": transport,
         }),
     );
+    if old_secret {
+        agent.on_old_secret.store(true, Ordering::Relaxed);
+        tracing::warn!(event = "agent_on_old_secret", site = %hello.site_id, agent = %hello.instance, "agent authenticated with a rotated-out secret still in its grace period; give it the new one");
+    }
     tokio::spawn(crate::health::run(agent.clone(), shared.clone()));
     let mut go_away = link.go_away_watch();
     let reason = loop {

@@ -189,3 +189,111 @@ fn edge_status_cli_needs_a_token_and_shows_sites_with_one() {
         "{out:?}"
     );
 }
+
+/// Sites made through the API: agents authenticate against the store,
+/// rotation keeps the old secret working for its grace and flags who uses
+/// it, a zero grace cuts them off, and deleting the site disconnects it.
+#[test]
+fn api_sites_authenticate_rotate_with_grace_and_delete() {
+    use std::time::Duration;
+    use warren_testkit::{Process, EVENT_TIMEOUT};
+    let (edge, dir) = edge();
+    let admin = edge.token.clone().unwrap();
+    let post = |path: &str, body: serde_json::Value| {
+        edge.admin_request("POST", path, Some(&body.to_string()), Some(&admin))
+    };
+    let (status, lab) = post("/api/v1/sites", json!({ "id": "lab", "name": "The lab" }));
+    assert_eq!(status, 201, "{lab}");
+    let first_secret = lab["secret"].as_str().unwrap().to_owned();
+    assert_eq!(post("/api/v1/sites", json!({ "id": "lab" })).0, 409);
+    assert_eq!(
+        post("/api/v1/sites", json!({ "id": "Lab!" })).1["code"],
+        "invalid_field"
+    );
+    let (status, body) = edge.admin_request("DELETE", "/api/v1/sites/home", None, Some(&admin));
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("managed_by_file"))
+    );
+
+    let agent = |name: &str, secret: &str| {
+        let args = edge.site_args("lab", secret, "tcp", &["127.0.0.1:9/tcp"]);
+        Process::spawn(name, bin(), &args, dir.path())
+    };
+    let connected = |n: usize| {
+        edge.process
+            .wait_event_nth("agent_connected", n, EVENT_TIMEOUT);
+    };
+    let lab_agents = || {
+        let sites = edge.admin_get("/api/v1/sites");
+        sites
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == "lab")
+            .map(|s| s["agents"].as_array().unwrap().clone())
+            .unwrap_or_default()
+    };
+    let _a1 = agent("a1", &first_secret);
+    connected(0);
+    assert_eq!(lab_agents().len(), 1);
+    assert_eq!(lab_agents()[0]["on_old_secret"], false);
+
+    // Rotate with a grace period: the connected agent is flagged, a new one
+    // with the old secret still gets in (flagged), one with the new secret
+    // is not flagged.
+    let (status, rotated) = post("/api/v1/sites/lab/rotate", json!({ "grace": "1h" }));
+    assert_eq!(status, 200, "{rotated}");
+    let second_secret = rotated["secret"].as_str().unwrap().to_owned();
+    assert_ne!(second_secret, first_secret);
+    let _a2 = agent("a2", &first_secret);
+    connected(1);
+    let _a3 = agent("a3", &second_secret);
+    connected(2);
+    let flags: Vec<bool> = lab_agents()
+        .iter()
+        .map(|a| a["on_old_secret"].as_bool().unwrap())
+        .collect();
+    assert_eq!(flags.iter().filter(|f| **f).count(), 2, "{flags:?}");
+    assert_eq!(flags.len(), 3);
+
+    // Rotate with no grace: every agent of the site is cut off, and the
+    // secrets before the newest are refused.
+    let (status, rotated) = post("/api/v1/sites/lab/rotate", json!({ "grace": "0s" }));
+    assert_eq!(status, 200);
+    let third_secret = rotated["secret"].as_str().unwrap().to_owned();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !lab_agents().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "agents still connected: {:?}",
+            lab_agents()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let refused_before = edge.process.events("agent_refused").len();
+    let _stale = agent("stale", &second_secret);
+    edge.process
+        .wait_event_nth("agent_refused", refused_before, EVENT_TIMEOUT);
+    let connects_before = edge.process.events("agent_connected").len();
+    let _a4 = agent("a4", &third_secret);
+    connected(connects_before);
+
+    // Delete: agents disconnected, site gone, every step audited.
+    let (status, _) = edge.admin_request("DELETE", "/api/v1/sites/lab", None, Some(&admin));
+    assert_eq!(status, 204);
+    assert!(lab_agents().is_empty());
+    let admin_id = &admin[4..16];
+    let actions: Vec<String> = edge
+        .admin_get("/api/v1/audit")
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["actor"] == admin_id && a["object"] == "site/lab")
+        .map(|a| a["action"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        actions,
+        ["site.create", "site.rotate", "site.rotate", "site.delete"]
+    );
+}

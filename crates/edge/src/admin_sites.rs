@@ -1,0 +1,208 @@
+//! Sites through the API: `POST /api/v1/sites` (the secret is shown once),
+//! `DELETE /api/v1/sites/{id}`, `POST /api/v1/sites/{id}/rotate`.
+//!
+//! Sites made here live in the store only; their agents authenticate
+//! against the store's argon2 hashes (see [`site_secrets`]). Sites declared
+//! in the config file are read-only here (`managed_by_file`).
+
+use crate::admin::error;
+use crate::admin_keys::{bad_json, store_error};
+use crate::api_keys::Caller;
+use crate::auth::{generate_secret, hash_secret, SiteSecret};
+use crate::EdgeShared;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use std::sync::Arc;
+use std::time::Duration;
+use warren_store::{ManagedBy, StoreError};
+
+/// The default grace of a rotated-out secret.
+const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// `POST /api/v1/sites`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewSite {
+    id: String,
+    name: Option<String>,
+}
+
+async fn hashed(secret: String) -> Result<String, Response> {
+    tokio::task::spawn_blocking(move || hash_secret(&secret))
+        .await
+        .map_err(|_| {
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "hashing failed".into(),
+            )
+        })
+}
+
+pub(crate) async fn create(
+    State(shared): State<Arc<EdgeShared>>,
+    Extension(caller): Extension<Caller>,
+    body: Result<Json<NewSite>, JsonRejection>,
+) -> Response {
+    let Json(new) = match body {
+        Ok(b) => b,
+        Err(r) => return bad_json(r),
+    };
+    if !valid_id(&new.id) {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+            "`id` must be 1 to 64 of a-z, 0-9, `-`, `_`".into(),
+        );
+    }
+    if shared.config.load().sites.contains_key(&new.id) {
+        return store_error(StoreError::Conflict(format!(
+            "site `{}` already exists (in the config file)",
+            new.id
+        )));
+    }
+    let secret = generate_secret();
+    let hash = match hashed(secret.clone()).await {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let name = new.name.unwrap_or_else(|| new.id.clone());
+    match shared
+        .store
+        .create_site(&caller.key_id, &new.id, &name, ManagedBy::Api, &hash)
+        .await
+    {
+        Ok(site) => {
+            let mut body = serde_json::to_value(&site).unwrap_or_default();
+            body["secret"] = serde_json::Value::String(secret);
+            (StatusCode::CREATED, Json(body)).into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+/// Refuses changes to a site the config file declares.
+async fn api_managed(shared: &EdgeShared, id: &str) -> Result<(), Response> {
+    let site = shared.store.site(id).await.map_err(store_error)?;
+    if site.managed_by == ManagedBy::File || shared.config.load().sites.contains_key(id) {
+        return Err(store_error(StoreError::ManagedByFile {
+            what: "site",
+            id: id.to_owned(),
+        }));
+    }
+    Ok(())
+}
+
+pub(crate) async fn delete(
+    State(shared): State<Arc<EdgeShared>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = api_managed(&shared, &id).await {
+        return r;
+    }
+    match shared.store.delete_site(&caller.key_id, &id).await {
+        Ok(()) => {
+            shared.registry.disconnect_site(&id);
+            tracing::info!(event = "site_removed", site = %id, actor = %caller.key_id, "site deleted through the API; its agents were disconnected");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+/// `POST /api/v1/sites/{id}/rotate`.
+#[derive(serde::Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Rotate {
+    /// How long the old secret keeps working (`0s`: not at all).
+    grace: Option<String>,
+}
+
+pub(crate) async fn rotate(
+    State(shared): State<Arc<EdgeShared>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+    body: Result<Json<Rotate>, JsonRejection>,
+) -> Response {
+    let rotate = match body {
+        Ok(Json(b)) => b,
+        Err(JsonRejection::MissingJsonContentType(_)) => Rotate::default(),
+        Err(r) => return bad_json(r),
+    };
+    let grace = match rotate.grace.as_deref().map(humantime::parse_duration) {
+        None => DEFAULT_GRACE,
+        Some(Ok(d)) => d,
+        Some(Err(e)) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                format!("`grace` is not a duration like 24h or 0s: {e}"),
+            )
+        }
+    };
+    if let Err(r) = api_managed(&shared, &id).await {
+        return r;
+    }
+    let secret = generate_secret();
+    let hash = match hashed(secret.clone()).await {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    match shared
+        .store
+        .rotate_site_secret(&caller.key_id, &id, &hash, grace)
+        .await
+    {
+        Ok(_) => {
+            shared.recorder.event(
+                "secret_rotated",
+                format!("site/{id}"),
+                serde_json::json!({ "grace_s": grace.as_secs(), "by": caller.key_id }),
+            );
+            for agent in shared.registry.agents_of(&id) {
+                if grace.is_zero() {
+                    agent
+                        .link
+                        .close("the site's secret was rotated with no grace period");
+                } else {
+                    agent
+                        .on_old_secret
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+            }
+            Json(serde_json::json!({ "id": id, "secret": secret, "grace_s": grace.as_secs() }))
+                .into_response()
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+/// The secrets an agent of a store-managed site may present, current first,
+/// each with whether it is a rotated-out one. Empty for unknown sites.
+pub(crate) async fn site_secrets(shared: &EdgeShared, id: &str) -> Vec<(SiteSecret, bool)> {
+    match shared.store.site_secrets(id).await {
+        Ok(secrets) => secrets
+            .into_iter()
+            .filter_map(|s| {
+                let old = s.retired_ms.is_some();
+                SiteSecret::from_hash(&s.secret_hash).ok().map(|h| (h, old))
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(site = %id, error = %e, "could not read the site's secrets from the store");
+            Vec::new()
+        }
+    }
+}

@@ -75,6 +75,7 @@ async fn up_prints_a_working_site_command_and_reuses_its_state() {
     let dir = tempfile::tempdir().unwrap();
     let (first, banner) = up(dir.path());
     assert!(banner.contains("shown only now"), "{banner}");
+    assert!(banner.contains("export WARREN_TOKEN=wrn_"), "{banner}");
     let mut args = site_command(&banner);
     let secret_at = args.iter().position(|a| a == "--secret").unwrap() + 1;
     let secret = args[secret_at].clone();
@@ -111,6 +112,10 @@ async fn up_prints_a_working_site_command_and_reuses_its_state() {
     // Second run: same site and pin, no secret shown, the old secret still works.
     let (second, banner2) = up(dir.path());
     assert!(!banner2.contains("shown only now"), "{banner2}");
+    assert!(
+        !banner2.contains("WARREN_TOKEN=wrn_"),
+        "the token is printed once: {banner2}"
+    );
     let args2 = site_command(&banner2);
     let pin_of = |a: &[String]| a[a.iter().position(|x| x == "--pin").unwrap() + 1].clone();
     assert_eq!(pin_of(&args2), pin_of(&args));

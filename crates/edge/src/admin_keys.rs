@@ -130,12 +130,7 @@ pub(crate) async fn create(
         }
     };
     let token = Token::generate();
-    let hash = match tokio::task::spawn_blocking({
-        let token = token.clone();
-        move || token.hash()
-    })
-    .await
-    {
+    let hash = match token.hash().await {
         Ok(h) => h,
         Err(_) => {
             return error(

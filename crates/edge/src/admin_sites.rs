@@ -8,7 +8,7 @@
 use crate::admin::error;
 use crate::admin_keys::{bad_json, store_error};
 use crate::api_keys::Caller;
-use crate::auth::{generate_secret, hash_secret, SiteSecret};
+use crate::auth::{generate_secret, hash_secret_blocking, SiteSecret};
 use crate::EdgeShared;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -39,15 +39,13 @@ pub(crate) struct NewSite {
 }
 
 async fn hashed(secret: String) -> Result<String, Response> {
-    tokio::task::spawn_blocking(move || hash_secret(&secret))
-        .await
-        .map_err(|_| {
-            error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "hashing failed".into(),
-            )
-        })
+    hash_secret_blocking(secret).await.map_err(|_| {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "hashing failed".into(),
+        )
+    })
 }
 
 pub(crate) async fn create(

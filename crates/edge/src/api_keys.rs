@@ -16,7 +16,7 @@
 //! writes its token to `data_dir/admin-token` (mode 0600): the one place a
 //! token exists in clear, for the operator to pick up.
 
-use crate::auth::{hash_secret, SiteSecret, Verifier};
+use crate::auth::{hash_secret_blocking, SiteSecret, Verifier};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -29,7 +29,6 @@ const PREFIX: &str = "wrn_";
 const CACHE_FOR: Duration = Duration::from_secs(60);
 
 /// A parsed token.
-#[derive(Clone)]
 pub(crate) struct Token {
     pub(crate) id: String,
     secret: String,
@@ -60,9 +59,9 @@ impl Token {
         format!("{PREFIX}{}_{}", self.id, self.secret)
     }
 
-    /// The argon2id hash to store.
-    pub(crate) fn hash(&self) -> String {
-        hash_secret(&self.secret)
+    /// The argon2id hash to store (computed on the blocking pool).
+    pub(crate) async fn hash(&self) -> Result<String, tokio::task::JoinError> {
+        hash_secret_blocking(self.secret.clone()).await
     }
 }
 
@@ -193,12 +192,10 @@ pub(crate) async fn ensure_initial_key(
         return Ok(None);
     }
     let token = Token::generate();
-    let hash = tokio::task::spawn_blocking({
-        let secret = token.secret.clone();
-        move || hash_secret(&secret)
-    })
-    .await
-    .map_err(|e| crate::EdgeError::io(data_dir, std::io::Error::other(e)))?;
+    let hash = token
+        .hash()
+        .await
+        .map_err(|e| crate::EdgeError::io(data_dir, std::io::Error::other(e)))?;
     let path = initial_token_path(data_dir);
     crate::certs::write_private(&path, format!("{}\n", token.reveal()).as_bytes())?;
     store

@@ -80,6 +80,12 @@ pub fn hash_secret(secret: &str) -> String {
         .to_string()
 }
 
+/// [`hash_secret`] on the blocking pool: argon2 takes tens of milliseconds,
+/// too long for an async worker thread.
+pub async fn hash_secret_blocking(secret: String) -> Result<String, tokio::task::JoinError> {
+    tokio::task::spawn_blocking(move || hash_secret(&secret)).await
+}
+
 /// A new random secret: 32 hex digits (128 bits).
 pub fn generate_secret() -> String {
     hex::encode(rand::random::<[u8; 16]>())

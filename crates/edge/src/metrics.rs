@@ -35,7 +35,7 @@ pub(crate) struct SiteLabels {
 pub(crate) struct HttpLabels {
     pub(crate) resource: String,
     /// `2xx`, `3xx`, `4xx` or `5xx`.
-    pub(crate) code: String,
+    pub(crate) code: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -50,6 +50,17 @@ fn latency_histogram() -> Histogram {
     Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
         0.0005, 2.0, 16,
     ))
+}
+
+/// The status class label, without formatting a string per request.
+fn status_class(status: u16) -> &'static str {
+    match status / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        _ => "5xx",
+    }
 }
 
 /// Counters and histograms updated where things happen.
@@ -116,7 +127,7 @@ impl EdgeMetrics {
         self.http_requests
             .get_or_create(&HttpLabels {
                 resource: resource.to_owned(),
-                code: format!("{}xx", status / 100),
+                code: status_class(status),
             })
             .inc();
         self.http_latency

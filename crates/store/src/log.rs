@@ -141,22 +141,23 @@ impl Store {
         after: Option<&str>,
         limit: i64,
     ) -> Result<Vec<EventRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM events WHERE id > $1 ORDER BY id LIMIT $2")
-            .bind(after.unwrap_or("").to_owned())
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(EventRecord {
-                    id: r.try_get("id")?,
-                    at_ms: r.try_get("at_ms")?,
-                    kind: r.try_get("kind")?,
-                    subject: r.try_get("subject")?,
-                    detail: opt_json(r, "detail")?.unwrap_or_default(),
-                })
+        self.page(
+            "SELECT * FROM events WHERE id > $1 ORDER BY id LIMIT $2",
+            after,
+            limit,
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(EventRecord {
+                id: r.try_get("id")?,
+                at_ms: r.try_get("at_ms")?,
+                kind: r.try_get("kind")?,
+                subject: r.try_get("subject")?,
+                detail: opt_json(r, "detail")?.unwrap_or_default(),
             })
-            .collect()
+        })
+        .collect()
     }
 
     /// Audit rows after id `after` (all if `None`), oldest first, at most `limit`.
@@ -165,23 +166,39 @@ impl Store {
         after: Option<&str>,
         limit: i64,
     ) -> Result<Vec<AuditRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2")
+        self.page(
+            "SELECT * FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2",
+            after,
+            limit,
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            Ok(AuditRecord {
+                id: r.try_get("id")?,
+                at_ms: r.try_get("at_ms")?,
+                actor: r.try_get("actor")?,
+                action: r.try_get("action")?,
+                object: r.try_get("object")?,
+                before: opt_json(r, "before_json")?,
+                after: opt_json(r, "after_json")?,
+            })
+        })
+        .collect()
+    }
+
+    /// The rows of a log `query` (binding `after`, then `limit`): ids are
+    /// time-sortable, so `id > after` is the next page.
+    async fn page(
+        &self,
+        query: &'static str,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<AnyRow>, StoreError> {
+        Ok(sqlx::query(query)
             .bind(after.unwrap_or("").to_owned())
             .bind(limit)
             .fetch_all(&self.pool)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditRecord {
-                    id: r.try_get("id")?,
-                    at_ms: r.try_get("at_ms")?,
-                    actor: r.try_get("actor")?,
-                    action: r.try_get("action")?,
-                    object: r.try_get("object")?,
-                    before: opt_json(r, "before_json")?,
-                    after: opt_json(r, "after_json")?,
-                })
-            })
-            .collect()
+            .await?)
     }
 }

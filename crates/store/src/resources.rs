@@ -74,6 +74,13 @@ fn from_row(row: &AnyRow) -> Result<ResourceRecord, StoreError> {
     })
 }
 
+fn target_from_row(row: &AnyRow) -> Result<TargetRecord, StoreError> {
+    Ok(TargetRecord {
+        site: row.try_get("site_id")?,
+        address: row.try_get("address")?,
+    })
+}
+
 fn describe_clash(r: &ResourceRecord) -> String {
     match (r.kind.as_str(), &r.host, &r.listen) {
         ("http", Some(h), _) => format!(
@@ -99,10 +106,7 @@ impl Store {
         for t in &targets {
             let resource: String = t.try_get("resource")?;
             if let Some(r) = out.iter_mut().find(|r| r.name == resource) {
-                r.targets.push(TargetRecord {
-                    site: t.try_get("site_id")?,
-                    address: t.try_get("address")?,
-                });
+                r.targets.push(target_from_row(t)?);
             }
         }
         Ok(out)
@@ -123,12 +127,10 @@ impl Store {
             .bind(name.to_owned())
             .fetch_all(&self.pool)
             .await?;
-        for t in &targets {
-            r.targets.push(TargetRecord {
-                site: t.try_get("site_id")?,
-                address: t.try_get("address")?,
-            });
-        }
+        r.targets = targets
+            .iter()
+            .map(target_from_row)
+            .collect::<Result<_, _>>()?;
         Ok(r)
     }
 

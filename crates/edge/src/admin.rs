@@ -17,35 +17,77 @@
 //! or a private network (the default is loopback).
 
 use crate::admin_keys::{self, require_key, store_error};
-use crate::admin_sites;
 use crate::registry::SiteStatus;
-use crate::EdgeShared;
+use crate::{admin_resources, admin_sites, EdgeShared};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::get;
 use axum::{middleware, Json, Router};
 use std::sync::Arc;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use warren_store::{AgentRecord, AuditRecord, EventRecord};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Warren edge API", description = "Sites, resources, API keys, status and logs of a Warren edge. Every endpoint needs `Authorization: Bearer <token>`; read-only keys may only GET."),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The `/api/v1` routes and the OpenAPI document describing them, built
+/// from the same handler list so they cannot disagree.
+pub(crate) fn api() -> (Router<Arc<EdgeShared>>, utoipa::openapi::OpenApi) {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(sites, admin_sites::create))
+        .routes(routes!(admin_sites::delete))
+        .routes(routes!(admin_sites::rotate))
+        .routes(routes!(admin_resources::list, admin_resources::create))
+        .routes(routes!(
+            admin_resources::get,
+            admin_resources::replace,
+            admin_resources::delete
+        ))
+        .routes(routes!(crate::status::status))
+        .routes(routes!(events))
+        .routes(routes!(audit))
+        .routes(routes!(agents_seen))
+        .routes(routes!(admin_keys::list, admin_keys::create))
+        .routes(routes!(admin_keys::delete))
+        .split_for_parts()
+}
 
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<EdgeShared>, stop: CancellationToken) {
-    let api = Router::new()
-        .route("/api/v1/sites", get(sites).post(admin_sites::create))
-        .route("/api/v1/sites/{id}", delete(admin_sites::delete))
-        .route("/api/v1/sites/{id}/rotate", post(admin_sites::rotate))
-        .route("/api/v1/resources", get(resources))
-        .route("/api/v1/events", get(events))
-        .route("/api/v1/audit", get(audit))
-        .route("/api/v1/agents", get(agents_seen))
-        .route(
-            "/api/v1/keys",
-            get(admin_keys::list).post(admin_keys::create),
-        )
-        .route("/api/v1/keys/{id}", delete(admin_keys::delete))
-        .route_layer(middleware::from_fn_with_state(shared.clone(), require_key));
+    let (api, doc) = api();
+    let doc = Arc::new(doc);
+    let api = api.route_layer(middleware::from_fn_with_state(shared.clone(), require_key));
     let app = Router::new()
         .merge(api)
+        .route(
+            "/api/v1/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { Json((*doc).clone()) }
+            }),
+        )
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .fallback(|| async {
@@ -61,92 +103,79 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<EdgeShared>, stop: 
         .await;
 }
 
-async fn sites(State(shared): State<Arc<EdgeShared>>) -> Response {
-    let config = shared.config.load();
-    let mut ids: Vec<String> = config.sites.keys().cloned().collect();
-    match shared.store.list_sites().await {
-        Ok(stored) => ids.extend(stored.into_iter().map(|s| s.id)),
-        Err(e) => return store_error(e),
+/// Every site (config file and API) with its connected agents.
+#[utoipa::path(get, path = "/api/v1/sites", tag = "sites",
+    responses((status = 200, body = Vec<SiteStatus>), (status = 401, body = ApiError)))]
+pub(crate) async fn sites(State(shared): State<Arc<EdgeShared>>) -> Response {
+    match crate::status::site_status(&shared).await {
+        Ok(status) => Json(status).into_response(),
+        Err(e) => store_error(e),
     }
-    ids.sort();
-    ids.dedup();
-    let status: Vec<SiteStatus> = shared.registry.status(ids.iter());
-    Json(status).into_response()
-}
-
-#[derive(serde::Serialize)]
-struct TargetStatus {
-    site: String,
-    address: String,
-    /// `healthy`, `unhealthy`, or `unchecked` (no health check, or no report yet).
-    health: &'static str,
-    /// Kept-alive origin connections waiting for the next request (http).
-    idle_connections: usize,
-}
-
-#[derive(serde::Serialize)]
-struct ResourceStatus {
-    name: String,
-    #[serde(rename = "type")]
-    kind: &'static str,
-    host: Option<String>,
-    path: Option<String>,
-    listen: Option<String>,
-    targets: Vec<TargetStatus>,
-}
-
-async fn resources(State(shared): State<Arc<EdgeShared>>) -> Json<Vec<ResourceStatus>> {
-    let config = shared.config.load();
-    let health = shared.health.snapshot();
-    Json(
-        config
-            .resources
-            .iter()
-            .map(|r| ResourceStatus {
-                name: r.name.clone(),
-                kind: r.kind.as_str(),
-                host: r.host.clone(),
-                path: r.path.clone(),
-                listen: r.listen.map(|l| l.to_string()),
-                targets: r
-                    .targets
-                    .iter()
-                    .map(|t| TargetStatus {
-                        site: t.site.clone(),
-                        address: t.address.clone(),
-                        health: match health.get(&crate::balance::check_id(&r.name, t)) {
-                            Some(true) => "healthy",
-                            Some(false) => "unhealthy",
-                            None => "unchecked",
-                        },
-                        idle_connections: shared.origin_pool.idle_for(&t.site, &t.address),
-                    })
-                    .collect(),
-            })
-            .collect(),
-    )
 }
 
 /// A page of a log.
-#[derive(serde::Deserialize)]
-struct Page {
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+pub(crate) struct Page {
+    /// Return entries after this id.
     after: Option<String>,
+    /// At most this many (default 100, at most 1000).
     limit: Option<i64>,
 }
 
 const MAX_PAGE: i64 = 1000;
 
+/// The JSON error every endpoint answers with.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ApiError {
+    /// Stable, for programs: `unauthenticated`, `invalid_token`,
+    /// `key_expired`, `read_only_key`, `invalid_json`, `invalid_field`,
+    /// `not_found`, `conflict`, `port_in_use`, `managed_by_file`,
+    /// `store_unavailable`, `internal`.
+    code: String,
+    /// For people.
+    message: String,
+    /// `invalid_field`: every problem, by field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<Vec<FieldError>>,
+}
+
+/// One invalid field.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct FieldError {
+    /// e.g. `listen`, `targets[0].site`.
+    pub(crate) field: String,
+    /// What is wrong.
+    pub(crate) message: String,
+}
+
 /// The JSON error every endpoint answers with: a stable `code` and a
 /// message for people.
 pub(crate) fn error(status: StatusCode, code: &'static str, message: String) -> Response {
-    (
-        status,
-        Json(serde_json::json!({ "code": code, "message": message })),
-    )
-        .into_response()
+    let body = ApiError {
+        code: code.to_owned(),
+        message,
+        errors: None,
+    };
+    (status, Json(body)).into_response()
 }
 
-async fn events(State(shared): State<Arc<EdgeShared>>, Query(page): Query<Page>) -> Response {
+/// [`error`] with the problems of each field.
+pub(crate) fn field_errors(message: String, errors: Vec<FieldError>) -> Response {
+    let body = ApiError {
+        code: "invalid_field".to_owned(),
+        message,
+        errors: Some(errors),
+    };
+    (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
+}
+
+/// Events (agents, targets, sites, secrets), oldest first.
+#[utoipa::path(get, path = "/api/v1/events", tag = "logs", params(Page),
+    responses((status = 200, body = Vec<EventRecord>), (status = 401, body = ApiError)))]
+pub(crate) async fn events(
+    State(shared): State<Arc<EdgeShared>>,
+    Query(page): Query<Page>,
+) -> Response {
     let limit = page.limit.unwrap_or(100).clamp(1, MAX_PAGE);
     match shared.store.events(page.after.as_deref(), limit).await {
         Ok(rows) => Json(rows).into_response(),
@@ -154,7 +183,13 @@ async fn events(State(shared): State<Arc<EdgeShared>>, Query(page): Query<Page>)
     }
 }
 
-async fn audit(State(shared): State<Arc<EdgeShared>>, Query(page): Query<Page>) -> Response {
+/// Every admin change (who, what, before/after), oldest first.
+#[utoipa::path(get, path = "/api/v1/audit", tag = "logs", params(Page),
+    responses((status = 200, body = Vec<AuditRecord>), (status = 401, body = ApiError)))]
+pub(crate) async fn audit(
+    State(shared): State<Arc<EdgeShared>>,
+    Query(page): Query<Page>,
+) -> Response {
     let limit = page.limit.unwrap_or(100).clamp(1, MAX_PAGE);
     match shared.store.audit_log(page.after.as_deref(), limit).await {
         Ok(rows) => Json(rows).into_response(),
@@ -162,7 +197,10 @@ async fn audit(State(shared): State<Arc<EdgeShared>>, Query(page): Query<Page>) 
     }
 }
 
-async fn agents_seen(State(shared): State<Arc<EdgeShared>>) -> Response {
+/// Every agent ever seen: id, version, platform, address, first/last seen.
+#[utoipa::path(get, path = "/api/v1/agents", tag = "sites",
+    responses((status = 200, body = Vec<AgentRecord>), (status = 401, body = ApiError)))]
+pub(crate) async fn agents_seen(State(shared): State<Arc<EdgeShared>>) -> Response {
     match shared.store.agents().await {
         Ok(rows) => Json(rows).into_response(),
         Err(e) => store_error(e),

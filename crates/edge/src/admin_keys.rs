@@ -2,7 +2,7 @@
 //! endpoints: `GET /api/v1/keys`, `POST /api/v1/keys`,
 //! `DELETE /api/v1/keys/{id}`.
 
-use crate::admin::error;
+use crate::admin::{error, ApiError};
 use crate::api_keys::{AuthError, Caller, Token};
 use crate::EdgeShared;
 use axum::extract::rejection::JsonRejection;
@@ -12,7 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use std::sync::Arc;
-use warren_store::{now_ms, Scope, StoreError};
+use warren_store::{now_ms, ApiKeyRecord, Scope, StoreError};
 
 /// Lets a request through only with a valid key of sufficient scope, and
 /// hands the handler its [`Caller`].
@@ -85,6 +85,9 @@ pub(crate) fn bad_json(rejection: JsonRejection) -> Response {
     )
 }
 
+/// Every API key (never the secrets).
+#[utoipa::path(get, path = "/api/v1/keys", tag = "keys",
+    responses((status = 200, body = Vec<ApiKeyRecord>), (status = 401, body = ApiError)))]
 pub(crate) async fn list(State(shared): State<Arc<EdgeShared>>) -> Response {
     match shared.store.list_api_keys().await {
         Ok(keys) => Json(keys).into_response(),
@@ -93,15 +96,31 @@ pub(crate) async fn list(State(shared): State<Arc<EdgeShared>>) -> Response {
 }
 
 /// `POST /api/v1/keys`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewKey {
+    /// What the key is for.
     name: String,
+    /// `read` or `admin`.
     scope: Scope,
     /// e.g. `30d`; none: the key does not expire.
     expires_in: Option<String>,
 }
 
+/// A new key with its token, shown this once.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct CreatedKey {
+    #[serde(flatten)]
+    key: ApiKeyRecord,
+    /// `wrn_<id>_<secret>`, for `Authorization: Bearer`.
+    token: String,
+}
+
+/// Creates an API key; the response carries its token, once.
+#[utoipa::path(post, path = "/api/v1/keys", tag = "keys", request_body = NewKey,
+    responses((status = 201, body = CreatedKey),
+        (status = 400, description = "invalid_json", body = ApiError),
+        (status = 422, description = "invalid_field", body = ApiError)))]
 pub(crate) async fn create(
     State(shared): State<Arc<EdgeShared>>,
     Extension(caller): Extension<Caller>,
@@ -152,15 +171,22 @@ pub(crate) async fn create(
         )
         .await
     {
-        Ok(key) => {
-            let mut body = serde_json::to_value(&key).unwrap_or_default();
-            body["token"] = serde_json::Value::String(token.reveal());
-            (StatusCode::CREATED, Json(body)).into_response()
-        }
+        Ok(key) => (
+            StatusCode::CREATED,
+            Json(CreatedKey {
+                key,
+                token: token.reveal(),
+            }),
+        )
+            .into_response(),
         Err(e) => store_error(e),
     }
 }
 
+/// Deletes an API key (other edges honour it within 60 s).
+#[utoipa::path(delete, path = "/api/v1/keys/{id}", tag = "keys",
+    params(("id" = String, Path, description = "key id")),
+    responses((status = 204), (status = 404, body = ApiError)))]
 pub(crate) async fn delete(
     State(shared): State<Arc<EdgeShared>>,
     Extension(caller): Extension<Caller>,

@@ -5,7 +5,7 @@
 //! against the store's argon2 hashes (see [`site_secrets`]). Sites declared
 //! in the config file are read-only here (`managed_by_file`).
 
-use crate::admin::error;
+use crate::admin::{error, ApiError};
 use crate::admin_keys::{bad_json, store_error};
 use crate::api_keys::Caller;
 use crate::auth::{generate_secret, hash_secret_blocking, SiteSecret};
@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use std::sync::Arc;
 use std::time::Duration;
-use warren_store::{ManagedBy, StoreError};
+use warren_store::{ManagedBy, SiteRecord, StoreError};
 
 /// The default grace of a rotated-out secret.
 const DEFAULT_GRACE: Duration = Duration::from_secs(24 * 3600);
@@ -31,11 +31,32 @@ fn valid_id(id: &str) -> bool {
 }
 
 /// `POST /api/v1/sites`.
-#[derive(serde::Deserialize)]
+#[derive(serde::Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewSite {
+    /// 1 to 64 of a-z, 0-9, `-`, `_`.
     id: String,
+    /// A display name (default: the id).
     name: Option<String>,
+}
+
+/// A new site with its secret, shown this once.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct CreatedSite {
+    #[serde(flatten)]
+    site: SiteRecord,
+    /// The agent's `--secret`; only its argon2 hash is kept.
+    secret: String,
+}
+
+/// A rotated secret, shown this once.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct RotatedSecret {
+    id: String,
+    /// The new `--secret`.
+    secret: String,
+    /// How long agents on the old secret keep working, seconds.
+    grace_s: u64,
 }
 
 async fn hashed(secret: String) -> Result<String, Response> {
@@ -48,6 +69,12 @@ async fn hashed(secret: String) -> Result<String, Response> {
     })
 }
 
+/// Creates a site; the response carries its secret, once.
+#[utoipa::path(post, path = "/api/v1/sites", tag = "sites", request_body = NewSite,
+    responses((status = 201, body = CreatedSite),
+        (status = 400, description = "invalid_json", body = ApiError),
+        (status = 409, description = "conflict", body = ApiError),
+        (status = 422, description = "invalid_field", body = ApiError)))]
 pub(crate) async fn create(
     State(shared): State<Arc<EdgeShared>>,
     Extension(caller): Extension<Caller>,
@@ -81,11 +108,7 @@ pub(crate) async fn create(
         .create_site(&caller.key_id, &new.id, &name, ManagedBy::Api, &hash)
         .await
     {
-        Ok(site) => {
-            let mut body = serde_json::to_value(&site).unwrap_or_default();
-            body["secret"] = serde_json::Value::String(secret);
-            (StatusCode::CREATED, Json(body)).into_response()
-        }
+        Ok(site) => (StatusCode::CREATED, Json(CreatedSite { site, secret })).into_response(),
         Err(e) => store_error(e),
     }
 }
@@ -102,6 +125,11 @@ async fn api_managed(shared: &EdgeShared, id: &str) -> Result<(), Response> {
     Ok(())
 }
 
+/// Deletes a site made through the API and disconnects its agents.
+#[utoipa::path(delete, path = "/api/v1/sites/{id}", tag = "sites",
+    params(("id" = String, Path, description = "site id")),
+    responses((status = 204), (status = 404, body = ApiError),
+        (status = 409, description = "conflict (resources still target it), managed_by_file", body = ApiError)))]
 pub(crate) async fn delete(
     State(shared): State<Arc<EdgeShared>>,
     Extension(caller): Extension<Caller>,
@@ -121,13 +149,20 @@ pub(crate) async fn delete(
 }
 
 /// `POST /api/v1/sites/{id}/rotate`.
-#[derive(serde::Deserialize, Default)]
+#[derive(serde::Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Rotate {
     /// How long the old secret keeps working (`0s`: not at all).
     grace: Option<String>,
 }
 
+/// Issues a new secret; agents on the old one keep working for `grace`
+/// (default 24h) and are flagged `on_old_secret`; `0s` disconnects them.
+#[utoipa::path(post, path = "/api/v1/sites/{id}/rotate", tag = "sites", request_body(content = Option<Rotate>),
+    params(("id" = String, Path, description = "site id")),
+    responses((status = 200, body = RotatedSecret), (status = 404, body = ApiError),
+        (status = 409, description = "managed_by_file", body = ApiError),
+        (status = 422, description = "invalid_field", body = ApiError)))]
 pub(crate) async fn rotate(
     State(shared): State<Arc<EdgeShared>>,
     Extension(caller): Extension<Caller>,
@@ -180,8 +215,12 @@ pub(crate) async fn rotate(
                         .store(true, std::sync::atomic::Ordering::Relaxed);
                 }
             }
-            Json(serde_json::json!({ "id": id, "secret": secret, "grace_s": grace.as_secs() }))
-                .into_response()
+            Json(RotatedSecret {
+                id,
+                secret,
+                grace_s: grace.as_secs(),
+            })
+            .into_response()
         }
         Err(e) => store_error(e),
     }

@@ -11,11 +11,11 @@ use crate::registry::AgentConn;
 use crate::EdgeShared;
 use std::sync::Arc;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use warren_proto::health::{Check, HealthPlan, HealthReport, MAX_LINE};
+use warren_proto::health::{AgentLine, Check, HealthPlan, HealthReport, MAX_LINE};
 use warren_proto::{OpenRequest, TargetProtocol};
 
 /// The checks the agents of `site` run.
-pub(crate) fn plan_for(config: &EdgeConfig, site: &str) -> HealthPlan {
+pub(crate) fn plan_for(config: &EdgeConfig, site: &str, version: u64) -> HealthPlan {
     let mut checks = Vec::new();
     for r in &config.resources {
         let Some(h) = &r.health else { continue };
@@ -31,7 +31,7 @@ pub(crate) fn plan_for(config: &EdgeConfig, site: &str) -> HealthPlan {
             });
         }
     }
-    HealthPlan { checks }
+    HealthPlan { version, checks }
 }
 
 /// Runs for the life of one agent link.
@@ -41,8 +41,11 @@ pub(crate) async fn run(agent: Arc<AgentConn>, shared: Arc<EdgeShared>) {
     let mut stream = None;
     let mut line = Vec::new();
     loop {
-        let plan = plan_for(&shared.config.load(), &agent.site);
-        if sent.as_ref() != Some(&plan) && !(sent.is_none() && plan.checks.is_empty()) {
+        let version = *changes.borrow_and_update();
+        let plan = plan_for(&shared.config.load(), &agent.site, version);
+        // Every agent gets the plan (even an empty one) so that it holds
+        // the configuration version; again whenever it changes.
+        if sent.as_ref() != Some(&plan) {
             if stream.is_none() {
                 let request = OpenRequest {
                     protocol: TargetProtocol::Health,
@@ -85,8 +88,11 @@ pub(crate) async fn run(agent: Arc<AgentConn>, shared: Arc<EdgeShared>) {
                     Ok(_) if line.len() > MAX_LINE => break,
                     Ok(_) if !line.ends_with(b"\n") => {}
                     Ok(_) => {
-                        match serde_json::from_slice::<HealthReport>(&line) {
-                            Ok(report) => apply(&shared, &agent, report),
+                        match serde_json::from_slice::<AgentLine>(&line) {
+                            Ok(AgentLine::Report(report)) => apply(&shared, &agent, report),
+                            Ok(AgentLine::Applied(a)) => {
+                                agent.config_version.store(a.applied_version, std::sync::atomic::Ordering::Relaxed);
+                            }
                             Err(e) => {
                                 tracing::warn!(site = %agent.site, agent = %agent.instance, error = %e, "bad health report; health stream closed");
                                 break;

@@ -29,6 +29,7 @@ mod access_log;
 mod acme;
 mod admin;
 mod admin_keys;
+mod admin_resources;
 mod admin_sites;
 mod api_keys;
 mod balance;
@@ -43,7 +44,9 @@ mod notify;
 mod origin_pool;
 mod proxy_tcp;
 mod proxy_udp;
+mod serving;
 mod state;
+mod status;
 mod tls_certs;
 mod tunnel;
 
@@ -139,6 +142,13 @@ pub(crate) struct EdgeShared {
     pub(crate) access_log: Option<Arc<access_log::AccessLogger>>,
     /// The bound HTTPS port, for redirects.
     pub(crate) https_port: AtomicU16,
+    /// Listeners and the sources of the serving configuration; every
+    /// change goes through its lock.
+    pub(crate) serving: Mutex<serving::Serving>,
+    /// Where agents dial in, as bound.
+    pub(crate) tunnel_addr: SocketAddr,
+    /// The tunnel certificate's pin (`warren site --pin`).
+    pub(crate) tunnel_pin: String,
 }
 
 /// A running edge.
@@ -150,7 +160,6 @@ pub struct Edge {
     http_addr: Option<SocketAddr>,
     pin: String,
     created_token: Option<PathBuf>,
-    listeners: Mutex<listeners::Listeners>,
     stop: CancellationToken,
     quic: warren_transport::QuicEndpoint,
 }
@@ -241,13 +250,18 @@ impl Edge {
             store,
             access_log,
             https_port: AtomicU16::new(https_addr.map_or(0, |a| a.port())),
+            serving: Mutex::new(serving::Serving::new(config.clone())),
+            tunnel_addr,
+            tunnel_pin: cert.pin.clone(),
         });
-        let mut listeners = listeners::Listeners::default();
-        let mut table = balance::ResourceTable::build(&config, &shared.resources.load());
-        listeners.apply(&config.resources, &table, &shared).await?;
-        table.commit();
-        shared.resources.store(Arc::new(table));
+        shared
+            .serving
+            .lock()
+            .await
+            .load(&shared, config.clone())
+            .await?;
         let stop = CancellationToken::new();
+        tokio::spawn(serving::sync_loop(shared.clone(), stop.clone()));
         tokio::spawn(tunnel::serve(tunnel, shared.clone(), stop.clone()));
         tokio::spawn(admin::serve(admin, shared.clone(), stop.clone()));
         tokio::spawn(shared.origin_pool.clone().sweep_loop(stop.clone()));
@@ -280,7 +294,6 @@ impl Edge {
             http_addr,
             pin: cert.pin,
             created_token,
-            listeners: Mutex::new(listeners),
             stop,
             quic,
         })
@@ -319,7 +332,7 @@ impl Edge {
 
     /// The bound address of a resource's listener.
     pub async fn resource_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners.lock().await.addr_of(name)
+        self.shared.serving.lock().await.addr_of(name)
     }
 
     /// The live registry of agents.
@@ -332,25 +345,22 @@ impl Edge {
     /// The tunnel and admin listeners, data directory and certificate need a
     /// restart to change.
     pub async fn reload(&self, config: EdgeConfig) -> Result<(), EdgeError> {
-        let mut listeners = self.listeners.lock().await;
+        let mut serving = self.shared.serving.lock().await;
         let static_certs = tls_certs::CertStore::load_files(&config.tls.certs)?;
-        let mut table = balance::ResourceTable::build(&config, &self.shared.resources.load());
-        listeners
-            .apply(&config.resources, &table, &self.shared)
-            .await?;
-        table.commit();
-        self.shared.resources.store(Arc::new(table));
-        self.shared
-            .certs
-            .set_configured(static_certs, config.tls.default_host.clone());
-        let old = self.shared.config.swap(Arc::new(config.clone()));
-        self.shared.config_changed.send_modify(|v| *v += 1);
+        let old = self.shared.config.load_full();
+        serving.load(&self.shared, config.clone()).await?;
+        drop(serving);
+        // Only what serves is recorded. Reconciling bumps the store's
+        // version, so the sync loop passes the new version on to agents.
         match state::reconcile(&self.shared.store, &config).await {
             Ok(changed) => tracing::debug!(changed, "config file reconciled into the store"),
             Err(e) => {
                 tracing::warn!(error = %e, "the new config serves, but the store could not record it")
             }
         }
+        self.shared
+            .certs
+            .set_configured(static_certs, config.tls.default_host.clone());
         if let Some(acme) = &self.shared.acme {
             for host in acme_hosts(&config) {
                 let acme = acme.clone();
@@ -388,7 +398,7 @@ impl Edge {
     pub async fn shutdown(&self) {
         self.shared.draining.store(true, Ordering::Relaxed);
         self.stop.cancel();
-        self.listeners.lock().await.stop_all();
+        self.shared.serving.lock().await.stop_all();
         let agents = self.shared.registry.all_agents();
         for a in &agents {
             a.link.go_away(GoAwayReason::Restart).await;

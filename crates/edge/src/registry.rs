@@ -45,10 +45,12 @@ pub struct AgentConn {
     /// It authenticated with a secret that has since been rotated out (or
     /// with one already retired and still in its grace period).
     pub on_old_secret: AtomicBool,
+    /// The configuration version the agent acknowledged (0: none yet).
+    pub config_version: AtomicU64,
 }
 
 /// A refusal reported by an agent.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct RefusalRecord {
     /// When (RFC 3339).
     pub at: String,
@@ -118,7 +120,7 @@ impl Drop for StreamGuard {
 }
 
 /// Status of one agent, as the API shows it.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct AgentStatus {
     /// Agent process id.
     pub instance: String,
@@ -146,10 +148,12 @@ pub struct AgentStatus {
     pub draining: bool,
     /// Authenticated with a rotated-out secret still in its grace period.
     pub on_old_secret: bool,
+    /// The configuration version whose plan the agent runs (0: none yet).
+    pub config_version: u64,
 }
 
 /// Status of one site.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 pub struct SiteStatus {
     /// Site id.
     pub id: String,
@@ -194,6 +198,7 @@ impl Registry {
             bytes_from_site: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             on_old_secret: AtomicBool::new(false),
+            config_version: AtomicU64::new(0),
         });
         let mut sites = self.sites.lock().unwrap_or_else(|e| e.into_inner());
         sites
@@ -391,5 +396,6 @@ fn agent_status(a: &AgentConn) -> AgentStatus {
         rtt_ms: a.link.rtt().map(|d| d.as_secs_f64() * 1000.0),
         draining: a.draining.load(Ordering::Relaxed),
         on_old_secret: a.on_old_secret.load(Ordering::Relaxed),
+        config_version: a.config_version.load(Ordering::Relaxed),
     }
 }

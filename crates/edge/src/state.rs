@@ -78,6 +78,7 @@ pub(crate) fn record_of(r: &Resource) -> ResourceRecord {
                 address: t.address.clone(),
             })
             .collect(),
+        spec: None,
         managed_by: ManagedBy::File,
         version: 0,
         created_ms: 0,
@@ -88,6 +89,7 @@ pub(crate) fn record_of(r: &Resource) -> ResourceRecord {
 /// Whether two records describe the same resource settings.
 fn same_settings(a: &ResourceRecord, b: &ResourceRecord) -> bool {
     let strip = |r: &ResourceRecord| ResourceRecord {
+        spec: None,
         managed_by: ManagedBy::File,
         version: 0,
         created_ms: 0,

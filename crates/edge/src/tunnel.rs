@@ -13,6 +13,33 @@ use warren_proto::{Refusal, RefusalCode, Welcome};
 use warren_transport::{Accepted, TunnelListener};
 
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The oldest agent version this edge admits. Raise it when the edge stops
+/// speaking to older agents; they are refused with a message saying what
+/// to upgrade to.
+pub(crate) const MIN_AGENT_VERSION: &str = "0.1.0";
+
+/// `major.minor.patch` of a version string (a pre-release or build suffix
+/// is ignored); none when it is not one.
+fn version_triple(v: &str) -> Option<(u64, u64, u64)> {
+    let core = v.split(['-', '+']).next()?;
+    let mut parts = core.split('.').map(|p| p.parse::<u64>().ok());
+    let triple = (parts.next()??, parts.next()??, parts.next()??);
+    parts.next().is_none().then_some(triple)
+}
+
+/// Why an agent's version is not admitted, if it is not.
+fn too_old(agent_version: &str) -> Option<String> {
+    let min = version_triple(MIN_AGENT_VERSION)?;
+    match version_triple(agent_version) {
+        Some(v) if v >= min => None,
+        _ => Some(format!(
+            "agent version `{agent_version}` is older than the oldest this edge supports ({MIN_AGENT_VERSION}); \
+             upgrade warren on this site to {MIN_AGENT_VERSION} or later (the edge runs {})",
+            env!("CARGO_PKG_VERSION")
+        )),
+    }
+}
 /// Handshakes in progress at once; more wait in the kernel's backlog.
 const MAX_HANDSHAKES: usize = 256;
 
@@ -72,6 +99,21 @@ async fn admit(accepted: Accepted, shared: Arc<EdgeShared>) {
             .refuse(Refusal {
                 code: RefusalCode::Unavailable,
                 message: "edge is shutting down; retry shortly".into(),
+            })
+            .await;
+        return;
+    }
+    if let Some(message) = too_old(&hello.agent_version) {
+        tracing::warn!(
+            event = "agent_refused", remote = %remote, transport, site = %hello.site_id,
+            reason = "agent_too_old", version = %hello.agent_version,
+            "agent refused: {message}"
+        );
+        shared.metrics.handshake_failed("agent_too_old");
+        pending
+            .refuse(Refusal {
+                code: RefusalCode::AgentTooOld,
+                message,
             })
             .await;
         return;
@@ -207,4 +249,26 @@ async fn admit(accepted: Accepted, shared: Arc<EdgeShared>) {
         format!("site/{}", agent.site),
         serde_json::json!({ "agent": agent.instance, "reason": reason.to_string() }),
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_older_than_the_minimum_or_unreadable_are_refused() {
+        assert_eq!(version_triple("1.2.3"), Some((1, 2, 3)));
+        assert_eq!(version_triple("1.2.3-rc.1"), Some((1, 2, 3)));
+        assert_eq!(version_triple("1.2"), None);
+        assert_eq!(version_triple("1.2.3.4"), None);
+        assert!(too_old(env!("CARGO_PKG_VERSION")).is_none());
+        assert!(too_old("99.0.0").is_none());
+        let msg = too_old("0.0.9").expect("refused");
+        assert!(
+            msg.contains("upgrade warren") && msg.contains(MIN_AGENT_VERSION),
+            "{msg}"
+        );
+        assert!(too_old("garbage").is_some());
+        assert!(too_old("").is_some());
+    }
 }

@@ -76,6 +76,8 @@ pub enum RefusalCode {
     Malformed,
     /// The edge is shutting down or overloaded; try again later.
     Unavailable,
+    /// The agent's software is older than the oldest the edge supports.
+    AgentTooOld,
     /// A code from a newer peer.
     #[serde(other)]
     Other,

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 pub const MAX_LINE: usize = 256 * 1024;
 
 /// How a target is probed.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Probe {
     /// Healthy when a TCP connection is accepted.
@@ -34,7 +34,7 @@ pub enum Probe {
 }
 
 /// One check of one target.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Check {
     /// The edge's name for this check (`resource/target`), echoed in reports.
@@ -53,12 +53,35 @@ pub struct Check {
     pub unhealthy_threshold: u32,
 }
 
-/// Everything an agent should check; replaces the previous plan whole.
+/// Everything an agent should do for the edge besides carrying streams:
+/// the whole plan, replacing the previous one, with the configuration
+/// version it belongs to. A reconnected agent is sent it again in full.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HealthPlan {
+    /// The edge's configuration version (its store's `config_version`).
+    #[serde(default)]
+    pub version: u64,
     /// The checks.
     pub checks: Vec<Check>,
+}
+
+/// The agent's acknowledgement that it runs plan `applied_version`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanApplied {
+    /// [`HealthPlan::version`] now in force at the agent.
+    pub applied_version: u64,
+}
+
+/// One line from the agent on the health stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum AgentLine {
+    /// A check's state.
+    Report(HealthReport),
+    /// A plan is in force.
+    Applied(PlanApplied),
 }
 
 /// A check's state, from the agent.
@@ -154,10 +177,39 @@ mod tests {
     #[test]
     fn plans_round_trip_and_unknown_fields_are_refused() {
         let plan = HealthPlan {
+            version: 7,
             checks: vec![check()],
         };
         let json = serde_json::to_string(&plan).unwrap();
         assert_eq!(serde_json::from_str::<HealthPlan>(&json).unwrap(), plan);
         assert!(serde_json::from_str::<HealthPlan>(r#"{"checks":[],"x":1}"#).is_err());
+        // A plan without a version (an older edge) is version 0.
+        assert_eq!(
+            serde_json::from_str::<HealthPlan>(r#"{"checks":[]}"#)
+                .unwrap()
+                .version,
+            0
+        );
+    }
+
+    #[test]
+    fn agent_lines_are_reports_or_acknowledgements_and_nothing_else() {
+        let report = r#"{"id":"web/home/127.0.0.1:80","healthy":true,"detail":"HTTP 200"}"#;
+        assert!(matches!(
+            serde_json::from_str::<AgentLine>(report).unwrap(),
+            AgentLine::Report(_)
+        ));
+        assert_eq!(
+            serde_json::from_str::<AgentLine>(r#"{"applied_version":3}"#).unwrap(),
+            AgentLine::Applied(PlanApplied { applied_version: 3 })
+        );
+        for bad in [
+            r#"{}"#,
+            r#"{"applied_version":-1}"#,
+            r#"{"applied_version":1,"x":2}"#,
+            "[]",
+        ] {
+            assert!(serde_json::from_str::<AgentLine>(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -8,24 +8,30 @@
 //! unhealthy with the reason.
 
 use crate::serve::permitted_addrs;
+use crate::stats::Stats;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use warren_egress::{Allowlist, Protocol};
-use warren_proto::health::{Check, HealthPlan, HealthReport, Hysteresis, Probe, MAX_LINE};
+use warren_proto::health::{
+    Check, HealthPlan, HealthReport, Hysteresis, PlanApplied, Probe, MAX_LINE,
+};
 use warren_transport::IncomingStream;
 
 /// Serves one health stream until the edge closes it.
-pub(crate) async fn serve(inc: IncomingStream, allow: Arc<Allowlist>) {
+pub(crate) async fn serve(inc: IncomingStream, allow: Arc<Allowlist>, stats: Arc<Stats>) {
     let Ok(stream) = inc.accept().await else {
         return;
     };
     let (rd, mut wr) = tokio::io::split(stream);
     let mut rd = BufReader::new(rd);
     let (tx, mut reports) = mpsc::channel::<HealthReport>(256);
-    let mut running: Vec<tokio::task::JoinHandle<()>> = Vec::new();
+    // Checks the new plan repeats keep running (and their state).
+    let mut running: HashMap<Check, tokio::task::JoinHandle<()>> = HashMap::new();
     let mut line = Vec::new();
     loop {
         tokio::select! {
@@ -44,12 +50,25 @@ pub(crate) async fn serve(inc: IncomingStream, allow: Arc<Allowlist>) {
                     }
                 };
                 line.clear();
-                for t in running.drain(..) {
-                    t.abort();
+                running.retain(|check, task| {
+                    let keep = plan.checks.contains(check);
+                    if !keep {
+                        task.abort();
+                    }
+                    keep
+                });
+                for check in &plan.checks {
+                    if !running.contains_key(check) {
+                        let task = tokio::spawn(run_check(check.clone(), allow.clone(), tx.clone()));
+                        running.insert(check.clone(), task);
+                    }
                 }
-                tracing::info!(event = "health_plan", checks = plan.checks.len(), "health checks planned");
-                for check in plan.checks {
-                    running.push(tokio::spawn(run_check(check, allow.clone(), tx.clone())));
+                stats.config_version.store(plan.version, Ordering::Relaxed);
+                tracing::info!(event = "plan_applied", version = plan.version, checks = plan.checks.len(), "the edge's plan (configuration version {}) is in force", plan.version);
+                let mut ack = serde_json::to_vec(&PlanApplied { applied_version: plan.version }).unwrap_or_default();
+                ack.push(b'\n');
+                if wr.write_all(&ack).await.is_err() {
+                    break;
                 }
             }
             Some(report) = reports.recv() => {
@@ -61,7 +80,7 @@ pub(crate) async fn serve(inc: IncomingStream, allow: Arc<Allowlist>) {
             }
         }
     }
-    for t in running {
+    for (_, t) in running {
         t.abort();
     }
 }

@@ -166,7 +166,7 @@ pub(crate) async fn serve_stream(
     let protocol = match req.protocol {
         TargetProtocol::Tcp => Protocol::Tcp,
         TargetProtocol::Udp => Protocol::Udp,
-        TargetProtocol::Health => return crate::health::serve(inc, allow).await,
+        TargetProtocol::Health => return crate::health::serve(inc, allow, stats).await,
     };
     let outcome = match permitted_addrs(&allow, &req.target, protocol).await {
         Ok(addrs) => connect(&addrs, req.protocol, connect_timeout).await,

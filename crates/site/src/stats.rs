@@ -26,13 +26,15 @@ pub struct Stats {
     pub refusals: AtomicU64,
     /// Streams whose target could not be reached.
     pub connect_failures: AtomicU64,
+    /// The edge's configuration version whose plan is in force.
+    pub config_version: AtomicU64,
 }
 
 impl Stats {
     /// Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::new();
-        let metrics: [(&str, &str, &str, u64); 7] = [
+        let metrics: [(&str, &str, &str, u64); 8] = [
             (
                 "warren_site_connected",
                 "gauge",
@@ -74,6 +76,12 @@ impl Stats {
                 "counter",
                 "streams whose target could not be reached",
                 self.connect_failures.load(Ordering::Relaxed),
+            ),
+            (
+                "warren_site_config_version",
+                "gauge",
+                "the edge's configuration version this agent runs",
+                self.config_version.load(Ordering::Relaxed),
             ),
         ];
         for (name, kind, help, value) in metrics {

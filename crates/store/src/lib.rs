@@ -79,7 +79,9 @@ pub enum Backend {
 
 /// Who manages an object: the config file (read-only through the API) or
 /// the API.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum ManagedBy {
     /// Declared in the edge's config file; reconciled at start and reload.

@@ -7,7 +7,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 /// An agent the edge has seen.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct AgentRecord {
     /// Per-process id the agent reports.
     pub instance: String,
@@ -26,7 +26,7 @@ pub struct AgentRecord {
 }
 
 /// Something that happened.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct EventRecord {
     /// Time-sortable id.
     pub id: String,
@@ -37,11 +37,12 @@ pub struct EventRecord {
     /// e.g. `site/home`.
     pub subject: String,
     /// Details.
+    #[schema(value_type = Object)]
     pub detail: serde_json::Value,
 }
 
 /// An admin change.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AuditRecord {
     /// Time-sortable id.
     pub id: String,
@@ -54,8 +55,10 @@ pub struct AuditRecord {
     /// e.g. `resource/blog`.
     pub object: String,
     /// The object before the change.
+    #[schema(value_type = Option<Object>)]
     pub before: Option<serde_json::Value>,
     /// The object after the change.
+    #[schema(value_type = Option<Object>)]
     pub after: Option<serde_json::Value>,
 }
 

@@ -14,7 +14,7 @@ use sqlx::any::AnyRow;
 use sqlx::{Any, Row, Transaction};
 
 /// Where a resource sends traffic.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct TargetRecord {
     /// The site that reaches it.
     pub site: String,
@@ -23,7 +23,7 @@ pub struct TargetRecord {
 }
 
 /// A resource as stored.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ResourceRecord {
     /// Unique name.
     pub name: String,
@@ -42,9 +42,15 @@ pub struct ResourceRecord {
     /// 503 instead of trying unhealthy targets.
     pub fail_closed: bool,
     /// The health check's settings, as the config file spells them.
+    #[schema(value_type = Option<Object>)]
     pub health: Option<serde_json::Value>,
     /// Targets, in order.
     pub targets: Vec<TargetRecord>,
+    /// API resources: the resource as submitted, in the config file's shape
+    /// (what the edge validates and serves). None for file-managed ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub spec: Option<serde_json::Value>,
     /// File or API.
     pub managed_by: ManagedBy,
     /// Bumped on every change of this resource.
@@ -67,6 +73,7 @@ fn from_row(row: &AnyRow) -> Result<ResourceRecord, StoreError> {
         fail_closed: row.try_get::<i64, _>("fail_closed")? != 0,
         health: opt_json(row, "health")?,
         targets: Vec::new(),
+        spec: opt_json(row, "spec")?,
         managed_by: ManagedBy::parse(&row.try_get::<String, _>("managed_by")?)?,
         version: row.try_get("version")?,
         created_ms: row.try_get("created_ms")?,
@@ -271,8 +278,8 @@ async fn insert_row(
 ) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO resources (name, kind, host, path, listen, proxy_protocol, balance, \
-         fail_closed, health, managed_by, version, created_ms, updated_ms) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+         fail_closed, health, managed_by, version, created_ms, updated_ms, spec) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(r.name.clone())
     .bind(r.kind.clone())
@@ -287,6 +294,7 @@ async fn insert_row(
     .bind(r.version)
     .bind(r.created_ms)
     .bind(r.updated_ms)
+    .bind(r.spec.as_ref().map(|s| s.to_string()))
     .execute(&mut **tx)
     .await
     .map_err(|e| conflict_or(e, || describe_clash(r)))?;

@@ -8,7 +8,7 @@ use sqlx::Row;
 use std::time::Duration;
 
 /// A site.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SiteRecord {
     /// Its id, what agents present (`--id`).
     pub id: String,
@@ -23,7 +23,7 @@ pub struct SiteRecord {
 }
 
 /// One of a site's secrets, as an argon2 hash.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct SecretRecord {
     /// Its id.
     pub id: String,

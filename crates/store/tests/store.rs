@@ -37,6 +37,7 @@ fn http(name: &str, host: &str, path: Option<&str>, site: &str) -> ResourceRecor
             site: site.into(),
             address: "127.0.0.1:8080".into(),
         }],
+        spec: None,
         managed_by: ManagedBy::Api,
         version: 0,
         created_ms: 0,

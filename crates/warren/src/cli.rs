@@ -1,5 +1,7 @@
 //! The command line, exactly as `shared/CONTRACT.md` writes it.
 
+pub(crate) use crate::admin_cmd::{ResourceCommand, SiteCommand};
+pub(crate) use crate::status_cmd::StatusArgs;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,7 +28,15 @@ pub(crate) enum Command {
     /// Run the public edge (on a VPS): tunnel listener, resources, admin API.
     Edge(EdgeArgs),
     /// Run a site agent: dial out to the edge, serve only allowlisted targets.
+    /// With a subcommand: manage sites through the edge's admin API.
     Site(Box<SiteArgs>),
+    /// Manage resources through the edge's admin API.
+    Resource {
+        #[command(subcommand)]
+        command: ResourceCommand,
+    },
+    /// Sites, agents, versions, health, streams and bytes (admin API).
+    Status(Box<StatusArgs>),
     /// All-in-one quickstart: an edge with its state in ./warren-data.
     Up(UpArgs),
 }
@@ -49,21 +59,8 @@ pub(crate) struct EdgeArgs {
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum EdgeCommand {
-    /// Show every site with its connected agents.
+    /// The same as `warren status`.
     Status(StatusArgs),
-}
-
-#[derive(Args, Debug)]
-pub(crate) struct StatusArgs {
-    /// The edge's admin API.
-    #[arg(long, env = "WARREN_API", default_value = "http://127.0.0.1:7080")]
-    pub(crate) admin: String,
-    /// An API token (`wrn_...`); the first one is in the edge's `data_dir/admin-token`.
-    #[arg(long, env = "WARREN_TOKEN", hide_env_values = true)]
-    pub(crate) token: Option<String>,
-    /// Print JSON instead of a table.
-    #[arg(long)]
-    pub(crate) json: bool,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -77,16 +74,19 @@ pub(crate) enum Transport {
 }
 
 #[derive(Args, Debug)]
+#[command(subcommand_negates_reqs = true)]
 pub(crate) struct SiteArgs {
+    #[command(subcommand)]
+    pub(crate) command: Option<SiteCommand>,
     /// URL of the edge's tunnel listener, e.g. https://edge.example.com:7443.
-    #[arg(long, env = "WARREN_ENDPOINT")]
-    pub(crate) endpoint: String,
+    #[arg(long, env = "WARREN_ENDPOINT", required = true)]
+    pub(crate) endpoint: Option<String>,
     /// Site id.
-    #[arg(long, env = "WARREN_ID")]
-    pub(crate) id: String,
+    #[arg(long, env = "WARREN_ID", required = true)]
+    pub(crate) id: Option<String>,
     /// Site secret (prefer the environment variable: it stays out of `ps`).
-    #[arg(long, env = "WARREN_SECRET", hide_env_values = true)]
-    pub(crate) secret: String,
+    #[arg(long, env = "WARREN_SECRET", hide_env_values = true, required = true)]
+    pub(crate) secret: Option<String>,
     /// Allow the agent to connect to TARGET (HOST_OR_CIDR:PORT[-PORT]/tcp|udp). Repeatable.
     /// In WARREN_ALLOW, separate entries with commas.
     #[arg(

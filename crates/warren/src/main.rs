@@ -6,6 +6,8 @@
 //!
 //! Exit status: 0 success, 2 bad usage or configuration, 1 anything else.
 
+mod admin_cmd;
+mod api_client;
 mod cli;
 mod edge_cmd;
 mod site_cmd;
@@ -62,7 +64,12 @@ fn main() -> ExitCode {
                 Some(EdgeCommand::Status(s)) => status_cmd::run(s).await,
                 None => edge_cmd::run(args).await,
             },
-            Command::Site(args) => site_cmd::run(*args).await,
+            Command::Site(args) => match args.command {
+                Some(cmd) => admin_cmd::site(cmd).await,
+                None => site_cmd::run(*args).await,
+            },
+            Command::Resource { command } => admin_cmd::resource(command).await,
+            Command::Status(s) => status_cmd::run(*s).await,
             Command::Up(args) => up_cmd::run(args).await,
         }
     });

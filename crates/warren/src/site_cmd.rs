@@ -48,8 +48,8 @@ fn allowlist(args: &SiteArgs) -> Result<Allowlist, Failure> {
 }
 
 pub(crate) async fn run(args: SiteArgs) -> Result<(), Failure> {
-    let endpoint =
-        Endpoint::parse(&args.endpoint).map_err(|e| Failure::Usage(format!("--endpoint: {e}")))?;
+    let endpoint = Endpoint::parse(args.endpoint.as_deref().unwrap_or_default())
+        .map_err(|e| Failure::Usage(format!("--endpoint: {e}")))?;
     let trust = match (&args.ca, &args.pin) {
         (Some(ca), None) => EdgeTrust::CaFile(ca.clone()),
         (None, Some(pin)) => {
@@ -63,7 +63,14 @@ pub(crate) async fn run(args: SiteArgs) -> Result<(), Failure> {
     // Fail early on unusable trust material, with exit status 2.
     tls::client_config(&trust).map_err(|e| Failure::Usage(e.to_string()))?;
     let allow = allowlist(&args)?;
-    let mut config = SiteConfig::new(endpoint, args.id, args.secret, trust, allow);
+    // clap makes all three required unless a subcommand is given.
+    let mut config = SiteConfig::new(
+        endpoint,
+        args.id.unwrap_or_default(),
+        args.secret.unwrap_or_default(),
+        trust,
+        allow,
+    );
     config.transport = match args.transport {
         Transport::Auto => TransportChoice::Auto,
         Transport::Quic => TransportChoice::Quic,

@@ -1,93 +1,171 @@
-//! `warren edge status`: the admin API's site list as a table or JSON.
+//! `warren status` (also `warren edge status`): sites, agents, versions,
+//! health, streams and bytes from `GET /api/v1/status`, as tables or JSON.
 
-use crate::cli::StatusArgs;
+use crate::api_client::ApiArgs;
 use crate::Failure;
-use anyhow::{anyhow, Context};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
+use hyper::Method;
 use serde_json::Value;
 
-async fn get(base: &str, path: &str, token: Option<&str>) -> anyhow::Result<Vec<u8>> {
-    let authority = base
-        .strip_prefix("http://")
-        .ok_or_else(|| anyhow!("--admin must be an http:// URL (the admin listener)"))?
-        .trim_end_matches('/');
-    let stream = tokio::net::TcpStream::connect(authority)
-        .await
-        .with_context(|| format!("connecting to the admin API at {authority}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(conn);
-    let token = token.ok_or_else(|| {
-        anyhow!("the admin API needs a token: --token or WARREN_TOKEN (the first one is in the edge's data_dir/admin-token)")
-    })?;
-    let req = hyper::Request::get(path)
-        .header("host", authority)
-        .header("authorization", format!("Bearer {token}"))
-        .body(Empty::<bytes::Bytes>::new())?;
-    let resp = sender.send_request(req).await?;
-    let status = resp.status();
-    let body = resp.into_body().collect().await?.to_bytes().to_vec();
-    if !status.is_success() {
-        return Err(anyhow!(
-            "admin API answered {status}: {}",
-            String::from_utf8_lossy(&body)
-        ));
+#[derive(clap::Args, Debug)]
+pub(crate) struct StatusArgs {
+    #[command(flatten)]
+    pub(crate) api: ApiArgs,
+    /// Print the API's JSON instead of tables.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+fn s<'a>(v: &'a Value, key: &str) -> &'a str {
+    v[key].as_str().unwrap_or("-")
+}
+
+fn n(v: &Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or(0)
+}
+
+/// Prints `rows` under `header` with columns padded to fit.
+pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
     }
-    Ok(body)
+    let line = |cells: Vec<&str>| {
+        let out: Vec<String> = cells
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", out.join("  ").trim_end());
+    };
+    line(header.to_vec());
+    for row in rows {
+        line(row.iter().map(String::as_str).collect());
+    }
 }
 
 pub(crate) async fn run(args: StatusArgs) -> Result<(), Failure> {
-    let body = get(&args.admin, "/api/v1/sites", args.token.as_deref()).await?;
+    let status = args.api.call(Method::GET, "/api/v1/status", None).await?;
     if args.json {
-        println!("{}", String::from_utf8_lossy(&body));
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&status).unwrap_or_default()
+        );
         return Ok(());
     }
-    let sites: Vec<Value> =
-        serde_json::from_slice(&body).context("decoding the admin API's answer")?;
     println!(
-        "{:<16} {:<8} {:<14} {:<8} {:<5} {:<22} {:<21} {:>7} {:>12} {:>12}",
-        "SITE",
-        "STATUS",
-        "AGENT",
-        "VERSION",
-        "VIA",
-        "REMOTE",
-        "SINCE",
-        "STREAMS",
-        "BYTES IN",
-        "BYTES OUT"
+        "edge {}  ·  config version {}  ·  agents older than {} are refused\n",
+        s(&status, "version"),
+        n(&status, "config_version"),
+        s(&status, "min_agent_version"),
     );
-    for site in &sites {
-        let id = site["id"].as_str().unwrap_or("?");
-        let status = site["status"].as_str().unwrap_or("?");
-        let agents = site["agents"].as_array().cloned().unwrap_or_default();
+    let config_version = n(&status, "config_version");
+    let mut rows = Vec::new();
+    let empty = Vec::new();
+    for site in status["sites"].as_array().unwrap_or(&empty) {
+        let agents = site["agents"].as_array().unwrap_or(&empty);
         if agents.is_empty() {
-            println!("{id:<16} {status:<8} -");
+            rows.push(vec![
+                s(site, "id").to_owned(),
+                s(site, "status").to_owned(),
+                "-".into(),
+            ]);
         }
         for a in agents {
-            println!(
-                "{:<16} {:<8} {:<14} {:<8} {:<5} {:<22} {:<21} {:>7} {:>12} {:>12}",
-                id,
-                status,
-                a["instance"].as_str().unwrap_or("?"),
-                a["version"].as_str().unwrap_or("?"),
-                a["transport"].as_str().unwrap_or("?"),
-                a["remote"].as_str().unwrap_or("?"),
-                a["connected_since"].as_str().unwrap_or("?"),
-                a["active_streams"].as_u64().unwrap_or(0),
-                a["bytes_in"].as_u64().unwrap_or(0),
-                a["bytes_out"].as_u64().unwrap_or(0),
-            );
+            let mut notes = Vec::new();
+            if a["on_old_secret"].as_bool() == Some(true) {
+                notes.push("ON OLD SECRET".to_owned());
+            }
+            if a["draining"].as_bool() == Some(true) {
+                notes.push("draining".to_owned());
+            }
+            if n(a, "config_version") != config_version {
+                notes.push(format!("config v{} (behind)", n(a, "config_version")));
+            }
+            rows.push(vec![
+                s(site, "id").to_owned(),
+                s(site, "status").to_owned(),
+                s(a, "instance").to_owned(),
+                s(a, "version").to_owned(),
+                s(a, "platform").to_owned(),
+                s(a, "transport").to_owned(),
+                s(a, "remote").to_owned(),
+                s(a, "connected_since").to_owned(),
+                n(a, "active_streams").to_string(),
+                n(a, "bytes_in").to_string(),
+                n(a, "bytes_out").to_string(),
+                notes.join(", "),
+            ]);
         }
         if let Some(r) = site["last_refusal"].as_object() {
-            println!(
-                "  last refusal {}: {} → {} ({})",
-                r.get("at").and_then(Value::as_str).unwrap_or("?"),
-                r.get("resource").and_then(Value::as_str).unwrap_or("?"),
-                r.get("target").and_then(Value::as_str).unwrap_or("?"),
-                r.get("message").and_then(Value::as_str).unwrap_or("?"),
-            );
+            let r = Value::Object(r.clone());
+            rows.push(vec![
+                String::new(),
+                "refused".into(),
+                format!(
+                    "{} {} → {}: {}",
+                    s(&r, "at"),
+                    s(&r, "resource"),
+                    s(&r, "target"),
+                    s(&r, "message")
+                ),
+            ]);
         }
     }
+    print_table(
+        &[
+            "SITE",
+            "STATUS",
+            "AGENT",
+            "VERSION",
+            "PLATFORM",
+            "VIA",
+            "REMOTE",
+            "SINCE",
+            "STREAMS",
+            "BYTES IN",
+            "BYTES OUT",
+            "NOTES",
+        ],
+        &rows,
+    );
+    println!();
+    print_resources(&status["resources"]);
     Ok(())
+}
+
+/// The resource table of `warren status` and `warren resource list`.
+pub(crate) fn print_resources(resources: &Value) {
+    let empty = Vec::new();
+    let mut rows = Vec::new();
+    for r in resources.as_array().unwrap_or(&empty) {
+        let route = match (r["host"].as_str(), r["path"].as_str(), r["bound"].as_str()) {
+            (Some(h), Some(p), _) => format!("{h}{p}"),
+            (Some(h), None, _) => h.to_owned(),
+            (None, _, Some(b)) => b.to_owned(),
+            _ => s(r, "listen").to_owned(),
+        };
+        for t in r["targets"].as_array().unwrap_or(&empty) {
+            rows.push(vec![
+                s(r, "name").to_owned(),
+                s(r, "type").to_owned(),
+                route.clone(),
+                format!("{}/{}", s(t, "site"), s(t, "address")),
+                s(t, "health").to_owned(),
+                s(r, "managed_by").to_owned(),
+            ]);
+        }
+    }
+    print_table(
+        &[
+            "RESOURCE",
+            "TYPE",
+            "ROUTE",
+            "TARGET",
+            "HEALTH",
+            "MANAGED BY",
+        ],
+        &rows,
+    );
 }

@@ -61,7 +61,7 @@ secret_hash = "{hash}"
             "\nWarren edge is up.\n\
              \n  config:     {config}\
              \n  tunnel:     {tunnel} (TCP+TLS and QUIC)\
-             \n  status:     warren edge status --admin http://{admin}   (API: http://{admin}/api/v1, bearer token below)\
+             \n  status:     warren status --api http://{admin}   (API: http://{admin}/api/v1, bearer token below)\
              \n\nRun this on a site (from another machine, replace 127.0.0.1 with this host's address):\n\
              \n  warren site --endpoint https://127.0.0.1:{port} --id {site} --secret {secret} \\\
              \n              --pin {pin} --allow 127.0.0.1:22/tcp\n",
@@ -83,7 +83,12 @@ secret_hash = "{hash}"
                 token.trim()
             );
         }
-        println!("Publish a service: add a [[resource]] to {} and send SIGHUP.", config_path.display());
+        println!(
+            "Publish a service (live, no restart):\n\n  warren resource create web --type tcp --listen 0.0.0.0:8080 --target {site}=127.0.0.1:80 --api http://{admin}\n\n\
+             or add a [[resource]] to {} and send SIGHUP.",
+            config_path.display(),
+            admin = edge.admin_addr(),
+        );
     })
     .await
 }

@@ -177,7 +177,7 @@ fn edge_status_cli_needs_a_token_and_shows_sites_with_one() {
         cmd.output().unwrap()
     };
     let out = run(None);
-    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(out.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("admin-token"),
         "{out:?}"

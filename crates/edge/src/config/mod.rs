@@ -7,12 +7,15 @@
 //! a fully valid file becomes an [`EdgeConfig`]; start-up and reload share this
 //! one path.
 
+mod api;
 mod raw;
 #[cfg(test)]
 mod tests;
 mod validate;
 
 use crate::auth::SiteSecret;
+pub use api::{parse_api_resource, ApiContext, ApiResourceError};
+pub use raw::{RawHealth as HealthSpec, RawResource as ResourceSpec, RawTarget as TargetSpec};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;

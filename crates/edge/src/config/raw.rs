@@ -79,46 +79,83 @@ pub(super) struct RawSite {
     pub(super) secret_hash: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// A `[[resource]]` table; also the body of `POST /api/v1/resources`, so
+/// its schema in the OpenAPI document comes from this very struct.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawResource {
+#[schema(as = ResourceSpec)]
+pub struct RawResource {
+    /// Unique name (1-64 of A-Z a-z 0-9 - _ .).
     pub(super) name: String,
+    /// `http`, `tls`, `tcp` or `udp`.
     #[serde(rename = "type")]
+    #[schema(value_type = String, example = "http")]
     pub(super) kind: Spanned<String>,
+    /// http and tls: the Host / SNI name (`*.` in front for a wildcard).
     pub(super) host: Option<String>,
+    /// http: a path prefix; the longest prefix wins.
     pub(super) path: Option<String>,
+    /// tcp and udp: the edge's `ip:port`.
+    #[schema(value_type = Option<String>)]
     pub(super) listen: Option<Spanned<String>>,
+    /// Where traffic goes; at least one.
     #[serde(default)]
     pub(super) targets: Vec<RawTarget>,
+    /// A health check run by the agents of each target's site.
+    #[schema(value_type = Option<RawHealth>)]
     pub(super) health: Option<Spanned<RawHealth>>,
+    /// tcp and tls: `false`, `true` (= `"v2"`), `"v1"` or `"v2"`.
     #[serde(default)]
+    #[schema(value_type = Option<String>)]
     pub(super) proxy_protocol: Option<Spanned<toml::Value>>,
+    /// `public` (the only value this build supports).
+    #[schema(value_type = Option<String>)]
     pub(super) auth: Option<Spanned<String>>,
+    /// udp: a flow idle this long is closed (e.g. `60s`).
+    #[schema(value_type = Option<String>)]
     pub(super) idle_timeout: Option<Spanned<String>>,
+    /// `least_active` (default), `round_robin` or `sticky`.
+    #[schema(value_type = Option<String>)]
     pub(super) balance: Option<Spanned<String>>,
+    /// With no healthy target: refuse instead of trying them all.
     #[serde(default)]
     pub(super) fail_closed: bool,
 }
 
-#[derive(Deserialize)]
+/// One target of a resource.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawTarget {
+#[schema(as = TargetSpec)]
+pub struct RawTarget {
+    /// The site whose agents reach it.
     pub(super) site: String,
+    /// `host:port` as the site resolves it.
     pub(super) address: String,
 }
 
-#[derive(Deserialize)]
+/// A health check.
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawHealth {
+#[schema(as = HealthSpec)]
+pub struct RawHealth {
+    /// `http` (default when `path` is set) or `tcp`.
     #[serde(rename = "type")]
     pub(super) kind: Option<String>,
+    /// http: the request path.
     pub(super) path: Option<String>,
+    /// http: the method (default GET).
     pub(super) method: Option<String>,
+    /// http: the Host header.
     pub(super) host: Option<String>,
+    /// http: healthy statuses, e.g. `["200-399"]`.
     pub(super) status: Option<Vec<String>>,
+    /// Time between probes (e.g. `5s`).
     pub(super) interval: Option<String>,
+    /// Time one probe may take.
     pub(super) timeout: Option<String>,
+    /// Successes in a row to turn healthy.
     pub(super) healthy_threshold: Option<u32>,
+    /// Failures in a row to turn unhealthy.
     pub(super) unhealthy_threshold: Option<u32>,
 }
 

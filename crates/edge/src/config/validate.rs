@@ -40,6 +40,11 @@ impl<'a> Validator<'a> {
         }
     }
 
+    /// The problems found so far.
+    pub(super) fn into_errors(self) -> Vec<ConfigError> {
+        self.errors
+    }
+
     pub(super) fn line_of(&self, offset: usize) -> usize {
         self.text[..offset.min(self.text.len())]
             .matches('\n')
@@ -363,9 +368,8 @@ impl<'a> Validator<'a> {
     ) -> Vec<Resource> {
         let mut resources = Vec::new();
         let mut names = HashSet::new();
-        let mut listens = HashSet::new();
-        let mut http_routes = Router::default();
-        let mut tls_hosts = HashSet::new();
+        let mut claims = Claims::default();
+        let site_known = |id: &str| sites.contains_key(id);
         for (i, res) in raw.into_iter().enumerate() {
             let span = Some(res.span());
             let key = format!("resource[{i}]");
@@ -376,50 +380,33 @@ impl<'a> Validator<'a> {
                     format!("duplicate resource name `{}`", res.get_ref().name),
                 );
             }
-            let Some(r) = self.resource(res.into_inner(), span.clone(), &key, sites, have_https)
-            else {
+            let Some(r) = self.resource(
+                res.into_inner(),
+                span.clone(),
+                &key,
+                &site_known,
+                have_https,
+            ) else {
                 continue;
             };
-            if let Some(listen) = r.listen {
-                if listen.port() != 0 && !listens.insert((r.kind, listen)) {
-                    self.error(
-                        span.clone(),
-                        format!("{key}.listen"),
-                        format!(
-                            "{listen} is already used by another {} resource",
-                            r.kind.as_str()
-                        ),
-                    );
-                }
-            }
-            let Some(host) = r.host.clone() else {
-                resources.push(r);
-                continue;
-            };
-            match r.kind {
-                ResourceKind::Http => {
-                    if tls_hosts.contains(&host) {
-                        self.error(span.clone(), format!("{key}.host"), format!("`{host}` is already a tls (passthrough) resource; a name is either terminated or passed through"));
-                    } else if let Err(e) = http_routes.insert(&host, r.path.as_deref(), ()) {
-                        self.error(span.clone(), format!("{key}.path"), e.to_string());
-                    }
-                }
-                ResourceKind::Tls => {
-                    if http_routes.has_host(&host) && !host.starts_with("*.") {
-                        self.error(span.clone(), format!("{key}.host"), format!("`{host}` is already an http resource; a name is either terminated or passed through"));
-                    } else if !tls_hosts.insert(host.clone()) {
-                        self.error(
-                            span.clone(),
-                            format!("{key}.host"),
-                            format!("`{host}` is already used by another tls resource"),
-                        );
-                    }
-                }
-                _ => {}
+            if let Err((field, message)) = claims.claim(&r) {
+                self.error(span.clone(), format!("{key}.{field}"), message);
             }
             resources.push(r);
         }
         resources
+    }
+
+    /// Checks one resource on its own (no clash with others is looked
+    /// for; see [`Claims`]). `key` prefixes every error's key.
+    pub(super) fn resource_alone(
+        &mut self,
+        res: RawResource,
+        key: &str,
+        site_known: &dyn Fn(&str) -> bool,
+        have_https: bool,
+    ) -> Option<Resource> {
+        self.resource(res, None, key, site_known, have_https)
     }
 
     fn resource(
@@ -427,7 +414,7 @@ impl<'a> Validator<'a> {
         res: RawResource,
         span: Span,
         key: &str,
-        sites: &BTreeMap<String, SiteConfig>,
+        site_known: &dyn Fn(&str) -> bool,
         have_https: bool,
     ) -> Option<Resource> {
         if !valid_id(&res.name) {
@@ -448,7 +435,7 @@ impl<'a> Validator<'a> {
             );
         }
         for (j, t) in res.targets.iter().enumerate() {
-            if !sites.contains_key(&t.site) {
+            if !site_known(&t.site) {
                 self.error(
                     span.clone(),
                     format!("{key}.targets[{j}].site"),
@@ -732,6 +719,60 @@ impl<'a> Validator<'a> {
             healthy_threshold,
             unhealthy_threshold,
         })
+    }
+}
+
+/// What resources claim on the edge: tcp/udp listen addresses, http
+/// host + path routes and tls SNI names. A name is either terminated (http)
+/// or passed through (tls), never both.
+#[derive(Default)]
+pub(super) struct Claims {
+    listens: HashSet<(ResourceKind, SocketAddr)>,
+    http_routes: Router<()>,
+    tls_hosts: HashSet<String>,
+}
+
+impl Claims {
+    /// Claims what `r` needs, or says which field clashes and why (nothing
+    /// is claimed then).
+    pub(super) fn claim(&mut self, r: &Resource) -> Result<(), (&'static str, String)> {
+        if let Some(listen) = r.listen {
+            if listen.port() != 0 && !self.listens.insert((r.kind, listen)) {
+                return Err((
+                    "listen",
+                    format!(
+                        "{listen} is already used by another {} resource",
+                        r.kind.as_str()
+                    ),
+                ));
+            }
+        }
+        let Some(host) = r.host.clone() else {
+            return Ok(());
+        };
+        match r.kind {
+            ResourceKind::Http => {
+                if self.tls_hosts.contains(&host) {
+                    return Err(("host", format!("`{host}` is already a tls (passthrough) resource; a name is either terminated or passed through")));
+                }
+                self.http_routes
+                    .insert(&host, r.path.as_deref(), ())
+                    .map_err(|e| ("path", e.to_string()))
+            }
+            ResourceKind::Tls => {
+                if self.http_routes.has_host(&host) && !host.starts_with("*.") {
+                    Err(("host", format!("`{host}` is already an http resource; a name is either terminated or passed through")))
+                } else if !self.tls_hosts.insert(host.clone()) {
+                    Err((
+                        "host",
+                        format!("`{host}` is already used by another tls resource"),
+                    ))
+                } else {
+                    Ok(())
+                }
+            }
+            _ => Ok(()),
+        }
     }
 }
 

@@ -1,0 +1,63 @@
+//! `GET /api/v1/status`: what `warren status` prints. The edge's version,
+//! the oldest agent it admits, the configuration version, every site with
+//! its agents (version, platform, config version applied, streams, bytes,
+//! old-secret flag) and every resource with its targets' health.
+
+use crate::admin::ApiError;
+use crate::admin_keys::store_error;
+use crate::admin_resources::{resource_status, ResourceStatus};
+use crate::registry::SiteStatus;
+use crate::EdgeShared;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use std::sync::Arc;
+use warren_store::StoreError;
+
+/// The edge at a glance.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct EdgeStatus {
+    /// This edge's version.
+    version: &'static str,
+    /// Agents older than this are refused at the handshake.
+    min_agent_version: &'static str,
+    /// The configuration version agents should have applied.
+    config_version: u64,
+    /// The tunnel listener as bound (agents dial its port).
+    tunnel_listen: String,
+    /// The tunnel certificate's SHA-256 pin, for `warren site --pin`.
+    tunnel_pin: String,
+    sites: Vec<SiteStatus>,
+    resources: Vec<ResourceStatus>,
+}
+
+/// Every site, from the file and the store, with its live agents.
+pub(crate) async fn site_status(shared: &EdgeShared) -> Result<Vec<SiteStatus>, StoreError> {
+    let mut ids: Vec<String> = shared.config.load().sites.keys().cloned().collect();
+    ids.extend(shared.store.list_sites().await?.into_iter().map(|s| s.id));
+    ids.sort();
+    ids.dedup();
+    Ok(shared.registry.status(ids.iter()))
+}
+
+/// Sites, agents, versions, health, streams and bytes.
+#[utoipa::path(get, path = "/api/v1/status", tag = "status",
+    responses((status = 200, body = EdgeStatus), (status = 401, body = ApiError)))]
+pub(crate) async fn status(State(shared): State<Arc<EdgeShared>>) -> Response {
+    let sites = match site_status(&shared).await {
+        Ok(s) => s,
+        Err(e) => return store_error(e),
+    };
+    let resources = resource_status(&shared).await;
+    let config_version = *shared.config_changed.borrow();
+    Json(EdgeStatus {
+        version: env!("CARGO_PKG_VERSION"),
+        min_agent_version: crate::tunnel::MIN_AGENT_VERSION,
+        config_version,
+        tunnel_listen: shared.tunnel_addr.to_string(),
+        tunnel_pin: shared.tunnel_pin.clone(),
+        sites,
+        resources,
+    })
+    .into_response()
+}

@@ -1,0 +1,474 @@
+//! Resources through the REST API, against a real edge and agent: live
+//! within a second, persisted, pushed to agents with a config version, and
+//! every bad request refused with a code and nothing half-applied.
+
+mod common;
+
+use common::{bin, echo_ok};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use warren_testkit::{echo_tcp, EdgeProcess, EdgeSpec, Process, ResourceSpec};
+
+/// A TCP server that answers every connection with `name` and closes.
+async fn banner(name: &'static str) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let _ = s.write_all(name.as_bytes()).await;
+        }
+    });
+    addr
+}
+
+async fn read_banner(addr: SocketAddr) -> Option<String> {
+    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let mut got = String::new();
+    tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut got))
+        .await
+        .ok()?
+        .ok()?;
+    Some(got)
+}
+
+fn call(edge: &EdgeProcess, method: &str, path: &str, body: &Value) -> (u16, Value) {
+    edge.admin_request(method, path, Some(&body.to_string()), edge.token.as_deref())
+}
+
+fn bound(edge: &EdgeProcess, name: &str) -> SocketAddr {
+    let list = edge.admin_get("/api/v1/resources");
+    let r = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name)
+        .unwrap_or_else(|| panic!("{name} not served: {list:#}"));
+    r["bound"].as_str().unwrap().parse().unwrap()
+}
+
+/// Polls `check` every 10 ms for up to 5 s; returns how long it took.
+async fn within<F, Fut>(what: &str, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "{what}: not within 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    start.elapsed()
+}
+
+fn start(dir: &std::path::Path, file_target: SocketAddr) -> EdgeProcess {
+    let mut spec = EdgeSpec::new().resource(ResourceSpec::tcp("file-echo", "home", file_target));
+    spec.edge_extra = "https_listen = \"127.0.0.1:0\"".into();
+    EdgeProcess::start(bin(), dir, &spec)
+}
+
+fn agent(edge: &EdgeProcess, allow: &[String]) -> Process {
+    let allow: Vec<&str> = allow.iter().map(String::as_str).collect();
+    edge.start_agent("agent", "tcp", &allow)
+}
+
+fn agent_config_version(edge: &EdgeProcess) -> (u64, Vec<u64>) {
+    let status = edge.admin_get("/api/v1/status");
+    let agents = status["sites"][0]["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["config_version"].as_u64().unwrap())
+        .collect();
+    (status["config_version"].as_u64().unwrap(), agents)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_resources_go_live_change_and_close_within_a_second() {
+    let echo = echo_tcp().await;
+    let (a, b) = (banner("A").await, banner("B").await);
+    let dir = tempfile::tempdir().unwrap();
+    let edge = start(dir.path(), echo);
+    let _agent = agent(
+        &edge,
+        &[
+            format!("{echo}/tcp"),
+            format!("{a}/tcp"),
+            format!("{b}/tcp"),
+        ],
+    );
+    // An unrelated stream stays open through every change below.
+    let file_addr = edge.resource_addr("file-echo");
+    let mut live = tokio::net::TcpStream::connect(file_addr).await.unwrap();
+    live.write_all(b"before").await.unwrap();
+    let mut buf = [0u8; 6];
+    live.read_exact(&mut buf).await.unwrap();
+
+    let spec = |target: SocketAddr| {
+        json!({ "name": "api-banner", "type": "tcp", "listen": "127.0.0.1:0",
+                "targets": [{ "site": "home", "address": target.to_string() }] })
+    };
+    let (status, created) = call(&edge, "POST", "/api/v1/resources", &spec(a));
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["managed_by"], "api");
+    let addr = bound(&edge, "api-banner");
+    let took = within("new resource reachable", || async move {
+        read_banner(addr).await.as_deref() == Some("A")
+    })
+    .await;
+    eprintln!("create → first answer: {took:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+
+    // The agent holds the new configuration version.
+    within("agent acknowledges the version", || async {
+        let (edge_v, agents) = agent_config_version(&edge);
+        agents == vec![edge_v]
+    })
+    .await;
+
+    // Replace the target: the same port answers from B.
+    let (status, replaced) = call(&edge, "PUT", "/api/v1/resources/api-banner", &spec(b));
+    assert_eq!(status, 200, "{replaced}");
+    assert_eq!(replaced["version"], 2);
+    let took = within("new target answers", || async move {
+        read_banner(addr).await.as_deref() == Some("B")
+    })
+    .await;
+    eprintln!("update → new target: {took:?}");
+    assert!(took < Duration::from_secs(1), "{took:?}");
+    assert_eq!(bound(&edge, "api-banner"), addr, "same listener kept");
+
+    // Delete: the port closes.
+    let (status, body) = call(
+        &edge,
+        "DELETE",
+        "/api/v1/resources/api-banner",
+        &Value::Null,
+    );
+    assert_eq!(status, 204, "{body}");
+    let took = within("port closed", || async move {
+        tokio::net::TcpStream::connect(addr).await.is_err()
+    })
+    .await;
+    assert!(took < Duration::from_secs(1), "{took:?}");
+
+    // The unrelated stream never noticed.
+    live.write_all(b"after!").await.unwrap();
+    live.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"after!");
+
+    // The audit log has all three, by the admin key.
+    let audit = edge.admin_get("/api/v1/audit?limit=1000");
+    let actions: Vec<&str> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["object"] == "resource/api-banner")
+        .map(|r| r["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        ["resource.create", "resource.update", "resource.delete"]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_resources_survive_a_restart_and_agents_resync_after_reconnect() {
+    let echo = echo_tcp().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut edge = start(dir.path(), echo);
+    let spec = json!({ "name": "api-echo", "type": "tcp", "listen": "127.0.0.1:0",
+        "targets": [{ "site": "home", "address": echo.to_string() }],
+        "health": { "type": "tcp", "interval": "1s" } });
+    assert_eq!(call(&edge, "POST", "/api/v1/resources", &spec).0, 201);
+    edge.process.signal(15);
+    edge.process.wait_exit(Duration::from_secs(10));
+
+    let edge = EdgeProcess::start_existing(bin(), dir.path());
+    let mut agent = agent(&edge, &[format!("{echo}/tcp")]);
+    let addr = bound(&edge, "api-echo");
+    within("persisted resource serves", || async move {
+        echo_ok(addr, b"hello").await.is_ok()
+    })
+    .await;
+    within("agent in step", || async {
+        let (v, agents) = agent_config_version(&edge);
+        agents == vec![v]
+    })
+    .await;
+    // The agent runs the resource's health check: it came with the plan.
+    within("health reported", || async {
+        let list = edge.admin_get("/api/v1/resources");
+        list.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["name"] == "api-echo" && r["targets"][0]["health"] == "healthy")
+    })
+    .await;
+
+    // While no agent is connected the configuration changes; the next
+    // agent gets the whole new plan.
+    agent.signal(9);
+    agent.wait_exit(Duration::from_secs(5));
+    within("agent gone", || async { edge.agent_count("home") == 0 }).await;
+    let (status, body) = call(&edge, "DELETE", "/api/v1/resources/api-echo", &Value::Null);
+    assert_eq!(status, 204, "{body}");
+    let _agent2 = edge.start_agent("agent2", "tcp", &[&format!("{echo}/tcp")]);
+    within("reconnected agent in step", || async {
+        let (v, agents) = agent_config_version(&edge);
+        agents == vec![v]
+    })
+    .await;
+    let plans = _agent2.events("plan_applied");
+    assert!(
+        plans.iter().all(|p| p["checks"] == 0),
+        "the deleted resource's check is not planned: {plans:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_writes_are_refused_with_a_code_and_change_nothing() {
+    let echo = echo_tcp().await;
+    let dir = tempfile::tempdir().unwrap();
+    let edge = start(dir.path(), echo);
+    let token = edge.token.clone().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap();
+    let free_port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
+    let target = json!([{ "site": "home", "address": echo.to_string() }]);
+    let ok_http = json!({ "name": "web", "type": "http", "host": "app.test", "targets": target });
+    let ok_tcp = json!({ "name": "fixed", "type": "tcp", "listen": free_port.to_string(), "targets": target });
+    assert_eq!(call(&edge, "POST", "/api/v1/resources", &ok_http).0, 201);
+    assert_eq!(call(&edge, "POST", "/api/v1/resources", &ok_tcp).0, 201);
+
+    let before_resources = edge.admin_get("/api/v1/resources");
+    let before_audit = edge.admin_get("/api/v1/audit?limit=1000");
+    let raw = |method: &str, path: &str, body: &str, token: &str| {
+        edge.admin_request(method, path, Some(body), Some(token))
+    };
+
+    let cases: Vec<(&str, (u16, Value), u16, &str)> = vec![
+        (
+            "invalid JSON",
+            raw("POST", "/api/v1/resources", "{\"name\":", &token),
+            400,
+            "invalid_json",
+        ),
+        (
+            "not an object",
+            call(&edge, "POST", "/api/v1/resources", &json!([1])),
+            422,
+            "invalid_field",
+        ),
+        (
+            "unknown field",
+            call(
+                &edge,
+                "POST",
+                "/api/v1/resources",
+                &json!({ "name": "x", "type": "tcp", "listen": "127.0.0.1:0", "targets": target, "colour": "red" }),
+            ),
+            422,
+            "invalid_field",
+        ),
+        (
+            "null field",
+            call(
+                &edge,
+                "POST",
+                "/api/v1/resources",
+                &json!({ "name": "x", "type": "tcp", "listen": null, "targets": target }),
+            ),
+            422,
+            "invalid_field",
+        ),
+        (
+            "no targets",
+            call(
+                &edge,
+                "POST",
+                "/api/v1/resources",
+                &json!({ "name": "x", "type": "tcp", "listen": "127.0.0.1:0" }),
+            ),
+            422,
+            "invalid_field",
+        ),
+        (
+            "unknown site",
+            call(
+                &edge,
+                "POST",
+                "/api/v1/resources",
+                &json!({ "name": "x", "type": "tcp", "listen": "127.0.0.1:0", "targets": [{ "site": "nowhere", "address": "127.0.0.1:1" }] }),
+            ),
+            422,
+            "invalid_field",
+        ),
+        (
+            "duplicate name (the file's)",
+            call(
+                &edge,
+                "POST",
+                "/api/v1/resources",
+                &json!({ "name": "file-echo", "type": "tcp", "listen": "127.0.0.1:0", "targets": target }),
+            ),
+            409,
+            "conflict",
+        ),
+        (
+            "duplicate host",
+            call(
+                &edge,
+                "POST",
+                "/api/v1/resources",
+                &json!({ "name": "web2", "type": "http", "host": "app.test", "targets": target }),
+            ),
+            409,
+            "conflict",
+        ),
+        (
+            "duplicate port",
+            call(
+                &edge,
+                "POST",
+                "/api/v1/resources",
+                &json!({ "name": "fixed2", "type": "tcp", "listen": free_port.to_string(), "targets": target }),
+            ),
+            409,
+            "conflict",
+        ),
+        (
+            "port in use by another program",
+            call(
+                &edge,
+                "POST",
+                "/api/v1/resources",
+                &json!({ "name": "taken", "type": "tcp", "listen": taken_port.to_string(), "targets": target }),
+            ),
+            409,
+            "port_in_use",
+        ),
+        (
+            "moving a resource onto a port in use",
+            call(
+                &edge,
+                "PUT",
+                "/api/v1/resources/fixed",
+                &json!({ "name": "fixed", "type": "tcp", "listen": taken_port.to_string(), "targets": target }),
+            ),
+            409,
+            "port_in_use",
+        ),
+        (
+            "renaming through PUT",
+            call(
+                &edge,
+                "PUT",
+                "/api/v1/resources/fixed",
+                &json!({ "name": "other", "type": "tcp", "listen": "127.0.0.1:0", "targets": target }),
+            ),
+            409,
+            "conflict",
+        ),
+        (
+            "editing the file's resource",
+            call(
+                &edge,
+                "PUT",
+                "/api/v1/resources/file-echo",
+                &json!({ "name": "file-echo", "type": "tcp", "listen": "127.0.0.1:0", "targets": target }),
+            ),
+            409,
+            "managed_by_file",
+        ),
+        (
+            "deleting the file's resource",
+            call(&edge, "DELETE", "/api/v1/resources/file-echo", &Value::Null),
+            409,
+            "managed_by_file",
+        ),
+        (
+            "deleting what is not there",
+            call(&edge, "DELETE", "/api/v1/resources/ghost", &Value::Null),
+            404,
+            "not_found",
+        ),
+        (
+            "replacing what is not there",
+            call(&edge, "PUT", "/api/v1/resources/ghost", &ok_tcp),
+            404,
+            "not_found",
+        ),
+        (
+            "deleting a site still targeted",
+            call(&edge, "DELETE", "/api/v1/sites/home", &Value::Null),
+            409,
+            "managed_by_file",
+        ),
+    ];
+    for (what, (status, body), want_status, want_code) in cases {
+        assert_eq!(
+            (status, body["code"].as_str().unwrap_or("")),
+            (want_status, want_code),
+            "{what}: {body}"
+        );
+        assert!(
+            !body["message"].as_str().unwrap_or("").is_empty(),
+            "{what}: no message"
+        );
+    }
+    // Field errors name the field.
+    let (_, body) = call(
+        &edge,
+        "POST",
+        "/api/v1/resources",
+        &json!({ "name": "x", "type": "tcp", "listen": "nope", "targets": [{ "site": "nowhere", "address": "127.0.0.1:1" }] }),
+    );
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert!(
+        fields.contains(&"listen") && fields.contains(&"targets[0].site"),
+        "{body}"
+    );
+
+    // A read-only key cannot write.
+    let (_, key) = call(
+        &edge,
+        "POST",
+        "/api/v1/keys",
+        &json!({ "name": "ro", "scope": "read" }),
+    );
+    let ro = key["token"].as_str().unwrap();
+    let (status, body) = raw("POST", "/api/v1/resources", &ok_tcp.to_string(), ro);
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (403, Some("read_only_key"))
+    );
+
+    // Nothing changed: same resources, no audit row but the key's.
+    assert_eq!(edge.admin_get("/api/v1/resources"), before_resources);
+    let after_audit = edge.admin_get("/api/v1/audit?limit=1000");
+    let new_rows: Vec<&Value> = after_audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .skip(before_audit.as_array().unwrap().len())
+        .collect();
+    assert_eq!(new_rows.len(), 1, "{new_rows:?}");
+    assert_eq!(new_rows[0]["action"], "api_key.create");
+    // The port the refused move wanted is still someone else's, and
+    // `fixed` still listens where it did.
+    assert!(tokio::net::TcpStream::connect(free_port).await.is_ok());
+    drop(taken);
+}

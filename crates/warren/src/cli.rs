@@ -33,10 +33,10 @@ pub(crate) enum Command {
     /// Manage resources through the edge's admin API.
     Resource {
         #[command(subcommand)]
-        command: ResourceCommand,
+        command: Box<ResourceCommand>,
     },
     /// Sites, agents, versions, health, streams and bytes (admin API).
-    Status(Box<StatusArgs>),
+    Status(StatusArgs),
     /// All-in-one quickstart: an edge with its state in ./warren-data.
     Up(UpArgs),
 }

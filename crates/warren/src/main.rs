@@ -68,8 +68,8 @@ fn main() -> ExitCode {
                 Some(cmd) => admin_cmd::site(cmd).await,
                 None => site_cmd::run(*args).await,
             },
-            Command::Resource { command } => admin_cmd::resource(command).await,
-            Command::Status(s) => status_cmd::run(*s).await,
+            Command::Resource { command } => admin_cmd::resource(*command).await,
+            Command::Status(s) => status_cmd::run(s).await,
             Command::Up(args) => up_cmd::run(args).await,
         }
     });

@@ -41,6 +41,7 @@ mod https;
 mod listeners;
 mod metrics;
 mod notify;
+mod notify_email;
 mod origin_pool;
 mod proxy_tcp;
 mod proxy_udp;

@@ -1,5 +1,6 @@
 //! Notifications to operators: a webhook (`[notify] webhook = { url,
-//! secret }`) told about agents connecting and leaving, targets turning
+//! secret }`) and/or mail (`[notify.email]`, see [`crate::notify_email`])
+//! told about agents connecting and leaving, targets turning
 //! healthy or unhealthy, and sites going online or offline.
 //!
 //! * `site_offline` is sent only when a site has had no agent for
@@ -16,6 +17,7 @@
 //!   queue drops (and counts) rather than blocking the edge.
 
 use crate::config::{NotifySettings, WebhookSettings};
+use crate::notify_email::Mailer;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
@@ -32,11 +34,45 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// One thing to tell.
 #[derive(Clone, Debug, serde::Serialize)]
 pub(crate) struct Notice {
-    id: String,
-    event: String,
-    subject: String,
-    at: String,
-    detail: serde_json::Value,
+    pub(crate) id: String,
+    pub(crate) event: String,
+    pub(crate) subject: String,
+    pub(crate) at: String,
+    pub(crate) detail: serde_json::Value,
+}
+
+/// Where notices go; each has its own queue and delivery task, so a slow
+/// mail relay never delays the webhook.
+enum Sink {
+    Webhook(WebhookSettings),
+    Email(Box<Mailer>),
+}
+
+impl Sink {
+    fn name(&self) -> &'static str {
+        match self {
+            Sink::Webhook(_) => "webhook",
+            Sink::Email(_) => "email",
+        }
+    }
+
+    async fn send(&self, n: &Notice) -> Result<(), String> {
+        match self {
+            Sink::Webhook(w) => {
+                let body = serde_json::to_vec(n).unwrap_or_default();
+                let signature = w.secret.as_ref().map(|key| {
+                    let key =
+                        aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key.as_bytes());
+                    format!(
+                        "sha256={}",
+                        hex::encode(aws_lc_rs::hmac::sign(&key, &body).as_ref())
+                    )
+                });
+                post(&w.url, n, &body, signature.as_deref()).await
+            }
+            Sink::Email(m) => m.send(n).await,
+        }
+    }
 }
 
 enum Input {
@@ -65,11 +101,29 @@ struct SiteState {
 impl Notifier {
     /// Starts the notifier, or returns `None` when nothing is configured.
     pub(crate) fn start(settings: &NotifySettings) -> Option<Arc<Notifier>> {
-        let webhook = settings.webhook.clone()?;
+        let mut sinks = Vec::new();
+        if let Some(w) = &settings.webhook {
+            sinks.push(Sink::Webhook(w.clone()));
+        }
+        if let Some(e) = &settings.email {
+            match Mailer::new(e) {
+                Ok(m) => sinks.push(Sink::Email(Box::new(m))),
+                Err(err) => {
+                    tracing::error!(error = %err, "email notifications are off: the SMTP settings cannot be used")
+                }
+            }
+        }
+        if sinks.is_empty() {
+            return None;
+        }
         let (tx, rx) = mpsc::channel(QUEUE);
-        let (out_tx, out_rx) = mpsc::channel::<Notice>(QUEUE);
-        tokio::spawn(decide(rx, tx.clone(), out_tx, settings.debounce));
-        tokio::spawn(deliver(out_rx, webhook));
+        let mut outs = Vec::new();
+        for sink in sinks {
+            let (out_tx, out_rx) = mpsc::channel::<Notice>(QUEUE);
+            tokio::spawn(deliver(out_rx, sink));
+            outs.push(out_tx);
+        }
+        tokio::spawn(decide(rx, tx.clone(), outs, settings.debounce));
         Some(Arc::new(Notifier { tx }))
     }
 
@@ -101,14 +155,16 @@ fn notice(event: &str, subject: &str, detail: serde_json::Value) -> Notice {
 async fn decide(
     mut rx: mpsc::Receiver<Input>,
     timers: mpsc::Sender<Input>,
-    out: mpsc::Sender<Notice>,
+    outs: Vec<mpsc::Sender<Notice>>,
     debounce: Duration,
 ) {
     let mut sites: HashMap<String, SiteState> = HashMap::new();
     while let Some(input) = rx.recv().await {
         let send = |n: Notice| {
-            if out.try_send(n).is_err() {
-                tracing::warn!("webhook queue full; a notification was dropped");
+            for out in &outs {
+                if out.try_send(n.clone()).is_err() {
+                    tracing::warn!("notification queue full; a notification was dropped");
+                }
             }
         };
         match input {
@@ -165,36 +221,26 @@ async fn decide(
     }
 }
 
-async fn deliver(mut rx: mpsc::Receiver<Notice>, webhook: WebhookSettings) {
+async fn deliver(mut rx: mpsc::Receiver<Notice>, sink: Sink) {
+    let via = sink.name();
     while let Some(n) = rx.recv().await {
-        let body = serde_json::to_vec(&n).unwrap_or_default();
-        let signature = webhook.secret.as_ref().map(|key| {
-            let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key.as_bytes());
-            format!(
-                "sha256={}",
-                hex::encode(aws_lc_rs::hmac::sign(&key, &body).as_ref())
-            )
-        });
         let mut wait = FIRST_RETRY;
         for attempt in 1..=ATTEMPTS {
-            let result = tokio::time::timeout(
-                REQUEST_TIMEOUT,
-                post(&webhook.url, &n, &body, signature.as_deref()),
-            )
-            .await
-            .unwrap_or_else(|_| Err("timed out".into()));
+            let result = tokio::time::timeout(REQUEST_TIMEOUT, sink.send(&n))
+                .await
+                .unwrap_or_else(|_| Err("timed out".into()));
             match result {
                 Ok(()) => {
-                    tracing::debug!(event = %n.event, id = %n.id, attempt, "webhook delivered");
+                    tracing::debug!(via, event = %n.event, id = %n.id, attempt, "notification delivered");
                     break;
                 }
                 Err(e) if attempt < ATTEMPTS => {
-                    tracing::info!(event = %n.event, id = %n.id, attempt, error = %e, retry_in_ms = wait.as_millis() as u64, "webhook delivery failed; retrying");
+                    tracing::info!(via, event = %n.event, id = %n.id, attempt, error = %e, retry_in_ms = wait.as_millis() as u64, "notification delivery failed; retrying");
                     tokio::time::sleep(wait).await;
                     wait *= 2;
                 }
                 Err(e) => {
-                    tracing::warn!(event = "webhook_dropped", notice = %n.event, id = %n.id, error = %e, "webhook delivery failed {ATTEMPTS} times; dropped");
+                    tracing::warn!(event = "notification_dropped", via, notice = %n.event, id = %n.id, error = %e, "notification delivery failed {ATTEMPTS} times; dropped");
                 }
             }
         }

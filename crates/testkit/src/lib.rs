@@ -7,6 +7,8 @@
 //!   sleeping, and assert on what was logged.
 //! * [`EdgeSpec`]: writes an edge config with every port `0`, starts the edge
 //!   and reads the bound addresses back from its log.
+//! * Real servers: Debian's `pebble` (ACME), a throwaway PostgreSQL, and
+//!   `aiosmtpd` with STARTTLS (mail).
 //!
 //! Nothing here uses a fixed port or `std::env::set_var`.
 
@@ -14,12 +16,14 @@ mod http_backend;
 mod pebble;
 mod postgres;
 mod process;
+mod smtp;
 mod upstream;
 
 pub use http_backend::{http_backend, pattern, self_signed, tls_backend, HttpBackend, TlsBackend};
 pub use pebble::{free_tcp_ports, pebble_installed, Pebble};
 pub use postgres::{postgres_installed, Postgres};
 pub use process::{EdgeProcess, EdgeSpec, Process, ResourceSpec};
+pub use smtp::{smtp_server_installed, SmtpServer};
 pub use upstream::{echo_tcp, echo_udp, random_bytes, sha256_hex};
 
 /// How long a test waits for an expected event before failing.

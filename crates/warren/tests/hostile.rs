@@ -17,7 +17,7 @@ fn hello(secret: &str) -> Hello {
     Hello {
         site_id: "home".into(),
         secret: secret.into(),
-        agent_version: "hostile".into(),
+        agent_version: env!("CARGO_PKG_VERSION").into(),
         platform: "test".into(),
         instance: "fake".into(),
     }
@@ -88,6 +88,36 @@ async fn an_agent_of_an_unknown_protocol_version_is_refused_with_a_reason() {
         logged["error"].as_str().unwrap().contains("version 99"),
         "{logged}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_older_than_the_edge_supports_is_told_what_to_upgrade() {
+    let dir = tempfile::tempdir().unwrap();
+    let edge = EdgeProcess::start(bin(), dir.path(), &EdgeSpec::new());
+    for version in ["0.0.9", "not-a-version"] {
+        let mut s = tls_to(&edge).await;
+        let old = Hello {
+            agent_version: version.into(),
+            ..hello("S3CRET-for-tests")
+        };
+        s.write_all(&encode_hello(&old, warren_proto::PROTOCOL_VERSION))
+            .await
+            .unwrap();
+        match read_reply(&mut s).await {
+            Reply::Refused(r) => {
+                assert_eq!(r.code, RefusalCode::AgentTooOld);
+                assert!(
+                    r.message.contains(version) && r.message.contains("upgrade warren"),
+                    "{}",
+                    r.message
+                );
+            }
+            other => panic!("{version}: expected a refusal, got {other:?}"),
+        }
+    }
+    let logged = edge.process.wait_event("agent_refused");
+    assert_eq!(logged["reason"], "agent_too_old", "{logged}");
+    assert_eq!(edge.agent_count("home"), 0);
 }
 
 /// A fake edge that answers every agent with `reply`, once per connection.

@@ -178,6 +178,8 @@ pub struct CertFiles {
 pub struct NotifySettings {
     /// JSON POSTs, signed with HMAC-SHA256 when a secret is set.
     pub webhook: Option<WebhookSettings>,
+    /// Plain-text mail through an SMTP relay.
+    pub email: Option<EmailSettings>,
     /// How long a site must stay without agents before `site_offline`.
     pub debounce: Duration,
 }
@@ -186,9 +188,24 @@ impl Default for NotifySettings {
     fn default() -> Self {
         NotifySettings {
             webhook: None,
+            email: None,
             debounce: Duration::from_secs(30),
         }
     }
+}
+
+/// An SMTP relay and the envelope (`[notify.email]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EmailSettings {
+    /// `smtps://[user:pass@]host[:465]`, `smtp://...` (STARTTLS, required)
+    /// or `smtp://host?tls=none` (loopback relays only).
+    pub smtp: String,
+    /// Sender address.
+    pub from: String,
+    /// Recipients, at least one.
+    pub to: Vec<String>,
+    /// A CA to trust besides the system roots.
+    pub ca: Option<PathBuf>,
 }
 
 /// A webhook receiver.

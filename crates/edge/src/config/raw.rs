@@ -11,7 +11,9 @@ pub(super) struct RawFile {
     #[serde(default)]
     pub(super) tls: Option<Spanned<RawTls>>,
     #[serde(default)]
-    pub(super) notify: Option<Spanned<RawNotify>>,
+    /// Not `Spanned`: toml cannot span a table only implied by
+    /// `[notify.email]`; errors here are named by key alone.
+    pub(super) notify: Option<RawNotify>,
     #[serde(default)]
     pub(super) site: Vec<Spanned<RawSite>>,
     #[serde(default)]
@@ -163,7 +165,17 @@ pub struct RawHealth {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawNotify {
     pub(super) webhook: Option<RawWebhook>,
+    pub(super) email: Option<RawEmail>,
     pub(super) debounce: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEmail {
+    pub(super) smtp: String,
+    pub(super) from: String,
+    pub(super) to: Vec<String>,
+    pub(super) ca: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]

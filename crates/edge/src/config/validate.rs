@@ -152,7 +152,10 @@ impl<'a> Validator<'a> {
                 path => AccessLog::File(resolve(PathBuf::from(path))),
             });
         let tunnel_cert = self.tunnel_cert(&edge, edge_span.clone(), &resolve);
-        let notify = raw.notify.map(|n| self.notify(n)).unwrap_or_default();
+        let notify = raw
+            .notify
+            .map(|n| self.notify(n, &resolve))
+            .unwrap_or_default();
         let tls = match raw.tls {
             Some(t) => self.tls(t, &resolve),
             None => TlsSettings::default(),
@@ -216,9 +219,8 @@ impl<'a> Validator<'a> {
         }
     }
 
-    fn notify(&mut self, raw: Spanned<RawNotify>) -> NotifySettings {
-        let span = Some(raw.span());
-        let raw = raw.into_inner();
+    fn notify(&mut self, raw: RawNotify, resolve: &dyn Fn(PathBuf) -> PathBuf) -> NotifySettings {
+        let span: Span = None;
         let mut out = NotifySettings::default();
         if let Some(d) = &raw.debounce {
             if let Some(d) = self.duration(span.clone(), d, "notify.debounce") {
@@ -232,7 +234,7 @@ impl<'a> Validator<'a> {
                     .map_or(true, |u| u.host().is_none())
             {
                 self.error(
-                    span,
+                    span.clone(),
                     "notify.webhook.url",
                     format!("`{}` is not an http:// or https:// URL", w.url),
                 );
@@ -240,6 +242,48 @@ impl<'a> Validator<'a> {
                 out.webhook = Some(WebhookSettings {
                     url: w.url,
                     secret: w.secret,
+                });
+            }
+        }
+        if let Some(e) = raw.email {
+            let before = self.errors.len();
+            if let Err(msg) = crate::notify_email::parse_smtp_url(&e.smtp) {
+                self.error(span.clone(), "notify.email.smtp", msg);
+            }
+            for (key, addr) in
+                std::iter::once(("from", &e.from)).chain(e.to.iter().map(|t| ("to", t)))
+            {
+                if let Err(err) = addr.parse::<lettre::message::Mailbox>() {
+                    self.error(
+                        span.clone(),
+                        format!("notify.email.{key}"),
+                        format!("`{addr}` is not a mail address: {err}"),
+                    );
+                }
+            }
+            if e.to.is_empty() {
+                self.error(
+                    span.clone(),
+                    "notify.email.to",
+                    "at least one recipient is needed",
+                );
+            }
+            let ca = e.ca.map(resolve);
+            if let Some(ca) = &ca {
+                if let Err(err) = std::fs::metadata(ca) {
+                    self.error(
+                        span.clone(),
+                        "notify.email.ca",
+                        format!("{}: {err}", ca.display()),
+                    );
+                }
+            }
+            if self.errors.len() == before {
+                out.email = Some(EmailSettings {
+                    smtp: e.smtp,
+                    from: e.from,
+                    to: e.to,
+                    ca,
                 });
             }
         }

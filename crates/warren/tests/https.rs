@@ -262,7 +262,7 @@ async fn health_checks_take_targets_out_and_back_with_no_failed_request() {
             seen
         }
     };
-    web.agent.wait_event("health_plan");
+    web.agent.wait_event("plan_applied");
     assert!(names(6).await.contains(&"b".to_owned()));
     // b fails its check: out of rotation, and no request fails meanwhile.
     b.health_status.store(503, Ordering::Relaxed);

@@ -210,5 +210,112 @@ async fn two_edges_share_one_postgres() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(!std::path::Path::new(&dir1.path().join("data/warren.db")).exists());
+
+    // A resource made through one edge's API serves on the other within
+    // a second or so (it polls the shared config_version every second),
+    // and leaves it when deleted there.
+    let second_agent = second.start_agent("agent2", "tcp", &[&format!("{echo}/tcp")]);
+    let body = format!(
+        r#"{{"name":"shared","type":"tcp","listen":"127.0.0.1:0","targets":[{{"site":"home","address":"{echo}"}}]}}"#
+    );
+    let token = first.token.as_deref();
+    let (status, created) = first.admin_request("POST", "/api/v1/resources", Some(&body), token);
+    assert_eq!(status, 201, "{created}");
+    let started = std::time::Instant::now();
+    let addr = second.resource_addr("shared");
+    eprintln!("the other edge listened after {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert!(common::echo_ok(addr, b"via the other edge").await.is_ok());
+    let (status, _) = first.admin_request("DELETE", "/api/v1/resources/shared", None, token);
+    assert_eq!(status, 204);
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(std::time::Instant::now() < deadline, "still listening");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     drop(agent);
+    drop(second_agent);
+}
+
+/// The same through the REST API: resources created one after another
+/// while the edge is killed. Every one the API confirmed (201) is in the
+/// database after the kill, which passes the integrity check, and is
+/// served again after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_burst_of_api_writes_loses_no_confirmed_resource() {
+    let echo = echo_tcp().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut edge = EdgeProcess::start(bin(), dir.path(), &EdgeSpec::new());
+    let (admin, token) = (edge.admin, edge.token.clone().unwrap());
+    let writer = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut confirmed = Vec::new();
+        for i in 0..200 {
+            let body = format!(
+                r#"{{"name":"api{i:03}","type":"tcp","listen":"127.0.0.1:0","targets":[{{"site":"home","address":"{echo}"}}]}}"#
+            );
+            let Ok(mut s) = std::net::TcpStream::connect(admin) else {
+                break;
+            };
+            let req = format!(
+                "POST /api/v1/resources HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            if s.write_all(req.as_bytes()).is_err() {
+                break;
+            }
+            let mut resp = String::new();
+            let _ = s.read_to_string(&mut resp);
+            if resp.starts_with("HTTP/1.1 201") {
+                confirmed.push(format!("api{i:03}"));
+            } else {
+                break;
+            }
+        }
+        confirmed
+    });
+    // Kill once a good number are through, while the writer keeps going.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while edge.process.events("listening").len() < 25 {
+        assert!(std::time::Instant::now() < deadline, "writes too slow");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    edge.process.signal(SIGKILL);
+    edge.process.wait_exit(Duration::from_secs(10));
+    let confirmed = writer.join().unwrap();
+    eprintln!("{} API writes confirmed before kill -9", confirmed.len());
+    assert!(
+        confirmed.len() >= 20 && confirmed.len() < 200,
+        "{}",
+        confirmed.len()
+    );
+
+    let store = warren_store::Store::open_sqlite(&dir.path().join("data/warren.db"))
+        .await
+        .expect("the database opens after kill -9");
+    assert_eq!(store.sqlite_integrity_check().await.unwrap(), "ok");
+    let stored: Vec<String> = store
+        .list_resources()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    for name in &confirmed {
+        assert!(stored.contains(name), "{name} confirmed but lost");
+    }
+    store.close().await;
+
+    let edge = EdgeProcess::start_existing(bin(), dir.path());
+    let served = edge.admin_get("/api/v1/resources");
+    for name in &confirmed {
+        assert!(
+            served
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|r| &r["name"] == name),
+            "{name} not served after the restart"
+        );
+    }
 }

@@ -210,9 +210,10 @@ pub(crate) async fn rotate(
                         .link
                         .close("the site's secret was rotated with no grace period");
                 } else {
-                    agent
-                        .on_old_secret
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    agent.mark_old_secret(
+                        warren_store::now_ms()
+                            .saturating_add(grace.as_millis().min(i64::MAX as u128) as i64),
+                    );
                 }
             }
             Json(RotatedSecret {
@@ -227,14 +228,17 @@ pub(crate) async fn rotate(
 }
 
 /// The secrets an agent of a store-managed site may present, current first,
-/// each with whether it is a rotated-out one. Empty for unknown sites.
-pub(crate) async fn site_secrets(shared: &EdgeShared, id: &str) -> Vec<(SiteSecret, bool)> {
+/// each with, for a rotated-out one, when its grace ends (Unix ms). Empty
+/// for unknown sites.
+pub(crate) async fn site_secrets(shared: &EdgeShared, id: &str) -> Vec<(SiteSecret, Option<i64>)> {
     match shared.store.site_secrets(id).await {
         Ok(secrets) => secrets
             .into_iter()
             .filter_map(|s| {
-                let old = s.retired_ms.is_some();
-                SiteSecret::from_hash(&s.secret_hash).ok().map(|h| (h, old))
+                let until = s.retired_ms.map(|_| s.grace_until_ms.unwrap_or(0));
+                SiteSecret::from_hash(&s.secret_hash)
+                    .ok()
+                    .map(|h| (h, until))
             })
             .collect(),
         Err(e) => {

@@ -9,7 +9,7 @@
 use serde::Serialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 use warren_transport::{Link, TransportKind};
@@ -45,8 +45,30 @@ pub struct AgentConn {
     /// It authenticated with a secret that has since been rotated out (or
     /// with one already retired and still in its grace period).
     pub on_old_secret: AtomicBool,
+    /// When the rotated-out secret it authenticated with stops working
+    /// (Unix ms; 0: it is on the current secret). Past it, the edge closes
+    /// the link ([`Registry::close_expired_secrets`]).
+    pub old_secret_until_ms: AtomicI64,
     /// The configuration version the agent acknowledged (0: none yet).
     pub config_version: AtomicU64,
+}
+
+impl AgentConn {
+    /// Marks the agent as on a rotated-out secret that works until
+    /// `until_ms` (the earliest deadline wins when rotated twice).
+    pub fn mark_old_secret(&self, until_ms: i64) {
+        self.on_old_secret.store(true, Ordering::Relaxed);
+        let until_ms = until_ms.max(1);
+        let _ =
+            self.old_secret_until_ms
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |cur| {
+                    Some(if cur == 0 {
+                        until_ms
+                    } else {
+                        cur.min(until_ms)
+                    })
+                });
+    }
 }
 
 /// A refusal reported by an agent.
@@ -198,6 +220,7 @@ impl Registry {
             bytes_from_site: AtomicU64::new(0),
             draining: AtomicBool::new(false),
             on_old_secret: AtomicBool::new(false),
+            old_secret_until_ms: AtomicI64::new(0),
             config_version: AtomicU64::new(0),
         });
         let mut sites = self.sites.lock().unwrap_or_else(|e| e.into_inner());
@@ -305,6 +328,25 @@ impl Registry {
             .get(site)
             .map(|s| s.agents.clone())
             .unwrap_or_default()
+    }
+
+    /// Closes the links of agents whose rotated-out secret's grace has
+    /// ended by `now_ms`; returns them.
+    pub fn close_expired_secrets(&self, now_ms: i64) -> Vec<Arc<AgentConn>> {
+        let expired: Vec<Arc<AgentConn>> = self
+            .all_agents()
+            .into_iter()
+            .filter(|a| {
+                let until = a.old_secret_until_ms.load(Ordering::Relaxed);
+                until != 0 && now_ms >= until
+            })
+            .collect();
+        for a in &expired {
+            a.link.close(
+                "the grace period of the secret this agent uses has ended; restart it with the site's new secret",
+            );
+        }
+        expired
     }
 
     /// Every connected agent.

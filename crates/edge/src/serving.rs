@@ -284,7 +284,8 @@ async fn with_api_resources(
     Ok(serving)
 }
 
-/// Follows changes other edges make to a shared store.
+/// Every second: follows changes other edges make to a shared store, and
+/// disconnects agents whose rotated-out secret's grace has ended.
 pub(crate) async fn sync_loop(shared: Arc<EdgeShared>, stop: CancellationToken) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -292,6 +293,15 @@ pub(crate) async fn sync_loop(shared: Arc<EdgeShared>, stop: CancellationToken) 
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tick.tick() => {}
+        }
+        for agent in shared
+            .registry
+            .close_expired_secrets(warren_store::now_ms())
+        {
+            tracing::warn!(
+                event = "agent_secret_expired", site = %agent.site, agent = %agent.instance,
+                "the agent's rotated-out secret is past its grace period; disconnected"
+            );
         }
         let mut serving = shared.serving.lock().await;
         match serving.refresh(&shared).await {

@@ -133,11 +133,11 @@ async fn admit(accepted: Accepted, shared: Arc<EdgeShared>) {
                 .verifier
                 .check(Some(secret), hello.secret.clone())
                 .await,
-            false,
+            None,
         ),
         None => {
             let secrets = crate::admin_sites::site_secrets(&shared, &hello.site_id).await;
-            let mut outcome = (false, false);
+            let mut outcome = (false, None);
             if secrets.is_empty() {
                 shared.verifier.check(None, hello.secret.clone()).await;
             }
@@ -220,8 +220,8 @@ async fn admit(accepted: Accepted, shared: Arc<EdgeShared>) {
             "platform": hello.platform, "remote": remote_text, "transport": transport,
         }),
     );
-    if old_secret {
-        agent.on_old_secret.store(true, Ordering::Relaxed);
+    if let Some(until) = old_secret {
+        agent.mark_old_secret(until);
         tracing::warn!(event = "agent_on_old_secret", site = %hello.site_id, agent = %hello.instance, "agent authenticated with a rotated-out secret still in its grace period; give it the new one");
     }
     tokio::spawn(crate::health::run(agent.clone(), shared.clone()));

@@ -297,3 +297,42 @@ fn api_sites_authenticate_rotate_with_grace_and_delete() {
         ["site.create", "site.rotate", "site.rotate", "site.delete"]
     );
 }
+
+/// When a rotated-out secret's grace ends, agents still using it are
+/// disconnected (and cannot come back with it); agents on the new secret
+/// stay.
+#[test]
+fn agents_on_an_old_secret_are_cut_off_when_its_grace_ends() {
+    use std::time::{Duration, Instant};
+    use warren_testkit::{Process, EVENT_TIMEOUT};
+    let (edge, dir) = edge();
+    let admin = edge.token.clone().unwrap();
+    let post = |path: &str, body: serde_json::Value| {
+        edge.admin_request("POST", path, Some(&body.to_string()), Some(&admin))
+    };
+    let (_, lab) = post("/api/v1/sites", json!({ "id": "lab" }));
+    let old = lab["secret"].as_str().unwrap().to_owned();
+    let agent = |name: &str, secret: &str| {
+        let args = edge.site_args("lab", secret, "tcp", &["127.0.0.1:9/tcp"]);
+        Process::spawn(name, bin(), &args, dir.path())
+    };
+    let _on_old = agent("old", &old);
+    edge.process
+        .wait_event_nth("agent_connected", 0, EVENT_TIMEOUT);
+    let (_, rotated) = post("/api/v1/sites/lab/rotate", json!({ "grace": "2s" }));
+    let rotated_at = Instant::now();
+    let _on_new = agent("new", rotated["secret"].as_str().unwrap());
+    edge.process
+        .wait_event_nth("agent_connected", 1, EVENT_TIMEOUT);
+    let expired = edge.process.wait_event("agent_secret_expired");
+    let after = rotated_at.elapsed();
+    eprintln!("old-secret agent cut off {after:?} after a 2 s grace");
+    assert!(after >= Duration::from_millis(1900), "{after:?}");
+    assert_eq!(expired["site"], "lab");
+    // It tries again with the old secret and is refused; the new one stays.
+    edge.process
+        .wait_log("refusal of the old secret", EVENT_TIMEOUT, |v| {
+            v["event"] == "agent_refused" && v["site"] == "lab"
+        });
+    assert_eq!(edge.agent_count("lab"), 1);
+}

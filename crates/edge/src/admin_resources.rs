@@ -168,6 +168,21 @@ async fn write(
     }
 }
 
+/// Creates (`replace: None`) or replaces a resource from a JSON body.
+async fn put(
+    shared: &Arc<EdgeShared>,
+    caller: &Caller,
+    body: Result<Json<serde_json::Value>, JsonRejection>,
+    replace: Option<String>,
+) -> Response {
+    let spec = match body {
+        Ok(Json(v)) => v,
+        Err(r) => return bad_json(r),
+    };
+    let created = replace.is_none();
+    write(shared, caller, Change::Put { spec, replace }, created).await
+}
+
 /// Creates a resource; it serves before the response is sent.
 #[utoipa::path(post, path = "/api/v1/resources", tag = "resources", request_body = ResourceSpec,
     responses((status = 201, body = ResourceRecord),
@@ -179,20 +194,7 @@ pub(crate) async fn create(
     Extension(caller): Extension<Caller>,
     body: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Response {
-    let spec = match body {
-        Ok(Json(v)) => v,
-        Err(r) => return bad_json(r),
-    };
-    write(
-        &shared,
-        &caller,
-        Change::Put {
-            spec,
-            replace: None,
-        },
-        true,
-    )
-    .await
+    put(&shared, &caller, body, None).await
 }
 
 /// Replaces a resource made through the API, whole.
@@ -209,20 +211,7 @@ pub(crate) async fn replace(
     Path(name): Path<String>,
     body: Result<Json<serde_json::Value>, JsonRejection>,
 ) -> Response {
-    let spec = match body {
-        Ok(Json(v)) => v,
-        Err(r) => return bad_json(r),
-    };
-    write(
-        &shared,
-        &caller,
-        Change::Put {
-            spec,
-            replace: Some(name),
-        },
-        false,
-    )
-    .await
+    put(&shared, &caller, body, Some(name)).await
 }
 
 /// Deletes a resource made through the API; its listener closes at once

@@ -4,38 +4,16 @@
 
 mod common;
 
-use common::bin;
+use common::{banner, bin, read_banner, within};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::process::Output;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use warren_testkit::{EdgeProcess, EdgeSpec, Process};
-
-async fn banner(name: &'static str) -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let _ = s.write_all(name.as_bytes()).await;
-        }
-    });
-    addr
-}
-
-async fn read_banner(addr: SocketAddr) -> Option<String> {
-    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let mut got = String::new();
-    tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut got))
-        .await
-        .ok()?
-        .ok()?;
-    Some(got)
-}
 
 /// Runs `warren ARGS` against the edge's API (token in the child's
 /// environment, as an operator would export it).
-fn cli(edge: &EdgeProcess, args: &[&str]) -> Output {
+fn cli<S: AsRef<std::ffi::OsStr>>(edge: &EdgeProcess, args: &[S]) -> Output {
     std::process::Command::new(bin())
         .args(args)
         .env("WARREN_API", format!("http://{}", edge.admin))
@@ -44,7 +22,26 @@ fn cli(edge: &EdgeProcess, args: &[&str]) -> Output {
         .expect("run warren")
 }
 
-fn ok(edge: &EdgeProcess, args: &[&str]) -> String {
+/// `warren resource VERB web`: a tcp resource on a free port to `target`
+/// at site `lab`.
+fn web_args(verb: &str, target: SocketAddr) -> Vec<String> {
+    [
+        "resource",
+        verb,
+        "web",
+        "--type",
+        "tcp",
+        "--listen",
+        "127.0.0.1:0",
+        "--target",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .chain([format!("lab={target}")])
+    .collect()
+}
+
+fn ok<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(edge: &EdgeProcess, args: &[S]) -> String {
     let out = cli(edge, args);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
@@ -53,22 +50,6 @@ fn ok(edge: &EdgeProcess, args: &[&str]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
-}
-
-async fn within<F, Fut>(what: &str, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "{what}: not within 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    start.elapsed()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -104,20 +85,7 @@ async fn site_and_resource_lifecycle_through_the_cli() {
     agent.wait_event("edge_connected");
 
     // 3. A resource, then the service through it.
-    let out = ok(
-        &edge,
-        &[
-            "resource",
-            "create",
-            "web",
-            "--type",
-            "tcp",
-            "--listen",
-            "127.0.0.1:0",
-            "--target",
-            &format!("lab={a}"),
-        ],
-    );
+    let out = ok(&edge, &web_args("create", a));
     let addr: SocketAddr = out
         .lines()
         .find_map(|l| l.strip_prefix("listening on "))
@@ -131,20 +99,7 @@ async fn site_and_resource_lifecycle_through_the_cli() {
 
     // 4. Move the target: the new one answers within a second.
     let started = Instant::now();
-    ok(
-        &edge,
-        &[
-            "resource",
-            "update",
-            "web",
-            "--type",
-            "tcp",
-            "--listen",
-            "127.0.0.1:0",
-            "--target",
-            &format!("lab={b}"),
-        ],
-    );
+    ok(&edge, &web_args("update", b));
     within("new target", || async move {
         read_banner(addr).await.as_deref() == Some("B")
     })
@@ -154,20 +109,7 @@ async fn site_and_resource_lifecycle_through_the_cli() {
     assert!(took < Duration::from_secs(1), "{took:?}");
 
     // A clash is refused with the API's code and exit status 2.
-    let dup = cli(
-        &edge,
-        &[
-            "resource",
-            "create",
-            "web",
-            "--type",
-            "tcp",
-            "--listen",
-            "127.0.0.1:0",
-            "--target",
-            &format!("lab={a}"),
-        ],
-    );
+    let dup = cli(&edge, &web_args("create", a));
     assert_eq!(dup.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&dup.stderr).contains("conflict"));
 

@@ -4,34 +4,12 @@
 
 mod common;
 
-use common::{bin, echo_ok};
+use common::{banner, bin, echo_ok, read_banner, within};
 use serde_json::{json, Value};
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use warren_testkit::{echo_tcp, EdgeProcess, EdgeSpec, Process, ResourceSpec};
-
-/// A TCP server that answers every connection with `name` and closes.
-async fn banner(name: &'static str) -> SocketAddr {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = l.accept().await {
-            let _ = s.write_all(name.as_bytes()).await;
-        }
-    });
-    addr
-}
-
-async fn read_banner(addr: SocketAddr) -> Option<String> {
-    let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
-    let mut got = String::new();
-    tokio::time::timeout(Duration::from_secs(2), s.read_to_string(&mut got))
-        .await
-        .ok()?
-        .ok()?;
-    Some(got)
-}
 
 fn call(edge: &EdgeProcess, method: &str, path: &str, body: &Value) -> (u16, Value) {
     edge.admin_request(method, path, Some(&body.to_string()), edge.token.as_deref())
@@ -46,23 +24,6 @@ fn bound(edge: &EdgeProcess, name: &str) -> SocketAddr {
         .find(|r| r["name"] == name)
         .unwrap_or_else(|| panic!("{name} not served: {list:#}"));
     r["bound"].as_str().unwrap().parse().unwrap()
-}
-
-/// Polls `check` every 10 ms for up to 5 s; returns how long it took.
-async fn within<F, Fut>(what: &str, mut check: F) -> Duration
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(
-            start.elapsed() < Duration::from_secs(5),
-            "{what}: not within 5 s"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    start.elapsed()
 }
 
 fn start(dir: &std::path::Path, file_target: SocketAddr) -> EdgeProcess {

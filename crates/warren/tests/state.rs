@@ -118,6 +118,24 @@ async fn config_file_is_reconciled_into_the_store_with_an_audit_trail() {
     assert_eq!(rest[0]["id"], all[3]["id"]);
 }
 
+/// Opens the killed edge's database, which must pass SQLite's integrity
+/// check, and returns the names of the resources in it.
+async fn stored_after_kill(dir: &std::path::Path) -> Vec<String> {
+    let store = warren_store::Store::open_sqlite(&dir.join("data/warren.db"))
+        .await
+        .expect("the database opens after kill -9");
+    assert_eq!(store.sqlite_integrity_check().await.unwrap(), "ok");
+    let names = store
+        .list_resources()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    store.close().await;
+    names
+}
+
 /// A kill -9 while reloads are committing: every reload the edge reported
 /// done is in the database, which opens cleanly and passes SQLite's
 /// integrity check.
@@ -147,17 +165,7 @@ async fn kill_9_during_a_burst_of_writes_loses_no_committed_change() {
     assert!(reported >= confirmed);
     eprintln!("{reported} of 40 reloads reported done before kill -9");
 
-    let store = warren_store::Store::open_sqlite(&dir.path().join("data/warren.db"))
-        .await
-        .expect("the database opens after kill -9");
-    assert_eq!(store.sqlite_integrity_check().await.unwrap(), "ok");
-    let names: Vec<String> = store
-        .list_resources()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.name)
-        .collect();
+    let names = stored_after_kill(dir.path()).await;
     assert!(
         names.len() >= reported,
         "{} reloads reported done but only {} resources stored",
@@ -290,21 +298,10 @@ async fn kill_9_during_a_burst_of_api_writes_loses_no_confirmed_resource() {
         confirmed.len()
     );
 
-    let store = warren_store::Store::open_sqlite(&dir.path().join("data/warren.db"))
-        .await
-        .expect("the database opens after kill -9");
-    assert_eq!(store.sqlite_integrity_check().await.unwrap(), "ok");
-    let stored: Vec<String> = store
-        .list_resources()
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| r.name)
-        .collect();
+    let stored = stored_after_kill(dir.path()).await;
     for name in &confirmed {
         assert!(stored.contains(name), "{name} confirmed but lost");
     }
-    store.close().await;
 
     let edge = EdgeProcess::start_existing(bin(), dir.path());
     let served = edge.admin_get("/api/v1/resources");

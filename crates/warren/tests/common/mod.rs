@@ -57,3 +57,47 @@ pub async fn edge_with_echo() -> EchoEdge {
     let edge = warren_testkit::EdgeProcess::start(bin(), dir.path(), &spec);
     EchoEdge { edge, echo, dir }
 }
+
+/// A TCP server that answers every connection with `name` and closes, so
+/// a test can tell which target a connection reached.
+pub async fn banner(name: &'static str) -> SocketAddr {
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let _ = s.write_all(name.as_bytes()).await;
+        }
+    });
+    addr
+}
+
+/// What a [`banner`] server behind `addr` said, if anything within 2 s.
+pub async fn read_banner(addr: SocketAddr) -> Option<String> {
+    let mut s = TcpStream::connect(addr).await.ok()?;
+    let mut got = String::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        s.read_to_string(&mut got),
+    )
+    .await
+    .ok()?
+    .ok()?;
+    Some(got)
+}
+
+/// Polls `check` every 10 ms for up to 5 s; returns how long it took.
+pub async fn within<F, Fut>(what: &str, mut check: F) -> std::time::Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(5),
+            "{what}: not within 5 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    start.elapsed()
+}

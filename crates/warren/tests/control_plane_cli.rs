@@ -134,10 +134,7 @@ async fn site_and_resource_lifecycle_through_the_cli() {
 
     // 6. Delete the resource: its port closes.
     ok(&edge, &["resource", "delete", "web"]);
-    within("port closed", || async move {
-        tokio::net::TcpStream::connect(addr).await.is_err()
-    })
-    .await;
+    within("port closed", || async move { common::port_closed(addr) }).await;
     let list = ok(&edge, &["resource", "list"]);
     assert!(!list.contains("web"), "{list}");
 

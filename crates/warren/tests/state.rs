@@ -237,7 +237,7 @@ async fn two_edges_share_one_postgres() {
     let (status, _) = first.admin_request("DELETE", "/api/v1/resources/shared", None, token);
     assert_eq!(status, 204);
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+    while !common::port_closed(addr) {
         assert!(std::time::Instant::now() < deadline, "still listening");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

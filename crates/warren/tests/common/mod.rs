@@ -101,3 +101,9 @@ where
     }
     start.elapsed()
 }
+
+/// Whether nothing listens on `addr` any more. A bind is asked rather than
+/// a connect: a connect to a listener that resets at once can fail too.
+pub fn port_closed(addr: SocketAddr) -> bool {
+    std::net::TcpListener::bind(addr).is_ok()
+}

@@ -37,6 +37,11 @@ pub(crate) enum Command {
     },
     /// Sites, agents, versions, health, streams and bytes (admin API).
     Status(StatusArgs),
+    /// The site's allowlist as a second wall: nftables rules or a sandboxed systemd unit.
+    Egress {
+        #[command(subcommand)]
+        command: Box<crate::egress_cmd::EgressCommand>,
+    },
     /// All-in-one quickstart: an edge with its state in ./warren-data.
     Up(UpArgs),
 }

@@ -10,6 +10,7 @@ mod admin_cmd;
 mod api_client;
 mod cli;
 mod edge_cmd;
+mod egress_cmd;
 mod site_cmd;
 mod status_cmd;
 mod up_cmd;
@@ -70,6 +71,7 @@ fn main() -> ExitCode {
             },
             Command::Resource { command } => admin_cmd::resource(*command).await,
             Command::Status(s) => status_cmd::run(s).await,
+            Command::Egress { command } => egress_cmd::run(*command).await,
             Command::Up(args) => up_cmd::run(args).await,
         }
     });

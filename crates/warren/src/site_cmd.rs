@@ -11,15 +11,26 @@ use warren_transport::tls::{self, EdgeTrust};
 use warren_transport::{Endpoint, TransportChoice};
 
 fn allowlist(args: &SiteArgs) -> Result<Allowlist, Failure> {
+    load_allowlist(&args.allow, args.allow_file.as_deref(), args.allow_any)
+}
+
+/// The allowlist from `--allow`, `--allow-file` and `--allow-any`, every bad
+/// entry named (exit 2); an empty list is refused too. Shared by
+/// `warren site` and `warren egress render`, so both read one list alike.
+pub(crate) fn load_allowlist(
+    allow: &[String],
+    allow_file: Option<&std::path::Path>,
+    allow_any: bool,
+) -> Result<Allowlist, Failure> {
     let mut errors = Vec::new();
-    let mut list = match Allowlist::parse(args.allow.iter().map(String::as_str)) {
+    let mut list = match Allowlist::parse(allow.iter().map(String::as_str)) {
         Ok(l) => l,
         Err(e) => {
             errors.extend(e.iter().map(|e| format!("--allow: {e}")));
             Allowlist::deny_all()
         }
     };
-    if let Some(path) = &args.allow_file {
+    if let Some(path) = allow_file {
         match std::fs::read_to_string(path) {
             Ok(text) => match Allowlist::parse_file(&text) {
                 Ok(l) => list.extend(l),
@@ -34,7 +45,7 @@ fn allowlist(args: &SiteArgs) -> Result<Allowlist, Failure> {
             errors.join("\n  ")
         )));
     }
-    if args.allow_any {
+    if allow_any {
         return Ok(Allowlist::allow_any());
     }
     if list.rules().is_empty() {

@@ -1,0 +1,226 @@
+//! `warren egress render`: the site's allowlist as a second, kernel-level
+//! wall (nftables) or a sandboxed systemd unit, from the same `--allow` /
+//! `--allow-file` the agent reads.
+
+use crate::site_cmd::load_allowlist;
+use crate::Failure;
+use clap::{Args, Subcommand, ValueEnum};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use warren_egress::render::{nftables, systemd_unit, Subject, Wall};
+use warren_egress::{Allowlist, HostPattern};
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum EgressCommand {
+    /// Print the allowlist as kernel rules or a sandboxed unit file.
+    Render(RenderArgs),
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Format {
+    /// An `nft -f` ruleset in its own table (`inet warren_egress`).
+    Nftables,
+    /// A systemd unit with `IPAddressDeny=any` and the list as `IPAddressAllow=`.
+    Systemd,
+    /// A Kubernetes NetworkPolicy (not yet in this build).
+    K8s,
+    /// Values for the Helm chart (not yet in this build).
+    HelmValues,
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct RenderArgs {
+    /// What to render.
+    #[arg(long, value_enum)]
+    format: Format,
+    /// Allowlist entries, as for `warren site --allow`.
+    #[arg(
+        long = "allow",
+        env = "WARREN_ALLOW",
+        value_delimiter = ',',
+        value_name = "TARGET"
+    )]
+    allow: Vec<String>,
+    /// Allowlist file, as for `warren site --allow-file`.
+    #[arg(long, env = "WARREN_ALLOW_FILE", value_name = "FILE")]
+    allow_file: Option<PathBuf>,
+    /// The edge's tunnel address (HOST:PORT; a name is resolved now). Repeatable.
+    #[arg(long = "edge", value_name = "HOST:PORT")]
+    edge: Vec<String>,
+    /// DNS resolvers the agent may ask (default: the nameservers of /etc/resolv.conf).
+    #[arg(long = "resolver", value_name = "IP")]
+    resolvers: Vec<IpAddr>,
+    /// Govern the traffic of this uid (a host install with its own user).
+    #[arg(long, group = "subject")]
+    uid: Option<u32>,
+    /// Govern the traffic of this cgroup v2 path (e.g. system.slice/warren-site.service).
+    #[arg(long, group = "subject")]
+    cgroup: Option<String>,
+    /// Govern packets from this address or network (a container).
+    #[arg(long, group = "subject", value_name = "IP[/PREFIX]")]
+    source: Option<String>,
+    /// systemd: the warren binary's path in ExecStart.
+    #[arg(long, default_value = "/usr/local/bin/warren")]
+    exec: String,
+    /// nftables: load the rules now (`nft -f`; replaces only Warren's table,
+    /// atomically; applying twice changes nothing).
+    #[arg(long, group = "action")]
+    apply: bool,
+    /// nftables: have `nft` check the rules without loading them.
+    #[arg(long, group = "action")]
+    dry_run: bool,
+    /// nftables: delete Warren's table (and nothing else); no error if absent.
+    #[arg(long, group = "action")]
+    remove: bool,
+}
+
+/// Runs `nft ARGS` with `input` on stdin.
+fn nft(args: &[&str], input: &str) -> Result<(), Failure> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("nft")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| anyhow::anyhow!("cannot run nft: {e}"))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(input.as_bytes())
+            .map_err(|e| anyhow::anyhow!("writing to nft: {e}"))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| anyhow::anyhow!("nft: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Failure::Other(anyhow::anyhow!(
+            "nft {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+fn resolv_conf_nameservers() -> Vec<IpAddr> {
+    std::fs::read_to_string("/etc/resolv.conf")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|ip| ip.trim().parse().ok())
+        .collect()
+}
+
+async fn resolve_names(list: &Allowlist) -> Result<BTreeMap<String, Vec<IpAddr>>, Failure> {
+    let mut out = BTreeMap::new();
+    for rule in list.rules() {
+        if let HostPattern::Name(name) = &rule.host {
+            if out.contains_key(name) {
+                continue;
+            }
+            let addrs: Vec<IpAddr> = tokio::net::lookup_host((name.as_str(), 0))
+                .await
+                .map_err(|e| Failure::Usage(format!("cannot resolve `{name}`: {e}")))?
+                .map(|a| a.ip())
+                .collect();
+            tracing::warn!(
+                name = %name, addrs = ?addrs,
+                "`{name}` was resolved now; the rule is a snapshot of these addresses (render again when they change)"
+            );
+            out.insert(name.clone(), addrs);
+        }
+    }
+    Ok(out)
+}
+
+pub(crate) async fn run(cmd: EgressCommand) -> Result<(), Failure> {
+    let EgressCommand::Render(args) = cmd;
+    if args.remove {
+        // `table` first makes the delete succeed when it is absent, in the
+        // same atomic transaction.
+        let table = warren_egress::render::TABLE;
+        nft(
+            &["-f", "-"],
+            &format!("table inet {table}\ndelete table inet {table}\n"),
+        )?;
+        tracing::info!(event = "egress_wall_removed", "table inet {table} removed");
+        return Ok(());
+    }
+    if matches!(args.format, Format::K8s | Format::HelmValues) {
+        return Err(Failure::Usage(
+            "--format k8s and helm-values are not in this build yet; nftables and systemd are"
+                .into(),
+        ));
+    }
+    let allow = load_allowlist(&args.allow, args.allow_file.as_deref(), false)?;
+    let subject = match (args.uid, &args.cgroup, &args.source) {
+        (Some(uid), _, _) => Subject::Uid(uid),
+        (_, Some(path), _) => Subject::Cgroup(path.trim_matches('/').to_owned()),
+        (_, _, Some(src)) => {
+            let entry = if src.contains(':') && !src.starts_with('[') {
+                format!("[{src}]:1/tcp")
+            } else {
+                format!("{src}:1/tcp")
+            };
+            match Allowlist::parse([entry.as_str()]).map(|l| l.rules()[0].host.clone()) {
+                Ok(HostPattern::Net(n)) => Subject::Source(n),
+                _ => {
+                    return Err(Failure::Usage(format!(
+                        "--source `{src}`: expected an IP or CIDR"
+                    )))
+                }
+            }
+        }
+        (None, None, None) if args.format == Format::Systemd => Subject::Uid(0),
+        (None, None, None) => {
+            return Err(Failure::Usage(
+                "say whose traffic the wall governs: --uid, --cgroup or --source".into(),
+            ))
+        }
+    };
+    let mut edge: Vec<SocketAddr> = Vec::new();
+    for e in &args.edge {
+        let found = tokio::net::lookup_host(e.as_str())
+            .await
+            .map_err(|err| Failure::Usage(format!("--edge `{e}`: {err}")))?;
+        edge.extend(found);
+    }
+    let resolvers = if args.resolvers.is_empty() {
+        resolv_conf_nameservers()
+    } else {
+        args.resolvers.clone()
+    };
+    let resolved = resolve_names(&allow).await?;
+    let wall = Wall {
+        allow: &allow,
+        resolved: &resolved,
+        resolvers: &resolvers,
+        edge: &edge,
+        subject,
+    };
+    let text = match args.format {
+        Format::Nftables => nftables(&wall),
+        _ => systemd_unit(&wall, &args.exec),
+    }
+    .map_err(|e| Failure::Usage(e.to_string()))?;
+    if (args.apply || args.dry_run) && args.format != Format::Nftables {
+        return Err(Failure::Usage(
+            "--apply and --dry-run are for --format nftables".into(),
+        ));
+    }
+    if args.dry_run {
+        nft(&["-c", "-f", "-"], &text)?;
+        eprintln!("nft accepts the rules (nothing was loaded)");
+    } else if args.apply {
+        nft(&["-f", "-"], &text)?;
+        tracing::info!(
+            event = "egress_wall_applied",
+            "table inet {} loaded",
+            warren_egress::render::TABLE
+        );
+    } else {
+        print!("{text}");
+    }
+    Ok(())
+}

@@ -1,0 +1,299 @@
+//! The second wall in a real kernel: the rendered nftables rules applied in
+//! a "site" network namespace, then a process running as the agent's uid
+//! (standing in for a compromised agent: the in-process allowlist is not
+//! involved) reaches the allowed service and times out on the forbidden one
+//! and on the namespace's gateway, while other uids are unaffected;
+//! applying twice changes nothing, other tables are untouched, and
+//! `--remove` restores the exact previous ruleset.
+//!
+//! Needs root, `ip`, `nft`, `setpriv` and /usr/bin/python3; skips
+//! otherwise, unless `WARREN_REQUIRE_NETNS` is set (CI sets it).
+
+mod common;
+
+use common::bin;
+use std::process::{Command, Stdio};
+
+const AGENT_UID: &str = "990";
+const PY: &str = "/usr/bin/python3";
+
+fn run(args: &[&str]) -> std::process::Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn available() -> bool {
+    let root = run(&["id", "-u"]).stdout == b"0\n";
+    let tools = ["ip", "nft", "setpriv", PY].iter().all(|t| {
+        Command::new(t)
+            .arg("--version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok()
+    });
+    if root && tools {
+        return true;
+    }
+    assert!(
+        std::env::var_os("WARREN_REQUIRE_NETNS").is_none(),
+        "WARREN_REQUIRE_NETNS is set but root, ip, nft, setpriv or python3 is missing"
+    );
+    eprintln!("skipping: needs root, ip, nft, setpriv and /usr/bin/python3");
+    false
+}
+
+/// A site namespace joined to a gateway namespace; removed on drop.
+struct Site {
+    ns: String,
+    gw_ns: String,
+    gw_ip: String,
+    servers: Vec<std::process::Child>,
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        for s in &mut self.servers {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+        let _ = run(&["ip", "netns", "del", &self.ns]);
+        let _ = run(&["ip", "netns", "del", &self.gw_ns]);
+    }
+}
+
+const LISTEN: &str = "import socket,sys\n\
+s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+s.bind((sys.argv[1],int(sys.argv[2])));s.listen(50)\n\
+while True:\n  c,_=s.accept();c.close()\n";
+
+impl Site {
+    fn new() -> Site {
+        let id = std::process::id() % 100_000;
+        let octet = (std::process::id() % 200) as u8;
+        let (ns, gw_ns) = (format!("wr-w-{id}"), format!("wr-g-{id}"));
+        let (vs, vg) = (format!("vw{id}"), format!("vg{id}"));
+        let gw_ip = format!("10.252.{octet}.1");
+        let site_ip = format!("10.252.{octet}.2");
+        let site = Site {
+            ns: ns.clone(),
+            gw_ns: gw_ns.clone(),
+            gw_ip: gw_ip.clone(),
+            servers: Vec::new(),
+        };
+        for cmd in [
+            vec!["ip", "netns", "add", &ns],
+            vec!["ip", "netns", "add", &gw_ns],
+            vec![
+                "ip", "link", "add", &vs, "type", "veth", "peer", "name", &vg,
+            ],
+            vec!["ip", "link", "set", &vs, "netns", &ns],
+            vec!["ip", "link", "set", &vg, "netns", &gw_ns],
+            vec![
+                "ip",
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{site_ip}/30"),
+                "dev",
+                &vs,
+            ],
+            vec![
+                "ip",
+                "-n",
+                &gw_ns,
+                "addr",
+                "add",
+                &format!("{gw_ip}/30"),
+                "dev",
+                &vg,
+            ],
+            vec!["ip", "-n", &ns, "link", "set", &vs, "up"],
+            vec!["ip", "-n", &gw_ns, "link", "set", &vg, "up"],
+            vec!["ip", "-n", &ns, "link", "set", "lo", "up"],
+            vec!["ip", "-n", &gw_ns, "link", "set", "lo", "up"],
+        ] {
+            ok(&cmd);
+        }
+        site
+    }
+
+    fn listen(&mut self, ns: &str, ip: &str, port: u16) {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, PY, "-c", LISTEN, ip, &port.to_string()])
+            .spawn()
+            .unwrap();
+        self.servers.push(child);
+    }
+
+    /// Connects from the site namespace as `uid`: "connected", "timeout"
+    /// or "refused".
+    fn connect_as(&self, uid: &str, ip: &str, port: u16) -> String {
+        let script = format!(
+            "import socket,sys\ntry:\n  socket.create_connection(('{ip}',{port}),timeout=1.5);print('connected')\n\
+             except socket.timeout:\n  print('timeout')\nexcept ConnectionRefusedError:\n  print('refused')\n\
+             except OSError as e:\n  print('error', e)\n"
+        );
+        let out = run(&[
+            "ip",
+            "netns",
+            "exec",
+            &self.ns,
+            "setpriv",
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+            PY,
+            "-c",
+            &script,
+        ]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    fn nft(&self, args: &[&str]) -> String {
+        let mut cmd = vec!["ip", "netns", "exec", &self.ns, "nft"];
+        cmd.extend_from_slice(args);
+        ok(&cmd)
+    }
+
+    fn warren(&self, args: &[&str]) -> std::process::Output {
+        let mut cmd = vec!["ip", "netns", "exec", &self.ns, common::BIN];
+        cmd.extend_from_slice(args);
+        run(&cmd)
+    }
+}
+
+#[test]
+fn a_compromised_agent_uid_reaches_only_the_allowlist() {
+    if !available() {
+        return;
+    }
+    let _ = bin();
+    let mut site = Site::new();
+    let (allowed, forbidden) = (18080u16, 18081u16);
+    let ns = site.ns.clone();
+    let gw_ns = site.gw_ns.clone();
+    let gw_ip = site.gw_ip.clone();
+    site.listen(&ns, "127.0.0.1", allowed);
+    site.listen(&ns, "127.0.0.1", forbidden);
+    site.listen(&gw_ns, &gw_ip, 80);
+    // Let the listeners come up.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while site.connect_as("0", &gw_ip, 80) != "connected"
+        || site.connect_as("0", "127.0.0.1", forbidden) != "connected"
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "listeners did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    // Someone else's table (as Docker's would be) is there first.
+    site.nft(&["add", "table", "ip", "someone_else"]);
+    site.nft(&[
+        "add",
+        "chain",
+        "ip",
+        "someone_else",
+        "c",
+        "{ type filter hook output priority 10; policy accept; }",
+    ]);
+    site.nft(&["add", "rule", "ip", "someone_else", "c", "counter"]);
+    let before = site.nft(&["-s", "list", "ruleset"]);
+
+    let allow = format!("127.0.0.1:{allowed}/tcp");
+    let edge = format!("{gw_ip}:7443");
+    let render = [
+        "egress",
+        "render",
+        "--format",
+        "nftables",
+        "--allow",
+        &allow,
+        "--edge",
+        &edge,
+        "--resolver",
+        &gw_ip,
+        "--uid",
+        AGENT_UID,
+    ];
+    let dry = site.warren(&[&render[..], &["--dry-run"]].concat());
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    assert_eq!(
+        site.nft(&["-s", "list", "ruleset"]),
+        before,
+        "--dry-run loads nothing"
+    );
+    for _ in 0..2 {
+        let out = site.warren(&[&render[..], &["--apply"]].concat());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let applied = site.nft(&["-s", "list", "table", "inet", "warren_egress"]);
+    let out = site.warren(&[&render[..], &["--apply"]].concat());
+    assert!(out.status.success());
+    assert_eq!(
+        site.nft(&["-s", "list", "table", "inet", "warren_egress"]),
+        applied,
+        "applying again changes nothing"
+    );
+    assert!(site
+        .nft(&["-s", "list", "ruleset"])
+        .contains("table ip someone_else"));
+
+    // The agent's uid: the allowed service only.
+    assert_eq!(
+        site.connect_as(AGENT_UID, "127.0.0.1", allowed),
+        "connected"
+    );
+    assert_eq!(
+        site.connect_as(AGENT_UID, "127.0.0.1", forbidden),
+        "timeout"
+    );
+    assert_eq!(site.connect_as(AGENT_UID, &gw_ip, 80), "timeout");
+    // Another uid is not governed.
+    assert_eq!(site.connect_as("991", "127.0.0.1", forbidden), "connected");
+    assert_eq!(site.connect_as("0", &gw_ip, 80), "connected");
+    // The drops were counted.
+    let counter = site.nft(&["list", "counter", "inet", "warren_egress", "refused"]);
+    assert!(!counter.contains("packets 0 "), "{counter}");
+
+    // --remove restores exactly what was there.
+    let out = site.warren(&["egress", "render", "--format", "nftables", "--remove"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(site.nft(&["-s", "list", "ruleset"]), before);
+    assert_eq!(
+        site.connect_as(AGENT_UID, "127.0.0.1", forbidden),
+        "connected"
+    );
+    // Removing again is not an error.
+    assert!(site
+        .warren(&["egress", "render", "--format", "nftables", "--remove"])
+        .status
+        .success());
+}

@@ -9,10 +9,13 @@
 //!   and reads the bound addresses back from its log.
 //! * Real servers: Debian's `pebble` (ACME), a throwaway PostgreSQL, and
 //!   `aiosmtpd` with STARTTLS (mail).
+//! * [`kube::check_manifest`]: a Kubernetes manifest checked strictly
+//!   against the API's schema types (k8s-openapi).
 //!
 //! Nothing here uses a fixed port or `std::env::set_var`.
 
 mod http_backend;
+pub mod kube;
 mod pebble;
 mod postgres;
 mod process;

@@ -8,7 +8,10 @@ use clap::{Args, Subcommand, ValueEnum};
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
-use warren_egress::render::{nftables, systemd_unit, Subject, Wall};
+use warren_egress::render::{
+    helm_values, network_policy, nftables, service_namespace, systemd_unit, KubeOptions,
+    ServicePeer, Subject, Wall,
+};
 use warren_egress::{Allowlist, HostPattern};
 
 #[derive(Subcommand, Debug)]
@@ -23,9 +26,9 @@ pub(crate) enum Format {
     Nftables,
     /// A systemd unit with `IPAddressDeny=any` and the list as `IPAddressAllow=`.
     Systemd,
-    /// A Kubernetes NetworkPolicy (not yet in this build).
+    /// A Kubernetes NetworkPolicy for the agent's pods.
     K8s,
-    /// Values for the Helm chart (not yet in this build).
+    /// Values for the deploy/helm/warren-site chart (allowlist + NetworkPolicy).
     HelmValues,
 }
 
@@ -60,6 +63,24 @@ pub(crate) struct RenderArgs {
     /// Govern packets from this address or network (a container).
     #[arg(long, group = "subject", value_name = "IP[/PREFIX]")]
     source: Option<String>,
+    /// k8s: the pods behind a Service the list names, and the container port
+    /// the policy must open (kube-proxy rewrites the Service port before the
+    /// policy sees it): SERVICE:PORT=LABEL=VALUE[,LABEL=VALUE]:TARGET_PORT.
+    #[arg(long = "service", value_name = "SERVICE:PORT=LABELS:TARGET_PORT")]
+    services: Vec<String>,
+    /// k8s: labels of the agent's pods (LABEL=VALUE, repeatable).
+    #[arg(
+        long = "pod-label",
+        value_name = "LABEL=VALUE",
+        default_value = "app.kubernetes.io/name=warren-site"
+    )]
+    pod_labels: Vec<String>,
+    /// k8s: the NetworkPolicy's namespace.
+    #[arg(long)]
+    namespace: Option<String>,
+    /// k8s: the NetworkPolicy's name.
+    #[arg(long, default_value = "warren-site-egress")]
+    name: String,
     /// systemd: the warren binary's path in ExecStart.
     #[arg(long, default_value = "/usr/local/bin/warren")]
     exec: String,
@@ -112,11 +133,16 @@ fn resolv_conf_nameservers() -> Vec<IpAddr> {
         .collect()
 }
 
-async fn resolve_names(list: &Allowlist) -> Result<BTreeMap<String, Vec<IpAddr>>, Failure> {
+/// Resolves the list's names, except Kubernetes Services when `kube` (their
+/// rule selects pods, not addresses).
+async fn resolve_names(
+    list: &Allowlist,
+    kube: bool,
+) -> Result<BTreeMap<String, Vec<IpAddr>>, Failure> {
     let mut out = BTreeMap::new();
     for rule in list.rules() {
         if let HostPattern::Name(name) = &rule.host {
-            if out.contains_key(name) {
+            if out.contains_key(name) || (kube && service_namespace(name).is_some()) {
                 continue;
             }
             let addrs: Vec<IpAddr> = tokio::net::lookup_host((name.as_str(), 0))
@@ -147,11 +173,19 @@ pub(crate) async fn run(cmd: EgressCommand) -> Result<(), Failure> {
         tracing::info!(event = "egress_wall_removed", "table inet {table} removed");
         return Ok(());
     }
-    if matches!(args.format, Format::K8s | Format::HelmValues) {
-        return Err(Failure::Usage(
-            "--format k8s and helm-values are not in this build yet; nftables and systemd are"
-                .into(),
-        ));
+    let kube = matches!(args.format, Format::K8s | Format::HelmValues);
+    let services = args
+        .services
+        .iter()
+        .map(|s| ServicePeer::parse(s))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(Failure::Usage)?;
+    let mut pod_labels = BTreeMap::new();
+    for pair in &args.pod_labels {
+        let (k, v) = pair
+            .split_once('=')
+            .ok_or_else(|| Failure::Usage(format!("--pod-label `{pair}`: expected LABEL=VALUE")))?;
+        pod_labels.insert(k.to_owned(), v.to_owned());
     }
     let allow = load_allowlist(&args.allow, args.allow_file.as_deref(), false)?;
     let subject = match (args.uid, &args.cgroup, &args.source) {
@@ -172,7 +206,7 @@ pub(crate) async fn run(cmd: EgressCommand) -> Result<(), Failure> {
                 }
             }
         }
-        (None, None, None) if args.format == Format::Systemd => Subject::Uid(0),
+        (None, None, None) if args.format != Format::Nftables => Subject::Uid(0),
         (None, None, None) => {
             return Err(Failure::Usage(
                 "say whose traffic the wall governs: --uid, --cgroup or --source".into(),
@@ -186,12 +220,13 @@ pub(crate) async fn run(cmd: EgressCommand) -> Result<(), Failure> {
             .map_err(|err| Failure::Usage(format!("--edge `{e}`: {err}")))?;
         edge.extend(found);
     }
-    let resolvers = if args.resolvers.is_empty() {
-        resolv_conf_nameservers()
-    } else {
+    // In a cluster, DNS is kube-dns unless resolvers are named.
+    let resolvers = if kube || !args.resolvers.is_empty() {
         args.resolvers.clone()
+    } else {
+        resolv_conf_nameservers()
     };
-    let resolved = resolve_names(&allow).await?;
+    let resolved = resolve_names(&allow, kube).await?;
     let wall = Wall {
         allow: &allow,
         resolved: &resolved,
@@ -199,11 +234,19 @@ pub(crate) async fn run(cmd: EgressCommand) -> Result<(), Failure> {
         edge: &edge,
         subject,
     };
+    let kube_options = KubeOptions {
+        name: &args.name,
+        namespace: args.namespace.as_deref(),
+        pod_labels,
+        services: &services,
+    };
     let text = match args.format {
-        Format::Nftables => nftables(&wall),
-        _ => systemd_unit(&wall, &args.exec),
+        Format::Nftables => nftables(&wall).map_err(|e| e.to_string()),
+        Format::Systemd => systemd_unit(&wall, &args.exec).map_err(|e| e.to_string()),
+        Format::K8s => network_policy(&wall, &kube_options).map_err(|e| e.to_string()),
+        Format::HelmValues => helm_values(&wall, &kube_options).map_err(|e| e.to_string()),
     }
-    .map_err(|e| Failure::Usage(e.to_string()))?;
+    .map_err(Failure::Usage)?;
     if (args.apply || args.dry_run) && args.format != Format::Nftables {
         return Err(Failure::Usage(
             "--apply and --dry-run are for --format nftables".into(),

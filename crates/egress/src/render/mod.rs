@@ -8,9 +8,14 @@
 //! resolved by the caller beforehand; a rule built from them is a snapshot
 //! of that resolution.
 
+mod kubernetes;
 mod nftables;
 mod systemd;
 
+pub use kubernetes::{
+    egress_rules, helm_values, network_policy, network_policy_object, service_namespace, KubeError,
+    KubeOptions, ServicePeer, TargetPort,
+};
 pub use nftables::{nftables, TABLE};
 pub use systemd::systemd_unit;
 

@@ -174,3 +174,18 @@ fn bad_service_mappings_name_what_is_wrong() {
         assert!(err.contains(text) && err.contains(why), "{text}: {err}");
     }
 }
+
+#[test]
+fn a_service_may_be_named_with_or_without_the_cluster_domain() {
+    let short = [ServicePeer::parse("jellyfin.media.svc:8096=app=jellyfin:8080").unwrap()];
+    let long = services();
+    let with_short = with_wall(RICH, &[], |w| egress_rules(w, &options(&short)).unwrap());
+    let with_long = with_wall(RICH, &[], |w| egress_rules(w, &options(&long)).unwrap());
+    assert_eq!(with_short, with_long);
+    // Another namespace is another Service.
+    let elsewhere = [ServicePeer::parse("jellyfin.other.svc:8096=app=jellyfin:8080").unwrap()];
+    let err = with_wall(RICH, &[], |w| {
+        egress_rules(w, &options(&elsewhere)).unwrap_err()
+    });
+    assert!(matches!(err, KubeError::ServiceWithoutPods(..)), "{err}");
+}

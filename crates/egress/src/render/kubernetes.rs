@@ -108,6 +108,17 @@ pub fn service_namespace(host: &str) -> Option<&str> {
     }
 }
 
+/// `NAME.NAMESPACE.svc` and `NAME.NAMESPACE.svc.cluster.local` are one
+/// Service: a `--service` may name it either way.
+fn same_service(a: &str, b: &str) -> bool {
+    let key = |h: &str| -> Option<(String, String)> {
+        service_namespace(h)?;
+        let mut labels = h.split('.');
+        Some((labels.next()?.to_owned(), labels.next()?.to_owned()))
+    };
+    key(a).is_some() && key(a) == key(b)
+}
+
 /// Whose pods the policy governs and what it is called.
 #[derive(Clone, Debug)]
 pub struct KubeOptions<'a> {
@@ -228,7 +239,7 @@ pub fn egress_rules(wall: &Wall<'_>, options: &KubeOptions<'_>) -> Result<Vec<Va
                 let found = options
                     .services
                     .iter()
-                    .position(|s| &s.host == name && ports == (s.port, s.port));
+                    .position(|s| same_service(&s.host, name) && ports == (s.port, s.port));
                 let Some(i) = found else {
                     return Err(KubeError::ServiceWithoutPods(
                         rule.to_string(),

@@ -20,6 +20,7 @@
 //! explicit [`Allowlist::allow_any`] permits everything.
 
 mod entry;
+pub mod kernel;
 pub mod render;
 
 pub use entry::{EntryError, HostPattern, IpNet, Protocol, Rule};

@@ -120,6 +120,15 @@ pub(crate) struct SiteArgs {
     /// Serve Prometheus metrics (/metrics) and health (/healthz) on ADDR.
     #[arg(long, env = "WARREN_METRICS", value_name = "ADDR")]
     pub(crate) metrics: Option<SocketAddr>,
+    /// At start, check that a second wall in the kernel (nftables table
+    /// `inet warren_egress`, systemd's IPAddressDeny) keeps this agent to its
+    /// allowlist, and warn when it is missing or wider.
+    #[arg(long, env = "WARREN_EGRESS_CHECK")]
+    pub(crate) egress_check: bool,
+    /// Like --egress-check, but refuse to start (exit 2) when the second wall
+    /// is missing or wider than the allowlist.
+    #[arg(long, env = "WARREN_REQUIRE_EGRESS_WALL")]
+    pub(crate) require_egress_wall: bool,
     /// How long a shutdown (SIGTERM) waits for open streams, e.g. 30s.
     #[arg(long, env = "WARREN_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime_duration)]
     pub(crate) drain_timeout: std::time::Duration,

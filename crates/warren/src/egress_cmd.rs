@@ -124,7 +124,7 @@ fn nft(args: &[&str], input: &str) -> Result<(), Failure> {
     }
 }
 
-fn resolv_conf_nameservers() -> Vec<IpAddr> {
+pub(crate) fn resolv_conf_nameservers() -> Vec<IpAddr> {
     std::fs::read_to_string("/etc/resolv.conf")
         .unwrap_or_default()
         .lines()

@@ -10,6 +10,7 @@ mod admin_cmd;
 mod api_client;
 mod cli;
 mod edge_cmd;
+mod egress_check;
 mod egress_cmd;
 mod site_cmd;
 mod status_cmd;

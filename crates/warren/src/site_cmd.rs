@@ -74,6 +74,10 @@ pub(crate) async fn run(args: SiteArgs) -> Result<(), Failure> {
     // Fail early on unusable trust material, with exit status 2.
     tls::client_config(&trust).map_err(|e| Failure::Usage(e.to_string()))?;
     let allow = allowlist(&args)?;
+    if args.egress_check || args.require_egress_wall {
+        let report = crate::egress_check::check(&allow, &endpoint.host, endpoint.port).await;
+        crate::egress_check::enforce(&report, args.require_egress_wall)?;
+    }
     // clap makes all three required unless a subcommand is given.
     let mut config = SiteConfig::new(
         endpoint,

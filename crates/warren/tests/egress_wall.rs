@@ -81,8 +81,11 @@ while True:\n  c,_=s.accept();c.close()\n";
 
 impl Site {
     fn new() -> Site {
-        let id = std::process::id() % 100_000;
-        let octet = (std::process::id() % 200) as u8;
+        // Two tests of this file may run at once, in one process.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = (std::process::id() % 10_000) * 10 + n;
+        let octet = ((std::process::id() * 2 + n) % 200) as u8;
         let (ns, gw_ns) = (format!("wr-w-{id}"), format!("wr-g-{id}"));
         let (vs, vg) = (format!("vw{id}"), format!("vg{id}"));
         let gw_ip = format!("10.252.{octet}.1");
@@ -167,6 +170,38 @@ impl Site {
         let mut cmd = vec!["ip", "netns", "exec", &self.ns, "nft"];
         cmd.extend_from_slice(args);
         ok(&cmd)
+    }
+
+    /// `warren` run as `uid` in the site namespace (from a copy any uid may
+    /// execute: the checkout may sit under a private home).
+    fn warren_as(&self, uid: &str, args: &[&str]) -> std::process::Child {
+        use std::os::unix::fs::PermissionsExt;
+        static COPY: std::sync::OnceLock<(tempfile::TempDir, String)> = std::sync::OnceLock::new();
+        let (_, exe) = COPY.get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            let exe = dir.path().join("warren");
+            std::fs::copy(common::BIN, &exe).unwrap();
+            (dir, exe.to_string_lossy().into_owned())
+        });
+        let (reuid, regid) = (format!("--reuid={uid}"), format!("--regid={uid}"));
+        let mut cmd = vec![
+            "netns",
+            "exec",
+            &self.ns,
+            "setpriv",
+            &reuid,
+            &regid,
+            "--clear-groups",
+            exe,
+        ];
+        cmd.extend_from_slice(args);
+        Command::new("ip")
+            .args(cmd)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
     }
 
     fn warren(&self, args: &[&str]) -> std::process::Output {
@@ -296,4 +331,123 @@ fn a_compromised_agent_uid_reaches_only_the_allowlist() {
         .warren(&["egress", "render", "--format", "nftables", "--remove"])
         .status
         .success());
+}
+
+/// Runs `warren site ...` as `uid` and returns whether it started (then it
+/// dials the edge and is stopped) and its log.
+fn site_check(site: &Site, uid: &str, allow: &str, extra: &[&str]) -> (bool, String) {
+    use std::io::BufRead;
+    let endpoint = format!("https://{}:7443", site.gw_ip);
+    let mut args = vec![
+        "site",
+        "--endpoint",
+        &endpoint,
+        "--id",
+        "home",
+        "--secret",
+        "S3CRET",
+        "--allow",
+        allow,
+    ];
+    args.extend_from_slice(extra);
+    let mut child = site.warren_as(uid, &args);
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let mut log = String::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let passed = loop {
+        match rx.recv_timeout(std::time::Duration::from_millis(200)) {
+            Ok(line) => {
+                log.push_str(&line);
+                log.push('\n');
+                if line.contains("agent_starting") {
+                    break true;
+                }
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => break false,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no verdict in 20 s:\n{log}"
+                );
+            }
+        }
+    };
+    let _ = child.kill();
+    let status = child.wait().unwrap();
+    if !passed {
+        assert_eq!(
+            status.code(),
+            Some(2),
+            "a refusal is a configuration error:\n{log}"
+        );
+    }
+    (passed, log)
+}
+
+#[test]
+fn the_agent_refuses_to_start_without_its_second_wall() {
+    if !available() {
+        return;
+    }
+    let _ = bin();
+    let site = Site::new();
+    let allow = "127.0.0.1:18080/tcp";
+    let require = ["--require-egress-wall"];
+
+    // No wall: the probe gets through.
+    let (passed, log) = site_check(&site, AGENT_UID, allow, &require);
+    assert!(!passed, "{log}");
+    assert!(log.contains("no second wall governs this process"), "{log}");
+    // --egress-check alone warns and starts.
+    let (started, log) = site_check(&site, AGENT_UID, allow, &["--egress-check"]);
+    assert!(started && log.contains("egress_wall_hole"), "{log}");
+
+    let edge = format!("{}:7443", site.gw_ip);
+    let render = |extra: &str, uid: &str| {
+        let out = site.warren(&[
+            "egress", "render", "--format", "nftables", "--allow", allow, "--allow", extra,
+            // The resolvers of resolv.conf, as the agent's check reads them.
+            "--edge", &edge, "--uid", uid, "--apply",
+        ]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    // The wall for the agent's uid: the unprivileged agent cannot read the
+    // rules, and its probe is dropped.
+    render(allow, AGENT_UID);
+    let (passed, log) = site_check(&site, AGENT_UID, allow, &require);
+    assert!(passed && log.contains("egress_wall_ok"), "{log}");
+    assert!(log.contains("cannot be read"), "{log}");
+    assert!(log.contains("was dropped by the kernel"), "{log}");
+    // Another uid is not governed by it.
+    let (passed, log) = site_check(&site, "991", allow, &require);
+    assert!(!passed, "{log}");
+
+    // An agent that may read the rules (root here) compares them: a wall
+    // for someone else, then one wider than its list, are named.
+    let (passed, log) = site_check(&site, "0", allow, &require);
+    assert!(!passed, "{log}");
+    assert!(log.contains("governs uid 990, not this process"), "{log}");
+    render("10.9.0.0/16:1-65535/tcp", "0");
+    let (passed, log) = site_check(&site, "0", allow, &require);
+    assert!(!passed, "{log}");
+    assert!(log.contains("10.9.0.0/16 tcp 1-65535"), "{log}");
+    assert!(!log.contains("not this process"), "{log}");
+    // The exact wall passes.
+    render(allow, "0");
+    let (passed, log) = site_check(&site, "0", allow, &require);
+    assert!(passed && log.contains("egress_wall_ok"), "{log}");
+    assert!(log.contains("matches the allowlist"), "{log}");
 }

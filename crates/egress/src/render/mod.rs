@@ -82,7 +82,7 @@ pub(crate) struct Net {
 }
 
 impl Net {
-    fn masked(addr: IpAddr, prefix: u8) -> Net {
+    pub(crate) fn masked(addr: IpAddr, prefix: u8) -> Net {
         let addr = match addr {
             IpAddr::V4(a) => {
                 let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);

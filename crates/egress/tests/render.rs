@@ -4,7 +4,9 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use warren_egress::render::{nftables, systemd_unit, RenderError, Subject, Wall};
+use warren_egress::render::{
+    nftables, nftables_set_swap, systemd_unit, RenderError, Subject, Wall,
+};
 use warren_egress::Allowlist;
 
 const RICH: &[&str] = &[
@@ -113,6 +115,27 @@ fn what_cannot_be_rendered_is_refused_with_the_reason() {
 
 /// The real parser accepts what we render (`nft -c` checks and commits
 /// nothing). Needs root and nft; CI has both.
+/// The set swap `warren egress apply --watch` loads when nas.lan moves.
+fn swap_after_a_move() -> String {
+    let allow = Allowlist::parse(RICH.iter().copied()).unwrap();
+    let moved = BTreeMap::from([("nas.lan".to_owned(), vec!["10.0.1.21".parse().unwrap()])]);
+    let resolvers: Vec<IpAddr> = vec!["10.0.0.1".parse().unwrap()];
+    let edge: Vec<SocketAddr> = vec!["203.0.113.10:7443".parse().unwrap()];
+    nftables_set_swap(&Wall {
+        allow: &allow,
+        resolved: &moved,
+        resolvers: &resolvers,
+        edge: &edge,
+        subject: Subject::Uid(990),
+    })
+    .unwrap()
+}
+
+#[test]
+fn a_moved_name_swaps_only_the_sets() {
+    insta::assert_snapshot!(swap_after_a_move());
+}
+
 #[test]
 fn nft_accepts_the_rendered_rules() {
     let nft_ok = std::process::Command::new("nft")
@@ -134,6 +157,8 @@ fn nft_accepts_the_rendered_rules() {
     for (what, text) in [
         ("uid", render(Subject::Uid(990))),
         ("source", render(Subject::Source(net))),
+        // One transaction: the table, then the swap applied to it.
+        ("swap", render(Subject::Uid(990)) + &swap_after_a_move()),
     ] {
         let dir = tempfile_dir();
         let path = dir.join(format!("{what}.nft"));

@@ -147,7 +147,7 @@ pub(crate) struct UpArgs {
     pub(crate) admin_listen: SocketAddr,
 }
 
-fn humantime_duration(s: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn humantime_duration(s: &str) -> Result<std::time::Duration, String> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: u64 = num
         .parse()

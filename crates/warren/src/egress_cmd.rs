@@ -16,8 +16,25 @@ use warren_egress::{Allowlist, HostPattern};
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum EgressCommand {
-    /// Print the allowlist as kernel rules or a sandboxed unit file.
+    /// Print the allowlist as kernel rules, a sandboxed unit file, a
+    /// NetworkPolicy or Helm values.
     Render(RenderArgs),
+    /// Load the nftables wall now (`render --format nftables --apply`), and
+    /// with --watch keep its names' addresses fresh.
+    Apply(ApplyArgs),
+}
+
+#[derive(Args, Debug)]
+pub(crate) struct ApplyArgs {
+    #[command(flatten)]
+    wall: RenderArgs,
+    /// Stay running: re-resolve the list's names every --interval and, when an
+    /// address changed, swap the sets' contents in one nft transaction.
+    #[arg(long)]
+    watch: bool,
+    /// How often --watch re-resolves, e.g. 30s.
+    #[arg(long, default_value = "30s", value_parser = crate::cli::humantime_duration)]
+    interval: std::time::Duration,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -35,7 +52,7 @@ pub(crate) enum Format {
 #[derive(Args, Debug)]
 pub(crate) struct RenderArgs {
     /// What to render.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, default_value = "nftables")]
     format: Format,
     /// Allowlist entries, as for `warren site --allow`.
     #[arg(
@@ -97,7 +114,7 @@ pub(crate) struct RenderArgs {
 }
 
 /// Runs `nft ARGS` with `input` on stdin.
-fn nft(args: &[&str], input: &str) -> Result<(), Failure> {
+pub(crate) fn nft(args: &[&str], input: &str) -> Result<(), Failure> {
     use std::io::Write;
     let mut child = std::process::Command::new("nft")
         .args(args)
@@ -161,7 +178,27 @@ async fn resolve_names(
 }
 
 pub(crate) async fn run(cmd: EgressCommand) -> Result<(), Failure> {
-    let EgressCommand::Render(args) = cmd;
+    let (args, watch) = match cmd {
+        EgressCommand::Render(args) => (args, None),
+        EgressCommand::Apply(ApplyArgs {
+            wall: mut args,
+            watch,
+            interval,
+        }) => {
+            if args.format != Format::Nftables {
+                return Err(Failure::Usage(
+                    "warren egress apply loads nftables rules; --format is nftables".into(),
+                ));
+            }
+            if watch && (args.dry_run || args.remove) {
+                return Err(Failure::Usage(
+                    "--watch keeps applied rules fresh: not with --dry-run or --remove".into(),
+                ));
+            }
+            args.apply = !(args.dry_run || args.remove);
+            (args, watch.then_some(interval))
+        }
+    };
     if args.remove {
         // `table` first makes the delete succeed when it is absent, in the
         // same atomic transaction.
@@ -262,6 +299,17 @@ pub(crate) async fn run(cmd: EgressCommand) -> Result<(), Failure> {
             "table inet {} loaded",
             warren_egress::render::TABLE
         );
+        if let Some(interval) = watch {
+            let subject = wall.subject.clone();
+            let follow = crate::egress_watch::Follow {
+                allow,
+                resolved,
+                resolvers,
+                edge,
+                subject,
+            };
+            return crate::egress_watch::run(follow, interval).await;
+        }
     } else {
         print!("{text}");
     }

@@ -12,6 +12,7 @@ mod cli;
 mod edge_cmd;
 mod egress_check;
 mod egress_cmd;
+mod egress_watch;
 mod site_cmd;
 mod status_cmd;
 mod up_cmd;
@@ -26,6 +27,15 @@ pub(crate) enum Failure {
     Usage(String),
     /// Anything else: exit 1.
     Other(anyhow::Error),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Usage(message) => f.write_str(message),
+            Failure::Other(e) => write!(f, "{e:#}"),
+        }
+    }
 }
 
 impl From<anyhow::Error> for Failure {

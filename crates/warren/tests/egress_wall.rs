@@ -451,3 +451,149 @@ fn the_agent_refuses_to_start_without_its_second_wall() {
     assert!(passed && log.contains("egress_wall_ok"), "{log}");
     assert!(log.contains("matches the allowlist"), "{log}");
 }
+
+/// Removes a namespace's /etc/netns/NS directory (its own /etc/hosts).
+struct NetnsEtc(std::path::PathBuf);
+
+impl Drop for NetnsEtc {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[test]
+fn apply_watch_follows_a_name_that_moves() {
+    if !available() {
+        return;
+    }
+    let _ = bin();
+    let mut site = Site::new();
+    let ns = site.ns.clone();
+    let port = 18090u16;
+    site.listen(&ns, "127.0.0.1", port);
+    site.listen(&ns, "127.0.0.2", port);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while site.connect_as("0", "127.0.0.2", port) != "connected" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "listeners did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // `ip netns exec` shows /etc/netns/NS/hosts as /etc/hosts: the name's DNS.
+    let etc = NetnsEtc(std::path::PathBuf::from(format!("/etc/netns/{ns}")));
+    std::fs::create_dir_all(&etc.0).unwrap();
+    let hosts = etc.0.join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 svc.test\n").unwrap();
+    // No DNS server answers in the namespace: a name not in hosts fails fast.
+    let resolv = "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n";
+    std::fs::write(etc.0.join("resolv.conf"), resolv).unwrap();
+
+    let allow = format!("svc.test:{port}/tcp");
+    let edge = format!("{}:7443", site.gw_ip);
+    let mut watch = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns,
+            common::BIN,
+            "egress",
+            "apply",
+            "--watch",
+            "--interval",
+            "1s",
+        ])
+        .args(["--allow", &allow, "--edge", &edge, "--uid", AGENT_UID])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let stderr = watch.stderr.take().unwrap();
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            sink.lock().unwrap().push_str(&(line + "\n"));
+        }
+    });
+    let set = |site: &Site| {
+        let out = run(&[
+            "ip",
+            "netns",
+            "exec",
+            &site.ns,
+            "nft",
+            "list",
+            "set",
+            "inet",
+            "warren_egress",
+            "allow4",
+        ]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let wait_for = |site: &Site, element: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !set(site).contains(element) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{element} never appeared:\n{}\nlog:\n{}",
+                set(site),
+                log.lock().unwrap()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    };
+    let refused = |site: &Site| -> u64 {
+        let text = site.nft(&["list", "counter", "inet", "warren_egress", "refused"]);
+        let after = text.split("packets ").nth(1).unwrap_or_default();
+        after
+            .split_whitespace()
+            .next()
+            .unwrap_or_default()
+            .parse()
+            .unwrap_or(0)
+    };
+    wait_for(&site, &format!("127.0.0.1 . tcp . {port}"));
+    assert_eq!(site.connect_as(AGENT_UID, "127.0.0.1", port), "connected");
+    assert_eq!(site.connect_as(AGENT_UID, "127.0.0.2", port), "timeout");
+    let drops = refused(&site);
+    assert!(drops > 0);
+
+    // The name moves: the sets follow; the counter (and the chains) stay.
+    std::fs::write(&hosts, "127.0.0.2 svc.test\n").unwrap();
+    wait_for(&site, &format!("127.0.0.2 . tcp . {port}"));
+    assert!(
+        !set(&site).contains(&format!("127.0.0.1 . tcp . {port}")),
+        "{}",
+        set(&site)
+    );
+    assert_eq!(site.connect_as(AGENT_UID, "127.0.0.2", port), "connected");
+    assert_eq!(site.connect_as(AGENT_UID, "127.0.0.1", port), "timeout");
+    assert!(refused(&site) > drops, "the counter survived the swap");
+    assert!(log.lock().unwrap().contains("egress_name_moved"));
+
+    // The name stops resolving: the wall keeps its last addresses.
+    std::fs::write(&hosts, "").unwrap();
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        set(&site).contains(&format!("127.0.0.2 . tcp . {port}")),
+        "{}",
+        set(&site)
+    );
+
+    // The table is removed under the watcher: it applies the whole wall again.
+    site.nft(&["delete", "table", "inet", "warren_egress"]);
+    std::fs::write(&hosts, "127.0.0.1 svc.test\n").unwrap();
+    wait_for(&site, &format!("127.0.0.1 . tcp . {port}"));
+    assert_eq!(site.connect_as(AGENT_UID, "127.0.0.2", port), "timeout");
+
+    // SIGTERM stops it cleanly and leaves the rules loaded.
+    ok(&["kill", "-TERM", &watch.id().to_string()]);
+    let status = watch.wait().unwrap();
+    assert!(status.success(), "{status}\n{}", log.lock().unwrap());
+    assert!(set(&site).contains(&format!("127.0.0.1 . tcp . {port}")));
+}

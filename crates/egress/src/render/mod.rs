@@ -16,7 +16,7 @@ pub use kubernetes::{
     egress_rules, helm_values, network_policy, network_policy_object, service_namespace, KubeError,
     KubeOptions, ServicePeer, TargetPort,
 };
-pub use nftables::{nftables, TABLE};
+pub use nftables::{nftables, nftables_set_swap, TABLE};
 pub use systemd::systemd_unit;
 
 use crate::{Allowlist, HostPattern, IpNet, Protocol};

@@ -91,13 +91,7 @@ pub fn nftables(wall: &Wall<'_>) -> Result<String, RenderError> {
             }
         );
     }
-    let all: Vec<&Dest> = groups.iter().flat_map(|(_, d)| d.iter()).collect();
-    let mut v4: Vec<&Dest> = all.iter().copied().filter(|d| d.net.is_v4()).collect();
-    let mut v6: Vec<&Dest> = all.iter().copied().filter(|d| !d.net.is_v4()).collect();
-    for list in [&mut v4, &mut v6] {
-        list.sort();
-        list.dedup();
-    }
+    let (v4, v6) = by_family(&permitted);
     let _ = writeln!(out, "table inet {TABLE}\ndelete table inet {TABLE}");
     let _ = writeln!(out, "table inet {TABLE} {{");
     set(&mut out, "allow4", "ipv4_addr", &v4);
@@ -137,6 +131,42 @@ pub fn nftables(wall: &Wall<'_>) -> Result<String, RenderError> {
         }
     }
     let _ = writeln!(out, "}}");
+    Ok(out)
+}
+
+/// Every permitted destination, IPv4 and IPv6 apart, sorted, deduplicated.
+fn by_family(permitted: &super::Permitted) -> (Vec<&Dest>, Vec<&Dest>) {
+    let all = [&permitted.dns, &permitted.edge, &permitted.targets];
+    let all: Vec<&Dest> = all.into_iter().flatten().collect();
+    let mut v4: Vec<&Dest> = all.iter().copied().filter(|d| d.net.is_v4()).collect();
+    let mut v6: Vec<&Dest> = all.iter().copied().filter(|d| !d.net.is_v4()).collect();
+    for list in [&mut v4, &mut v6] {
+        list.sort();
+        list.dedup();
+    }
+    (v4, v6)
+}
+
+/// `nft -f` input that replaces the contents of the `allow4`/`allow6` sets
+/// of an applied table with what `wall` permits now, in one transaction:
+/// the chains, the subject and the `refused` counter stay as they are, and
+/// no packet meets a half-updated set. Fails (in `nft`) if the table is
+/// gone; the caller then applies [`nftables`] whole.
+pub fn nftables_set_swap(wall: &Wall<'_>) -> Result<String, RenderError> {
+    let permitted = wall.permitted()?;
+    let (v4, v6) = by_family(&permitted);
+    let mut out = String::new();
+    for (name, dests) in [("allow4", v4), ("allow6", v6)] {
+        let _ = writeln!(out, "flush set inet {TABLE} {name}");
+        if !dests.is_empty() {
+            let list: Vec<String> = dests.iter().map(|d| element(d)).collect();
+            let _ = writeln!(
+                out,
+                "add element inet {TABLE} {name} {{ {} }}",
+                list.join(", ")
+            );
+        }
+    }
     Ok(out)
 }
 

@@ -22,7 +22,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 use warren_egress::kernel::{audit, Identity, KernelTable, KernelTableError};
 use warren_egress::render::{Subject, Wall, TABLE};
-use warren_egress::{Allowlist, HostPattern, Protocol};
+use warren_egress::{Allowlist, Protocol};
 
 /// How long the probe waits for a connection the wall should drop.
 const PROBE_TIMEOUT: Duration = Duration::from_millis(1500);
@@ -121,24 +121,6 @@ async fn probe(allow: &Allowlist) -> Probe {
     }
 }
 
-/// Names in the list, resolved now (quietly: this is a comparison, not a
-/// rule being written).
-async fn resolve(allow: &Allowlist) -> BTreeMap<String, Vec<IpAddr>> {
-    let mut out = BTreeMap::new();
-    for rule in allow.rules() {
-        if let HostPattern::Name(name) = &rule.host {
-            if !out.contains_key(name) {
-                let addrs = tokio::net::lookup_host((name.as_str(), 0))
-                    .await
-                    .map(|found| found.map(|a| a.ip()).collect())
-                    .unwrap_or_default();
-                out.insert(name.clone(), addrs);
-            }
-        }
-    }
-    out
-}
-
 /// Runs both looks for an agent with `allow` that dials `edge_host:edge_port`.
 pub(crate) async fn check(allow: &Allowlist, edge_host: &str, edge_port: u16) -> WallReport {
     let mut report = WallReport::default();
@@ -155,7 +137,13 @@ pub(crate) async fn check(allow: &Allowlist, edge_host: &str, edge_port: u16) ->
                 .await
                 .map(Iterator::collect)
                 .unwrap_or_default();
-            let resolved = resolve(allow).await;
+            // Quietly: a name that does not resolve has no addresses to cover.
+            let resolved: BTreeMap<String, Vec<IpAddr>> =
+                crate::egress_cmd::lookup_names(allow, false)
+                    .await
+                    .into_iter()
+                    .map(|(name, found)| (name, found.unwrap_or_default()))
+                    .collect();
             let resolvers = crate::egress_cmd::resolv_conf_nameservers();
             let wall = Wall {
                 allow,

@@ -150,29 +150,48 @@ pub(crate) fn resolv_conf_nameservers() -> Vec<IpAddr> {
         .collect()
 }
 
-/// Resolves the list's names, except Kubernetes Services when `kube` (their
-/// rule selects pods, not addresses).
+/// Looks up each distinct name of `list` with the system resolver (the one
+/// the agent uses, so the wall and the agent agree on what a name means),
+/// skipping Kubernetes Services when `skip_services` (their rule selects
+/// pods, not addresses).
+pub(crate) async fn lookup_names(
+    list: &Allowlist,
+    skip_services: bool,
+) -> BTreeMap<String, std::io::Result<Vec<IpAddr>>> {
+    let mut out = BTreeMap::new();
+    for rule in list.rules() {
+        if let HostPattern::Name(name) = &rule.host {
+            if out.contains_key(name) || (skip_services && service_namespace(name).is_some()) {
+                continue;
+            }
+            let found = tokio::net::lookup_host((name.as_str(), 0))
+                .await
+                .map(|found| {
+                    let mut addrs: Vec<IpAddr> = found.map(|a| a.ip()).collect();
+                    addrs.sort();
+                    addrs.dedup();
+                    addrs
+                });
+            out.insert(name.clone(), found);
+        }
+    }
+    out
+}
+
+/// The list's names resolved now, for a rule that is a snapshot of them
+/// (said in a warning); a name that does not resolve is refused (exit 2).
 async fn resolve_names(
     list: &Allowlist,
     kube: bool,
 ) -> Result<BTreeMap<String, Vec<IpAddr>>, Failure> {
     let mut out = BTreeMap::new();
-    for rule in list.rules() {
-        if let HostPattern::Name(name) = &rule.host {
-            if out.contains_key(name) || (kube && service_namespace(name).is_some()) {
-                continue;
-            }
-            let addrs: Vec<IpAddr> = tokio::net::lookup_host((name.as_str(), 0))
-                .await
-                .map_err(|e| Failure::Usage(format!("cannot resolve `{name}`: {e}")))?
-                .map(|a| a.ip())
-                .collect();
-            tracing::warn!(
-                name = %name, addrs = ?addrs,
-                "`{name}` was resolved now; the rule is a snapshot of these addresses (render again when they change)"
-            );
-            out.insert(name.clone(), addrs);
-        }
+    for (name, found) in lookup_names(list, kube).await {
+        let addrs = found.map_err(|e| Failure::Usage(format!("cannot resolve `{name}`: {e}")))?;
+        tracing::warn!(
+            name = %name, addrs = ?addrs,
+            "`{name}` was resolved now; the rule is a snapshot of these addresses (render again when they change)"
+        );
+        out.insert(name, addrs);
     }
     Ok(out)
 }

@@ -11,13 +11,13 @@
 //! that fails to resolve keeps its last addresses (the wall never widens
 //! or empties on a DNS failure).
 
-use crate::egress_cmd::nft;
+use crate::egress_cmd::{lookup_names, nft};
 use crate::Failure;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 use warren_egress::render::{nftables, nftables_set_swap, Subject, Wall, TABLE};
-use warren_egress::{Allowlist, HostPattern};
+use warren_egress::Allowlist;
 
 /// What the wall is made of, owned for the life of the watch.
 pub(crate) struct Follow {
@@ -42,19 +42,15 @@ impl Follow {
     /// Resolves every name again; a failure keeps the last addresses.
     async fn refresh(&self) -> BTreeMap<String, Vec<IpAddr>> {
         let mut out = self.resolved.clone();
-        for rule in self.allow.rules() {
-            let HostPattern::Name(name) = &rule.host else {
-                continue;
-            };
-            match tokio::net::lookup_host((name.as_str(), 0)).await {
-                Ok(found) => {
-                    let mut addrs: Vec<IpAddr> = found.map(|a| a.ip()).collect();
-                    addrs.sort();
-                    addrs.dedup();
-                    if !addrs.is_empty() {
-                        out.insert(name.clone(), addrs);
-                    }
+        for (name, found) in lookup_names(&self.allow, false).await {
+            match found {
+                Ok(addrs) if !addrs.is_empty() => {
+                    out.insert(name, addrs);
                 }
+                Ok(_) => tracing::warn!(
+                    event = "egress_name_unresolved", name = %name,
+                    "`{name}` has no addresses now; keeping its last ones"
+                ),
                 Err(e) => tracing::warn!(
                     event = "egress_name_unresolved", name = %name,
                     "cannot resolve `{name}` ({e}); keeping its last addresses"
@@ -67,10 +63,6 @@ impl Follow {
 
 /// Watches until SIGTERM/SIGINT; the rules stay loaded when it stops.
 pub(crate) async fn run(mut follow: Follow, interval: Duration) -> Result<(), Failure> {
-    for addrs in follow.resolved.values_mut() {
-        addrs.sort();
-        addrs.dedup();
-    }
     tracing::info!(
         event = "egress_watch_started",
         names = follow.resolved.len(),

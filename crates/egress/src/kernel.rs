@@ -12,7 +12,7 @@
 //! at start for `warren site --egress-check`). The parser takes hostile or
 //! unexpected JSON and answers with an error, never a panic (fuzzed).
 
-use crate::render::{Net, Proto, RenderError, Wall, TABLE};
+use crate::render::{Dest, Net, Proto, RenderError, Wall, TABLE};
 use serde_json::Value;
 use std::net::IpAddr;
 
@@ -38,6 +38,39 @@ pub struct KernelElement {
     protocol: Proto,
     ports: (u16, u16),
     text: String,
+}
+
+impl KernelElement {
+    fn new(first: IpAddr, last: IpAddr, protocol: Proto, ports: (u16, u16)) -> KernelElement {
+        let port_text = if ports.0 == ports.1 {
+            ports.0.to_string()
+        } else {
+            format!("{}-{}", ports.0, ports.1)
+        };
+        let text = format!("{} {} {port_text}", addr_text(first, last), protocol.name());
+        KernelElement {
+            first,
+            last,
+            protocol,
+            ports,
+            text,
+        }
+    }
+
+    fn from_dest(d: &Dest) -> KernelElement {
+        let (first, last) = net_bounds(d.net);
+        KernelElement::new(first, last, d.protocol, d.ports)
+    }
+
+    /// Every packet this element matches, `outer` matches too.
+    fn within(&self, outer: &KernelElement) -> bool {
+        self.protocol == outer.protocol
+            && self.first.is_ipv4() == outer.first.is_ipv4()
+            && outer.first <= self.first
+            && self.last <= outer.last
+            && outer.ports.0 <= self.ports.0
+            && self.ports.1 <= outer.ports.1
+    }
 }
 
 impl std::fmt::Display for KernelElement {
@@ -300,18 +333,7 @@ fn parse_element(element: &Value) -> Option<KernelElement> {
     if ports.0 > ports.1 {
         return None;
     }
-    let port_text = if ports.0 == ports.1 {
-        ports.0.to_string()
-    } else {
-        format!("{}-{}", ports.0, ports.1)
-    };
-    Some(KernelElement {
-        first,
-        last,
-        protocol,
-        ports,
-        text: format!("{} {} {port_text}", addr_text(first, last), protocol.name()),
-    })
+    Some(KernelElement::new(first, last, protocol, ports))
 }
 
 fn port(v: &Value) -> Option<u16> {
@@ -397,25 +419,17 @@ pub fn audit(
     me: &Identity,
 ) -> Result<Vec<Finding>, RenderError> {
     let permitted = wall.permitted()?;
-    let expected: Vec<_> = [&permitted.dns, &permitted.edge, &permitted.targets]
+    let expected: Vec<KernelElement> = [&permitted.dns, &permitted.edge, &permitted.targets]
         .into_iter()
         .flatten()
+        .map(KernelElement::from_dest)
         .collect();
     let mut findings = Vec::new();
     if !table.subjects.iter().any(|s| governs(s, me)) {
         findings.push(Finding::NotThisProcess(table.subjects.clone()));
     }
     for element in &table.elements {
-        let covered = expected.iter().any(|d| {
-            let (first, last) = net_bounds(d.net);
-            d.protocol == element.protocol
-                && first.is_ipv4() == element.first.is_ipv4()
-                && first <= element.first
-                && element.last <= last
-                && d.ports.0 <= element.ports.0
-                && element.ports.1 <= d.ports.1
-        });
-        if !covered {
+        if !expected.iter().any(|d| element.within(d)) {
             findings.push(Finding::Wider(element.to_string()));
         }
     }
@@ -425,27 +439,9 @@ pub fn audit(
     if !table.ends_in_drop {
         findings.push(Finding::NoFinalDrop);
     }
-    for d in &permitted.targets {
-        let (first, last) = net_bounds(d.net);
-        let in_kernel = table.elements.iter().any(|e| {
-            e.protocol == d.protocol
-                && e.first.is_ipv4() == first.is_ipv4()
-                && e.first <= first
-                && last <= e.last
-                && e.ports.0 <= d.ports.0
-                && d.ports.1 <= e.ports.1
-        });
-        if !in_kernel {
-            let ports = if d.ports.0 == d.ports.1 {
-                d.ports.0.to_string()
-            } else {
-                format!("{}-{}", d.ports.0, d.ports.1)
-            };
-            findings.push(Finding::Narrower(format!(
-                "{} {} {ports}",
-                addr_text(first, last),
-                d.protocol.name()
-            )));
+    for target in permitted.targets.iter().map(KernelElement::from_dest) {
+        if !table.elements.iter().any(|e| target.within(e)) {
+            findings.push(Finding::Narrower(target.to_string()));
         }
     }
     Ok(findings)

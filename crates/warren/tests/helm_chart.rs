@@ -88,37 +88,46 @@ const REQUIRED: &[&str] = &[
     "site.secret=S3CRET",
 ];
 
-fn one<'a>(rendered: &'a Value, kind: &str) -> &'a Value {
-    let all: Vec<&Value> = rendered["manifests"]
+/// Every rendered manifest, across the chart's templates.
+fn manifests(rendered: &Value) -> Vec<&Value> {
+    rendered["manifests"]
         .as_object()
         .unwrap()
         .values()
         .flat_map(|docs| docs.as_array().unwrap())
+        .collect()
+}
+
+fn one<'a>(rendered: &'a Value, kind: &str) -> &'a Value {
+    let all: Vec<&Value> = manifests(rendered)
+        .into_iter()
         .filter(|m| m["kind"] == kind)
         .collect();
     assert_eq!(all.len(), 1, "one {kind} expected: {all:?}");
     all[0]
 }
 
+/// `warren egress render --format helm-values` for [`ALLOW`].
+fn rendered_values() -> String {
+    let mut args = vec!["egress", "render", "--format", "helm-values"];
+    args.extend_from_slice(ALLOW);
+    warren(&args)
+}
+
 #[test]
 fn the_chart_renders_schema_valid_manifests_from_the_rendered_values() {
     let Some(python) = helm_python() else { return };
-    let mut args = vec!["egress", "render", "--format", "helm-values"];
-    args.extend_from_slice(ALLOW);
-    let values = warren(&args);
+    let values = rendered_values();
     let rendered = render(&python, &values, REQUIRED);
     assert_eq!(rendered["lint"], json!([]), "helm lint --strict");
     assert!(rendered.get("error").is_none(), "{rendered}");
 
-    let manifests = rendered["manifests"].as_object().unwrap();
     let mut kinds = Vec::new();
-    for docs in manifests.values() {
-        for manifest in docs.as_array().unwrap() {
-            if let Err(e) = warren_testkit::kube::check_manifest(manifest) {
-                panic!("{e}");
-            }
-            kinds.push(manifest["kind"].as_str().unwrap().to_owned());
+    for manifest in manifests(&rendered) {
+        if let Err(e) = warren_testkit::kube::check_manifest(manifest) {
+            panic!("{e}");
         }
+        kinds.push(manifest["kind"].as_str().unwrap().to_owned());
     }
     kinds.sort();
     assert_eq!(
@@ -233,9 +242,7 @@ fn the_chart_renders_schema_valid_manifests_from_the_rendered_values() {
 #[test]
 fn the_chart_refuses_to_render_without_what_it_needs() {
     let Some(python) = helm_python() else { return };
-    let mut args = vec!["egress", "render", "--format", "helm-values"];
-    args.extend_from_slice(ALLOW);
-    let values = warren(&args);
+    let values = rendered_values();
 
     let no_endpoint = render(&python, &values, &["site.id=home", "site.secret=S"]);
     let error = no_endpoint["error"].as_str().expect("an error");
@@ -268,13 +275,7 @@ fn the_chart_refuses_to_render_without_what_it_needs() {
         ],
     );
     assert!(existing.get("error").is_none(), "{existing}");
-    let kinds: Vec<&Value> = existing["manifests"]
-        .as_object()
-        .unwrap()
-        .values()
-        .flat_map(|d| d.as_array().unwrap())
-        .map(|m| &m["kind"])
-        .collect();
+    let kinds: Vec<&Value> = manifests(&existing).iter().map(|m| &m["kind"]).collect();
     assert!(!kinds.contains(&&json!("Secret")), "{kinds:?}");
     let deployment = one(&existing, "Deployment");
     let secret_ref = deployment["spec"]["template"]["spec"]["containers"][0]["env"]

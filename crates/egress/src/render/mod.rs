@@ -155,13 +155,40 @@ pub(crate) struct Permitted {
 }
 
 impl Wall<'_> {
-    pub(crate) fn permitted(&self) -> Result<Permitted, RenderError> {
+    /// A wall needs a list that is not `--allow-any` and the edge's address.
+    pub(crate) fn check_renderable(&self) -> Result<(), RenderError> {
         if self.allow.is_any() {
             return Err(RenderError::AllowAny);
         }
         if self.edge.is_empty() {
             return Err(RenderError::NoEdge);
         }
+        Ok(())
+    }
+
+    /// `# Snapshot: NAME resolved to ...` comment lines, one per name of the
+    /// list the caller resolved (a rule built from them is a snapshot).
+    pub(crate) fn snapshot_comments(&self) -> String {
+        let mut out = String::new();
+        for (name, addrs) in self.resolved {
+            let listed = self
+                .allow
+                .rules()
+                .iter()
+                .any(|r| matches!(&r.host, HostPattern::Name(n) if n == name));
+            if listed {
+                let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
+                out.push_str(&format!(
+                    "# Snapshot: {name} resolved to {} at render time; render again when it changes.\n",
+                    list.join(", ")
+                ));
+            }
+        }
+        out
+    }
+
+    pub(crate) fn permitted(&self) -> Result<Permitted, RenderError> {
+        self.check_renderable()?;
         let mut out = Permitted::default();
         for r in self.resolvers {
             for protocol in [Proto::Udp, Proto::Tcp] {

@@ -59,21 +59,7 @@ pub fn nftables(wall: &Wall<'_>) -> Result<String, RenderError> {
         Subject::Source(net) => format!("packets from {net}"),
     };
     let _ = writeln!(out, "# Subject: {subject}.");
-    for (name, addrs) in wall.resolved {
-        if wall
-            .allow
-            .rules()
-            .iter()
-            .any(|r| matches!(&r.host, crate::HostPattern::Name(n) if n == name))
-        {
-            let list: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
-            let _ = writeln!(
-                out,
-                "# Snapshot: {name} resolved to {} at render time; render again when it changes.",
-                list.join(", ")
-            );
-        }
-    }
+    out.push_str(&wall.snapshot_comments());
     let groups = [
         ("DNS resolvers", &permitted.dns),
         ("the edge", &permitted.edge),

@@ -28,11 +28,13 @@ pub(crate) enum EgressCommand {
 pub(crate) struct ApplyArgs {
     #[command(flatten)]
     wall: RenderArgs,
-    /// Stay running: re-resolve the list's names every --interval and, when an
-    /// address changed, swap the sets' contents in one nft transaction.
+    /// Stay running: re-resolve the list's names when their DNS records' TTLs
+    /// end (and at least every --interval) and, when an address changed, swap
+    /// the sets' contents in one nft transaction.
     #[arg(long)]
     watch: bool,
-    /// How often --watch re-resolves, e.g. 30s.
+    /// The longest --watch waits between looks, e.g. 30s; a record whose TTL
+    /// ends sooner is looked at sooner (but not more than once a second).
     #[arg(long, default_value = "30s", value_parser = crate::cli::humantime_duration)]
     interval: std::time::Duration,
 }
@@ -189,7 +191,7 @@ async fn resolve_names(
         let addrs = found.map_err(|e| Failure::Usage(format!("cannot resolve `{name}`: {e}")))?;
         tracing::warn!(
             name = %name, addrs = ?addrs,
-            "`{name}` was resolved now; the rule is a snapshot of these addresses (render again when they change)"
+            "`{name}` was resolved now; the rule is a snapshot of these addresses (render again when they change, or keep it fresh with `warren egress apply --watch`)"
         );
         out.insert(name, addrs);
     }

@@ -2,9 +2,11 @@
 //! names in the allowlist move.
 //!
 //! A rule built from a name is a snapshot of its addresses. The watcher
-//! re-resolves the names every interval with the system resolver (the one
-//! the agent itself uses, so the wall and the agent agree on what a name
-//! means) and, when an address changed, replaces the sets' contents in one
+//! re-resolves the names with the system resolver (the one the agent itself
+//! uses, so the wall and the agent agree on what a name means) when the
+//! soonest of their DNS records' TTLs ends, and at least every interval
+//! ([`RecordClock`], [`next_look`]), and, when an address changed, replaces
+//! the sets' contents in one
 //! `nft` transaction ([`nftables_set_swap`]): the chains, the subject and
 //! the `refused` counter stay, and no packet meets a half-updated set. If
 //! the table was removed under it, the whole wall is applied again. A name
@@ -13,9 +15,11 @@
 
 use crate::egress_cmd::{lookup_names, nft};
 use crate::Failure;
+use hickory_resolver::config::ResolveHosts;
+use hickory_resolver::TokioResolver;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use warren_egress::render::{nftables, nftables_set_swap, Subject, Wall, TABLE};
 use warren_egress::Allowlist;
 
@@ -61,22 +65,105 @@ impl Follow {
     }
 }
 
+/// The shortest wait between two looks, whatever a record's TTL says (a
+/// TTL of 0 must not spin the watcher).
+pub(crate) const MIN_LOOK: Duration = Duration::from_secs(1);
+
+/// When the records behind the list's names end, as DNS tells: asked of the
+/// resolvers of /etc/resolv.conf for the TTL only (the addresses stay the
+/// system resolver's). A name DNS does not answer for (/etc/hosts, mDNS)
+/// has no end and waits the interval.
+struct RecordClock {
+    dns: Option<TokioResolver>,
+}
+
+impl RecordClock {
+    fn system() -> RecordClock {
+        let dns = TokioResolver::builder_tokio().and_then(|mut builder| {
+            // /etc/hosts lines have no TTL: only DNS answers count.
+            builder.options_mut().use_hosts_file = ResolveHosts::Never;
+            builder.build()
+        });
+        match dns {
+            Ok(dns) => RecordClock { dns: Some(dns) },
+            Err(e) => {
+                tracing::warn!(
+                    event = "egress_watch_no_ttl",
+                    "cannot read the DNS configuration ({e}); looking every interval only"
+                );
+                RecordClock { dns: None }
+            }
+        }
+    }
+
+    /// The name whose record ends first, and when.
+    async fn soonest_end<'a>(
+        &self,
+        names: impl Iterator<Item = &'a String>,
+    ) -> Option<(&'a str, Instant)> {
+        let dns = self.dns.as_ref()?;
+        let mut soonest: Option<(&str, Instant)> = None;
+        for name in names {
+            let answer = tokio::time::timeout(Duration::from_secs(5), dns.lookup_ip(name.as_str()));
+            let Ok(Ok(found)) = answer.await else {
+                continue;
+            };
+            let ends = found.valid_until();
+            if soonest.is_none_or(|(_, first)| ends < first) {
+                soonest = Some((name, ends));
+            }
+        }
+        soonest
+    }
+}
+
+/// How long to wait before the next look: until the soonest record ends,
+/// but never longer than `interval` nor shorter than [`MIN_LOOK`].
+pub(crate) fn next_look(
+    now: Instant,
+    interval: Duration,
+    record_ends: Option<Instant>,
+) -> Duration {
+    let until_end = record_ends.map_or(interval, |ends| ends.saturating_duration_since(now));
+    until_end.min(interval).max(MIN_LOOK)
+}
+
 /// Watches until SIGTERM/SIGINT; the rules stay loaded when it stops.
 pub(crate) async fn run(mut follow: Follow, interval: Duration) -> Result<(), Failure> {
     tracing::info!(
         event = "egress_watch_started",
         names = follow.resolved.len(),
-        "re-resolving the allowlist's names every {interval:?}"
+        "re-resolving the allowlist's names when their records' TTLs end, and at least every {interval:?}"
     );
+    let clock = RecordClock::system();
+    let mut paced_by: Option<String> = None;
     let stop = crate::terminate_signal();
     tokio::pin!(stop);
     loop {
+        let soonest = clock.soonest_end(follow.resolved.keys()).await;
+        let wait = next_look(Instant::now(), interval, soonest.map(|(_, ends)| ends));
+        let pacer = soonest
+            .filter(|_| wait < interval)
+            .map(|(name, _)| name.to_owned());
+        if pacer != paced_by {
+            match &pacer {
+                Some(name) => tracing::info!(
+                    event = "egress_watch_paced", name = %name, wait = ?wait,
+                    "looking again in {wait:?}, when `{name}`'s record's TTL ends"
+                ),
+                None => tracing::info!(
+                    event = "egress_watch_paced", wait = ?wait,
+                    "looking again every {interval:?}: no record ends sooner"
+                ),
+            }
+            paced_by = pacer;
+        }
         tokio::select! {
             () = &mut stop => {
                 tracing::info!(event = "egress_watch_stopped", "stopped; table inet {TABLE} stays loaded");
                 return Ok(());
             }
-            () = tokio::time::sleep(interval) => {}
+            () = tokio::time::sleep(wait) => {}
         }
         let fresh = follow.refresh().await;
         if fresh == follow.resolved {
@@ -117,5 +204,29 @@ pub(crate) async fn run(mut follow: Follow, interval: Duration) -> Result<(), Fa
             event = "egress_wall_refreshed",
             "table inet {TABLE} follows the new addresses"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{next_look, MIN_LOOK};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn the_next_look_is_the_soonest_record_end_within_bounds() {
+        let now = Instant::now();
+        let interval = Duration::from_secs(30);
+        let secs = Duration::from_secs;
+        // No record end known (hosts-file names, no DNS): the interval.
+        assert_eq!(next_look(now, interval, None), interval);
+        // A record ending sooner paces the watch.
+        assert_eq!(next_look(now, interval, Some(now + secs(7))), secs(7));
+        // A longer TTL waits no more than the interval.
+        assert_eq!(next_look(now, interval, Some(now + secs(3600))), interval);
+        // A TTL of 0, or an end already past, does not spin.
+        assert_eq!(next_look(now, interval, Some(now)), MIN_LOOK);
+        assert_eq!(next_look(now + secs(5), interval, Some(now)), MIN_LOOK);
+        // An interval below the floor is raised to it.
+        assert_eq!(next_look(now, Duration::ZERO, None), MIN_LOOK);
     }
 }

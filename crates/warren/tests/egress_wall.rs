@@ -6,8 +6,13 @@
 //! applying twice changes nothing, other tables are untouched, and
 //! `--remove` restores the exact previous ruleset.
 //!
-//! Needs root, `ip`, `nft`, `setpriv` and /usr/bin/python3; skips
-//! otherwise, unless `WARREN_REQUIRE_NETNS` is set (CI sets it).
+//! `apply --watch` follows a name that moves, through the namespace's
+//! /etc/hosts and through a real DNS server (dnsmasq) whose record's TTL
+//! paces the look.
+//!
+//! Needs root, `ip`, `nft`, `setpriv`, /usr/bin/python3 and (for the TTL
+//! test) dnsmasq; skips otherwise, unless `WARREN_REQUIRE_NETNS` is set (CI
+//! sets it).
 
 mod common;
 
@@ -35,8 +40,14 @@ fn ok(args: &[&str]) -> String {
 }
 
 fn available() -> bool {
+    available_with(&[])
+}
+
+fn available_with(extra: &[&str]) -> bool {
     let root = run(&["id", "-u"]).stdout == b"0\n";
-    let tools = ["ip", "nft", "setpriv", PY].iter().all(|t| {
+    let mut needed = vec!["ip", "nft", "setpriv", PY];
+    needed.extend_from_slice(extra);
+    let tools = needed.iter().all(|t| {
         Command::new(t)
             .arg("--version")
             .stdout(Stdio::null())
@@ -49,9 +60,9 @@ fn available() -> bool {
     }
     assert!(
         std::env::var_os("WARREN_REQUIRE_NETNS").is_none(),
-        "WARREN_REQUIRE_NETNS is set but root, ip, nft, setpriv or python3 is missing"
+        "WARREN_REQUIRE_NETNS is set but root or one of {needed:?} is missing"
     );
-    eprintln!("skipping: needs root, ip, nft, setpriv and /usr/bin/python3");
+    eprintln!("skipping: needs root and {needed:?}");
     false
 }
 
@@ -490,63 +501,7 @@ fn apply_watch_follows_a_name_that_moves() {
     std::fs::write(etc.0.join("resolv.conf"), resolv).unwrap();
 
     let allow = format!("svc.test:{port}/tcp");
-    let edge = format!("{}:7443", site.gw_ip);
-    let mut watch = Command::new("ip")
-        .args([
-            "netns",
-            "exec",
-            &ns,
-            common::BIN,
-            "egress",
-            "apply",
-            "--watch",
-            "--interval",
-            "1s",
-        ])
-        .args(["--allow", &allow, "--edge", &edge, "--uid", AGENT_UID])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let stderr = watch.stderr.take().unwrap();
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        use std::io::BufRead;
-        for line in std::io::BufReader::new(stderr)
-            .lines()
-            .map_while(Result::ok)
-        {
-            sink.lock().unwrap().push_str(&(line + "\n"));
-        }
-    });
-    let set = |site: &Site| {
-        let out = run(&[
-            "ip",
-            "netns",
-            "exec",
-            &site.ns,
-            "nft",
-            "list",
-            "set",
-            "inet",
-            "warren_egress",
-            "allow4",
-        ]);
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let wait_for = |site: &Site, element: &str| {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while !set(site).contains(element) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "{element} never appeared:\n{}\nlog:\n{}",
-                set(site),
-                log.lock().unwrap()
-            );
-            std::thread::sleep(std::time::Duration::from_millis(200));
-        }
-    };
+    let watch = Watcher::start(&site, &allow, "1s");
     let refused = |site: &Site| -> u64 {
         let text = site.nft(&["list", "counter", "inet", "warren_egress", "refused"]);
         let after = text.split("packets ").nth(1).unwrap_or_default();
@@ -557,7 +512,7 @@ fn apply_watch_follows_a_name_that_moves() {
             .parse()
             .unwrap_or(0)
     };
-    wait_for(&site, &format!("127.0.0.1 . tcp . {port}"));
+    watch.wait_for(&site, &format!("127.0.0.1 . tcp . {port}"));
     assert_eq!(site.connect_as(AGENT_UID, "127.0.0.1", port), "connected");
     assert_eq!(site.connect_as(AGENT_UID, "127.0.0.2", port), "timeout");
     let drops = refused(&site);
@@ -565,35 +520,208 @@ fn apply_watch_follows_a_name_that_moves() {
 
     // The name moves: the sets follow; the counter (and the chains) stay.
     std::fs::write(&hosts, "127.0.0.2 svc.test\n").unwrap();
-    wait_for(&site, &format!("127.0.0.2 . tcp . {port}"));
+    watch.wait_for(&site, &format!("127.0.0.2 . tcp . {port}"));
     assert!(
-        !set(&site).contains(&format!("127.0.0.1 . tcp . {port}")),
+        !allow_set(&site).contains(&format!("127.0.0.1 . tcp . {port}")),
         "{}",
-        set(&site)
+        allow_set(&site)
     );
     assert_eq!(site.connect_as(AGENT_UID, "127.0.0.2", port), "connected");
     assert_eq!(site.connect_as(AGENT_UID, "127.0.0.1", port), "timeout");
     assert!(refused(&site) > drops, "the counter survived the swap");
-    assert!(log.lock().unwrap().contains("egress_name_moved"));
+    assert!(watch.log().contains("egress_name_moved"));
 
     // The name stops resolving: the wall keeps its last addresses.
     std::fs::write(&hosts, "").unwrap();
     std::thread::sleep(std::time::Duration::from_secs(3));
     assert!(
-        set(&site).contains(&format!("127.0.0.2 . tcp . {port}")),
+        allow_set(&site).contains(&format!("127.0.0.2 . tcp . {port}")),
         "{}",
-        set(&site)
+        allow_set(&site)
     );
 
     // The table is removed under the watcher: it applies the whole wall again.
     site.nft(&["delete", "table", "inet", "warren_egress"]);
     std::fs::write(&hosts, "127.0.0.1 svc.test\n").unwrap();
-    wait_for(&site, &format!("127.0.0.1 . tcp . {port}"));
+    watch.wait_for(&site, &format!("127.0.0.1 . tcp . {port}"));
     assert_eq!(site.connect_as(AGENT_UID, "127.0.0.2", port), "timeout");
 
     // SIGTERM stops it cleanly and leaves the rules loaded.
-    ok(&["kill", "-TERM", &watch.id().to_string()]);
-    let status = watch.wait().unwrap();
-    assert!(status.success(), "{status}\n{}", log.lock().unwrap());
-    assert!(set(&site).contains(&format!("127.0.0.1 . tcp . {port}")));
+    watch.stop();
+    assert!(allow_set(&site).contains(&format!("127.0.0.1 . tcp . {port}")));
+}
+
+/// `warren egress apply --watch` running in a site namespace, its log kept.
+struct Watcher {
+    child: std::process::Child,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Watcher {
+    fn start(site: &Site, allow: &str, interval: &str) -> Watcher {
+        let edge = format!("{}:7443", site.gw_ip);
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &site.ns, common::BIN, "egress", "apply"])
+            .args(["--watch", "--interval", interval, "--allow", allow])
+            .args(["--edge", &edge, "--uid", AGENT_UID])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr)
+                .lines()
+                .map_while(Result::ok)
+            {
+                sink.lock().unwrap().push_str(&(line + "\n"));
+            }
+        });
+        Watcher { child, log }
+    }
+
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits (up to 20 s) for `element` in the wall's IPv4 set.
+    fn wait_for(&self, site: &Site, element: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !allow_set(site).contains(element) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{element} never appeared:\n{}\nlog:\n{}",
+                allow_set(site),
+                self.log()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+
+    /// SIGTERM: the watcher exits 0 and leaves the rules loaded.
+    fn stop(mut self) {
+        ok(&["kill", "-TERM", &self.child.id().to_string()]);
+        let status = self.child.wait().unwrap();
+        assert!(status.success(), "{status}\n{}", self.log());
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The wall's IPv4 allow set, as `nft list set` prints it.
+fn allow_set(site: &Site) -> String {
+    let out = run(&[
+        "ip",
+        "netns",
+        "exec",
+        &site.ns,
+        "nft",
+        "list",
+        "set",
+        "inet",
+        "warren_egress",
+        "allow4",
+    ]);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A real DNS server (dnsmasq) in the site namespace answering for the
+/// names of a hosts file, with a 2 s TTL; killed on drop.
+struct Dns {
+    child: std::process::Child,
+    hosts: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Dns {
+    const TTL_SECS: u64 = 2;
+
+    fn start(ns: &str, records: &str) -> Dns {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = dir.path().join("records");
+        std::fs::write(&hosts, records).unwrap();
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, "dnsmasq", "--conf-file=/dev/null"])
+            .args(["--keep-in-foreground", "--no-resolv", "--no-hosts"])
+            .arg(format!("--addn-hosts={}", hosts.display()))
+            .arg(format!("--local-ttl={}", Dns::TTL_SECS))
+            .args(["--listen-address=127.0.0.1", "--bind-interfaces"])
+            .args(["--port=53", "--user=root", "--pid-file="])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("dnsmasq (Debian's dnsmasq-base)");
+        Dns {
+            child,
+            hosts,
+            _dir: dir,
+        }
+    }
+
+    /// Rewrites the records; SIGHUP makes dnsmasq read them again.
+    fn set(&self, records: &str) {
+        std::fs::write(&self.hosts, records).unwrap();
+        ok(&["kill", "-HUP", &self.child.id().to_string()]);
+    }
+}
+
+impl Drop for Dns {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn apply_watch_refreshes_when_the_record_ttl_ends() {
+    if !available_with(&["dnsmasq"]) {
+        return;
+    }
+    let _ = bin();
+    let mut site = Site::new();
+    let ns = site.ns.clone();
+    let port = 18091u16;
+    site.listen(&ns, "127.0.0.3", port);
+    site.listen(&ns, "127.0.0.4", port);
+    // The name lives only in DNS: the namespace's hosts file does not have it.
+    let etc = NetnsEtc(std::path::PathBuf::from(format!("/etc/netns/{ns}")));
+    std::fs::create_dir_all(&etc.0).unwrap();
+    std::fs::write(etc.0.join("hosts"), "127.0.0.1 localhost\n").unwrap();
+    let resolv = "nameserver 127.0.0.1\noptions timeout:1 attempts:2\n";
+    std::fs::write(etc.0.join("resolv.conf"), resolv).unwrap();
+    let dns = Dns::start(&ns, "127.0.0.3 ttl.test\n");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !String::from_utf8_lossy(
+        &run(&["ip", "netns", "exec", &ns, "getent", "hosts", "ttl.test"]).stdout,
+    )
+    .contains("127.0.0.3")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "dnsmasq did not answer"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    // An hour between looks: only the record's 2 s TTL can explain a refresh.
+    let watch = Watcher::start(&site, &format!("ttl.test:{port}/tcp"), "1h");
+    watch.wait_for(&site, &format!("127.0.0.3 . tcp . {port}"));
+    // wait_for gives up after 20 s, far inside the hour.
+    dns.set("127.0.0.4 ttl.test\n");
+    watch.wait_for(&site, &format!("127.0.0.4 . tcp . {port}"));
+    assert!(!allow_set(&site).contains(&format!("127.0.0.3 . tcp . {port}")));
+    assert_eq!(site.connect_as(AGENT_UID, "127.0.0.4", port), "connected");
+    assert_eq!(site.connect_as(AGENT_UID, "127.0.0.3", port), "timeout");
+    let log = watch.log();
+    assert!(log.contains("egress_name_moved"), "{log}");
+    assert!(log.contains("record's TTL"), "{log}");
+    watch.stop();
 }

@@ -41,27 +41,38 @@ enum TableRead {
     Malformed(KernelTableError),
 }
 
-fn read_table() -> TableRead {
-    let out = match std::process::Command::new("nft")
+/// `nft -j list table inet warren_egress`: `None` when there is no such
+/// table, an error (nft's first line) when it cannot be read.
+pub(crate) fn list_table_json() -> Result<Option<String>, String> {
+    let out = std::process::Command::new("nft")
         .args(["-j", "list", "table", "inet", TABLE])
         .output()
-    {
-        Ok(out) => out,
-        Err(e) => return TableRead::Unreadable(format!("cannot run nft: {e}")),
-    };
+        .map_err(|e| format!("cannot run nft: {e}"))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
         return if stderr.contains("No such file or directory") {
-            TableRead::Absent
+            Ok(None)
         } else {
-            let first = stderr.lines().next().unwrap_or("nft failed").trim();
-            TableRead::Unreadable(first.to_owned())
+            Err(stderr
+                .lines()
+                .next()
+                .unwrap_or("nft failed")
+                .trim()
+                .to_owned())
         };
     }
-    match KernelTable::parse(&String::from_utf8_lossy(&out.stdout)) {
-        Ok(table) => TableRead::Found(table),
-        Err(KernelTableError::NoTable) => TableRead::Absent,
-        Err(e) => TableRead::Malformed(e),
+    Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+fn read_table() -> TableRead {
+    match list_table_json() {
+        Err(e) => TableRead::Unreadable(e),
+        Ok(None) => TableRead::Absent,
+        Ok(Some(json)) => match KernelTable::parse(&json) {
+            Ok(table) => TableRead::Found(table),
+            Err(KernelTableError::NoTable) => TableRead::Absent,
+            Err(e) => TableRead::Malformed(e),
+        },
     }
 }
 

@@ -6,13 +6,17 @@
 //! uses, so the wall and the agent agree on what a name means) when the
 //! soonest of their DNS records' TTLs ends, and at least every interval
 //! ([`RecordClock`], [`next_look`]), and, when an address changed, replaces
-//! the sets' contents in one
-//! `nft` transaction ([`nftables_set_swap`]): the chains, the subject and
-//! the `refused` counter stay, and no packet meets a half-updated set. If
-//! the table was removed under it, the whole wall is applied again. A name
-//! that fails to resolve keeps its last addresses (the wall never widens
-//! or empties on a DNS failure).
+//! the sets' contents in one `nft` transaction ([`nftables_set_swap`]): the
+//! chains, the subject and the `refused` counter stay, and no packet meets a
+//! half-updated set. A name that fails to resolve keeps its last addresses
+//! (the wall never widens or empties on a DNS failure).
+//!
+//! Each look also guards the table ([`guard`]): if it is gone, or differs
+//! from what the watcher loaded (an element, rule or chain added, changed
+//! or removed by someone else), the whole wall is applied again, and the
+//! counter starts over.
 
+use crate::egress_check::list_table_json;
 use crate::egress_cmd::{lookup_names, nft};
 use crate::Failure;
 use hickory_resolver::config::ResolveHosts;
@@ -136,6 +140,7 @@ pub(crate) async fn run(mut follow: Follow, interval: Duration) -> Result<(), Fa
         "re-resolving the allowlist's names when their records' TTLs end, and at least every {interval:?}"
     );
     let clock = RecordClock::system();
+    let mut expected = loaded_shape();
     let mut paced_by: Option<String> = None;
     let stop = crate::terminate_signal();
     tokio::pin!(stop);
@@ -165,46 +170,112 @@ pub(crate) async fn run(mut follow: Follow, interval: Duration) -> Result<(), Fa
             }
             () = tokio::time::sleep(wait) => {}
         }
+        guard(&follow, &mut expected)?;
         let fresh = follow.refresh().await;
-        if fresh == follow.resolved {
-            continue;
+        if fresh != follow.resolved {
+            follow_moves(&mut follow, fresh)?;
+            expected = loaded_shape();
         }
-        for (name, addrs) in &fresh {
-            let before = follow.resolved.get(name);
-            if before != Some(addrs) {
-                tracing::info!(
-                    event = "egress_name_moved", name = %name,
-                    from = ?before, to = ?addrs,
-                    "`{name}` moved; swapping the wall's sets"
-                );
-            }
-        }
-        let previous = std::mem::replace(&mut follow.resolved, fresh);
-        let swap = match nftables_set_swap(&follow.wall()) {
-            Ok(swap) => swap,
-            Err(e) => {
-                tracing::warn!(
-                    event = "egress_swap_failed",
-                    "{e}; keeping the rules loaded"
-                );
-                follow.resolved = previous;
-                continue;
-            }
-        };
-        if let Err(e) = nft(&["-f", "-"], &swap) {
-            // The table is gone (or changed shape): load the whole wall.
+    }
+}
+
+/// The loaded table as nft prints it, less what changes by itself (rule
+/// handles, counter values): an equal shape means nobody else touched it.
+fn loaded_shape() -> Option<serde_json::Value> {
+    let json = match list_table_json() {
+        Ok(json) => json?,
+        Err(e) => {
             tracing::warn!(
-                event = "egress_table_missing",
-                "{e}; applying the whole wall again"
+                event = "egress_table_unreadable",
+                "cannot read table inet {TABLE}: {e}"
             );
-            let whole = nftables(&follow.wall()).map_err(|e| Failure::Usage(e.to_string()))?;
-            nft(&["-f", "-"], &whole)?;
+            return None;
         }
-        tracing::info!(
-            event = "egress_wall_refreshed",
-            "table inet {TABLE} follows the new addresses"
+    };
+    let mut shape: serde_json::Value = serde_json::from_str(&json).ok()?;
+    strip_volatile(&mut shape);
+    Some(shape)
+}
+
+fn strip_volatile(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for key in ["handle", "packets", "bytes"] {
+                map.remove(key);
+            }
+            map.values_mut().for_each(strip_volatile);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(strip_volatile),
+        _ => {}
+    }
+}
+
+/// Puts the whole wall back when the table is gone or no longer what the
+/// watcher loaded (an element, rule or chain added, changed or removed by
+/// someone else): the wall never stays wider than the list.
+fn guard(follow: &Follow, expected: &mut Option<serde_json::Value>) -> Result<(), Failure> {
+    let now = loaded_shape();
+    if now.is_some() && now == *expected {
+        return Ok(());
+    }
+    if now.is_none() {
+        tracing::warn!(
+            event = "egress_table_missing",
+            "table inet {TABLE} is gone; applying the whole wall again"
+        );
+    } else {
+        tracing::warn!(
+            event = "egress_wall_drift",
+            "table inet {TABLE} was changed by someone else; applying the whole wall again"
         );
     }
+    apply_whole(follow)?;
+    *expected = loaded_shape();
+    Ok(())
+}
+
+fn apply_whole(follow: &Follow) -> Result<(), Failure> {
+    let whole = nftables(&follow.wall()).map_err(|e| Failure::Usage(e.to_string()))?;
+    nft(&["-f", "-"], &whole)
+}
+
+/// Swaps the sets' contents for the names' new addresses.
+fn follow_moves(follow: &mut Follow, fresh: BTreeMap<String, Vec<IpAddr>>) -> Result<(), Failure> {
+    for (name, addrs) in &fresh {
+        let before = follow.resolved.get(name);
+        if before != Some(addrs) {
+            tracing::info!(
+                event = "egress_name_moved", name = %name,
+                from = ?before, to = ?addrs,
+                "`{name}` moved; swapping the wall's sets"
+            );
+        }
+    }
+    let previous = std::mem::replace(&mut follow.resolved, fresh);
+    let swap = match nftables_set_swap(&follow.wall()) {
+        Ok(swap) => swap,
+        Err(e) => {
+            tracing::warn!(
+                event = "egress_swap_failed",
+                "{e}; keeping the rules loaded"
+            );
+            follow.resolved = previous;
+            return Ok(());
+        }
+    };
+    if let Err(e) = nft(&["-f", "-"], &swap) {
+        // The table went away since the guard looked: load the whole wall.
+        tracing::warn!(
+            event = "egress_table_missing",
+            "{e}; applying the whole wall again"
+        );
+        apply_whole(follow)?;
+    }
+    tracing::info!(
+        event = "egress_wall_refreshed",
+        "table inet {TABLE} follows the new addresses"
+    );
+    Ok(())
 }
 
 #[cfg(test)]

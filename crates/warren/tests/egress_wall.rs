@@ -540,8 +540,37 @@ fn apply_watch_follows_a_name_that_moves() {
         allow_set(&site)
     );
 
-    // The table is removed under the watcher: it applies the whole wall again.
+    // Someone widens the wall by hand while no name moves: the watcher puts
+    // its own wall back at the next look.
+    let stray = format!("127.0.0.1 . tcp . {port}");
+    // Until now nobody touched the table: no look saw a drift.
+    assert!(
+        !watch.log().contains("egress_wall_drift"),
+        "{}",
+        watch.log()
+    );
+    site.nft(&[
+        "add",
+        "element",
+        "inet",
+        "warren_egress",
+        "allow4",
+        &format!("{{ {stray} }}"),
+    ]);
+    assert!(allow_set(&site).contains(&stray));
+    watch.wait_until(&site, "the stray element removed", |set| {
+        !set.contains(&stray)
+    });
+    assert_eq!(site.connect_as(AGENT_UID, "127.0.0.1", port), "timeout");
+    assert!(watch.log().contains("egress_wall_drift"), "{}", watch.log());
+
+    // The table is removed under the watcher, still with no name moving: it
+    // applies the whole wall again.
     site.nft(&["delete", "table", "inet", "warren_egress"]);
+    watch.wait_for(&site, &format!("127.0.0.2 . tcp . {port}"));
+    assert_eq!(site.connect_as(AGENT_UID, "127.0.0.1", port), "timeout");
+
+    // The name comes back, elsewhere: the restored wall follows it too.
     std::fs::write(&hosts, "127.0.0.1 svc.test\n").unwrap();
     watch.wait_for(&site, &format!("127.0.0.1 . tcp . {port}"));
     assert_eq!(site.connect_as(AGENT_UID, "127.0.0.2", port), "timeout");
@@ -589,11 +618,18 @@ impl Watcher {
 
     /// Waits (up to 20 s) for `element` in the wall's IPv4 set.
     fn wait_for(&self, site: &Site, element: &str) {
+        self.wait_until(site, &format!("{element} in the set"), |set| {
+            set.contains(element)
+        });
+    }
+
+    /// Waits (up to 20 s) until the wall's IPv4 set satisfies `done`.
+    fn wait_until(&self, site: &Site, what: &str, done: impl Fn(&str) -> bool) {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        while !allow_set(site).contains(element) {
+        while !done(&allow_set(site)) {
             assert!(
                 std::time::Instant::now() < deadline,
-                "{element} never appeared:\n{}\nlog:\n{}",
+                "never saw {what}:\n{}\nlog:\n{}",
                 allow_set(site),
                 self.log()
             );
@@ -723,5 +759,8 @@ fn apply_watch_refreshes_when_the_record_ttl_ends() {
     let log = watch.log();
     assert!(log.contains("egress_name_moved"), "{log}");
     assert!(log.contains("record's TTL"), "{log}");
+    // Looks every ~2 s found the table as the watcher left it.
+    assert!(!log.contains("egress_wall_drift"), "{log}");
+    assert!(!log.contains("egress_table_missing"), "{log}");
     watch.stop();
 }

@@ -153,6 +153,25 @@ impl Site {
         self.servers.push(child);
     }
 
+    /// Listens on loopback addresses of the site namespace and waits until
+    /// root reaches each of them.
+    fn serve_loopback(&mut self, ips: &[&str], port: u16) {
+        let ns = self.ns.clone();
+        for ip in ips {
+            self.listen(&ns, ip, port);
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        for ip in ips {
+            while self.connect_as("0", ip, port) != "connected" {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "the listener on {ip}:{port} did not start"
+                );
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
+    }
+
     /// Connects from the site namespace as `uid`: "connected", "timeout"
     /// or "refused".
     fn connect_as(&self, uid: &str, ip: &str, port: u16) -> String {
@@ -481,16 +500,7 @@ fn apply_watch_follows_a_name_that_moves() {
     let mut site = Site::new();
     let ns = site.ns.clone();
     let port = 18090u16;
-    site.listen(&ns, "127.0.0.1", port);
-    site.listen(&ns, "127.0.0.2", port);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while site.connect_as("0", "127.0.0.2", port) != "connected" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "listeners did not start"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    site.serve_loopback(&["127.0.0.1", "127.0.0.2"], port);
     // `ip netns exec` shows /etc/netns/NS/hosts as /etc/hosts: the name's DNS.
     let etc = NetnsEtc(std::path::PathBuf::from(format!("/etc/netns/{ns}")));
     std::fs::create_dir_all(&etc.0).unwrap();
@@ -725,8 +735,7 @@ fn apply_watch_refreshes_when_the_record_ttl_ends() {
     let mut site = Site::new();
     let ns = site.ns.clone();
     let port = 18091u16;
-    site.listen(&ns, "127.0.0.3", port);
-    site.listen(&ns, "127.0.0.4", port);
+    site.serve_loopback(&["127.0.0.3", "127.0.0.4"], port);
     // The name lives only in DNS: the namespace's hosts file does not have it.
     let etc = NetnsEtc(std::path::PathBuf::from(format!("/etc/netns/{ns}")));
     std::fs::create_dir_all(&etc.0).unwrap();

@@ -5,7 +5,7 @@
 use crate::site_cmd::load_allowlist;
 use crate::Failure;
 use clap::{Args, Subcommand, ValueEnum};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use warren_egress::render::{
@@ -155,29 +155,36 @@ pub(crate) fn resolv_conf_nameservers() -> Vec<IpAddr> {
 /// Looks up each distinct name of `list` with the system resolver (the one
 /// the agent uses, so the wall and the agent agree on what a name means),
 /// skipping Kubernetes Services when `skip_services` (their rule selects
-/// pods, not addresses).
+/// pods, not addresses). The names are looked up at once, so one slow or
+/// dead name costs one resolver timeout, not one per name.
 pub(crate) async fn lookup_names(
     list: &Allowlist,
     skip_services: bool,
 ) -> BTreeMap<String, std::io::Result<Vec<IpAddr>>> {
-    let mut out = BTreeMap::new();
-    for rule in list.rules() {
-        if let HostPattern::Name(name) = &rule.host {
-            if out.contains_key(name) || (skip_services && service_namespace(name).is_some()) {
-                continue;
-            }
-            let found = tokio::net::lookup_host((name.as_str(), 0))
-                .await
-                .map(|found| {
-                    let mut addrs: Vec<IpAddr> = found.map(|a| a.ip()).collect();
-                    addrs.sort();
-                    addrs.dedup();
-                    addrs
-                });
-            out.insert(name.clone(), found);
-        }
-    }
-    out
+    let names: BTreeSet<&String> = list
+        .rules()
+        .iter()
+        .filter_map(|rule| match &rule.host {
+            HostPattern::Name(name) => Some(name),
+            _ => None,
+        })
+        .filter(|name| !(skip_services && service_namespace(name).is_some()))
+        .collect();
+    let lookups = names.into_iter().map(|name| async move {
+        let found = tokio::net::lookup_host((name.as_str(), 0))
+            .await
+            .map(|found| {
+                let mut addrs: Vec<IpAddr> = found.map(|a| a.ip()).collect();
+                addrs.sort();
+                addrs.dedup();
+                addrs
+            });
+        (name.clone(), found)
+    });
+    futures_util::future::join_all(lookups)
+        .await
+        .into_iter()
+        .collect()
 }
 
 /// The list's names resolved now, for a rule that is a snapshot of them

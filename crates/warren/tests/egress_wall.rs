@@ -482,8 +482,23 @@ fn the_agent_refuses_to_start_without_its_second_wall() {
     assert!(log.contains("matches the allowlist"), "{log}");
 }
 
-/// Removes a namespace's /etc/netns/NS directory (its own /etc/hosts).
+/// A namespace's own /etc/netns/NS (`ip netns exec` shows its files over
+/// /etc/hosts and /etc/resolv.conf); removed on drop.
 struct NetnsEtc(std::path::PathBuf);
+
+impl NetnsEtc {
+    fn write(ns: &str, hosts: &str, resolv_conf: &str) -> NetnsEtc {
+        let etc = NetnsEtc(std::path::PathBuf::from(format!("/etc/netns/{ns}")));
+        std::fs::create_dir_all(&etc.0).unwrap();
+        std::fs::write(etc.hosts(), hosts).unwrap();
+        std::fs::write(etc.0.join("resolv.conf"), resolv_conf).unwrap();
+        etc
+    }
+
+    fn hosts(&self) -> std::path::PathBuf {
+        self.0.join("hosts")
+    }
+}
 
 impl Drop for NetnsEtc {
     fn drop(&mut self) {
@@ -501,14 +516,11 @@ fn apply_watch_follows_a_name_that_moves() {
     let ns = site.ns.clone();
     let port = 18090u16;
     site.serve_loopback(&["127.0.0.1", "127.0.0.2"], port);
-    // `ip netns exec` shows /etc/netns/NS/hosts as /etc/hosts: the name's DNS.
-    let etc = NetnsEtc(std::path::PathBuf::from(format!("/etc/netns/{ns}")));
-    std::fs::create_dir_all(&etc.0).unwrap();
-    let hosts = etc.0.join("hosts");
-    std::fs::write(&hosts, "127.0.0.1 svc.test\n").unwrap();
-    // No DNS server answers in the namespace: a name not in hosts fails fast.
+    // The namespace's /etc/hosts is the name's DNS. No DNS server answers
+    // there: a name not in hosts fails fast.
     let resolv = "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n";
-    std::fs::write(etc.0.join("resolv.conf"), resolv).unwrap();
+    let etc = NetnsEtc::write(&ns, "127.0.0.1 svc.test\n", resolv);
+    let hosts = etc.hosts();
 
     let allow = format!("svc.test:{port}/tcp");
     let watch = Watcher::start(&site, &allow, "1s");
@@ -737,11 +749,8 @@ fn apply_watch_refreshes_when_the_record_ttl_ends() {
     let port = 18091u16;
     site.serve_loopback(&["127.0.0.3", "127.0.0.4"], port);
     // The name lives only in DNS: the namespace's hosts file does not have it.
-    let etc = NetnsEtc(std::path::PathBuf::from(format!("/etc/netns/{ns}")));
-    std::fs::create_dir_all(&etc.0).unwrap();
-    std::fs::write(etc.0.join("hosts"), "127.0.0.1 localhost\n").unwrap();
     let resolv = "nameserver 127.0.0.1\noptions timeout:1 attempts:2\n";
-    std::fs::write(etc.0.join("resolv.conf"), resolv).unwrap();
+    let _etc = NetnsEtc::write(&ns, "127.0.0.1 localhost\n", resolv);
     let dns = Dns::start(&ns, "127.0.0.3 ttl.test\n");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     while !String::from_utf8_lossy(

@@ -163,15 +163,11 @@ fn nft_accepts_the_rendered_rules() {
         let dir = tempfile_dir();
         let path = dir.join(format!("{what}.nft"));
         std::fs::write(&path, &text).unwrap();
-        let out = std::process::Command::new("nft")
-            .args(["-c", "-f"])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{what}: nft refused the rules: {}\n{text}",
-            String::from_utf8_lossy(&out.stderr)
+        warren_testkit::run_ok(
+            std::process::Command::new("nft")
+                .args(["-c", "-f"])
+                .arg(&path),
+            &format!("{what}: nft refused the rules\n{text}\n"),
         );
     }
 }

@@ -25,7 +25,7 @@ mod upstream;
 pub use http_backend::{http_backend, pattern, self_signed, tls_backend, HttpBackend, TlsBackend};
 pub use pebble::{free_tcp_ports, pebble_installed, Pebble};
 pub use postgres::{postgres_installed, Postgres};
-pub use process::{EdgeProcess, EdgeSpec, Process, ResourceSpec};
+pub use process::{run_ok, EdgeProcess, EdgeSpec, Process, ResourceSpec};
 pub use smtp::{smtp_server_installed, SmtpServer};
 pub use upstream::{echo_tcp, echo_udp, random_bytes, sha256_hex};
 

@@ -496,3 +496,17 @@ impl EdgeProcess {
             .unwrap_or(0)
     }
 }
+
+/// Runs `cmd` to the end and returns its output; panics, naming `what` and
+/// quoting the command's stderr, when it cannot start or exits non-zero.
+pub fn run_ok(cmd: &mut Command, what: &str) -> std::process::Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot start {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}

@@ -30,12 +30,7 @@ fn run(args: &[&str]) -> std::process::Output {
 }
 
 fn ok(args: &[&str]) -> String {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = warren_testkit::run_ok(Command::new(args[0]).args(&args[1..]), &format!("{args:?}"));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

@@ -42,17 +42,13 @@ fn render(python: &Path, values: &str, sets: &[&str]) -> Value {
     let dir = tempfile::tempdir().unwrap();
     let values_file = dir.path().join("values.yaml");
     std::fs::write(&values_file, values).unwrap();
-    let out = Command::new(python)
-        .arg(repo_root().join("crates/warren/tests/helm/render_chart.py"))
-        .arg(repo_root().join("deploy/helm/warren-site"))
-        .arg(&values_file)
-        .args(sets)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "render_chart.py: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = warren_testkit::run_ok(
+        Command::new(python)
+            .arg(repo_root().join("crates/warren/tests/helm/render_chart.py"))
+            .arg(repo_root().join("deploy/helm/warren-site"))
+            .arg(&values_file)
+            .args(sets),
+        "render_chart.py",
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }

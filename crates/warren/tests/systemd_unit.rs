@@ -40,7 +40,8 @@ fn the_rendered_unit_verifies_clean() {
         eprintln!("skipped: no systemd-analyze");
         return;
     }
-    let out = Command::new(bin())
+    let mut render = Command::new(bin());
+    render
         .args([
             "egress",
             "render",
@@ -58,14 +59,8 @@ fn the_rendered_unit_verifies_clean() {
             "10.0.0.1",
         ])
         .arg("--exec")
-        .arg(bin())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .arg(bin());
+    let out = warren_testkit::run_ok(&mut render, "warren egress render --format systemd");
     let unit = String::from_utf8(out.stdout).unwrap();
     for line in [
         "DynamicUser=yes",

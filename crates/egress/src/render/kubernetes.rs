@@ -243,11 +243,7 @@ pub fn egress_rules(wall: &Wall<'_>, options: &KubeOptions<'_>) -> Result<Vec<Va
                 service_peer_rule(&options.services[i], rule.protocol)
             }
             HostPattern::Name(name) => {
-                let addrs = wall
-                    .resolved
-                    .get(name)
-                    .filter(|a| !a.is_empty())
-                    .ok_or_else(|| RenderError::Unresolved(name.clone()))?;
+                let addrs = wall.addresses_of(name)?;
                 json!({
                     "to": addrs.iter().map(|a| ip_block(Net::host(*a))).collect::<Vec<_>>(),
                     "ports": [port_json(protocol_name(rule.protocol), ports)],

@@ -166,6 +166,16 @@ impl Wall<'_> {
         Ok(())
     }
 
+    /// The addresses the caller resolved `name` to; none is an error, since a
+    /// rule for the name would then allow nothing the list meant.
+    pub(crate) fn addresses_of(&self, name: &str) -> Result<&[IpAddr], RenderError> {
+        self.resolved
+            .get(name)
+            .map(Vec::as_slice)
+            .filter(|addrs| !addrs.is_empty())
+            .ok_or_else(|| RenderError::Unresolved(name.to_owned()))
+    }
+
     /// `# Snapshot: NAME resolved to ...` comment lines, one per name of the
     /// list the caller resolved (a rule built from them is a snapshot).
     pub(crate) fn snapshot_comments(&self) -> String {
@@ -211,14 +221,11 @@ impl Wall<'_> {
         for rule in self.allow.rules() {
             let nets: Vec<Net> = match &rule.host {
                 HostPattern::Net(n) => vec![Net::masked(n.addr(), n.prefix())],
-                HostPattern::Name(name) => {
-                    let addrs = self
-                        .resolved
-                        .get(name)
-                        .filter(|a| !a.is_empty())
-                        .ok_or_else(|| RenderError::Unresolved(name.clone()))?;
-                    addrs.iter().map(|a| Net::host(*a)).collect()
-                }
+                HostPattern::Name(name) => self
+                    .addresses_of(name)?
+                    .iter()
+                    .map(|a| Net::host(*a))
+                    .collect(),
             };
             for net in nets {
                 out.targets.push(Dest {

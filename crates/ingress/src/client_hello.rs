@@ -320,6 +320,55 @@ mod tests {
         );
     }
 
+    /// A one-record ClientHello whose body (the handshake message after its
+    /// 4-byte header) is exactly `body_len` bytes, padded with ALPN protocols.
+    fn hello_of_body_len(body_len: usize) -> Vec<u8> {
+        let base = build_for_tests(Some("big.example"), &[]).len() - 5 - 4;
+        // The ALPN extension adds type, length and list length (6 bytes),
+        // then a length byte per protocol.
+        let mut left = body_len - base - 6;
+        let mut protos = Vec::new();
+        while left > 0 {
+            let take = left.clamp(2, 256);
+            let take = if left - take == 1 { take - 1 } else { take };
+            protos.push(vec![b'p'; take - 1]);
+            left -= take;
+        }
+        let protos: Vec<&[u8]> = protos.iter().map(Vec::as_slice).collect();
+        let rec = build_for_tests(Some("big.example"), &protos);
+        assert_eq!(rec.len(), 5 + 4 + body_len);
+        rec
+    }
+
+    #[test]
+    fn a_hello_of_exactly_the_limit_is_read_and_one_byte_more_is_refused() {
+        let rec = hello_of_body_len(MAX_HELLO_LEN);
+        let Ok(Sniff::Hello(h)) = sniff(&rec) else {
+            panic!("{:?}", sniff(&rec))
+        };
+        assert_eq!(h.server_name.as_deref(), Some("big.example"));
+        assert!(h.alpn.len() > 60);
+        assert_eq!(
+            sniff(&hello_of_body_len(MAX_HELLO_LEN + 1)),
+            Err(HelloError::TooLarge)
+        );
+        // The length is refused from the handshake header alone, whatever
+        // byte carries it.
+        for len in [[0, 0x40, 0x01], [0, 0xff, 0], [1, 0, 0], [0x80, 0, 0]] {
+            let mut head = vec![HANDSHAKE, 3, 1, 0, 4, CLIENT_HELLO];
+            head.extend_from_slice(&len);
+            assert_eq!(sniff(&head), Err(HelloError::TooLarge), "{len:?}");
+        }
+    }
+
+    #[test]
+    fn an_empty_record_is_malformed_not_incomplete() {
+        assert_eq!(
+            sniff(&[HANDSHAKE, 3, 1, 0, 0]),
+            Err(HelloError::Malformed("empty handshake record"))
+        );
+    }
+
     #[test]
     fn hostile_server_names_are_refused() {
         for bad in ["", "a..b", ".a", "a b", "a/b", "ünï.example"] {

@@ -308,6 +308,98 @@ mod tests {
         assert!(parse(&v2).is_err());
     }
 
+    #[test]
+    fn v1_unknown_and_the_107_byte_limit() {
+        assert_eq!(
+            parse(b"PROXY UNKNOWN\r\nGET"),
+            Ok(Some((
+                ProxyHeader {
+                    version: Version::V1,
+                    addresses: None
+                },
+                15
+            )))
+        );
+        // UNKNOWN may carry anything up to the line end.
+        let line = |len: usize| {
+            let mut l = b"PROXY UNKNOWN ".to_vec();
+            l.resize(len - 2, b'x');
+            l.extend_from_slice(b"\r\n");
+            l
+        };
+        let longest = line(V1_MAX_LEN);
+        assert_eq!(
+            parse(&longest).map(|h| h.map(|(_, used)| used)),
+            Ok(Some(V1_MAX_LEN))
+        );
+        assert_eq!(parse(&line(V1_MAX_LEN + 1)), Err(CRLF_LIMIT));
+        // A line end without its CR is refused, even where the rest would parse.
+        assert_eq!(parse(b"PROXY UNKNOWN ab\n"), Err(CRLF_LIMIT));
+    }
+
+    const CRLF_LIMIT: ProxyHeaderError =
+        ProxyHeaderError::BadV1("line not ended by CRLF within 107 bytes");
+
+    #[test]
+    fn v1_ports_are_plain_decimal() {
+        let with_ports = |sport: &str| {
+            let line = format!("PROXY TCP4 1.2.3.4 5.6.7.8 {sport} 443\r\n");
+            parse(line.as_bytes()).map(|h| h.and_then(|(h, _)| h.addresses))
+        };
+        assert_eq!(
+            with_ports("0"),
+            Ok(Some((a("1.2.3.4:0"), a("5.6.7.8:443"))))
+        );
+        assert_eq!(
+            with_ports("65535"),
+            Ok(Some((a("1.2.3.4:65535"), a("5.6.7.8:443"))))
+        );
+        for bad in ["", "+80", "-1", "080", "00", "65536", "100000", "８０"] {
+            assert_eq!(
+                with_ports(bad),
+                Err(ProxyHeaderError::BadV1("bad port")),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn v2_local_unspec_and_extra_bytes_after_the_addresses() {
+        let mut local = V2_SIGNATURE.to_vec();
+        local.extend_from_slice(&[0x20, 0x00, 0, 0]);
+        assert_eq!(local.len(), 16);
+        assert_eq!(
+            parse(&local),
+            Ok(Some((
+                ProxyHeader {
+                    version: Version::V2,
+                    addresses: None
+                },
+                16
+            )))
+        );
+        // TLVs may follow the address block: the header covers them.
+        for (src, dst) in [
+            (a("1.2.3.4:5"), a("6.7.8.9:443")),
+            (a("[2001:db8::7]:65535"), a("[::1]:8443")),
+        ] {
+            let mut h = encode(Version::V2, Transport::Udp, src, dst);
+            let len = u16::from_be_bytes([h[14], h[15]]) + 3;
+            h[14..16].copy_from_slice(&len.to_be_bytes());
+            h.extend_from_slice(&[0xEE, 0, 0]);
+            let (parsed, used) = parse(&h).unwrap().unwrap();
+            assert_eq!(used, h.len());
+            assert_eq!(parsed.addresses, Some((src, dst)));
+        }
+        let mut short6 = V2_SIGNATURE.to_vec();
+        short6.extend_from_slice(&[0x21, 0x21, 0, 12]);
+        short6.extend_from_slice(&[0; 12]);
+        assert_eq!(
+            parse(&short6),
+            Err(ProxyHeaderError::BadV2("IPv6 block too short"))
+        );
+    }
+
     proptest::proptest! {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {

@@ -174,6 +174,22 @@ mod tests {
     }
 
     #[test]
+    fn known_hosts_and_every_value() {
+        let mut r = Router::default();
+        r.insert("a.example", None, 1).unwrap();
+        r.insert("a.example", Some("/x"), 2).unwrap();
+        r.insert("*.wild.example", None, 3).unwrap();
+        assert!(r.has_host("A.example"));
+        assert!(r.has_host("any.wild.example"));
+        assert!(!r.has_host("b.example"));
+        assert!(!r.has_host("wild.example"));
+        let mut values: Vec<i32> = r.values().copied().collect();
+        values.sort();
+        assert_eq!(values, [1, 2, 3]);
+        assert_eq!(Router::<i32>::default().values().count(), 0);
+    }
+
+    #[test]
     fn bad_prefixes_are_refused() {
         let mut r = Router::default();
         for p in ["api", "/a/../b", "/a//b", "/a?b"] {

@@ -9,11 +9,14 @@
 //!   and reads the bound addresses back from its log.
 //! * Real servers: Debian's `pebble` (ACME), a throwaway PostgreSQL, and
 //!   `aiosmtpd` with STARTTLS (mail).
+//! * [`dns::DnsServer`]: a scripted DNS server whose answers for a name
+//!   change from one query to the next (TTL 0), as a rebinding attack's do.
 //! * [`kube::check_manifest`]: a Kubernetes manifest checked strictly
 //!   against the API's schema types (k8s-openapi).
 //!
 //! Nothing here uses a fixed port or `std::env::set_var`.
 
+pub mod dns;
 mod http_backend;
 pub mod kube;
 mod pebble;

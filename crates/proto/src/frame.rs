@@ -488,6 +488,129 @@ mod tests {
     }
 
     #[test]
+    fn a_payload_of_exactly_the_limit_is_accepted_and_room_is_reserved() {
+        let mut head = BytesMut::new();
+        Frame::encode_data_header(3, MAX_PAYLOAD, &mut head);
+        let mut buf = BytesMut::from(&head[..]);
+        assert_eq!(Frame::decode(&mut buf), Ok(None));
+        assert!(
+            buf.capacity() >= HEADER_LEN + MAX_PAYLOAD,
+            "decode reserves room for the whole frame, got {}",
+            buf.capacity()
+        );
+        let mut over = BytesMut::new();
+        Frame::encode_data_header(3, MAX_PAYLOAD + 1, &mut over);
+        assert_eq!(
+            Frame::decode(&mut over),
+            Err(FrameError::TooLarge(MAX_PAYLOAD as u32 + 1))
+        );
+    }
+
+    #[test]
+    fn senders_data_frames_fit_the_receivers_limit() {
+        const { assert!(MAX_DATA_PAYLOAD > 0 && MAX_DATA_PAYLOAD <= MAX_PAYLOAD) };
+        let mut buf = BytesMut::new();
+        Frame::encode_data_header(1, MAX_DATA_PAYLOAD, &mut buf);
+        buf.extend_from_slice(&vec![7; MAX_DATA_PAYLOAD]);
+        assert!(matches!(
+            Frame::decode(&mut buf),
+            Ok(Some(Frame::Data { stream: 1, payload })) if payload.len() == MAX_DATA_PAYLOAD
+        ));
+    }
+
+    #[test]
+    fn the_data_header_is_the_data_frame_without_its_payload() {
+        for len in [0, 1, 9, 10, 11, 5000] {
+            let payload = Bytes::from(vec![0xab; len]);
+            let mut whole = BytesMut::new();
+            Frame::Data {
+                stream: 77,
+                payload: payload.clone(),
+            }
+            .encode(&mut whole);
+            let mut split = BytesMut::new();
+            Frame::encode_data_header(77, len, &mut split);
+            assert_eq!(split.len(), HEADER_LEN, "len {len}");
+            split.extend_from_slice(&payload);
+            assert_eq!(split, whole, "len {len}");
+        }
+    }
+
+    #[test]
+    fn fixed_size_frames_with_another_length_are_refused() {
+        for (kind, stream, expected) in [
+            (T_WINDOW, 1, 4),
+            (T_FIN, 1, 0),
+            (T_RESET, 1, 1),
+            (T_GOAWAY, 0, 1),
+            (T_PING, 0, 8),
+            (T_PONG, 0, 8),
+        ] {
+            let got = expected + 1;
+            let mut buf = BytesMut::new();
+            buf.put_u8(kind);
+            buf.put_u8(0);
+            buf.put_u32(stream);
+            buf.put_u32(got as u32);
+            buf.extend_from_slice(&vec![0; got]);
+            assert_eq!(
+                Frame::decode(&mut buf),
+                Err(FrameError::BadLength {
+                    kind,
+                    expected,
+                    got
+                }),
+                "kind {kind}"
+            );
+        }
+    }
+
+    #[test]
+    fn frames_name_their_stream() {
+        let reply = OpenReply::Connected;
+        for (frame, stream) in [
+            (
+                Frame::Data {
+                    stream: 5,
+                    payload: Bytes::new(),
+                },
+                5,
+            ),
+            (
+                Frame::Reply {
+                    stream: 7,
+                    reply: reply.clone(),
+                },
+                7,
+            ),
+            (
+                Frame::Window {
+                    stream: 9,
+                    increment: 1,
+                },
+                9,
+            ),
+            (Frame::Fin { stream: 11 }, 11),
+            (
+                Frame::Reset {
+                    stream: 13,
+                    code: ResetCode::Cancel,
+                },
+                13,
+            ),
+            (Frame::Ping { opaque: 3 }, 0),
+            (
+                Frame::GoAway {
+                    reason: GoAwayReason::Restart,
+                },
+                0,
+            ),
+        ] {
+            assert_eq!(frame.stream(), stream, "{frame:?}");
+        }
+    }
+
+    #[test]
     fn link_frames_only_on_stream_zero() {
         let mut buf =
             BytesMut::from(&[T_PING, 0, 0, 0, 0, 7, 0, 0, 0, 8, 0, 0, 0, 0, 0, 0, 0, 0][..]);

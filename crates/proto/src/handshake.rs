@@ -339,6 +339,98 @@ mod tests {
 
     #[test]
     fn debug_never_shows_the_secret() {
-        assert!(!format!("{:?}", hello()).contains("s3cret"));
+        let debug = format!("{:?}", hello());
+        assert!(!debug.contains("s3cret"), "{debug}");
+        // Masked, not dropped: the rest is there for the logs.
+        for shown in ["Hello", "home", "***", "0.1.0", "linux/x86_64", "abc"] {
+            assert!(debug.contains(shown), "{shown} missing from {debug}");
+        }
+    }
+
+    /// A hello whose JSON body is exactly `len` bytes.
+    fn hello_of_body_len(len: usize) -> Hello {
+        let mut h = hello();
+        let base = serde_json::to_vec(&h).unwrap().len();
+        h.platform.push_str(&"x".repeat(len - base));
+        assert_eq!(serde_json::to_vec(&h).unwrap().len(), len);
+        h
+    }
+
+    #[test]
+    fn a_body_of_exactly_the_limit_is_read_and_one_more_byte_is_refused() {
+        let h = hello_of_body_len(MAX_BODY_LEN);
+        let bytes = encode_hello(&h, PROTOCOL_VERSION);
+        assert_eq!(bytes.len(), HELLO_HEADER_LEN + MAX_BODY_LEN);
+        assert_eq!(decode_hello(&bytes), Ok(Some((h, bytes.len()))));
+        let bytes = encode_hello(&hello_of_body_len(MAX_BODY_LEN + 1), PROTOCOL_VERSION);
+        assert_eq!(
+            decode_hello(&bytes),
+            Err(HandshakeError::TooLarge(MAX_BODY_LEN + 1))
+        );
+
+        let refusal = |len: usize| {
+            let mut r = Refusal {
+                code: RefusalCode::Malformed,
+                message: String::new(),
+            };
+            let base = serde_json::to_vec(&r).unwrap().len();
+            r.message = "m".repeat(len - base);
+            Reply::Refused(r)
+        };
+        let bytes = encode_reply(&refusal(MAX_BODY_LEN), PROTOCOL_VERSION);
+        assert_eq!(bytes.len(), REPLY_HEADER_LEN + MAX_BODY_LEN);
+        assert_eq!(
+            decode_reply(&bytes),
+            Ok(Some((refusal(MAX_BODY_LEN), bytes.len())))
+        );
+        let bytes = encode_reply(&refusal(MAX_BODY_LEN + 1), PROTOCOL_VERSION);
+        assert_eq!(
+            decode_reply(&bytes),
+            Err(HandshakeError::TooLarge(MAX_BODY_LEN + 1))
+        );
+    }
+
+    #[test]
+    fn welcome_round_trips_and_every_truncation_asks_for_more() {
+        let w = Reply::Welcome(Welcome {
+            edge_version: "0.1.0".into(),
+            link_id: "l-1".into(),
+        });
+        let mut bytes = encode_reply(&w, PROTOCOL_VERSION);
+        for cut in 0..bytes.len() {
+            assert_eq!(decode_reply(&bytes[..cut]), Ok(None), "cut at {cut}");
+        }
+        let len = bytes.len();
+        bytes.extend_from_slice(b"frames follow");
+        assert_eq!(decode_reply(&bytes), Ok(Some((w, len))));
+    }
+
+    #[test]
+    fn an_unknown_status_is_refused_from_the_header_alone() {
+        for status in [2u8, 3, 255] {
+            let mut bytes = MAGIC.to_vec();
+            bytes.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+            bytes.push(status);
+            bytes.extend_from_slice(&2u32.to_be_bytes());
+            assert_eq!(bytes.len(), REPLY_HEADER_LEN);
+            assert_eq!(decode_reply(&bytes), Err(HandshakeError::BadStatus(status)));
+        }
+    }
+
+    #[test]
+    fn errors_become_refusals_with_the_right_code() {
+        let version = decode_hello(&encode_hello(&hello(), 99)).unwrap_err();
+        let refusal = version.to_refusal();
+        assert_eq!(refusal.code, RefusalCode::UnsupportedVersion);
+        assert_eq!(refusal.message, version.to_string());
+        for err in [
+            HandshakeError::BadMagic,
+            HandshakeError::TooLarge(1 << 20),
+            HandshakeError::BadBody("x".into()),
+        ] {
+            let refusal = err.to_refusal();
+            assert_eq!(refusal.code, RefusalCode::Malformed, "{err}");
+            assert_eq!(refusal.message, err.to_string());
+        }
     }
 }

@@ -175,6 +175,22 @@ mod tests {
     }
 
     #[test]
+    fn a_plan_for_hundreds_of_targets_fits_in_one_line() {
+        let plan = HealthPlan {
+            version: u64::MAX,
+            checks: (0..500)
+                .map(|i| Check {
+                    id: format!("resource-{i}/10.0.{}.{}:8080", i / 256, i % 256),
+                    target: format!("10.0.{}.{}:8080", i / 256, i % 256),
+                    ..check()
+                })
+                .collect(),
+        };
+        let line = serde_json::to_string(&plan).unwrap();
+        assert!(line.len() <= MAX_LINE, "{} bytes", line.len());
+    }
+
+    #[test]
     fn plans_round_trip_and_unknown_fields_are_refused() {
         let plan = HealthPlan {
             version: 7,

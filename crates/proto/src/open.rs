@@ -291,6 +291,133 @@ mod tests {
     }
 
     #[test]
+    fn names_for_logs_and_labels() {
+        assert_eq!(
+            [
+                TargetProtocol::Tcp,
+                TargetProtocol::Udp,
+                TargetProtocol::Health
+            ]
+            .map(TargetProtocol::as_str),
+            ["tcp", "udp", "health"]
+        );
+        assert_eq!(
+            [
+                RefuseReason::NotAllowed,
+                RefuseReason::ResolveFailed,
+                RefuseReason::ConnectFailed,
+                RefuseReason::BadRequest,
+                RefuseReason::Other,
+            ]
+            .map(RefuseReason::as_str),
+            [
+                "not_allowed",
+                "resolve_failed",
+                "connect_failed",
+                "bad_request",
+                "other"
+            ]
+        );
+    }
+
+    #[test]
+    fn each_reason_keeps_its_byte() {
+        for (reason, byte) in [
+            (RefuseReason::NotAllowed, 1),
+            (RefuseReason::ResolveFailed, 2),
+            (RefuseReason::ConnectFailed, 3),
+            (RefuseReason::BadRequest, 4),
+            (RefuseReason::Other, 255),
+        ] {
+            let reply = OpenReply::Refused {
+                reason,
+                message: "m".into(),
+            };
+            assert_eq!(reply.encode(), [byte, 0, 1, b'm'], "{reason:?}");
+            assert_eq!(OpenReply::decode(&[byte, 0, 1, b'm']), Ok(reply));
+        }
+        // A reason from a newer agent is still a refusal.
+        assert_eq!(
+            OpenReply::decode(&[9, 0, 0]),
+            Ok(OpenReply::Refused {
+                reason: RefuseReason::Other,
+                message: String::new()
+            })
+        );
+    }
+
+    #[test]
+    fn connected_and_an_empty_refusal_round_trip() {
+        assert_eq!(OpenReply::Connected.encode(), [0, 0, 0]);
+        assert_eq!(OpenReply::decode(&[0, 0, 0]), Ok(OpenReply::Connected));
+        let empty = OpenReply::Refused {
+            reason: RefuseReason::Other,
+            message: String::new(),
+        };
+        assert_eq!(empty.encode(), [255, 0, 0]);
+        assert_eq!(OpenReply::decode(&empty.encode()), Ok(empty));
+    }
+
+    #[test]
+    fn a_cut_inside_a_character_backs_off_to_its_start() {
+        // "a" then 2-byte characters: byte 1024 is in the middle of one.
+        let message = format!("a{}", "é".repeat(600));
+        let reply = OpenReply::Refused {
+            reason: RefuseReason::ConnectFailed,
+            message: message.clone(),
+        };
+        let OpenReply::Refused { message: got, .. } = OpenReply::decode(&reply.encode()).unwrap()
+        else {
+            panic!("not a refusal")
+        };
+        assert_eq!(got.len(), 1023);
+        assert!(message.starts_with(&got));
+    }
+
+    #[test]
+    fn every_truncation_is_truncated_and_every_extension_trailing() {
+        let req = OpenRequest {
+            protocol: TargetProtocol::Health,
+            target: "t:1".into(),
+            resource: String::new(),
+            client: String::new(),
+        };
+        let bytes = req.encode().unwrap();
+        assert_eq!(OpenRequest::decode(&bytes), Ok(req));
+        for cut in 0..bytes.len() {
+            assert_eq!(
+                OpenRequest::decode(&bytes[..cut]),
+                Err(PayloadError::Truncated),
+                "cut at {cut}"
+            );
+        }
+        let mut longer = bytes.clone();
+        longer.extend_from_slice(b"xyz");
+        assert_eq!(OpenRequest::decode(&longer), Err(PayloadError::Trailing(3)));
+
+        let reply = OpenReply::Refused {
+            reason: RefuseReason::NotAllowed,
+            message: "no".into(),
+        }
+        .encode();
+        for cut in 0..reply.len() {
+            assert_eq!(
+                OpenReply::decode(&reply[..cut]),
+                Err(PayloadError::Truncated),
+                "cut at {cut}"
+            );
+        }
+        for extra in 1..4 {
+            let mut longer = reply.clone();
+            longer.extend_from_slice(&vec![b'x'; extra]);
+            assert_eq!(
+                OpenReply::decode(&longer),
+                Err(PayloadError::Trailing(extra))
+            );
+        }
+    }
+
+    #[test]
     fn overlong_target_is_an_error_not_a_truncation() {
         let req = OpenRequest {
             protocol: TargetProtocol::Tcp,

@@ -790,4 +790,225 @@ mod tests {
             })
         );
     }
+
+    #[test]
+    fn streams_are_counted_and_open_until_closed() {
+        let mut p = Pair::new();
+        assert_eq!(p.edge.stream_count(), 0);
+        let a = p.open();
+        let b = p.open();
+        assert_eq!((a, b), (1, 3), "the edge opens odd ids, in order");
+        assert_eq!((p.edge.stream_count(), p.agent.stream_count()), (2, 2));
+        assert!(p.edge.is_open(a) && p.agent.is_open(a));
+        assert!(!p.edge.is_open(5));
+        let reset = p.edge.reset(a, ResetCode::Cancel).unwrap();
+        assert_eq!(
+            reset,
+            Frame::Reset {
+                stream: a,
+                code: ResetCode::Cancel
+            }
+        );
+        assert_eq!(p.edge.reset(a, ResetCode::Cancel), None, "already gone");
+        assert_eq!(
+            p.agent.handle(reset, p.now),
+            Ok(Some(Event::Reset {
+                stream: a,
+                code: ResetCode::Cancel
+            }))
+        );
+        assert_eq!((p.edge.stream_count(), p.agent.stream_count()), (1, 1));
+        assert!(!p.agent.is_open(a) && p.agent.is_open(b));
+    }
+
+    #[test]
+    fn a_finished_stream_has_no_credit_and_finishes_once() {
+        let mut p = Pair::new();
+        let id = p.open();
+        assert_eq!(p.edge.finish(id), Some(Frame::Fin { stream: id }));
+        assert_eq!(p.edge.finish(id), None);
+        assert_eq!(p.edge.take_credit(id, 10), 0);
+        assert!(p.edge.is_open(id), "the peer may still send");
+    }
+
+    #[test]
+    fn rtt_is_the_time_from_ping_to_its_pong_and_stale_pongs_are_ignored() {
+        let mut p = Pair::new();
+        let t0 = p.now;
+        p.edge.tick(t0).unwrap();
+        let ping = p.edge.poll_transmit().unwrap();
+        assert_eq!(ping, Frame::Ping { opaque: 1 });
+        assert_eq!(p.agent.handle(ping, t0), Ok(None));
+        let pong = p.agent.poll_transmit().unwrap();
+        assert_eq!(pong, Frame::Pong { opaque: 1 });
+        let stale = Frame::Pong { opaque: 7 };
+        assert_eq!(
+            p.edge.handle(stale, t0 + Duration::from_millis(10)),
+            Ok(None)
+        );
+        assert_eq!(p.edge.rtt(), None);
+        p.edge.handle(pong, t0 + Duration::from_millis(50)).unwrap();
+        assert_eq!(p.edge.rtt(), Some(Duration::from_millis(50)));
+    }
+
+    #[test]
+    fn pings_are_numbered_and_sent_every_keepalive_interval() {
+        let mut p = Pair::new();
+        let start = p.now;
+        let mut pings = Vec::new();
+        for s in 0..=9 {
+            let t = start + Duration::from_secs(s);
+            // The agent keeps the link alive, so only pings are queued.
+            p.edge.handle(Frame::Pong { opaque: 0 }, t).unwrap();
+            p.edge.tick(t).unwrap();
+            while let Some(f) = p.edge.poll_transmit() {
+                pings.push((s, f));
+            }
+        }
+        let expected: Vec<_> = [(0, 1), (4, 2), (8, 3)]
+            .into_iter()
+            .map(|(s, opaque)| (s, Frame::Ping { opaque }))
+            .collect();
+        assert_eq!(pings, expected);
+    }
+
+    #[test]
+    fn the_link_dies_exactly_at_dead_after() {
+        let now = Instant::now();
+        let mut s = Session::new(Role::Agent, cfg(), now);
+        let dead_after = cfg().dead_after;
+        assert!(s.tick(now + dead_after - Duration::from_millis(1)).is_ok());
+        assert_eq!(
+            s.tick(now + dead_after),
+            Err(ProtocolError::Dead(dead_after))
+        );
+    }
+
+    /// Fills the window of `id` (edge to agent) and has the agent consume it
+    /// all at `at`; returns the increment it grants (one `Window` frame).
+    fn use_whole_window(p: &mut Pair, id: StreamId, at: Instant) -> u32 {
+        let credit = p.edge.take_credit(id, usize::MAX);
+        assert!(credit > 0);
+        p.agent.handle(Pair::data(credit, id), at).unwrap();
+        p.agent.consumed(id, credit, at);
+        let Some(Frame::Window { stream, increment }) = p.agent.poll_transmit() else {
+            panic!("no window update")
+        };
+        assert_eq!(stream, id);
+        assert_eq!(p.agent.poll_transmit(), None);
+        assert_eq!(
+            p.edge.handle(Frame::Window { stream, increment }, at),
+            Ok(Some(Event::Credit { stream: id }))
+        );
+        increment
+    }
+
+    #[test]
+    fn a_grown_window_is_granted_whole_and_no_byte_more() {
+        let mut p = Pair::new();
+        let id = p.open();
+        let t = p.now;
+        // First grant: no earlier grant to compare with, the window stays.
+        assert_eq!(use_whole_window(&mut p, id, t), 1000);
+        // Used up again at once: doubled, the consumed bytes plus the growth.
+        assert_eq!(use_whole_window(&mut p, id, t), 2000);
+        assert_eq!(use_whole_window(&mut p, id, t), 4000);
+        assert_eq!(use_whole_window(&mut p, id, t), 8000);
+        // At the maximum it stays.
+        assert_eq!(use_whole_window(&mut p, id, t), 8000);
+        assert_eq!(p.edge.take_credit(id, usize::MAX), 8000);
+        p.agent.handle(Pair::data(8000, id), t).unwrap();
+        assert_eq!(
+            p.agent.handle(Pair::data(1, id), t),
+            Err(ProtocolError::FlowControl(id))
+        );
+    }
+
+    #[test]
+    fn quick_means_within_100ms_or_two_round_trips() {
+        // Without an RTT: a grant 100 ms after the last is not quick.
+        let mut p = Pair::new();
+        let id = p.open();
+        let t = p.now;
+        use_whole_window(&mut p, id, t);
+        assert_eq!(
+            use_whole_window(&mut p, id, t + Duration::from_millis(99)),
+            2000
+        );
+        assert_eq!(
+            use_whole_window(&mut p, id, t + Duration::from_millis(199)),
+            2000
+        );
+        // With a 1 s RTT, 1.5 s is within two round trips, 2 s is not.
+        let mut p = Pair::new();
+        let id = p.open();
+        let t = p.now;
+        p.agent.tick(t).unwrap();
+        let ping = p.agent.poll_transmit().unwrap();
+        p.edge.handle(ping, t).unwrap();
+        let pong = p.edge.poll_transmit().unwrap();
+        let t = t + Duration::from_secs(1);
+        p.agent.handle(pong, t).unwrap();
+        assert_eq!(p.agent.rtt(), Some(Duration::from_secs(1)));
+        use_whole_window(&mut p, id, t);
+        let t = t + Duration::from_millis(1500);
+        assert_eq!(use_whole_window(&mut p, id, t), 2000);
+        let t = t + Duration::from_secs(2);
+        assert_eq!(use_whole_window(&mut p, id, t), 2000);
+    }
+
+    #[test]
+    fn credit_may_reach_two_to_the_31_and_no_further() {
+        let mut p = Pair::new();
+        let id = p.open();
+        let to_limit = (1u32 << 31) - cfg().initial_window;
+        let w = |increment| Frame::Window {
+            stream: id,
+            increment,
+        };
+        assert_eq!(
+            p.edge.handle(w(to_limit), p.now),
+            Ok(Some(Event::Credit { stream: id }))
+        );
+        assert_eq!(
+            p.edge.handle(w(1), p.now),
+            Err(ProtocolError::WindowOverflow(id))
+        );
+    }
+
+    #[test]
+    fn late_frames_for_closed_streams_are_ignored_on_both_sides_and_unknown_ids_are_not() {
+        let mut p = Pair::new();
+        let id = p.open();
+        let reset = p.agent.reset(id, ResetCode::Cancel).unwrap();
+        // The edge's data crossed the reset on the wire.
+        assert_eq!(p.agent.handle(Pair::data(1, id), p.now), Ok(None));
+        assert_eq!(p.agent.handle(Frame::Fin { stream: id }, p.now), Ok(None));
+        p.edge.handle(reset, p.now).unwrap();
+        assert_eq!(p.edge.handle(Frame::Fin { stream: id }, p.now), Ok(None));
+        // The next ids were never opened, on either side.
+        let next = id + 2;
+        assert_eq!(
+            p.agent.handle(Pair::data(1, next), p.now),
+            Err(ProtocolError::UnknownStream(next))
+        );
+        assert_eq!(
+            p.edge.handle(Frame::Fin { stream: next }, p.now),
+            Err(ProtocolError::UnknownStream(next))
+        );
+    }
+
+    #[test]
+    fn a_stream_id_cannot_be_opened_twice() {
+        let mut p = Pair::new();
+        let open = Frame::Open {
+            stream: 1,
+            request: req(),
+        };
+        p.agent.handle(open.clone(), p.now).unwrap();
+        assert_eq!(
+            p.agent.handle(open, p.now),
+            Err(ProtocolError::BadStreamId { got: 1, last: 1 })
+        );
+    }
 }

@@ -4,7 +4,7 @@ use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -118,12 +118,18 @@ impl Process {
         assert_eq!(rc, 0, "kill({}, {sig}) failed", self.child.id());
     }
 
-    /// Waits for exit, up to `timeout`; returns the exit code.
-    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+    /// Waits for exit, up to `timeout`: `None` if the process is still
+    /// running, else how it ended: `status.code()` is `Some(n)` for an exit
+    /// with code `n`, and `None` for a death by signal, whose number
+    /// `std::os::unix::process::ExitStatusExt::signal` gives (`Some(9)`
+    /// after SIGKILL).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
+            match self.child.try_wait() {
+                Ok(Some(status)) => return Some(status),
+                Ok(None) => {}
+                Err(e) => panic!("{}: waiting for exit: {e}", self.name),
             }
             if Instant::now() > deadline {
                 return None;

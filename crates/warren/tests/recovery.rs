@@ -28,10 +28,11 @@ async fn edge_restart_after(transport: &str, signal: i32, limit: Duration) {
 
     // Restart the edge on the same ports.
     edge.process.signal(SIGTERM);
+    let status = edge.process.wait_exit(Duration::from_secs(10));
     assert_eq!(
-        edge.process.wait_exit(Duration::from_secs(10)),
+        status.and_then(|s| s.code()),
         Some(0),
-        "edge exits 0 on SIGTERM"
+        "edge exits 0 on SIGTERM: {status:?}"
     );
     spec.tunnel_listen = edge.tunnel.to_string();
     spec.resources[0].listen = addr.to_string();
@@ -220,5 +221,6 @@ async fn sigterm_on_the_edge_drains_an_open_connection_before_exiting() {
     conn.read_exact(&mut buf).await.unwrap();
     assert_eq!(&buf, b"second half");
     drop(conn);
-    assert_eq!(edge.process.wait_exit(Duration::from_secs(10)), Some(0));
+    let status = edge.process.wait_exit(Duration::from_secs(10));
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{status:?}");
 }

@@ -304,3 +304,179 @@ async fn health_checks_take_targets_out_and_back_with_no_failed_request() {
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(r.body.contains("`app` has no healthy target"), "{}", r.body);
 }
+
+use rustls::client::danger::ServerCertVerifier;
+
+/// Verifies the server's certificate as valid for `host`, whatever name
+/// the client sent (or did not send) as SNI: the check that the edge
+/// presented its default host's certificate.
+#[derive(Debug)]
+struct ValidFor {
+    inner: std::sync::Arc<rustls::client::WebPkiServerVerifier>,
+    host: rustls::pki_types::ServerName<'static>,
+}
+
+impl ServerCertVerifier for ValidFor {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.inner
+            .verify_server_cert(end_entity, intermediates, &self.host, ocsp, now)
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// One HTTP/1.1 GET with `Host: host` over TLS to the edge, sending `sni`
+/// (none: no SNI extension at all) and requiring a certificate valid for
+/// `cert_for`. The status and body, or why there was none.
+async fn get_with_sni(
+    web: &web::Web,
+    sni: Option<&str>,
+    cert_for: &str,
+    host: &str,
+) -> Result<(u16, String), String> {
+    use rustls::pki_types::pem::PemObject;
+    use tokio::io::AsyncWriteExt;
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    let pem = std::fs::read(&web.ca).unwrap();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(
+        std::sync::Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let verifier = ValidFor {
+        inner,
+        host: rustls::pki_types::ServerName::try_from(cert_for.to_owned()).unwrap(),
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.enable_sni = sni.is_some();
+    let name = sni.unwrap_or(cert_for).to_owned();
+    let tcp = tokio::net::TcpStream::connect(web.https()).await.unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+        .connect(name.try_into().unwrap(), tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    tls.write_all(
+        format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    let mut resp = String::new();
+    tls.read_to_string(&mut resp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no status in {resp:?}"))?;
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    Ok((status, body))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_host_answers_handshakes_with_no_or_an_unknown_sni() {
+    let app = http_backend("app").await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = web::web_spec(
+        vec![ResourceSpec::http("app", "app.test", "home", app.addr)],
+        dir.path(),
+    );
+    spec.tls += "\ndefault_host = \"app.test\"";
+    let edge = warren_testkit::EdgeProcess::start(common::bin(), dir.path(), &spec);
+    let agent = edge.start_agent("agent", "tcp", &[&format!("{}/tcp", app.addr)]);
+    let web = web::Web {
+        ca: dir.path().join("cert.pem"),
+        edge,
+        agent,
+        dir,
+    };
+    // No SNI (a client that dialled the address): the default host's
+    // certificate, and its resource serves the request.
+    let (status, body) = get_with_sni(&web, None, "app.test", "app.test")
+        .await
+        .unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["name"],
+        "app"
+    );
+    // An unknown SNI: the default host's certificate too, then the same
+    // rules as any connection: a Host matching the SNI that nothing
+    // publishes gets the 404 page, another Host a 421.
+    let (status, body) = get_with_sni(&web, Some("unknown.test"), "app.test", "unknown.test")
+        .await
+        .unwrap();
+    assert_eq!(status, 404, "{body}");
+    assert!(body.contains("nothing is published"), "{body}");
+    let (status, body) = get_with_sni(&web, Some("unknown.test"), "app.test", "app.test")
+        .await
+        .unwrap();
+    assert_eq!(status, 421, "{body}");
+    assert!(web.edge.process.events("tls_unknown_name").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_default_host_handshakes_with_no_or_an_unknown_sni_are_closed() {
+    let app = http_backend("app").await;
+    let web = start(
+        vec![ResourceSpec::http("app", "app.test", "home", app.addr)],
+        &[app.addr],
+    );
+    // The published name works on this edge...
+    let (status, _) = get_with_sni(&web, Some("app.test"), "app.test", "app.test")
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    // ...but with no SNI or an unknown one, the connection is closed before
+    // any certificate is shown.
+    for sni in [None, Some("unknown.test")] {
+        let r = get_with_sni(&web, sni, "app.test", "app.test").await;
+        assert!(
+            r.as_ref().is_err_and(|e| e.starts_with("handshake")),
+            "{sni:?}: {r:?}"
+        );
+        web.edge
+            .process
+            .wait_log("tls_unknown_name", warren_testkit::EVENT_TIMEOUT, |v| {
+                v["event"] == "tls_unknown_name" && v["sni"] == sni.unwrap_or("")
+            });
+    }
+}

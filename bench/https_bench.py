@@ -71,7 +71,9 @@ def oha_fixed_rate(oha, port, duration, rate, connections=16):
     stalls, counted from when each request was due, put p99 at 25-65 ms for
     every path including nginx alone, which measures oha, not the proxies.
     Any non-2xx answer or oha error is a SampleError."""
-    out = run_tool([oha, "-z", f"{duration}s", "-c", str(connections), "-q", str(int(rate)),
+    # -w: requests still in flight at the deadline are waited for, not
+    # counted as "aborted due to deadline" errors.
+    out = run_tool([oha, "-z", f"{duration}s", "-w", "-c", str(connections), "-q", str(int(rate)),
                     "--no-tui", "--insecure", "--output-format", "json", f"https://{HOST}:{port}/"], duration + 30)
     try:
         d = json.loads(out)

@@ -298,7 +298,7 @@ class Run:
             print(f"  FAILED {path} {metric} round {rnd}: {e}", flush=True)
         sample["seconds"] = round(time.time() - started, 3)
         self.samples.append(sample)
-        if sample["values"]:
+        if sample["values"] and not sample["error"]:
             shown = "  ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v:,.2f}"
                               for k, v in sample["values"].items())
             print(f"  r{rnd} {path:18} {metric:16} {shown}", flush=True)

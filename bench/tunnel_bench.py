@@ -15,7 +15,7 @@ before any traffic) and holding 1,000 open connections (once, after the rounds).
 """
 import json, socket, time
 
-from common import SampleError, backends, free_port, rss_kb, run_tool, start_rathole, start_warren, wrk
+from common import SampleError, backends, free_port, rss_kb, run_tool, start_rathole, start_warren, wait_port, wrk
 
 PATHS = "direct,rathole,rathole-noise,warren-tcp,warren-quic"
 
@@ -50,8 +50,13 @@ def rss_at_connections(port, pids, n):
             s.close()
 
 
-def start_path(path, procs, args, work, iperf_port, nginx_port):
-    """Starts one path; returns {"iperf": port, "web": port, "pids": {...}}."""
+def start_path(path, procs, args, work, nginx_port):
+    """Starts one path, with an iperf3 server of its own (one test at a time:
+    shared, a test still closing on one path made the next path's test fail
+    with "the server is busy"); returns {"iperf": port, "web": port, "pids": {...}}."""
+    iperf_port = free_port()
+    procs.start(f"iperf3-{path}", ["iperf3", "-s", "-p", str(iperf_port)])
+    wait_port(iperf_port)
     if path == "direct":
         return {"iperf": iperf_port, "web": nginx_port, "pids": {}}
     if path.startswith("rathole"):
@@ -72,8 +77,8 @@ def start_path(path, procs, args, work, iperf_port, nginx_port):
 
 def run(run, args, procs, work):
     paths = args.paths.split(",")
-    iperf_port, nginx_port = backends(procs, work)
-    ends = {p: start_path(p, procs, args, work, iperf_port, nginx_port) for p in paths}
+    _, nginx_port = backends(procs, work)
+    ends = {p: start_path(p, procs, args, work, nginx_port) for p in paths}
     for p in paths:
         if ends[p]["pids"]:
             run.measure(0, p, "idle_rss", lambda: {f"{k}_kb": rss_kb(pid) for k, pid in ends[p]["pids"].items()})

@@ -204,8 +204,9 @@ async fn the_drain_ends_when_the_last_stream_closes() {
 async fn the_drain_timeout_cuts_streams_still_open() {
     let echo = echo_tcp().await;
     let dir = tempfile::tempdir().unwrap();
-    let drain = Duration::from_secs(5);
-    let mut edge = start_edge(dir.path(), &spec(echo, "5s", ""));
+    // Long enough that the round trip right after the signal is well inside it.
+    let drain = Duration::from_secs(10);
+    let mut edge = start_edge(dir.path(), &spec(echo, "10s", ""));
     let _agent = edge.start_agent("agent", "tcp", &[&format!("{echo}/tcp")]);
     let mut held = held_stream(edge.resource_addr("echo")).await;
     let signalled = Instant::now();

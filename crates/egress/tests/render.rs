@@ -143,11 +143,7 @@ fn nft_accepts_the_rendered_rules() {
         .status()
         .is_ok_and(|s| s.success());
     if !nft_ok {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must have nft and root"
-        );
-        eprintln!("skipped: nft -c cannot run here");
+        warren_testkit::skip("nft -c cannot run here (needs nft and root)");
         return;
     }
     let net = match &Allowlist::parse(["172.17.0.5:1/tcp"]).unwrap().rules()[0].host {

@@ -34,3 +34,6 @@ pub use upstream::{echo_tcp, echo_udp, random_bytes, sha256_hex};
 
 /// How long a test waits for an expected event before failing.
 pub const EVENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+mod skip;
+pub use skip::skip;

@@ -11,8 +11,8 @@
 //! paces the look.
 //!
 //! Needs root, `ip`, `nft`, `setpriv`, /usr/bin/python3 and (for the TTL
-//! test) dnsmasq; skips otherwise, unless `WARREN_REQUIRE_NETNS` is set (CI
-//! sets it).
+//! test) dnsmasq; skips otherwise (`warren_testkit::skip`: counted, and a
+//! failure with `CI` or `WARREN_REQUIRE_NETNS` set).
 
 mod common;
 
@@ -57,7 +57,7 @@ fn available_with(extra: &[&str]) -> bool {
         std::env::var_os("WARREN_REQUIRE_NETNS").is_none(),
         "WARREN_REQUIRE_NETNS is set but root or one of {needed:?} is missing"
     );
-    eprintln!("skipping: needs root and {needed:?}");
+    warren_testkit::skip(format!("needs root and {needed:?}"));
     false
 }
 

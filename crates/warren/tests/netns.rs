@@ -6,8 +6,8 @@
 //! upstream. The agent must notice by itself (keepalives) and come back by
 //! itself when the rule is removed.
 //!
-//! Needs root and `ip`/`nft`; skips otherwise, unless `WARREN_REQUIRE_NETNS`
-//! is set (CI sets it), in which case it fails.
+//! Needs root and `ip`/`nft`; skips otherwise (`warren_testkit::skip`:
+//! counted, and a failure with `CI` or `WARREN_REQUIRE_NETNS` set).
 
 mod common;
 
@@ -43,7 +43,7 @@ fn available() -> bool {
         std::env::var_os("WARREN_REQUIRE_NETNS").is_none(),
         "WARREN_REQUIRE_NETNS is set but root, ip, nft or python3 is missing"
     );
-    eprintln!("skipping: needs root, ip, nft and python3");
+    warren_testkit::skip("needs root, ip, nft and python3");
     false
 }
 

@@ -11,11 +11,7 @@ use warren_testkit::{echo_tcp, smtp_server_installed, EdgeProcess, EdgeSpec, Smt
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn site_offline_is_mailed_over_starttls_after_the_debounce() {
     if !smtp_server_installed() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install python3-aiosmtpd"
-        );
-        eprintln!("skipped: python3-aiosmtpd is not installed");
+        warren_testkit::skip("python3-aiosmtpd is not installed");
         return;
     }
     let dir = tempfile::tempdir().unwrap();

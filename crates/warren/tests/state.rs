@@ -183,11 +183,7 @@ async fn kill_9_during_a_burst_of_writes_loses_no_committed_change() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_edges_share_one_postgres() {
     if !postgres_installed() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI must install PostgreSQL"
-        );
-        eprintln!("SKIPPED: PostgreSQL is not installed");
+        warren_testkit::skip("PostgreSQL is not installed (apt-get install postgresql)");
         return;
     }
     let pg = Postgres::start();

@@ -2,7 +2,8 @@
 //! `systemd-analyze verify` without a single complaint (the tool exits 0
 //! even on unknown keys, so its output must be empty too).
 //!
-//! Skips without systemd-analyze, unless `CI` is set.
+//! Skips without systemd-analyze (`warren_testkit::skip`: a failure with
+//! `CI` set).
 
 mod common;
 
@@ -33,11 +34,7 @@ fn the_rendered_unit_verifies_clean() {
         .output()
         .is_err()
     {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CI needs systemd-analyze (.ci/run)"
-        );
-        eprintln!("skipped: no systemd-analyze");
+        warren_testkit::skip("no systemd-analyze (apt-get install systemd)");
         return;
     }
     let mut render = Command::new(bin());

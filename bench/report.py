@@ -5,6 +5,7 @@
   bench/report.py --write              # replace the generated blocks of bench/RESULTS.md
   bench/report.py --check              # exit 1 if RESULTS.md's blocks differ from the files
   bench/report.py bench/results/X.json # print the tables of one file
+  bench/report.py --write --results DIR  # from the files in DIR (e.g. only those to be committed)
 
 A generated block sits between `<!-- bench:SUITE -->` and `<!-- /bench:SUITE -->`
 and cites the file and the commit it comes from. Medians are over the
@@ -113,7 +114,7 @@ def ratio_cell(doc, a, b, metric, key, diff=False):
 
 
 def header(doc, path):
-    rel = os.path.relpath(path, BENCH)
+    rel = f"results/{os.path.basename(path)}"
     state = "clean tree" if not doc["dirty"] else f"uncommitted changes to {', '.join(doc['dirty_files'])}"
     p = doc["params"]
     shape = (f"{p['reps']} interleaved rounds" + (f" of {p['duration_s']} s per sample" if "duration_s" in p else ""))
@@ -166,7 +167,8 @@ def render(doc, path):
             spread(list(values(doc, p, metric, key).values()), lambda v: fmt(v, unit)) for p in paths) + " |")
     if suite == "crash":
         out += ["", causes(doc)]
-    out += ["", "Spread over the rounds (min / median / max; memory: min-max):", ""] + noise
+    memory_rows = any(key == "*" for _, _, key, _ in spec["rows"])
+    out += ["", f"Spread over the rounds (min / median / max{'; memory: min-max' if memory_rows else ''}):", ""] + noise
     return "\n".join(out)
 
 
@@ -185,21 +187,24 @@ def blocks(text):
     return re.findall(r"<!-- bench:(\w+) -->\n.*?<!-- /bench:\1 -->", text, re.S)
 
 
-def rewrite(text):
+def rewrite(text, directory=RESULTS):
     """RESULTS.md with every generated block rendered from its suite's newest file."""
     def block(m):
         suite = m.group(1)
-        path = newest(suite)
+        path = newest(suite, directory)
         body = render(load(path), path) if path else f"No complete `bench/results/{suite}-*.json` yet."
         return f"<!-- bench:{suite} -->\n{body}\n<!-- /bench:{suite} -->"
     return re.sub(r"<!-- bench:(\w+) -->\n.*?<!-- /bench:\1 -->", block, text, flags=re.S)
 
 
 def main(argv):
+    directory = RESULTS
+    if len(argv) >= 2 and argv[-2] == "--results":
+        directory, argv = argv[-1], argv[:-2]
     if argv and argv[0] in ("--write", "--check"):
         with open(RESULTS_MD) as f:
             text = f.read()
-        new = rewrite(text)
+        new = rewrite(text, directory)
         if argv[0] == "--check":
             if new != text:
                 sys.exit("bench/RESULTS.md differs from bench/report.py's rendering of bench/results/: "

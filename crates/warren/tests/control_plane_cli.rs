@@ -8,7 +8,7 @@ use common::{banner, bin, read_banner, within};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::process::Output;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use warren_testkit::{EdgeProcess, EdgeSpec, Process};
 
 /// Runs `warren ARGS` against the edge's API (token in the child's
@@ -97,7 +97,8 @@ async fn site_and_resource_lifecycle_through_the_cli() {
     })
     .await;
 
-    // 4. Move the target: the new one answers within a second.
+    // 4. Move the target: the new one answers (how soon is printed; the
+    // figure belongs to a benchmark, not to an assertion).
     let started = Instant::now();
     ok(&edge, &web_args("update", b));
     within("new target", || async move {
@@ -106,7 +107,6 @@ async fn site_and_resource_lifecycle_through_the_cli() {
     .await;
     let took = started.elapsed();
     eprintln!("resource update (CLI process included) → new target answering: {took:?}");
-    assert!(took < Duration::from_secs(1), "{took:?}");
 
     // A clash is refused with the API's code and exit status 2.
     let dup = cli(&edge, &web_args("create", a));

@@ -11,8 +11,26 @@ use warren_testkit::{echo_tcp, postgres_installed, EdgeProcess, EdgeSpec, Postgr
 
 const SIGHUP: i32 = 1;
 const SIGKILL: i32 = 9;
+const SIGTERM: i32 = 15;
 
 /// The audit rows written by reconciling the config file.
+/// Sends `signal` to the edge and waits until it has ended: with code 0
+/// after SIGTERM, killed by the signal otherwise (a kill -9 test whose edge
+/// was not killed would test nothing).
+fn stop(edge: &mut EdgeProcess, signal: i32) {
+    use std::os::unix::process::ExitStatusExt;
+    edge.process.signal(signal);
+    let status = edge
+        .process
+        .wait_exit(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("the edge is still running after signal {signal}"));
+    if signal == SIGTERM {
+        assert_eq!(status.code(), Some(0), "{status:?}");
+    } else {
+        assert_eq!(status.signal(), Some(signal), "{status:?}");
+    }
+}
+
 fn audit_actions(edge: &EdgeProcess) -> Vec<(String, String, String)> {
     edge.admin_get("/api/v1/audit?limit=1000")
         .as_array()
@@ -100,8 +118,7 @@ async fn config_file_is_reconciled_into_the_store_with_an_audit_trail() {
 
     // A restart on the same data_dir changes nothing and keeps the logs.
     let mut edge = edge;
-    edge.process.signal(15);
-    edge.process.wait_exit(Duration::from_secs(10));
+    stop(&mut edge, SIGTERM);
     let edge = EdgeProcess::start_existing(bin(), dir.path());
     assert_eq!(audit_actions(&edge).len(), 5, "reconcile is idempotent");
     assert!(!edge
@@ -159,8 +176,7 @@ async fn kill_9_during_a_burst_of_writes_loses_no_committed_change() {
             std::thread::sleep(Duration::from_millis(2));
         }
     }
-    edge.process.signal(SIGKILL);
-    edge.process.wait_exit(Duration::from_secs(10));
+    stop(&mut edge, SIGKILL);
     let reported = edge.process.events("config_reloaded").len();
     assert!(reported >= confirmed);
     eprintln!("{reported} of 40 reloads reported done before kill -9");
@@ -225,18 +241,23 @@ async fn two_edges_share_one_postgres() {
     let token = first.token.as_deref();
     let (status, created) = first.admin_request("POST", "/api/v1/resources", Some(&body), token);
     assert_eq!(status, 201, "{created}");
+    // How soon is printed, not asserted (the poll's deadline is generous).
     let started = std::time::Instant::now();
     let addr = second.resource_addr("shared");
     eprintln!("the other edge listened after {:?}", started.elapsed());
-    assert!(started.elapsed() < Duration::from_secs(3));
     assert!(common::echo_ok(addr, b"via the other edge").await.is_ok());
     let (status, _) = first.admin_request("DELETE", "/api/v1/resources/shared", None, token);
     assert_eq!(status, 204);
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let started = std::time::Instant::now();
     while !common::port_closed(addr) {
-        assert!(std::time::Instant::now() < deadline, "still listening");
+        assert!(
+            started.elapsed() < warren_testkit::EVENT_TIMEOUT,
+            "still listening after {:?}",
+            started.elapsed()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    eprintln!("the other edge closed it after {:?}", started.elapsed());
     drop(agent);
     drop(second_agent);
 }
@@ -284,8 +305,7 @@ async fn kill_9_during_a_burst_of_api_writes_loses_no_confirmed_resource() {
         assert!(std::time::Instant::now() < deadline, "writes too slow");
         std::thread::sleep(Duration::from_millis(5));
     }
-    edge.process.signal(SIGKILL);
-    edge.process.wait_exit(Duration::from_secs(10));
+    stop(&mut edge, SIGKILL);
     let confirmed = writer.join().unwrap();
     eprintln!("{} API writes confirmed before kill -9", confirmed.len());
     assert!(

@@ -262,10 +262,13 @@ mod tests {
     async fn names_not_listed_are_checked_by_address() {
         let allow = Allowlist::parse(["127.0.0.1:8080/tcp"]).unwrap();
         // `localhost` is not listed, but resolves to a listed address.
+        // Only the listed address is kept (a `::1` for it is dropped).
         let addrs = permitted_addrs(&allow, "localhost:8080", Protocol::Tcp)
             .await
-            .unwrap_or_default();
-        assert!(addrs.iter().all(|a| a.ip().to_string() == "127.0.0.1"));
+            .expect("localhost resolves to the listed 127.0.0.1");
+        assert!(!addrs.is_empty());
+        let listed: SocketAddr = "127.0.0.1:8080".parse().unwrap();
+        assert!(addrs.iter().all(|a| *a == listed), "{addrs:?}");
         let refused = permitted_addrs(&allow, "localhost:8081", Protocol::Tcp).await;
         assert!(matches!(
             refused,

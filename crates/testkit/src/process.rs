@@ -468,25 +468,34 @@ impl EdgeProcess {
     /// and returns the final `/api/v1/sites` answer. A stream's slot is
     /// released when the edge's connection task ends, a moment after the
     /// client has read the last byte, so tests poll instead of racing it.
-    /// Panics with the last answer if streams are still open after 5 s.
+    /// Panics with the last answer if streams are still open after
+    /// [`crate::EVENT_TIMEOUT`], and at once if the first site has no
+    /// agent or an agent has no `active_streams` count (an answer without
+    /// them would otherwise read as "no stream open").
     pub fn wait_streams_closed(&self) -> Value {
-        let deadline = Instant::now() + Duration::from_secs(5);
+        let deadline = Instant::now() + crate::EVENT_TIMEOUT;
         loop {
             let sites = self.admin_get("/api/v1/sites");
-            let open: u64 = sites[0]["agents"]
+            let agents = sites[0]["agents"]
                 .as_array()
-                .map(|agents| {
-                    agents
-                        .iter()
-                        .filter_map(|a| a["active_streams"].as_u64())
-                        .sum()
+                .filter(|agents| !agents.is_empty())
+                .unwrap_or_else(|| panic!("the first site has no agent: {sites:#}"));
+            let open: u64 = agents
+                .iter()
+                .map(|a| {
+                    a["active_streams"]
+                        .as_u64()
+                        .unwrap_or_else(|| panic!("agent without active_streams: {a:#}"))
                 })
-                .unwrap_or(0);
+                .sum();
             if open == 0 {
                 return sites;
             }
             if Instant::now() > deadline {
-                panic!("streams still open after 5 s: {sites:#}");
+                panic!(
+                    "streams still open after {:?}: {sites:#}",
+                    crate::EVENT_TIMEOUT
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }

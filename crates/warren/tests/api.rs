@@ -25,7 +25,8 @@ fn first_start_writes_a_private_admin_token_once() {
     edge.process.wait_event("api_key_created");
     // A restart does not make another key.
     edge.process.signal(15);
-    edge.process.wait_exit(std::time::Duration::from_secs(10));
+    let status = edge.process.wait_exit(std::time::Duration::from_secs(20));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
     std::fs::remove_file(&path).unwrap();
     let again = EdgeProcess::start_existing(bin(), dir.path());
     assert!(again.token.is_none());
@@ -276,12 +277,28 @@ fn api_sites_authenticate_rotate_with_grace_and_delete() {
     edge.process
         .wait_event_nth("agent_refused", refused_before, EVENT_TIMEOUT);
     let connects_before = edge.process.events("agent_connected").len();
-    let _a4 = agent("a4", &third_secret);
+    let a4 = agent("a4", &third_secret);
     connected(connects_before);
 
-    // Delete: agents disconnected, site gone, every step audited.
+    // Delete: agents disconnected, site gone, every step audited. The site
+    // has one agent before; after, the edge logs that agent's disconnection,
+    // the agent loses its link, and its next attempt is refused (the site
+    // no longer being listed proves nothing by itself).
+    let before = lab_agents();
+    assert_eq!(before.len(), 1, "{before:?}");
+    let instance = before[0]["instance"].clone();
+    assert!(instance.is_string(), "{before:?}");
+    let a4_refusals = a4.events("edge_refused").len();
     let (status, _) = edge.admin_request("DELETE", "/api/v1/sites/lab", None, Some(&admin));
     assert_eq!(status, 204);
+    edge.process
+        .wait_log("a4 disconnected", EVENT_TIMEOUT, |v| {
+            v["event"] == "agent_disconnected" && v["site"] == "lab" && v["agent"] == instance
+        });
+    a4.wait_log("a4's link lost", EVENT_TIMEOUT, |v| {
+        v["event"] == "edge_link_lost" || v["event"] == "edge_going_away"
+    });
+    a4.wait_event_nth("edge_refused", a4_refusals, EVENT_TIMEOUT);
     assert!(lab_agents().is_empty());
     let admin_id = &admin[4..16];
     let actions: Vec<String> = edge

@@ -242,7 +242,7 @@ async fn admit(accepted: Accepted, shared: Arc<EdgeShared>) {
     shared.registry.remove(&agent);
     tracing::info!(
         event = "agent_disconnected", site = %agent.site, agent = %agent.instance, link = %link_id,
-        remote = %remote, reason = %reason, "agent disconnected"
+        remote = %remote, cause = reason.cause(), reason = %reason, "agent disconnected"
     );
     shared.recorder.event(
         "agent_disconnected",

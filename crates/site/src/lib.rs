@@ -30,7 +30,7 @@ use warren_egress::Allowlist;
 use warren_proto::{Hello, SessionConfig};
 use warren_transport::tls::EdgeTrust;
 use warren_transport::{
-    dial, DialConfig, DialError, Endpoint, GoAwayReason, Link, TransportChoice,
+    dial, DialConfig, DialError, Endpoint, GoAwayReason, Link, LinkError, TransportChoice,
 };
 
 /// Everything the agent runs with.
@@ -111,7 +111,7 @@ pub enum SiteError {
 
 /// How a link ended.
 enum LinkEnd {
-    Lost(String),
+    Lost(LinkError),
     EdgeGoingAway,
     Shutdown,
 }
@@ -180,7 +180,14 @@ pub async fn run(
                         );
                     }
                     LinkEnd::Lost(reason) => {
-                        tracing::warn!(event = "edge_link_lost", reason = %reason, "link to the edge lost: {reason}; reconnecting");
+                        // `cause` says how the loss was noticed: `dead` after
+                        // the dead-link timeout, `reset` from a restarted
+                        // edge's QUIC stateless reset, `closed` or `io` when
+                        // the edge's host closed the connection.
+                        tracing::warn!(
+                            event = "edge_link_lost", cause = reason.cause(), reason = %reason,
+                            "link to the edge lost: {reason}; reconnecting"
+                        );
                     }
                 }
             }
@@ -230,13 +237,13 @@ async fn serve_link(
         tokio::select! {
             incoming = link.accept() => {
                 let Some(incoming) = incoming else {
-                    return LinkEnd::Lost(link.closed().await.to_string());
+                    return LinkEnd::Lost(link.closed().await);
                 };
                 tokio::spawn(serve::serve_stream(incoming, allow.clone(), stats.clone(), config.target_connect_timeout));
             }
             changed = go_away.changed() => {
                 if changed.is_err() {
-                    return LinkEnd::Lost(link.closed().await.to_string());
+                    return LinkEnd::Lost(link.closed().await);
                 }
                 if go_away.borrow().is_some() {
                     // The old link keeps serving its open streams until the edge closes it.

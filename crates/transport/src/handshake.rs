@@ -301,10 +301,11 @@ pub struct TunnelListener {
 impl TunnelListener {
     /// Binds TCP on `addr`, then UDP on the same address and port.
     ///
-    /// `reset_key` keys QUIC stateless resets. Keep it stable across restarts
-    /// (derive it from the tunnel key): a restarted edge then answers packets
-    /// of its predecessor's connections with a reset, and agents reconnect at
-    /// once instead of waiting out their idle timeout.
+    /// `reset_key` keys QUIC stateless resets and the connection ids. Keep it
+    /// stable across restarts (derive it from the tunnel key): a restarted
+    /// edge then recognises its predecessor's connection ids and answers
+    /// their packets with a reset, and agents reconnect at their next packet
+    /// instead of waiting out their idle timeout.
     pub async fn bind(
         addr: SocketAddr,
         tls: Arc<rustls::ServerConfig>,
@@ -320,10 +321,9 @@ impl TunnelListener {
         for _ in 0..20 {
             let tcp = TcpListener::bind(addr).await?;
             let bound = tcp.local_addr()?;
-            let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, reset_key);
             let endpoint = std::net::UdpSocket::bind(bound).and_then(|socket| {
                 quinn::Endpoint::new(
-                    quinn::EndpointConfig::new(Arc::new(key)),
+                    quic::endpoint_config(reset_key),
                     Some(server.clone()),
                     socket,
                     Arc::new(quinn::TokioRuntime),

@@ -71,9 +71,27 @@ pub enum LinkError {
     /// The peer went silent (lost NAT mapping, cut cable, crashed host).
     #[error("link dead: {0}")]
     Dead(String),
+    /// The peer's endpoint no longer knows the link: a QUIC stateless reset,
+    /// sent by an edge that restarted (or crashed and came back) since.
+    #[error("link reset: {0}")]
+    Reset(String),
     /// The socket failed.
     #[error("I/O error: {0}")]
     Io(String),
+}
+
+impl LinkError {
+    /// One word for logs and tests: `closed`, `protocol`, `dead` (silence
+    /// until the dead-link timeout), `reset` (QUIC stateless reset) or `io`.
+    pub fn cause(&self) -> &'static str {
+        match self {
+            LinkError::Closed(_) => "closed",
+            LinkError::Protocol(_) => "protocol",
+            LinkError::Dead(_) => "dead",
+            LinkError::Reset(_) => "reset",
+            LinkError::Io(_) => "io",
+        }
+    }
 }
 
 /// Why an open failed.

@@ -24,23 +24,37 @@ const MAX_HEADER_PAYLOAD: usize = 4096;
 /// How long a peer may take to send a stream's first frame.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Longest keepalive interval of an agent's QUIC link. A crashed edge sends
+/// nothing; its agents learn that the link is gone from the restarted
+/// edge's stateless reset, sent in answer to their next packet. So an idle
+/// agent's keepalive bounds how long after the edge is back its agents
+/// return (a TCP agent hears the kernel close the connection at once). It
+/// costs an idle agent one small packet a second, and the edge's ack.
+const AGENT_KEEPALIVE: Duration = Duration::from_secs(1);
+
 /// QUIC transport settings derived from the session settings, so both
-/// transports keep the same keepalive and window behaviour.
+/// transports keep the same dead-link and window behaviour.
 pub(crate) fn transport_config(
     session: &SessionConfig,
     role_is_agent: bool,
 ) -> quinn::TransportConfig {
     let mut t = quinn::TransportConfig::default();
-    t.keep_alive_interval(Some(session.keepalive_interval));
+    let keepalive = if role_is_agent {
+        session.keepalive_interval.min(AGENT_KEEPALIVE)
+    } else {
+        session.keepalive_interval
+    };
+    t.keep_alive_interval(Some(keepalive));
     // QUIC restarts the idle timer when it sends the first ack-eliciting
     // packet after the last one received (RFC 9000 §10.1): a keepalive sent
     // just before the deadline would buy a whole new timeout. With the idle
     // timeout one keepalive interval short of `dead_after`, a silent peer is
-    // declared dead within `dead_after`, as on the TCP transport.
+    // declared dead within `dead_after`, as on the TCP transport. (Each side
+    // uses the smaller of the two idle timeouts, RFC 9000 §10.1.)
     let idle = session
         .dead_after
-        .saturating_sub(session.keepalive_interval)
-        .max(session.keepalive_interval * 2);
+        .saturating_sub(keepalive)
+        .max(keepalive * 2);
     t.max_idle_timeout(Some(
         quinn::IdleTimeout::try_from(idle).expect("idle timeout fits QUIC's limit"),
     ));
@@ -58,6 +72,39 @@ pub(crate) fn transport_config(
     t.max_concurrent_bidi_streams(quinn::VarInt::from_u32(bidi));
     t.max_concurrent_uni_streams(quinn::VarInt::from_u32(0));
     t
+}
+
+/// The edge's QUIC endpoint settings: the stateless-reset key, and
+/// connection ids that a later run of the edge recognises as its own.
+///
+/// quinn answers a short-header packet for a connection it does not know
+/// with a stateless reset only when the packet's connection id passes the
+/// endpoint's id generator's `validate`. quinn's default generator signs the
+/// ids with a key drawn at random per process, so an edge restarted after a
+/// crash took its predecessor's ids for noise and dropped the agents'
+/// packets without a reset: they waited out their idle timeout. Signed with
+/// a key derived from `reset_key`, the old ids validate, and the agents are
+/// reset at their next packet.
+pub(crate) fn endpoint_config(reset_key: &[u8]) -> quinn::EndpointConfig {
+    let reset = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, reset_key);
+    let cid_key = connection_id_key(reset_key);
+    let mut config = quinn::EndpointConfig::new(Arc::new(reset));
+    config.cid_generator(move || {
+        Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+    });
+    config
+}
+
+/// The key that signs the edge's connection ids, derived from `reset_key`.
+fn connection_id_key(reset_key: &[u8]) -> u64 {
+    use aws_lc_rs::hmac;
+    let tag = hmac::sign(
+        &hmac::Key::new(hmac::HMAC_SHA256, reset_key),
+        b"warren/quic-connection-id-key/v1",
+    );
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&tag.as_ref()[..8]);
+    u64::from_le_bytes(key)
 }
 
 /// Reads one frame from the start of a QUIC stream.
@@ -210,6 +257,9 @@ pub(crate) fn describe(e: quinn::ConnectionError) -> LinkError {
         quinn::ConnectionError::TimedOut => {
             LinkError::Dead("no traffic from peer: QUIC idle timeout".into())
         }
+        quinn::ConnectionError::Reset => LinkError::Reset(
+            "the peer answered with a QUIC stateless reset (it restarted and lost the link)".into(),
+        ),
         quinn::ConnectionError::LocallyClosed => LinkError::Closed("closed locally".into()),
         quinn::ConnectionError::ApplicationClosed(c) => LinkError::Closed(format!(
             "peer closed the link: {}",
@@ -348,5 +398,36 @@ impl Drop for QuicStream {
         if !self.eof {
             let _ = self.recv.stop(quinn::VarInt::from_u32(0));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use quinn_proto::{ConnectionIdGenerator, HashedConnectionIdGenerator};
+
+    fn ids(reset_key: &[u8]) -> HashedConnectionIdGenerator {
+        HashedConnectionIdGenerator::from_key(connection_id_key(reset_key))
+    }
+
+    #[test]
+    fn a_restarted_edge_recognises_its_predecessors_connection_ids() {
+        let mut before = ids(&[7; 32]);
+        let after = ids(&[7; 32]);
+        let other_edge = ids(&[8; 32]);
+        let mut foreign = 0;
+        for _ in 0..200 {
+            let cid = before.generate_cid();
+            assert!(
+                after.validate(&cid).is_ok(),
+                "{cid} refused after a restart"
+            );
+            foreign += usize::from(other_edge.validate(&cid).is_err());
+        }
+        // Another key's ids fail (a 5-byte signature: all but by chance).
+        assert!(
+            foreign > 190,
+            "only {foreign} of 200 refused by another key"
+        );
     }
 }

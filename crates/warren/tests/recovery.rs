@@ -11,13 +11,25 @@ use warren_testkit::{echo_tcp, EdgeProcess, EdgeSpec, ResourceSpec};
 const SIGKILL: i32 = 9;
 const SIGTERM: i32 = 15;
 
-async fn edge_restart(transport: &str) {
-    edge_restart_after(transport, SIGTERM, Duration::from_secs(2)).await;
+/// How long a restarted edge may take to carry traffic again before a test
+/// gives up: generous, so a loaded machine is not a failure. How soon
+/// traffic comes back is measured by `bench/crash.py`, not asserted here.
+const BACK_WITHIN: Duration = Duration::from_secs(60);
+
+/// What the agent logged about the edge going away and coming back.
+struct Return {
+    /// Its `edge_link_lost` event for the old link, if it lost it (a clean
+    /// stop says `edge_going_away` instead).
+    lost: Option<serde_json::Value>,
+    /// Its second `edge_connected` event: the new link.
+    reconnected: serde_json::Value,
 }
 
-/// Stops the edge with `signal`, starts it again on the same ports, and
-/// requires traffic within `limit` of it listening.
-async fn edge_restart_after(transport: &str, signal: i32, limit: Duration) {
+/// Stops the edge with `signal` (checking it ended that way), starts it
+/// again on the same ports and data directory, and waits until traffic
+/// flows through the agent, which must have come back on its own.
+async fn edge_restart_after(transport: &str, signal: i32) -> Return {
+    use std::os::unix::process::ExitStatusExt;
     let dir = tempfile::tempdir().unwrap();
     let echo = echo_tcp().await;
     let mut spec = EdgeSpec::new().resource(ResourceSpec::tcp("echo", "home", echo));
@@ -26,27 +38,42 @@ async fn edge_restart_after(transport: &str, signal: i32, limit: Duration) {
     let addr = edge.resource_addr("echo");
     echo_ok(addr, b"before").await.unwrap();
 
-    // Restart the edge on the same ports.
-    edge.process.signal(SIGTERM);
-    let status = edge.process.wait_exit(Duration::from_secs(10));
-    assert_eq!(
-        status.and_then(|s| s.code()),
-        Some(0),
-        "edge exits 0 on SIGTERM: {status:?}"
-    );
+    edge.process.signal(signal);
+    let status = edge
+        .process
+        .wait_exit(Duration::from_secs(20))
+        .expect("the edge did not end after the signal");
+    if signal == SIGKILL {
+        assert_eq!(
+            status.signal(),
+            Some(SIGKILL),
+            "the edge was not killed by SIGKILL: {status:?}"
+        );
+    } else {
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "edge exits 0 on SIGTERM: {status:?}"
+        );
+    }
     spec.tunnel_listen = edge.tunnel.to_string();
     spec.resources[0].listen = addr.to_string();
     let edge = EdgeProcess::start(bin(), dir.path(), &spec);
     let listening = Instant::now();
-    let deadline = listening + limit;
+    let deadline = listening + BACK_WITHIN;
     let mut last_err = String::new();
     while Instant::now() < deadline {
         match echo_ok(addr, b"after").await {
             Ok(()) => {
-                let took = listening.elapsed();
-                eprintln!("{transport}: traffic flowed {took:?} after the edge restarted (signal {signal})");
-                agent.wait_event_nth("edge_connected", 1, Duration::from_secs(1));
-                return;
+                eprintln!(
+                    "{transport}: traffic flowed {:?} after the edge restarted (signal {signal})",
+                    listening.elapsed()
+                );
+                let reconnected = agent.wait_event_nth("edge_connected", 1, Duration::from_secs(5));
+                return Return {
+                    lost: agent.events("edge_link_lost").into_iter().next(),
+                    reconnected,
+                };
             }
             Err(e) => last_err = e,
         }
@@ -54,30 +81,73 @@ async fn edge_restart_after(transport: &str, signal: i32, limit: Duration) {
     }
     agent.dump();
     edge.process.dump();
-    panic!("no traffic within {limit:?} of the edge listening again: {last_err}");
+    panic!("no traffic within {BACK_WITHIN:?} of the edge listening again: {last_err}");
 }
 
-/// A crashed edge sends no close; a QUIC agent would wait out its 12 s idle
-/// timeout, but the restarted edge answers with a stateless reset (its reset
-/// key is derived from the tunnel key), so the agent is back within a
-/// keepalive interval.
+/// How the agent noticed that its edge had crashed.
+fn cause(back: &Return) -> &str {
+    back.lost
+        .as_ref()
+        .expect("the agent logged no edge_link_lost after the edge crashed")["cause"]
+        .as_str()
+        .expect("edge_link_lost without a cause")
+}
+
+/// A crashed edge sends no close; a QUIC agent would wait out its idle
+/// timeout (`cause` = `dead`), but the restarted edge answers the agent's
+/// next packet with a stateless reset (its reset key and connection ids are
+/// derived from the tunnel key), so the agent learns at once that the link
+/// is gone (`cause` = `reset`) and dials again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_an_edge_crash_quic_agents_return_before_their_idle_timeout() {
-    edge_restart_after("quic", SIGKILL, Duration::from_secs(8)).await;
+async fn after_an_edge_crash_quic_agents_are_reset_and_return() {
+    let back = edge_restart_after("quic", SIGKILL).await;
+    assert_eq!(cause(&back), "reset", "{:?}", back.lost);
+    assert_eq!(back.reconnected["transport"], "quic");
+}
+
+/// `auto` picks QUIC here, so it takes the stateless reset path too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_edge_crash_auto_agents_are_reset_and_return_over_quic() {
+    let back = edge_restart_after("auto", SIGKILL).await;
+    assert_eq!(cause(&back), "reset", "{:?}", back.lost);
+    assert_eq!(back.reconnected["transport"], "quic");
+}
+
+/// The kernel closes a killed process's TCP connections, so a TCP agent
+/// hears of the crash at once (`cause` is not `dead`) and dials again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_an_edge_crash_tcp_agents_see_the_close_and_return() {
+    let back = edge_restart_after("tcp", SIGKILL).await;
+    let cause = cause(&back);
+    assert!(
+        cause == "closed" || cause == "io",
+        "the agent did not see the connection close: {:?}",
+        back.lost
+    );
+    assert_eq!(back.reconnected["transport"], "tcp");
+}
+
+/// A clean restart: the edge tells its agents to go (`GoAway`) and closes
+/// their links, so they come back without waiting for a timeout or a reset.
+async fn edge_restart(transport: &str) {
+    let back = edge_restart_after(transport, SIGTERM).await;
+    if let Some(lost) = &back.lost {
+        let cause = lost["cause"].as_str();
+        assert!(
+            cause == Some("closed") || cause == Some("io"),
+            "{transport}: the agent did not see the edge close its link: {lost}"
+        );
+    }
+    assert_eq!(back.reconnected["transport"], transport);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_an_edge_crash_tcp_agents_return_within_two_seconds() {
-    edge_restart_after("tcp", SIGKILL, Duration::from_secs(2)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_an_edge_restart_traffic_flows_within_two_seconds_tcp() {
+async fn after_an_edge_restart_traffic_flows_again_tcp() {
     edge_restart("tcp").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn after_an_edge_restart_traffic_flows_within_two_seconds_quic() {
+async fn after_an_edge_restart_traffic_flows_again_quic() {
     edge_restart("quic").await;
 }
 

@@ -280,24 +280,55 @@ fn api_sites_authenticate_rotate_with_grace_and_delete() {
     let a4 = agent("a4", &third_secret);
     connected(connects_before);
 
-    // Delete: agents disconnected, site gone, every step audited. The site
-    // has one agent before; after, the edge logs that agent's disconnection,
-    // the agent loses its link, and its next attempt is refused (the site
-    // no longer being listed proves nothing by itself).
+    // Delete: agents disconnected, site gone, every step audited. a4 is
+    // among the site's agents before; after, the edge logs each agent's
+    // disconnection, a4 loses its link and its next attempt is refused (the
+    // site no longer being listed proves nothing by itself). `connected`
+    // above can be met by an older agent coming back, so a4 is waited for by
+    // its instance id.
+    let instance = a4.wait_event("agent_starting")["agent"].clone();
+    assert!(instance.is_string(), "{instance}");
+    let connected_a4 = |v: &serde_json::Value| {
+        v["event"] == "agent_connected" && v["site"] == "lab" && v["agent"] == instance
+    };
+    edge.process
+        .wait_log("a4 connected", EVENT_TIMEOUT, connected_a4);
     let before = lab_agents();
-    assert_eq!(before.len(), 1, "{before:?}");
-    let instance = before[0]["instance"].clone();
-    assert!(instance.is_string(), "{before:?}");
+    assert!(
+        before.iter().any(|a| a["instance"] == instance),
+        "a4 ({instance}) not among the site's agents: {before:?}"
+    );
     let a4_refusals = a4.events("edge_refused").len();
+    let (edge_mark, a4_mark) = (edge.process.logs().len(), a4.logs().len());
     let (status, _) = edge.admin_request("DELETE", "/api/v1/sites/lab", None, Some(&admin));
     assert_eq!(status, 204);
-    edge.process
-        .wait_log("a4 disconnected", EVENT_TIMEOUT, |v| {
-            v["event"] == "agent_disconnected" && v["site"] == "lab" && v["agent"] == instance
-        });
-    a4.wait_log("a4's link lost", EVENT_TIMEOUT, |v| {
-        v["event"] == "edge_link_lost" || v["event"] == "edge_going_away"
-    });
+    // Every agent the site had is disconnected by the edge, and a4 loses
+    // its link: both logged after the DELETE.
+    let deadline = std::time::Instant::now() + EVENT_TIMEOUT;
+    for agent in &before {
+        let id = &agent["instance"];
+        while !edge.process.logs()[edge_mark..]
+            .iter()
+            .any(|v| v["event"] == "agent_disconnected" && v["site"] == "lab" && v["agent"] == *id)
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{id} not disconnected after the DELETE"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    while !a4.logs()[a4_mark..]
+        .iter()
+        .any(|v| v["event"] == "edge_link_lost" || v["event"] == "edge_going_away")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a4 kept its link after the DELETE"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Its next attempt is refused.
     a4.wait_event_nth("edge_refused", a4_refusals, EVENT_TIMEOUT);
     assert!(lab_agents().is_empty());
     let admin_id = &admin[4..16];

@@ -378,6 +378,20 @@ mod tests {
                 16
             )))
         );
+        // UNSPEC: a proxied connection whose addresses the receiver takes
+        // from the socket.
+        let mut unspec = V2_SIGNATURE.to_vec();
+        unspec.extend_from_slice(&[0x21, 0x00, 0, 0]);
+        assert_eq!(
+            parse(&unspec),
+            Ok(Some((
+                ProxyHeader {
+                    version: Version::V2,
+                    addresses: None
+                },
+                16
+            )))
+        );
         // TLVs may follow the address block: the header covers them.
         for (src, dst) in [
             (a("1.2.3.4:5"), a("6.7.8.9:443")),

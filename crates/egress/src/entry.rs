@@ -285,6 +285,59 @@ mod tests {
     }
 
     #[test]
+    fn each_bad_port_has_its_own_reason() {
+        for (entry, reason) in [
+            ("host:0/tcp", "port 0 is not a port; use 1-65535"),
+            ("host:65536/tcp", "port 65536 is out of range 1-65535"),
+            ("host:x/tcp", "port `x` is not a number"),
+            ("host:9-8/tcp", "port range 9-8 is backwards"),
+        ] {
+            assert_eq!(Rule::parse(entry).unwrap_err().reason, reason, "{entry}");
+        }
+        let r = Rule::parse("host:1-65535/UDP").unwrap();
+        assert_eq!((r.ports, r.protocol), (1..=65535, Protocol::Udp));
+        assert_eq!(Rule::parse("host:7-7/tcp").unwrap().ports, 7..=7);
+    }
+
+    #[test]
+    fn names_follow_dns_label_rules() {
+        let label63 = "a".repeat(63);
+        let name253 = format!("{label63}.{label63}.{label63}.{}", "b".repeat(61));
+        assert_eq!(name253.len(), 253);
+        for (host, ok) in [
+            ("my_host.lan", true),
+            ("_sip._udp.example", true),
+            ("a-b.lan", true),
+            ("NAS.Lan.", true),
+            ("-a.lan", false),
+            ("a..lan", false),
+            (".", false),
+            ("a.lan..", false),
+            (label63.as_str(), true),
+            (&"a".repeat(64), false),
+            (name253.as_str(), true),
+            (&format!("{name253}b"), false),
+            ("a+b.lan", false),
+            ("1.2.3", false),
+            ("10", false),
+            ("1.2.3.x", true),
+        ] {
+            let entry = format!("{host}:22/tcp");
+            match Rule::parse(&entry) {
+                Ok(r) => {
+                    assert!(ok, "{host:?} was accepted");
+                    assert_eq!(
+                        r.host,
+                        HostPattern::Name(crate::normalise_name(host)),
+                        "{host:?}"
+                    );
+                }
+                Err(e) => assert!(!ok, "{host:?} was refused: {e}"),
+            }
+        }
+    }
+
+    #[test]
     fn display_round_trips() {
         for entry in [
             "127.0.0.1/32:80/tcp",

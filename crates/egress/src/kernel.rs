@@ -446,3 +446,6 @@ pub fn audit(
     }
     Ok(findings)
 }
+
+#[cfg(test)]
+mod tests;

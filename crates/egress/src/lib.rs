@@ -218,6 +218,34 @@ mod tests {
     }
 
     #[test]
+    fn extending_adds_rules_and_any_sticks() {
+        let mut l = list(&["10.0.0.1:22/tcp"]);
+        l.extend(list(&["nas.lan:445/tcp"]));
+        assert_eq!(l.rules().len(), 2);
+        assert!(l.permits_addr("10.0.0.1".parse().unwrap(), 22, Protocol::Tcp));
+        assert_eq!(
+            l.check_name("nas.lan", 445, Protocol::Tcp),
+            NameDecision::Listed
+        );
+        assert!(!l.is_any());
+        l.extend(Allowlist::allow_any());
+        assert!(l.is_any());
+        l.extend(Allowlist::deny_all());
+        assert!(l.is_any(), "a narrower list does not take --allow-any back");
+    }
+
+    #[test]
+    fn display_names_every_rule_or_says_what_the_list_is() {
+        assert_eq!(Allowlist::deny_all().to_string(), "(empty: deny all)");
+        assert_eq!(Allowlist::allow_any().to_string(), "any (--allow-any)");
+        assert_eq!(list(&["nas.lan:445/tcp"]).to_string(), "nas.lan:445/tcp");
+        assert_eq!(
+            list(&["nas.lan:445/tcp", "10.0.0.0/8:1-2/udp", "[::1]:80/tcp"]).to_string(),
+            "nas.lan:445/tcp, 10.0.0.0/8:1-2/udp, [::1/128]:80/tcp"
+        );
+    }
+
+    #[test]
     fn file_errors_name_the_line_and_keep_going() {
         let errs = Allowlist::parse_file(
             "# comment\n127.0.0.1:80/tcp\n\nhost:0/tcp\n10.0.0.0/33:1/tcp # x\n",

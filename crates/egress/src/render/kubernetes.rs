@@ -323,3 +323,56 @@ fn to_yaml(value: &Value) -> String {
     // A `Value` always serialises; an error here would be a bug in serde_norway.
     serde_norway::to_string(value).unwrap_or_else(|e| format!("# cannot write YAML: {e}\n"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn target_ports_are_numbers_or_iana_names() {
+        let target = |t: &str| {
+            ServicePeer::parse(&format!("web.media.svc:80=app=web:{t}")).map(|p| p.target_port)
+        };
+        assert_eq!(target("8080"), Ok(TargetPort::Number(8080)));
+        assert_eq!(target("http-alt"), Ok(TargetPort::Name("http-alt".into())));
+        assert_eq!(target("h2c"), Ok(TargetPort::Name("h2c".into())));
+        assert_eq!(
+            target(&"a".repeat(15)),
+            Ok(TargetPort::Name("a".repeat(15)))
+        );
+        for bad in [
+            "0",
+            "65536",
+            "",
+            "1-2",
+            "-",
+            "Web",
+            "HTTP",
+            "a_b",
+            "a.b",
+            &"a".repeat(16),
+        ] {
+            assert!(target(bad).is_err(), "{bad:?} was taken as a port");
+        }
+    }
+
+    #[test]
+    fn service_names_need_a_name_a_namespace_and_svc() {
+        for (host, namespace) in [
+            ("web.media.svc", Some("media")),
+            ("web.media.svc.cluster.local", Some("media")),
+            ("web.media.svc.example.org", Some("media")),
+            ("web.media.example.com", None),
+            ("web.media", None),
+            ("web", None),
+            (".media.svc", None),
+            ("web..svc", None),
+            ("..svc", None),
+        ] {
+            assert_eq!(service_namespace(host), namespace, "{host}");
+        }
+        assert!(same_service("web.media.svc", "web.media.svc.cluster.local"));
+        assert!(!same_service("web.media.svc", "web.other.svc"));
+        assert!(!same_service("web.media.com", "web.media.com"));
+    }
+}

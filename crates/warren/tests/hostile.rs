@@ -330,3 +330,212 @@ async fn a_hostile_edge_sending_garbage_makes_the_agent_reconnect_not_crash() {
         "the agent exited"
     );
 }
+
+/// Everything the edge sends back to `hello` over TCP+TLS, up to its close,
+/// and how it closed (`eof` for a TLS close_notify, else the error kind).
+async fn raw_answer(edge: &EdgeProcess, hello: &Hello) -> (Vec<u8>, String) {
+    let mut s = tls_to(edge).await;
+    s.write_all(&encode_hello(hello, warren_proto::PROTOCOL_VERSION))
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 512];
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match s.read(&mut chunk).await {
+                Ok(0) => return "eof".to_owned(),
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+                Err(e) => return format!("{:?}", e.kind()),
+            }
+        }
+    })
+    .await
+    .expect("the edge kept a refused link open");
+    (got, end)
+}
+
+/// The refusal `hello` gets over QUIC, through the agent's own dialer.
+async fn quic_refusal(edge: &EdgeProcess, hello: &Hello) -> Refusal {
+    let pin = tls::parse_pin(&edge.pin).unwrap();
+    let cfg = warren_transport::DialConfig {
+        endpoint: warren_transport::Endpoint {
+            host: "127.0.0.1".into(),
+            port: edge.tunnel.port(),
+        },
+        tls: tls::client_config(&EdgeTrust::Pin(pin)).unwrap(),
+        transport: warren_transport::TransportChoice::Quic,
+        hello: hello.clone(),
+        protocol_version: warren_proto::PROTOCOL_VERSION,
+        session: warren_proto::SessionConfig::default(),
+        connect_timeout: Duration::from_secs(10),
+    };
+    match warren_transport::dial(&cfg).await {
+        Err(warren_transport::DialError::Refused(r)) => r,
+        Err(e) => panic!("QUIC: expected a refusal, got {e}"),
+        Ok(_) => panic!("QUIC: {hello:?} was admitted"),
+    }
+}
+
+/// `/metrics` (served without a key) as `series -> value` lines.
+fn metric_lines(edge: &EdgeProcess) -> std::collections::BTreeMap<String, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(edge.admin).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or_default();
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.rsplit_once(' '))
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect()
+}
+
+/// How each series moved from `before` to `after` (`name{labels} +1`), for
+/// those that moved or are new.
+fn metric_changes(
+    before: &std::collections::BTreeMap<String, String>,
+    after: &std::collections::BTreeMap<String, String>,
+) -> Vec<String> {
+    let value = |v: Option<&String>| v.and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    after
+        .iter()
+        .filter(|(k, v)| before.get(*k) != Some(*v))
+        .map(|(k, v)| format!("{k} {:+}", value(Some(v)) - value(before.get(k))))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_site_id_gets_exactly_the_answer_of_a_wrong_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let edge = EdgeProcess::start(bin(), dir.path(), &EdgeSpec::new());
+    // A site made through the API (its secret's hash lives in the store),
+    // besides the config file's `home`.
+    let (status, made) = edge.admin_request(
+        "POST",
+        "/api/v1/sites",
+        Some(r#"{"id": "dome"}"#),
+        edge.token.as_deref(),
+    );
+    assert_eq!(status, 201, "{made}");
+    let api_secret = made["secret"].as_str().unwrap().to_owned();
+    // Site ids of one length, so the answers can be compared byte for
+    // byte once the id each one names is put back to `home`.
+    let cases = [
+        ("a wrong secret for a file site", hello("not-the-secret")),
+        (
+            "a wrong secret for an API site",
+            Hello {
+                site_id: "dome".into(),
+                ..hello("not-the-secret")
+            },
+        ),
+        (
+            "an unknown site id",
+            Hello {
+                site_id: "nome".into(),
+                ..hello("not-the-secret")
+            },
+        ),
+        (
+            "an unknown site id with a real site's secret",
+            Hello {
+                site_id: "nome".into(),
+                ..hello("S3CRET-for-tests")
+            },
+        ),
+        (
+            "an unknown site id with an API site's secret",
+            Hello {
+                site_id: "nome".into(),
+                ..hello(&api_secret)
+            },
+        ),
+    ];
+    let as_home = |bytes: &[u8], id: &str| -> Vec<u8> {
+        let (from, to) = (format!("`{id}`"), "`home`");
+        String::from_utf8_lossy(bytes)
+            .replace(&from, to)
+            .into_bytes()
+    };
+
+    let mut answers = Vec::new();
+    for (i, (what, h)) in cases.iter().enumerate() {
+        let before = metric_lines(&edge);
+        let (bytes, end) = raw_answer(&edge, h).await;
+        let logged = edge
+            .process
+            .wait_event_nth("agent_refused", 2 * i, Duration::from_secs(10));
+        let changes = metric_changes(&before, &metric_lines(&edge));
+        // What a refusal is: a reply naming bad credentials, then a close.
+        match decode_reply(&bytes) {
+            Ok(Some((Reply::Refused(r), used))) => {
+                assert_eq!(r.code, RefusalCode::BadCredentials, "{what}: {r:?}");
+                assert_eq!(used, bytes.len(), "{what}: bytes after the refusal");
+            }
+            other => panic!("{what}: expected a refusal, got {other:?}"),
+        }
+        let quic = quic_refusal(&edge, h).await;
+        edge.process
+            .wait_event_nth("agent_refused", 2 * i + 1, Duration::from_secs(10));
+        eprintln!("{what}: {end}, {:?}, metrics {changes:?}", quic.message);
+        answers.push((
+            *what,
+            as_home(&bytes, &h.site_id),
+            end,
+            quic.code,
+            String::from_utf8(as_home(quic.message.as_bytes(), &h.site_id)).unwrap(),
+            changes,
+            (
+                logged["reason"].clone(),
+                logged["message"].clone(),
+                logged["level"].clone(),
+            ),
+        ));
+    }
+    let (first, rest) = answers.split_first().unwrap();
+    for other in rest {
+        assert!(
+            other.1 == first.1,
+            "{} and {} get different bytes:\n{:?}\n{:?}",
+            other.0,
+            first.0,
+            String::from_utf8_lossy(&other.1),
+            String::from_utf8_lossy(&first.1)
+        );
+        assert_eq!(
+            other.2, first.2,
+            "{} and {} close differently",
+            other.0, first.0
+        );
+        assert_eq!(
+            (other.3, &other.4),
+            (first.3, &first.4),
+            "{} and {} get different QUIC refusals",
+            other.0,
+            first.0
+        );
+        // Nothing served without a key (/metrics) tells them apart either;
+        // the edge's own log names the site, and the reason is the same.
+        assert_eq!(
+            other.5, first.5,
+            "{} and {} move different metrics",
+            other.0, first.0
+        );
+        assert_eq!(
+            other.6, first.6,
+            "{} and {} are logged differently",
+            other.0, first.0
+        );
+    }
+    assert!(
+        first.5.iter().any(|m| m.contains("bad_credentials")),
+        "{:?}",
+        first.5
+    );
+    assert_eq!(edge.agent_count("home") + edge.agent_count("dome"), 0);
+}

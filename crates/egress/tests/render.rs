@@ -173,3 +173,70 @@ fn tempfile_dir() -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// The `--cgroup` rules through the real parser. nft looks the cgroup path
+/// up under /sys/fs/cgroup (refusing one that does not exist), so the test
+/// makes a real cgroup under the machine's cgroup2 hierarchy and runs
+/// `nft -c` in a mount namespace of its own where that hierarchy is
+/// mounted at /sys/fs/cgroup. Needs root, nft, unshare and cgroup2.
+#[test]
+fn nft_accepts_the_cgroup_rules_for_a_real_cgroup() {
+    let root = std::fs::read_to_string("/proc/self/mounts")
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.split_whitespace().map(str::to_owned).collect::<Vec<_>>())
+        .find(|f| f.len() > 2 && f[2] == "cgroup2")
+        .map(|f| std::path::PathBuf::from(&f[1]));
+    let nft_ok = std::process::Command::new("nft")
+        .args(["-c", "-f", "/dev/null"])
+        .status()
+        .is_ok_and(|s| s.success());
+    let (Some(root), true) = (root, nft_ok) else {
+        warren_testkit::skip("nft -c needs nft, root and a cgroup2 hierarchy");
+        return;
+    };
+    let top = format!("warren-nft-check-{}", std::process::id());
+    let service = format!("{top}/warren-site.service");
+    std::fs::create_dir_all(root.join(&service)).unwrap();
+    let dir = tempfile_dir();
+    // nft -c, in a mount namespace where cgroup2 is at /sys/fs/cgroup.
+    let check = |what: &str, text: &str| -> std::process::Output {
+        let path = dir.join(format!("{what}.nft"));
+        std::fs::write(&path, text).unwrap();
+        std::process::Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "sh", "-c"])
+            .arg("mount -t cgroup2 none /sys/fs/cgroup && exec nft -c -f \"$0\"")
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let text = render(Subject::Cgroup(service.clone()));
+    let accepted = check("cgroup", &text);
+    // The same rules for a cgroup that does not exist: nft really looked.
+    let missing = check(
+        "missing",
+        &render(Subject::Cgroup(format!("{top}/not-there.service"))),
+    );
+    let _ = std::fs::remove_dir(root.join(&service));
+    let _ = std::fs::remove_dir(root.join(&top));
+    assert!(
+        accepted.status.success(),
+        "nft refused the cgroup rules: {}\n{text}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+    assert!(
+        !missing.status.success(),
+        "nft -c accepted a cgroup that does not exist"
+    );
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("cgroupv2 path fails"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+    // The agent's service and what runs below it (level 2: the service's
+    // depth) are what the rule selects.
+    assert!(
+        text.contains(&format!("socket cgroupv2 level 2 \"{service}\" jump agent")),
+        "{text}"
+    );
+}

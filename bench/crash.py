@@ -25,7 +25,7 @@ within --deadline is a failure: the run goes on, then exits 1 naming it.
   python3 bench/crash.py                       # target/release/warren, 10 rounds
   python3 bench/crash.py --reps 5 --transports tcp,quic,auto --warren target/debug/warren
 """
-import argparse, datetime, hashlib, json, os, random, signal, socket, statistics
+import argparse, datetime, hashlib, json, os, random, shutil, signal, socket, statistics
 import subprocess, sys, tempfile, threading, time
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
@@ -325,7 +325,7 @@ def main():
         for e in errors:
             print(f"  {e}", file=sys.stderr)
         sys.exit(1)
-    subprocess.run(["rm", "-rf", work])
+    shutil.rmtree(work, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -220,7 +220,7 @@ class Path:
 
 
 def git(*args):
-    return subprocess.run(["git", "-C", REPO, *args], capture_output=True, text=True, check=True).stdout.strip()
+    return subprocess.run(["git", "-C", REPO, *args], capture_output=True, text=True, check=True).stdout.rstrip("\n")
 
 
 def meta(exe):

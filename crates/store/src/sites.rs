@@ -194,7 +194,10 @@ impl Store {
     }
 
     /// Makes `new_hash` site `id`'s current secret. The previous one keeps
-    /// working for `grace` (zero: refused from now on).
+    /// working for `grace` (zero: refused from now on), and so does no older
+    /// one: a secret rotated out earlier with a longer grace has it cut to
+    /// this one's end. Operators rotate when a secret may have leaked; the
+    /// grace they give last is the most any old secret keeps.
     pub async fn rotate_site_secret(
         &self,
         actor: &str,
@@ -206,6 +209,15 @@ impl Store {
         let now = now_ms();
         let until = now.saturating_add(grace.as_millis().min(i64::MAX as u128) as i64);
         let mut tx = self.begin().await?;
+        sqlx::query(
+            "UPDATE site_secrets SET grace_until_ms = $1 \
+             WHERE site_id = $2 AND retired_ms IS NOT NULL \
+             AND (grace_until_ms IS NULL OR grace_until_ms > $1)",
+        )
+        .bind(until)
+        .bind(id.to_owned())
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(
             "UPDATE site_secrets SET retired_ms = $1, grace_until_ms = $2 \
              WHERE site_id = $3 AND retired_ms IS NULL",

@@ -92,14 +92,43 @@ async fn sites_and_rotation(store: &Store) {
         .into_iter()
         .map(|s| s.secret_hash)
         .collect();
-    assert_eq!(hashes, ["new-hash-2", HASH], "new-hash-1 had no grace");
+    // Every older secret stops too: HASH, rotated out first with an hour of
+    // grace, does not outlive a rotation that gave none.
+    assert_eq!(
+        hashes,
+        ["new-hash-2"],
+        "no grace: only the newest secret works"
+    );
+
+    // A rotation caps the grace of every older secret at its own: an hour
+    // given first, then 10 s, leaves both old secrets 10 s.
+    store
+        .rotate_site_secret("test", "home", "new-hash-3", Duration::from_secs(3600))
+        .await
+        .unwrap();
+    store
+        .rotate_site_secret("test", "home", "new-hash-4", Duration::from_secs(10))
+        .await
+        .unwrap();
+    let secrets = store.site_secrets("home").await.unwrap();
+    let names: Vec<&str> = secrets.iter().map(|s| s.secret_hash.as_str()).collect();
+    assert_eq!(names, ["new-hash-4", "new-hash-3", "new-hash-2"]);
+    let ends: Vec<i64> = secrets[1..]
+        .iter()
+        .map(|s| s.grace_until_ms.unwrap())
+        .collect();
+    assert_eq!(ends[0], ends[1], "one end for every old secret: {ends:?}");
+    assert!(
+        ends[0] <= warren_store::now_ms() + 10_000,
+        "the hour was cut to 10 s: {ends:?}"
+    );
     assert!(matches!(
         store
             .rotate_site_secret("test", "nope", "h", Duration::ZERO)
             .await,
         Err(StoreError::NotFound { .. })
     ));
-    assert_eq!(store.config_version().await.unwrap(), 3);
+    assert_eq!(store.config_version().await.unwrap(), 5);
 }
 
 async fn resources_and_conflicts(store: &Store) {

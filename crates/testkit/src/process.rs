@@ -123,6 +123,7 @@ impl Process {
     /// with code `n`, and `None` for a death by signal, whose number
     /// `std::os::unix::process::ExitStatusExt::signal` gives (`Some(9)`
     /// after SIGKILL).
+    #[must_use = "None means the process is still running"]
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
         loop {

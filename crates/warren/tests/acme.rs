@@ -119,7 +119,10 @@ async fn http01_certificates_from_pebble_at_start_on_first_need_and_after_restar
     let agent_allow = format!("{}/tcp", app.addr);
     let restart = |web: &mut Web, spec: &EdgeSpec| {
         web.edge.process.signal(15);
-        web.edge.process.wait_exit(Duration::from_secs(10));
+        web.edge
+            .process
+            .wait_exit(Duration::from_secs(10))
+            .expect("the edge exits on SIGTERM");
         web.edge = EdgeProcess::start(bin(), web.dir.path(), spec);
         web.edge.start_agent("agent", "tcp", &[&agent_allow])
     };

@@ -276,6 +276,13 @@ fn api_sites_authenticate_rotate_with_grace_and_delete() {
     let _stale = agent("stale", &second_secret);
     edge.process
         .wait_event_nth("agent_refused", refused_before, EVENT_TIMEOUT);
+    // The first secret too, though its hour of grace has not run out: a
+    // rotation with none ends every older secret. (The agent's own log names
+    // the refusal, the edge's refusals carry no agent to tell them apart.)
+    let older = agent("older", &first_secret);
+    let refused = older.wait_event("edge_refused");
+    assert_eq!(refused["code"], "BadCredentials", "{refused}");
+    assert!(older.events("edge_connected").is_empty());
     let connects_before = edge.process.events("agent_connected").len();
     let a4 = agent("a4", &third_secret);
     connected(connects_before);

@@ -129,7 +129,9 @@ async fn metrics_count_traffic_refusals_health_and_survive_an_agent_leaving() {
     // The agent leaves: counters keep their totals, the gauge drops.
     let mut web = web;
     web.agent.signal(15);
-    web.agent.wait_exit(std::time::Duration::from_secs(10));
+    web.agent
+        .wait_exit(std::time::Duration::from_secs(10))
+        .expect("the agent exits on SIGTERM");
     web.edge.process.wait_event("agent_disconnected");
     let text = scrape(web.edge.admin);
     assert_eq!(

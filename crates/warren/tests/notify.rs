@@ -142,7 +142,9 @@ async fn webhook_is_signed_retried_and_debounces_site_offline() {
     // A quick agent restart: disconnect and connect, but no site_offline.
     let mut agent = agent;
     agent.signal(15);
-    agent.wait_exit(Duration::from_secs(10));
+    agent
+        .wait_exit(Duration::from_secs(10))
+        .expect("the agent exits on SIGTERM");
     let agent2 = edge.start_agent("agent2", "tcp", &[&allow]);
     wait_for(&got, "agent_disconnected", 1, Duration::from_secs(10)).await;
     tokio::time::sleep(Duration::from_millis(3500)).await;
@@ -160,7 +162,9 @@ async fn webhook_is_signed_retried_and_debounces_site_offline() {
     let mut agent2: Process = agent2;
     let gone = Instant::now();
     agent2.signal(15);
-    agent2.wait_exit(Duration::from_secs(10));
+    agent2
+        .wait_exit(Duration::from_secs(10))
+        .expect("the agent exits on SIGTERM");
     wait_for(&got, "site_offline", 1, Duration::from_secs(10)).await;
     assert!(
         gone.elapsed() >= Duration::from_secs(3),

@@ -33,7 +33,9 @@ async fn site_offline_is_mailed_over_starttls_after_the_debounce() {
     smtp.wait_for("agent_connected site/home", Duration::from_secs(15));
 
     agent.signal(9);
-    agent.wait_exit(Duration::from_secs(5));
+    agent
+        .wait_exit(Duration::from_secs(5))
+        .expect("the agent dies on SIGKILL");
     smtp.wait_for("agent_disconnected site/home", Duration::from_secs(20));
     let offline = smtp.wait_for("site_offline site/home", Duration::from_secs(20));
     assert!(offline.contains("\"after_s\": 1.0"), "{offline}");

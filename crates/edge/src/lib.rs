@@ -3,57 +3,35 @@
 //! Request lifecycle:
 //!
 //! ```text
-//! visitor ─TCP─▶ resource listener (proxy_tcp / proxy_udp)          ─┐
-//! visitor ─TLS─▶ https_listen: ClientHello sniffed (https)           │
+//! visitor ─TCP─▶ resource listener (proxy::tcp / proxy::udp)        ─┐
+//! visitor ─TLS─▶ https_listen: ClientHello sniffed (proxy::sni)      │
 //!                 ├─ tls resource: bytes passed through untouched    ├─▶ dispatch: target by health
 //!                 └─ http resource: TLS terminated, HTTP routed      │   and balance (balance), agent of
-//!                    by host + normalised path (http_proxy)         ─┘   its site, Link::open
+//!                    by host + normalised path (proxy::http)        ─┘   its site, Link::open
 //!        ─▶ agent checks its allowlist, connects the target
 //!        ◀─ Reply ─ bytes both ways, half-close and resets passed on
 //! ```
 //!
 //! Agents arrive through [`tunnel`] (TLS/QUIC, hello, credentials) and live in
-//! the [`registry::Registry`]. [`Edge::reload`] applies a new, fully validated
+//! the [`tunnel::registry::Registry`]. [`Edge::reload`] applies a new, fully validated
 //! [`config::EdgeConfig`] through the same path as start-up; [`Edge::shutdown`]
 //! drains.
 //!
 //! Invariant: the edge never decides what a site may reach; it only asks.
 //! The agent's allowlist has the last word.
 
-pub mod auth;
 pub mod certs;
 pub mod config;
-pub mod registry;
+pub mod tunnel;
 
-mod access_log;
-mod acme;
-mod admin;
-mod admin_keys;
-mod admin_resources;
-mod admin_sites;
-mod api_keys;
-mod balance;
-mod dispatch;
-mod health;
-mod http_plain;
-mod http_proxy;
-mod https;
-mod listeners;
+mod api;
 mod metrics;
 mod notify;
-mod notify_email;
-mod origin_pool;
-mod proxy_tcp;
-mod proxy_udp;
-mod serving;
+mod proxy;
 mod state;
-mod status;
-mod tls_certs;
-mod tunnel;
 
 use arc_swap::ArcSwap;
 use config::EdgeConfig;
-use registry::Registry;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU16, Ordering};
@@ -61,6 +39,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
+use tunnel::registry::Registry;
 use warren_proto::SessionConfig;
 use warren_transport::{GoAwayReason, TunnelListener};
 
@@ -118,18 +97,18 @@ impl EdgeError {
 pub(crate) struct EdgeShared {
     pub(crate) config: ArcSwap<EdgeConfig>,
     pub(crate) registry: Registry,
-    pub(crate) verifier: auth::Verifier,
+    pub(crate) verifier: tunnel::credentials::Verifier,
     pub(crate) draining: AtomicBool,
     /// Live resources, indexed by name, HTTP route and SNI.
-    pub(crate) resources: ArcSwap<balance::ResourceTable>,
+    pub(crate) resources: ArcSwap<proxy::balance::ResourceTable>,
     /// Target health as the agents report it.
-    pub(crate) health: balance::HealthTable,
+    pub(crate) health: tunnel::health::HealthTable,
     /// Bumped after every applied configuration.
     pub(crate) config_changed: tokio::sync::watch::Sender<u64>,
-    pub(crate) certs: Arc<tls_certs::CertStore>,
-    pub(crate) acme: Option<Arc<acme::AcmeIssuer>>,
+    pub(crate) certs: Arc<certs::store::CertStore>,
+    pub(crate) acme: Option<Arc<certs::acme::AcmeIssuer>>,
     /// Bearer-key checks for `/api/v1`.
-    pub(crate) api_auth: api_keys::ApiAuth,
+    pub(crate) api_auth: api::auth::ApiAuth,
     /// Counters and histograms for `/metrics`.
     pub(crate) metrics: metrics::EdgeMetrics,
     /// Sites, resources, keys, agents seen, events, audit log.
@@ -137,15 +116,15 @@ pub(crate) struct EdgeShared {
     /// Writes agents seen and events to the store off the hot path.
     pub(crate) recorder: Arc<state::Recorder>,
     /// Kept-alive connections to http origins.
-    pub(crate) origin_pool: Arc<origin_pool::OriginPool>,
+    pub(crate) origin_pool: Arc<proxy::http::origin_pool::OriginPool>,
     pub(crate) terminating_tls: Arc<rustls::ServerConfig>,
     pub(crate) challenge_tls: Arc<rustls::ServerConfig>,
-    pub(crate) access_log: Option<Arc<access_log::AccessLogger>>,
+    pub(crate) access_log: Option<Arc<proxy::http::access_log::AccessLogger>>,
     /// The bound HTTPS port, for redirects.
     pub(crate) https_port: AtomicU16,
     /// Listeners and the sources of the serving configuration; every
     /// change goes through its lock.
-    pub(crate) serving: Mutex<serving::Serving>,
+    pub(crate) serving: Mutex<proxy::serving::Serving>,
     /// Where agents dial in, as bound.
     pub(crate) tunnel_addr: SocketAddr,
     /// The tunnel certificate's pin (`warren site --pin`).
@@ -172,7 +151,7 @@ impl Edge {
         let cert = certs::load_or_create(config.tunnel_cert.as_ref(), &config.data_dir)?;
         let store = state::open(&config).await?;
         let changed = state::reconcile(&store, &config).await?;
-        let created_token = api_keys::ensure_initial_key(&store, &config.data_dir).await?;
+        let created_token = api::auth::ensure_initial_key(&store, &config.data_dir).await?;
         if let Some(path) = &created_token {
             tracing::info!(
                 event = "api_key_created", path = %path.display(),
@@ -215,34 +194,34 @@ impl Edge {
         let http = bind_optional(config.http_listen, "plain HTTP (http_listen)").await?;
         let https_addr = https.as_ref().and_then(|l| l.local_addr().ok());
         let http_addr = http.as_ref().and_then(|l| l.local_addr().ok());
-        let certs = Arc::new(tls_certs::CertStore::default());
+        let certs = Arc::new(certs::store::CertStore::default());
         certs.set_configured(
-            tls_certs::CertStore::load_files(&config.tls.certs)?,
+            certs::store::CertStore::load_files(&config.tls.certs)?,
             config.tls.default_host.clone(),
         );
         let acme = config.tls.acme.clone().map(|settings| {
-            acme::AcmeIssuer::new(settings, &config.data_dir, certs.clone(), http.is_some())
+            certs::acme::AcmeIssuer::new(settings, &config.data_dir, certs.clone(), http.is_some())
         });
         let access_log = match &config.access_log {
-            Some(dest) => {
-                Some(access_log::AccessLogger::start(dest).map_err(EdgeError::AccessLog)?)
-            }
+            Some(dest) => Some(
+                proxy::http::access_log::AccessLogger::start(dest).map_err(EdgeError::AccessLog)?,
+            ),
             None => None,
         };
         let shared = Arc::new(EdgeShared {
             config: ArcSwap::from_pointee(config.clone()),
             registry: Registry::default(),
-            verifier: auth::Verifier::default(),
+            verifier: tunnel::credentials::Verifier::default(),
             draining: AtomicBool::new(false),
-            resources: ArcSwap::from_pointee(balance::ResourceTable::default()),
-            health: balance::HealthTable::default(),
+            resources: ArcSwap::from_pointee(proxy::balance::ResourceTable::default()),
+            health: tunnel::health::HealthTable::default(),
             config_changed: tokio::sync::watch::channel(0).0,
-            terminating_tls: tls_certs::terminating_config(certs.clone()),
-            challenge_tls: tls_certs::challenge_config(certs.clone()),
+            terminating_tls: certs::store::terminating_config(certs.clone()),
+            challenge_tls: certs::store::challenge_config(certs.clone()),
             certs,
             acme: acme.clone(),
             origin_pool: Arc::default(),
-            api_auth: api_keys::ApiAuth::default(),
+            api_auth: api::auth::ApiAuth::default(),
             metrics: metrics::EdgeMetrics::new(),
             recorder: state::Recorder::start(
                 store.clone(),
@@ -251,7 +230,7 @@ impl Edge {
             store,
             access_log,
             https_port: AtomicU16::new(https_addr.map_or(0, |a| a.port())),
-            serving: Mutex::new(serving::Serving::new(config.clone())),
+            serving: Mutex::new(proxy::serving::Serving::new(config.clone())),
             tunnel_addr,
             tunnel_pin: cert.pin.clone(),
         });
@@ -262,15 +241,15 @@ impl Edge {
             .load(&shared, config.clone())
             .await?;
         let stop = CancellationToken::new();
-        tokio::spawn(serving::sync_loop(shared.clone(), stop.clone()));
-        tokio::spawn(tunnel::serve(tunnel, shared.clone(), stop.clone()));
-        tokio::spawn(admin::serve(admin, shared.clone(), stop.clone()));
+        tokio::spawn(proxy::serving::sync_loop(shared.clone(), stop.clone()));
+        tokio::spawn(tunnel::admit::serve(tunnel, shared.clone(), stop.clone()));
+        tokio::spawn(api::serve(admin, shared.clone(), stop.clone()));
         tokio::spawn(shared.origin_pool.clone().sweep_loop(stop.clone()));
         if let Some(l) = https {
-            tokio::spawn(https::serve(l, shared.clone(), stop.clone()));
+            tokio::spawn(proxy::sni::serve(l, shared.clone(), stop.clone()));
         }
         if let Some(l) = http {
-            tokio::spawn(http_plain::serve(l, shared.clone(), stop.clone()));
+            tokio::spawn(proxy::http::plain::serve(l, shared.clone(), stop.clone()));
         }
         if let Some(acme) = acme {
             // At start, order what is missing and renew what is due now
@@ -347,7 +326,7 @@ impl Edge {
     /// restart to change.
     pub async fn reload(&self, config: EdgeConfig) -> Result<(), EdgeError> {
         let mut serving = self.shared.serving.lock().await;
-        let static_certs = tls_certs::CertStore::load_files(&config.tls.certs)?;
+        let static_certs = certs::store::CertStore::load_files(&config.tls.certs)?;
         let old = self.shared.config.load_full();
         serving.load(&self.shared, config.clone()).await?;
         drop(serving);

@@ -155,7 +155,7 @@ impl EdgeMetrics {
 /// What the registry and health table hold at scrape time.
 #[derive(Debug)]
 struct LiveState {
-    sites: Vec<crate::registry::SiteTotals>,
+    sites: Vec<crate::tunnel::registry::SiteTotals>,
     health: Vec<(String, String, bool)>,
 }
 
@@ -166,7 +166,7 @@ impl LiveState {
         let mut checked = Vec::new();
         for r in &config.resources {
             for t in &r.targets {
-                if let Some(h) = health.get(&crate::balance::check_id(&r.name, t)) {
+                if let Some(h) = health.get(&crate::tunnel::health::check_id(&r.name, t)) {
                     checked.push((r.name.clone(), t.address.clone(), *h));
                 }
             }
@@ -184,7 +184,7 @@ fn site_label(site: &str) -> Vec<(&'static str, String)> {
 
 impl Collector for LiveState {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        type Value = fn(&crate::registry::SiteTotals) -> u64;
+        type Value = fn(&crate::tunnel::registry::SiteTotals) -> u64;
         let per_site: [(&str, &str, MetricType, Value); 6] = [
             (
                 "agents_connected",

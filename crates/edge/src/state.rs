@@ -13,8 +13,8 @@
 //!   handshake or a stream. When the channel is full the record is dropped
 //!   and counted (`dropped`), never awaited.
 
-use crate::auth::SiteSecret;
 use crate::config::{Balance, EdgeConfig, Resource};
+use crate::tunnel::credentials::SiteSecret;
 use crate::EdgeError;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;

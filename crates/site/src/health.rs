@@ -7,8 +7,8 @@
 //! of a target outside the allowlist never touches the network: it reports
 //! unhealthy with the reason.
 
-use crate::serve::permitted_addrs;
 use crate::stats::Stats;
+use crate::target::permitted_addrs;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

@@ -18,6 +18,7 @@ pub mod backoff;
 mod health;
 mod serve;
 pub mod stats;
+mod target;
 
 use backoff::Backoff;
 use stats::Stats;

@@ -40,7 +40,7 @@ pub(crate) enum Command {
     /// The site's allowlist as a second wall: nftables rules or a sandboxed systemd unit.
     Egress {
         #[command(subcommand)]
-        command: Box<crate::egress_cmd::EgressCommand>,
+        command: Box<crate::egress::EgressCommand>,
     },
     /// All-in-one quickstart: an edge with its state in ./warren-data.
     Up(UpArgs),
@@ -130,7 +130,7 @@ pub(crate) struct SiteArgs {
     #[arg(long, env = "WARREN_REQUIRE_EGRESS_WALL")]
     pub(crate) require_egress_wall: bool,
     /// How long a shutdown (SIGTERM) waits for open streams, e.g. 30s.
-    #[arg(long, env = "WARREN_DRAIN_TIMEOUT", default_value = "30s", value_parser = humantime_duration)]
+    #[arg(long, env = "WARREN_DRAIN_TIMEOUT", default_value = "30s", value_parser = crate::duration::humantime_duration)]
     pub(crate) drain_timeout: std::time::Duration,
 }
 
@@ -145,40 +145,4 @@ pub(crate) struct UpArgs {
     /// Admin API address written into a new edge.toml (first run only).
     #[arg(long, default_value = "127.0.0.1:7080")]
     pub(crate) admin_listen: SocketAddr,
-}
-
-/// A duration as operators write it: `500ms`, `30s` (or a bare `30`),
-/// `2m`, `1h`. Refuses what it cannot hold rather than wrapping.
-pub(crate) fn humantime_duration(s: &str) -> Result<std::time::Duration, String> {
-    let refused = || format!("`{s}` is not a duration like 30s, 500ms, 2m or 1h");
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| refused())?;
-    let secs_per = match unit {
-        "ms" => return Ok(std::time::Duration::from_millis(n)),
-        "s" | "" => 1,
-        "m" => 60,
-        "h" => 3600,
-        _ => return Err(refused()),
-    };
-    n.checked_mul(secs_per)
-        .map(std::time::Duration::from_secs)
-        .ok_or_else(refused)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::humantime_duration;
-    use std::time::Duration;
-
-    #[test]
-    fn durations_as_operators_write_them() {
-        assert_eq!(humantime_duration("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(humantime_duration("30"), Ok(Duration::from_secs(30)));
-        assert_eq!(humantime_duration("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(humantime_duration("1h"), Ok(Duration::from_secs(3600)));
-        for bad in ["", "s", "1d", "-1s", "1.5s", "18446744073709551615h"] {
-            let e = humantime_duration(bad).unwrap_err();
-            assert!(e.contains(&format!("`{bad}`")), "{bad}: {e}");
-        }
-    }
 }

@@ -9,10 +9,9 @@
 mod admin_cmd;
 mod api_client;
 mod cli;
+mod duration;
 mod edge_cmd;
-mod egress_check;
-mod egress_cmd;
-mod egress_watch;
+mod egress;
 mod site_cmd;
 mod status_cmd;
 mod up_cmd;
@@ -82,7 +81,7 @@ fn main() -> ExitCode {
             },
             Command::Resource { command } => admin_cmd::resource(*command).await,
             Command::Status(s) => status_cmd::run(s).await,
-            Command::Egress { command } => egress_cmd::run(*command).await,
+            Command::Egress { command } => egress::run(*command).await,
             Command::Up(args) => up_cmd::run(args).await,
         }
     });

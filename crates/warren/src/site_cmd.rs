@@ -1,6 +1,7 @@
 //! `warren site`: the agent, configured from flags and `WARREN_*` variables.
 
 use crate::cli::{SiteArgs, Transport};
+use crate::egress::allowlist::load_allowlist;
 use crate::Failure;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
@@ -12,50 +13,6 @@ use warren_transport::{Endpoint, TransportChoice};
 
 fn allowlist(args: &SiteArgs) -> Result<Allowlist, Failure> {
     load_allowlist(&args.allow, args.allow_file.as_deref(), args.allow_any)
-}
-
-/// The allowlist from `--allow`, `--allow-file` and `--allow-any`, every bad
-/// entry named (exit 2); an empty list is refused too. Shared by
-/// `warren site` and `warren egress render`, so both read one list alike.
-pub(crate) fn load_allowlist(
-    allow: &[String],
-    allow_file: Option<&std::path::Path>,
-    allow_any: bool,
-) -> Result<Allowlist, Failure> {
-    let mut errors = Vec::new();
-    let mut list = match Allowlist::parse(allow.iter().map(String::as_str)) {
-        Ok(l) => l,
-        Err(e) => {
-            errors.extend(e.iter().map(|e| format!("--allow: {e}")));
-            Allowlist::deny_all()
-        }
-    };
-    if let Some(path) = allow_file {
-        match std::fs::read_to_string(path) {
-            Ok(text) => match Allowlist::parse_file(&text) {
-                Ok(l) => list.extend(l),
-                Err(e) => errors.extend(e.iter().map(|e| format!("{}: {e}", path.display()))),
-            },
-            Err(e) => errors.push(format!("{}: {e}", path.display())),
-        }
-    }
-    if !errors.is_empty() {
-        return Err(Failure::Usage(format!(
-            "bad allowlist:\n  {}",
-            errors.join("\n  ")
-        )));
-    }
-    if allow_any {
-        return Ok(Allowlist::allow_any());
-    }
-    if list.rules().is_empty() {
-        return Err(Failure::Usage(
-            "no --allow, --allow-file or --allow-any: this agent would refuse every stream. \
-             Name the targets it may reach, e.g. --allow 127.0.0.1:8080/tcp"
-                .into(),
-        ));
-    }
-    Ok(list)
 }
 
 pub(crate) async fn run(args: SiteArgs) -> Result<(), Failure> {
@@ -75,8 +32,8 @@ pub(crate) async fn run(args: SiteArgs) -> Result<(), Failure> {
     tls::client_config(&trust).map_err(|e| Failure::Usage(e.to_string()))?;
     let allow = allowlist(&args)?;
     if args.egress_check || args.require_egress_wall {
-        let report = crate::egress_check::check(&allow, &endpoint.host, endpoint.port).await;
-        crate::egress_check::enforce(&report, args.require_egress_wall)?;
+        let report = crate::egress::check::check(&allow, &endpoint.host, endpoint.port).await;
+        crate::egress::check::enforce(&report, args.require_egress_wall)?;
     }
     // clap makes all three required unless a subcommand is given.
     let mut config = SiteConfig::new(

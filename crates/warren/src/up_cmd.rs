@@ -8,8 +8,8 @@
 use crate::cli::UpArgs;
 use crate::Failure;
 use anyhow::Context;
-use warren_edge::auth::{generate_secret, hash_secret};
 use warren_edge::certs;
+use warren_edge::tunnel::credentials::{generate_secret, hash_secret};
 
 pub(crate) async fn run(args: UpArgs) -> Result<(), Failure> {
     let dir = &args.data_dir;

@@ -16,7 +16,7 @@
 //! writes its token to `data_dir/admin-token` (mode 0600): the one place a
 //! token exists in clear, for the operator to pick up.
 
-use crate::auth::{hash_secret_blocking, SiteSecret, Verifier};
+use crate::tunnel::credentials::{hash_secret_blocking, SiteSecret, Verifier};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -2,8 +2,9 @@
 //! endpoints: `GET /api/v1/keys`, `POST /api/v1/keys`,
 //! `DELETE /api/v1/keys/{id}`.
 
-use crate::admin::{error, ApiError};
-use crate::api_keys::{AuthError, Caller, Token};
+use crate::api::auth::{AuthError, Caller, Token};
+use crate::api::error::{bad_json, store_error};
+use crate::api::error::{error, ApiError};
 use crate::EdgeShared;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Request, State};
@@ -12,7 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use std::sync::Arc;
-use warren_store::{now_ms, ApiKeyRecord, Scope, StoreError};
+use warren_store::{now_ms, ApiKeyRecord, Scope};
 
 /// Lets a request through only with a valid key of sufficient scope, and
 /// hands the handler its [`Caller`].
@@ -55,34 +56,6 @@ pub(crate) async fn require_key(
             resp
         }
     }
-}
-
-/// A store error as the API's JSON error.
-pub(crate) fn store_error(e: StoreError) -> Response {
-    match e {
-        StoreError::NotFound { .. } => error(StatusCode::NOT_FOUND, "not_found", e.to_string()),
-        StoreError::Conflict(_) => error(StatusCode::CONFLICT, "conflict", e.to_string()),
-        StoreError::ManagedByFile { .. } => {
-            error(StatusCode::CONFLICT, "managed_by_file", e.to_string())
-        }
-        other => {
-            tracing::warn!(error = %other, "store request failed");
-            error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "store_unavailable",
-                format!("the state store failed: {other}"),
-            )
-        }
-    }
-}
-
-/// A body that is not the JSON the endpoint takes.
-pub(crate) fn bad_json(rejection: JsonRejection) -> Response {
-    error(
-        StatusCode::BAD_REQUEST,
-        "invalid_json",
-        rejection.body_text(),
-    )
 }
 
 /// Every API key (never the secrets).

@@ -1,7 +1,7 @@
 //! The admin listener: the REST API, metrics and health endpoint.
 //!
 //! Everything under `/api/v1` needs `Authorization: Bearer <token>` (see
-//! [`crate::api_keys`]); read-only keys may only GET. Errors are JSON with a
+//! [`crate::api::auth`]); read-only keys may only GET. Errors are JSON with a
 //! stable `code` and a `message`.
 //!
 //! `GET /api/v1/sites` lists every configured site with its connected agents;
@@ -11,14 +11,22 @@
 //! `GET /api/v1/agents` lists every agent ever seen;
 //! `GET|POST /api/v1/keys`, `DELETE /api/v1/keys/{id}` manage API keys;
 //! `POST /api/v1/sites`, `DELETE /api/v1/sites/{id}` and
-//! `POST /api/v1/sites/{id}/rotate` manage sites ([`crate::admin_sites`]).
+//! `POST /api/v1/sites/{id}/rotate` manage sites ([`crate::api::sites`]).
 //! Without a key: `GET /metrics`, the Prometheus text exposition
 //! ([`crate::metrics`]), and `GET /healthz`. Bind the listener to loopback
 //! or a private network (the default is loopback).
 
-use crate::admin_keys::{self, require_key, store_error};
-use crate::registry::SiteStatus;
-use crate::{admin_resources, admin_sites, EdgeShared};
+pub(crate) mod auth;
+pub(crate) mod error;
+pub(crate) mod keys;
+pub(crate) mod resources;
+pub(crate) mod sites;
+pub(crate) mod status;
+
+use crate::api::error::{error, store_error, ApiError};
+use crate::api::keys::require_key;
+use crate::tunnel::registry::SiteStatus;
+use crate::EdgeShared;
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -57,21 +65,21 @@ impl utoipa::Modify for BearerAuth {
 /// from the same handler list so they cannot disagree.
 pub(crate) fn api() -> (Router<Arc<EdgeShared>>, utoipa::openapi::OpenApi) {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .routes(routes!(sites, admin_sites::create))
-        .routes(routes!(admin_sites::delete))
-        .routes(routes!(admin_sites::rotate))
-        .routes(routes!(admin_resources::list, admin_resources::create))
+        .routes(routes!(sites, sites::create))
+        .routes(routes!(sites::delete))
+        .routes(routes!(sites::rotate))
+        .routes(routes!(resources::list, resources::create))
         .routes(routes!(
-            admin_resources::get,
-            admin_resources::replace,
-            admin_resources::delete
+            resources::get,
+            resources::replace,
+            resources::delete
         ))
-        .routes(routes!(crate::status::status))
+        .routes(routes!(crate::api::status::status))
         .routes(routes!(events))
         .routes(routes!(audit))
         .routes(routes!(agents_seen))
-        .routes(routes!(admin_keys::list, admin_keys::create))
-        .routes(routes!(admin_keys::delete))
+        .routes(routes!(keys::list, keys::create))
+        .routes(routes!(keys::delete))
         .split_for_parts()
 }
 
@@ -107,7 +115,7 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<EdgeShared>, stop: 
 #[utoipa::path(get, path = "/api/v1/sites", tag = "sites",
     responses((status = 200, body = Vec<SiteStatus>), (status = 401, body = ApiError)))]
 pub(crate) async fn sites(State(shared): State<Arc<EdgeShared>>) -> Response {
-    match crate::status::site_status(&shared).await {
+    match crate::api::status::site_status(&shared).await {
         Ok(status) => Json(status).into_response(),
         Err(e) => store_error(e),
     }
@@ -123,51 +131,6 @@ pub(crate) struct Page {
 }
 
 const MAX_PAGE: i64 = 1000;
-
-/// The JSON error every endpoint answers with.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub(crate) struct ApiError {
-    /// Stable, for programs: `unauthenticated`, `invalid_token`,
-    /// `key_expired`, `read_only_key`, `invalid_json`, `invalid_field`,
-    /// `not_found`, `conflict`, `port_in_use`, `managed_by_file`,
-    /// `store_unavailable`, `internal`.
-    code: String,
-    /// For people.
-    message: String,
-    /// `invalid_field`: every problem, by field.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    errors: Option<Vec<FieldError>>,
-}
-
-/// One invalid field.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub(crate) struct FieldError {
-    /// e.g. `listen`, `targets[0].site`.
-    pub(crate) field: String,
-    /// What is wrong.
-    pub(crate) message: String,
-}
-
-/// The JSON error every endpoint answers with: a stable `code` and a
-/// message for people.
-pub(crate) fn error(status: StatusCode, code: &'static str, message: String) -> Response {
-    let body = ApiError {
-        code: code.to_owned(),
-        message,
-        errors: None,
-    };
-    (status, Json(body)).into_response()
-}
-
-/// [`error`] with the problems of each field.
-pub(crate) fn field_errors(message: String, errors: Vec<FieldError>) -> Response {
-    let body = ApiError {
-        code: "invalid_field".to_owned(),
-        message,
-        errors: Some(errors),
-    };
-    (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
-}
 
 /// Events (agents, targets, sites, secrets), oldest first.
 #[utoipa::path(get, path = "/api/v1/events", tag = "logs", params(Page),

@@ -1,13 +1,13 @@
 //! Resources through the API: list with live health, read one, create,
-//! replace, delete. Writes go through [`crate::serving::Serving::write`]:
+//! replace, delete. Writes go through [`crate::proxy::serving::Serving::write`]:
 //! validated by the config file's rules, listeners bound before the store is
 //! written, live within the request.
 
-use crate::admin::{error, field_errors, ApiError, FieldError};
-use crate::admin_keys::{bad_json, store_error};
-use crate::api_keys::Caller;
+use crate::api::auth::Caller;
+use crate::api::error::{bad_json, store_error};
+use crate::api::error::{error, field_errors, ApiError, FieldError};
 use crate::config::{ApiResourceError, ResourceSpec};
-use crate::serving::{Change, WriteError};
+use crate::proxy::serving::{Change, WriteError};
 use crate::EdgeShared;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -89,7 +89,7 @@ pub(crate) async fn resource_status(shared: &EdgeShared) -> Vec<ResourceStatus> 
                 .map(|t| TargetStatus {
                     site: t.site.clone(),
                     address: t.address.clone(),
-                    health: match health.get(&crate::balance::check_id(&r.name, t)) {
+                    health: match health.get(&crate::tunnel::health::check_id(&r.name, t)) {
                         Some(true) => "healthy",
                         Some(false) => "unhealthy",
                         None => "unchecked",

@@ -2,13 +2,13 @@
 //! `DELETE /api/v1/sites/{id}`, `POST /api/v1/sites/{id}/rotate`.
 //!
 //! Sites made here live in the store only; their agents authenticate
-//! against the store's argon2 hashes (see [`site_secrets`]). Sites declared
+//! against the store's argon2 hashes (see `tunnel::admit`). Sites declared
 //! in the config file are read-only here (`managed_by_file`).
 
-use crate::admin::{error, ApiError};
-use crate::admin_keys::{bad_json, store_error};
-use crate::api_keys::Caller;
-use crate::auth::{generate_secret, hash_secret_blocking, SiteSecret};
+use crate::api::auth::Caller;
+use crate::api::error::{bad_json, store_error};
+use crate::api::error::{error, ApiError};
+use crate::tunnel::credentials::{generate_secret, hash_secret_blocking};
 use crate::EdgeShared;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -224,26 +224,5 @@ pub(crate) async fn rotate(
             .into_response()
         }
         Err(e) => store_error(e),
-    }
-}
-
-/// The secrets an agent of a store-managed site may present, current first,
-/// each with, for a rotated-out one, when its grace ends (Unix ms). Empty
-/// for unknown sites.
-pub(crate) async fn site_secrets(shared: &EdgeShared, id: &str) -> Vec<(SiteSecret, Option<i64>)> {
-    match shared.store.site_secrets(id).await {
-        Ok(secrets) => secrets
-            .into_iter()
-            .filter_map(|s| {
-                let until = s.retired_ms.map(|_| s.grace_until_ms.unwrap_or(0));
-                SiteSecret::from_hash(&s.secret_hash)
-                    .ok()
-                    .map(|h| (h, until))
-            })
-            .collect(),
-        Err(e) => {
-            tracing::warn!(site = %id, error = %e, "could not read the site's secrets from the store");
-            Vec::new()
-        }
     }
 }

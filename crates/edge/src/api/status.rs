@@ -3,10 +3,10 @@
 //! its agents (version, platform, config version applied, streams, bytes,
 //! old-secret flag) and every resource with its targets' health.
 
-use crate::admin::ApiError;
-use crate::admin_keys::store_error;
-use crate::admin_resources::{resource_status, ResourceStatus};
-use crate::registry::SiteStatus;
+use crate::api::error::store_error;
+use crate::api::error::ApiError;
+use crate::api::resources::{resource_status, ResourceStatus};
+use crate::tunnel::registry::SiteStatus;
 use crate::EdgeShared;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -52,7 +52,7 @@ pub(crate) async fn status(State(shared): State<Arc<EdgeShared>>) -> Response {
     let config_version = *shared.config_changed.borrow();
     Json(EdgeStatus {
         version: env!("CARGO_PKG_VERSION"),
-        min_agent_version: crate::tunnel::MIN_AGENT_VERSION,
+        min_agent_version: crate::tunnel::admit::MIN_AGENT_VERSION,
         config_version,
         tunnel_listen: shared.tunnel_addr.to_string(),
         tunnel_pin: shared.tunnel_pin.clone(),

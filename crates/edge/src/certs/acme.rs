@@ -9,8 +9,8 @@
 //! before a backoff (1 minute, doubling up to 1 hour), so a stream of
 //! handshakes cannot hammer the CA.
 
+use crate::certs::store::{CertStore, LoadedCert};
 use crate::config::AcmeSettings;
-use crate::tls_certs::{CertStore, LoadedCert};
 use instant_acme::{
     Account, AccountCredentials, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
     NewOrder, OrderStatus, RetryPolicy,

@@ -1,5 +1,11 @@
-//! The edge's tunnel certificate: loaded from `tunnel_cert`/`tunnel_key`, or
-//! generated once in `data_dir` and reused (agents pin its hash).
+//! Certificates. Here: the edge's tunnel certificate, loaded from
+//! `tunnel_cert`/`tunnel_key`, or generated once in `data_dir` and reused
+//! (agents pin its hash), and the private-file helpers. [`store`]: the
+//! certificates of terminated resources, chosen by SNI; [`acme`]: those
+//! ordered from an ACME CA.
+
+pub(crate) mod acme;
+pub(crate) mod store;
 
 use crate::EdgeError;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};

@@ -9,11 +9,12 @@
 
 mod api;
 mod raw;
+pub(crate) mod smtp;
 #[cfg(test)]
 mod tests;
 mod validate;
 
-use crate::auth::SiteSecret;
+use crate::tunnel::credentials::SiteSecret;
 pub use api::{parse_api_resource, ApiContext, ApiResourceError};
 pub use raw::{RawHealth as HealthSpec, RawResource as ResourceSpec, RawTarget as TargetSpec};
 use std::collections::BTreeMap;

@@ -247,7 +247,7 @@ impl<'a> Validator<'a> {
         }
         if let Some(e) = raw.email {
             let before = self.errors.len();
-            if let Err(msg) = crate::notify_email::parse_smtp_url(&e.smtp) {
+            if let Err(msg) = crate::config::smtp::parse_smtp_url(&e.smtp) {
                 self.error(span.clone(), "notify.email.smtp", msg);
             }
             for (key, addr) in

@@ -1,5 +1,5 @@
 //! Notifications to operators: a webhook (`[notify] webhook = { url,
-//! secret }`) and/or mail (`[notify.email]`, see [`crate::notify_email`])
+//! secret }`) and/or mail (`[notify.email]`, see [`crate::notify::email`])
 //! told about agents connecting and leaving, targets turning
 //! healthy or unhealthy, and sites going online or offline.
 //!
@@ -16,8 +16,13 @@
 //!   one at a time from one task, in order; the queue is bounded and a full
 //!   queue drops (and counts) rather than blocking the edge.
 
+pub(crate) mod email;
+pub(crate) mod notice;
+
+use notice::{notice, Notice};
+
 use crate::config::{NotifySettings, WebhookSettings};
-use crate::notify_email::Mailer;
+use crate::notify::email::Mailer;
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
@@ -30,16 +35,6 @@ const QUEUE: usize = 1024;
 const ATTEMPTS: u32 = 6;
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// One thing to tell.
-#[derive(Clone, Debug, serde::Serialize)]
-pub(crate) struct Notice {
-    pub(crate) id: String,
-    pub(crate) event: String,
-    pub(crate) subject: String,
-    pub(crate) at: String,
-    pub(crate) detail: serde_json::Value,
-}
 
 /// Where notices go; each has its own queue and delivery task, so a slow
 /// mail relay never delays the webhook.
@@ -137,16 +132,6 @@ impl Notifier {
         if self.tx.try_send(input).is_err() {
             tracing::warn!("notification queue full; a notification was dropped");
         }
-    }
-}
-
-fn notice(event: &str, subject: &str, detail: serde_json::Value) -> Notice {
-    Notice {
-        id: hex::encode(rand::random::<[u8; 8]>()),
-        event: event.to_owned(),
-        subject: subject.to_owned(),
-        at: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
-        detail,
     }
 }
 

@@ -1,4 +1,4 @@
-//! Getting a stream to a target: pick a target ([`crate::balance`]), pick an
+//! Getting a stream to a target: pick a target ([`crate::proxy::balance`]), pick an
 //! agent of its site, open, fall back to the next agent when a link fails
 //! before the agent answered, and to one other target when the agent could
 //! not connect to the first.
@@ -8,8 +8,8 @@
 //! is not, which is what makes losing one of several agents cost no failed
 //! connections.
 
-use crate::balance::{Pick, ResourceSlot, TargetGuard};
-use crate::registry::{AgentConn, Registry, StreamGuard};
+use crate::proxy::balance::{Pick, ResourceSlot, TargetGuard};
+use crate::tunnel::registry::{AgentConn, Registry, StreamGuard};
 use crate::EdgeShared;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -94,7 +94,7 @@ pub(crate) struct Connected {
 }
 
 /// How a request reaches its target: a fresh tunnel stream, or a
-/// connection `C` kept from an earlier request (see [`crate::origin_pool`]).
+/// connection `C` kept from an earlier request (see [`crate::proxy::http::origin_pool`]).
 pub(crate) enum Via<C> {
     Fresh(TunnelStream),
     Reused(C),

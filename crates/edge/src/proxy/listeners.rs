@@ -1,7 +1,7 @@
 //! The set of resource listeners, and how a new configuration changes it.
 //!
 //! Only tcp and udp resources have listeners of their own (http and tls
-//! share `https_listen`, see [`crate::https`]). Each listener reads its
+//! share `https_listen`, see [`crate::proxy::sni`]). Each listener reads its
 //! resource's [`ResourceSlot`] on every new connection. Applying a
 //! configuration is a diff: a resource whose kind and `listen` are unchanged
 //! keeps its socket (its slot gets the new settings when the new
@@ -9,9 +9,10 @@
 //! before anything changes, so a port conflict leaves the running set intact.
 //! Stopping a listener never touches connections already open.
 
-use crate::balance::{ResourceSlot, ResourceTable};
 use crate::config::{Resource, ResourceKind};
-use crate::{proxy_tcp, proxy_udp, EdgeError, EdgeShared};
+use crate::proxy::balance::{ResourceSlot, ResourceTable};
+use crate::proxy::{tcp, udp};
+use crate::{EdgeError, EdgeShared};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -142,20 +143,10 @@ impl Listeners {
         );
         match socket {
             Socket::Tcp(l) => {
-                tokio::spawn(proxy_tcp::serve(
-                    l,
-                    slot.clone(),
-                    shared.clone(),
-                    stop.clone(),
-                ));
+                tokio::spawn(tcp::serve(l, slot.clone(), shared.clone(), stop.clone()));
             }
             Socket::Udp(s) => {
-                tokio::spawn(proxy_udp::serve(
-                    s,
-                    slot.clone(),
-                    shared.clone(),
-                    stop.clone(),
-                ));
+                tokio::spawn(udp::serve(s, slot.clone(), shared.clone(), stop.clone()));
             }
         }
         self.running.insert(

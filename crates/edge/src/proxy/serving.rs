@@ -13,13 +13,13 @@
 //!   when it moved.
 //!
 //! Every applied change carries the store's `config_version`, which agents
-//! receive with their plan and acknowledge ([`crate::health`]); a
+//! receive with their plan and acknowledge ([`crate::tunnel::health`]); a
 //! reconnected agent gets the whole plan again, so it never serves an older
 //! version than the edge believes.
 
-use crate::balance::ResourceTable;
 use crate::config::{parse_api_resource, ApiContext, ApiResourceError, EdgeConfig, Resource};
-use crate::listeners::Listeners;
+use crate::proxy::balance::ResourceTable;
+use crate::proxy::listeners::Listeners;
 use crate::{state, EdgeError, EdgeShared};
 use std::collections::BTreeSet;
 use std::net::SocketAddr;

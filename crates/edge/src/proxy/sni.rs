@@ -7,12 +7,12 @@
 //!   service's key;
 //! - SNI of an `http` resource (or the configured default host): terminates
 //!   TLS, getting an ACME certificate first if needed, and serves HTTP
-//!   ([`crate::http_proxy`]);
+//!   ([`crate::proxy::http::serve`]);
 //! - anything else: closes the connection.
 
-use crate::balance::ResourceSlot;
-use crate::dispatch::connect;
-use crate::http_proxy::{serve_connection, ConnContext};
+use crate::proxy::balance::ResourceSlot;
+use crate::proxy::dispatch::connect;
+use crate::proxy::http::serve::{serve_connection, ConnContext};
 use crate::EdgeShared;
 use bytes::{Buf, Bytes};
 use std::io;
@@ -169,7 +169,7 @@ async fn passthrough(
             return;
         }
     };
-    crate::proxy_tcp::relay(tcp, peer, &resource, connected, &prefix).await;
+    crate::proxy::tcp::relay(tcp, peer, &resource, connected, &prefix).await;
 }
 
 /// A stream whose first bytes were already read: they are replayed first.

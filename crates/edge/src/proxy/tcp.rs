@@ -4,9 +4,9 @@
 //! as a half-close, and an abort on either side becomes a reset on the other
 //! (the client socket is closed with `SO_LINGER 0`).
 
-use crate::balance::ResourceSlot;
 use crate::config::Resource;
-use crate::dispatch::{connect, Connected};
+use crate::proxy::balance::ResourceSlot;
+use crate::proxy::dispatch::{connect, Connected};
 use crate::EdgeShared;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;

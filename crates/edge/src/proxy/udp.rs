@@ -2,8 +2,8 @@
 //! tunnel stream of length-prefixed datagrams, closed after `idle_timeout`
 //! without a datagram either way.
 
-use crate::balance::ResourceSlot;
-use crate::dispatch::{connect, Connected};
+use crate::proxy::balance::ResourceSlot;
+use crate::proxy::dispatch::{connect, Connected};
 use crate::EdgeShared;
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;

@@ -4,6 +4,7 @@
 //! logs it too. A hostile or broken peer costs at most one task and the
 //! handshake timeout.
 
+use crate::tunnel::credentials::SiteSecret;
 use crate::EdgeShared;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -136,7 +137,7 @@ async fn admit(accepted: Accepted, shared: Arc<EdgeShared>) {
             None,
         ),
         None => {
-            let secrets = crate::admin_sites::site_secrets(&shared, &hello.site_id).await;
+            let secrets = site_secrets(&shared, &hello.site_id).await;
             let mut outcome = (false, None);
             if secrets.is_empty() {
                 shared.verifier.check(None, hello.secret.clone()).await;
@@ -224,7 +225,7 @@ async fn admit(accepted: Accepted, shared: Arc<EdgeShared>) {
         agent.mark_old_secret(until);
         tracing::warn!(event = "agent_on_old_secret", site = %hello.site_id, agent = %hello.instance, "agent authenticated with a rotated-out secret still in its grace period; give it the new one");
     }
-    tokio::spawn(crate::health::run(agent.clone(), shared.clone()));
+    tokio::spawn(crate::tunnel::health::run(agent.clone(), shared.clone()));
     let mut go_away = link.go_away_watch();
     let reason = loop {
         tokio::select! {
@@ -249,6 +250,27 @@ async fn admit(accepted: Accepted, shared: Arc<EdgeShared>) {
         format!("site/{}", agent.site),
         serde_json::json!({ "agent": agent.instance, "reason": reason.to_string() }),
     );
+}
+
+/// The secrets an agent of a store-managed site may present, current first,
+/// each with, for a rotated-out one, when its grace ends (Unix ms). Empty
+/// for unknown sites.
+async fn site_secrets(shared: &EdgeShared, id: &str) -> Vec<(SiteSecret, Option<i64>)> {
+    match shared.store.site_secrets(id).await {
+        Ok(secrets) => secrets
+            .into_iter()
+            .filter_map(|s| {
+                let until = s.retired_ms.map(|_| s.grace_until_ms.unwrap_or(0));
+                SiteSecret::from_hash(&s.secret_hash)
+                    .ok()
+                    .map(|h| (h, until))
+            })
+            .collect(),
+        Err(e) => {
+            tracing::warn!(site = %id, error = %e, "could not read the site's secrets from the store");
+            Vec::new()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -150,12 +150,12 @@ pub(crate) async fn check(allow: &Allowlist, edge_host: &str, edge_port: u16) ->
                 .unwrap_or_default();
             // Quietly: a name that does not resolve has no addresses to cover.
             let resolved: BTreeMap<String, Vec<IpAddr>> =
-                crate::egress_cmd::lookup_names(allow, false)
+                crate::egress::system::lookup_names(allow, false)
                     .await
                     .into_iter()
                     .map(|(name, found)| (name, found.unwrap_or_default()))
                     .collect();
-            let resolvers = crate::egress_cmd::resolv_conf_nameservers();
+            let resolvers = crate::egress::system::resolv_conf_nameservers();
             let wall = Wall {
                 allow,
                 resolved: &resolved,

@@ -16,8 +16,8 @@
 //! or removed by someone else), the whole wall is applied again, and the
 //! counter starts over.
 
-use crate::egress_check::list_table_json;
-use crate::egress_cmd::{lookup_names, nft};
+use crate::egress::check::list_table_json;
+use crate::egress::system::{lookup_names, nft};
 use crate::Failure;
 use hickory_resolver::config::ResolveHosts;
 use hickory_resolver::TokioResolver;

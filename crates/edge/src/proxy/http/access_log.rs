@@ -5,8 +5,8 @@
 //! stalls a request.
 
 use crate::config::AccessLog;
-use crate::dispatch::Guards;
-use crate::http_proxy::{ResponseBody, TrackedBody};
+use crate::proxy::dispatch::Guards;
+use crate::proxy::http::body::{ResponseBody, TrackedBody};
 use http::Response;
 use http_body_util::BodyExt;
 use serde::Serialize;

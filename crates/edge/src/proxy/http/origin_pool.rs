@@ -23,7 +23,7 @@
 //!   charged per request, so least-active balancing and the status API see
 //!   requests, not idle connections.
 
-use crate::registry::AgentConn;
+use crate::tunnel::registry::AgentConn;
 use hyper::body::Incoming;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;

@@ -2,7 +2,9 @@
 //! redirect to HTTPS for every published host. Unknown hosts get a 404
 //! page; nothing is ever proxied in clear text.
 
-use crate::http_proxy::{full, page, ResponseBody, HEADER_TIMEOUT};
+use crate::proxy::http::body::{full, ResponseBody};
+use crate::proxy::http::pages::page;
+use crate::proxy::http::serve::HEADER_TIMEOUT;
 use crate::EdgeShared;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};

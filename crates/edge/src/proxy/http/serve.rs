@@ -19,31 +19,27 @@
 //! request the origin sees is re-serialised by hyper with framing of our
 //! choosing, never the client's bytes.
 
-use crate::access_log::AccessEntry;
-use crate::balance::target_token;
-use crate::dispatch::{connect_reusing, open_to_site, DispatchError, Guards, Via};
-use crate::origin_pool::Sender;
+use crate::proxy::balance::target_token;
+use crate::proxy::dispatch::{connect_reusing, open_to_site, Guards, Via};
+use crate::proxy::http::access_log::AccessEntry;
+use crate::proxy::http::body::{full, BoxError, ResponseBody};
+use crate::proxy::http::origin_pool::Sender;
+use crate::proxy::http::pages::{dispatch_page, page};
 use crate::EdgeShared;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Body, Frame, Incoming, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use warren_ingress::path::normalize;
 use warren_ingress::router::Route;
 use warren_proto::TargetProtocol;
 use warren_transport::TunnelStream;
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-pub(crate) type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// How long a client may take to send a request's headers (slowloris).
 pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -84,34 +80,6 @@ where
     {
         tracing::debug!(error = %e, "client connection ended with an error");
     }
-}
-
-/// A small HTML page for errors the edge answers itself.
-pub(crate) fn page(status: StatusCode, detail: &str) -> Response<ResponseBody> {
-    let reason = status.canonical_reason().unwrap_or("");
-    let escaped = detail
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;");
-    let body = format!(
-        "<!doctype html><title>{code} {reason}</title><h1>{code} {reason}</h1><p>{escaped}</p>\n",
-        code = status.as_u16()
-    );
-    let mut resp = Response::new(full(body));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
-}
-
-pub(crate) fn full(body: impl Into<Bytes>) -> ResponseBody {
-    Full::new(body.into())
-        .map_err(|e| match e {})
-        .boxed_unsync()
 }
 
 /// Host (lower-case, no port) and the authority string as sent.
@@ -444,68 +412,4 @@ async fn origin_handshake(stream: TunnelStream) -> Result<Sender, Response<Respo
         }
     });
     Ok(sender)
-}
-
-fn dispatch_page(resource: &str, e: &DispatchError) -> Response<ResponseBody> {
-    match e {
-        DispatchError::NoHealthyTarget => page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!("`{resource}` has no healthy target right now"),
-        ),
-        DispatchError::NoAgent(site) => page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!("`{resource}` is unavailable: site `{site}` has no connected agent"),
-        ),
-        DispatchError::Refused { message, .. } => page(
-            StatusCode::BAD_GATEWAY,
-            &format!("`{resource}` could not be reached: {message}"),
-        ),
-        DispatchError::AllFailed { .. } => page(
-            StatusCode::BAD_GATEWAY,
-            &format!("`{resource}` could not be reached: {e}"),
-        ),
-    }
-}
-
-/// A response body that holds the stream's guards and reports its size
-/// when it ends.
-pub(crate) struct TrackedBody {
-    pub(crate) inner: ResponseBody,
-    pub(crate) on_end: Option<Box<dyn FnOnce(u64) + Send>>,
-    pub(crate) bytes: u64,
-    pub(crate) _guards: Option<Guards>,
-}
-
-impl Body for TrackedBody {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(d) = frame.data_ref() {
-                self.bytes += d.len() as u64;
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for TrackedBody {
-    fn drop(&mut self) {
-        if let Some(f) = self.on_end.take() {
-            f(self.bytes);
-        }
-    }
 }

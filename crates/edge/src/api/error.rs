@@ -1,0 +1,81 @@
+//! The API's errors: one JSON shape, a stable `code` for programs and a
+//! message for people, and how store and body errors map onto it.
+
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use warren_store::StoreError;
+
+/// The JSON error every endpoint answers with.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct ApiError {
+    /// Stable, for programs: `unauthenticated`, `invalid_token`,
+    /// `key_expired`, `read_only_key`, `invalid_json`, `invalid_field`,
+    /// `not_found`, `conflict`, `port_in_use`, `managed_by_file`,
+    /// `store_unavailable`, `internal`.
+    code: String,
+    /// For people.
+    message: String,
+    /// `invalid_field`: every problem, by field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    errors: Option<Vec<FieldError>>,
+}
+
+/// One invalid field.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct FieldError {
+    /// e.g. `listen`, `targets[0].site`.
+    pub(crate) field: String,
+    /// What is wrong.
+    pub(crate) message: String,
+}
+
+/// The JSON error every endpoint answers with: a stable `code` and a
+/// message for people.
+pub(crate) fn error(status: StatusCode, code: &'static str, message: String) -> Response {
+    let body = ApiError {
+        code: code.to_owned(),
+        message,
+        errors: None,
+    };
+    (status, Json(body)).into_response()
+}
+
+/// [`error`] with the problems of each field.
+pub(crate) fn field_errors(message: String, errors: Vec<FieldError>) -> Response {
+    let body = ApiError {
+        code: "invalid_field".to_owned(),
+        message,
+        errors: Some(errors),
+    };
+    (StatusCode::UNPROCESSABLE_ENTITY, Json(body)).into_response()
+}
+
+/// A store error as the API's JSON error.
+pub(crate) fn store_error(e: StoreError) -> Response {
+    match e {
+        StoreError::NotFound { .. } => error(StatusCode::NOT_FOUND, "not_found", e.to_string()),
+        StoreError::Conflict(_) => error(StatusCode::CONFLICT, "conflict", e.to_string()),
+        StoreError::ManagedByFile { .. } => {
+            error(StatusCode::CONFLICT, "managed_by_file", e.to_string())
+        }
+        other => {
+            tracing::warn!(error = %other, "store request failed");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                format!("the state store failed: {other}"),
+            )
+        }
+    }
+}
+
+/// A body that is not the JSON the endpoint takes.
+pub(crate) fn bad_json(rejection: JsonRejection) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "invalid_json",
+        rejection.body_text(),
+    )
+}

@@ -27,7 +27,7 @@ pub(crate) const FILE_ACTOR: &str = "config-file";
 /// Opens the store the configuration names.
 pub(crate) async fn open(config: &EdgeConfig) -> Result<Store, EdgeError> {
     let store = match &config.database {
-        Some(url) => Store::open_url(url).await,
+        Some(url) => Store::open_url(url.expose()).await,
         None => Store::open_sqlite(&config.data_dir.join("warren.db")).await,
     };
     store.map_err(EdgeError::Store)

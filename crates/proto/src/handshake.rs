@@ -11,8 +11,8 @@
 //! side can print. Only the body and the frames after the handshake change with
 //! the version. All integers are big-endian.
 
+use crate::secret::Secret;
 use serde::{Deserialize, Serialize};
-use std::fmt;
 
 /// Opens every handshake, in both directions.
 pub const MAGIC: [u8; 6] = *b"WARREN";
@@ -26,32 +26,21 @@ pub const MAX_BODY_LEN: usize = 16 * 1024;
 const HELLO_HEADER_LEN: usize = 6 + 2 + 4;
 const REPLY_HEADER_LEN: usize = 6 + 2 + 1 + 4;
 
-/// What an agent says when it dials in.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What an agent says when it dials in. (`Debug` shows no secret: see [`Secret`].)
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Hello {
     /// The site this agent serves.
     pub site_id: String,
     /// The site secret. Only ever sent inside the encrypted link.
-    pub secret: String,
+    #[serde(serialize_with = "Secret::serialize_exposed")]
+    pub secret: Secret,
     /// The agent's software version (`CARGO_PKG_VERSION`).
     pub agent_version: String,
     /// `os/arch` of the agent.
     pub platform: String,
     /// Random per-process id, so the edge can tell twins with equal credentials apart.
     pub instance: String,
-}
-
-impl fmt::Debug for Hello {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Hello")
-            .field("site_id", &self.site_id)
-            .field("secret", &"***")
-            .field("agent_version", &self.agent_version)
-            .field("platform", &self.platform)
-            .field("instance", &self.instance)
-            .finish()
-    }
 }
 
 /// The edge's acceptance.

@@ -13,6 +13,7 @@
 //!   control with auto-tuned windows, keepalive, validation of hostile input.
 //! * [`datagram`]: length-prefixed datagrams carried inside a stream (UDP).
 //! * [`health`]: health-check plans the edge sends an agent, and its reports.
+//! * [`secret`]: the one type every secret is held in.
 //!
 //! Invariant: nothing here touches a socket, spawns a task or reads the clock.
 
@@ -21,9 +22,11 @@ pub mod frame;
 pub mod handshake;
 pub mod health;
 pub mod open;
+pub mod secret;
 pub mod session;
 
 pub use frame::{Frame, FrameError, StreamId};
 pub use handshake::{Hello, Refusal, RefusalCode, Welcome, PROTOCOL_VERSION};
 pub use open::{OpenReply, OpenRequest, RefuseReason, TargetProtocol};
+pub use secret::Secret;
 pub use session::{Event, ProtocolError, Role, Session, SessionConfig};

@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use warren_egress::Allowlist;
-use warren_proto::{Hello, SessionConfig};
+use warren_proto::{Hello, Secret, SessionConfig};
 use warren_transport::tls::EdgeTrust;
 use warren_transport::{
     dial, DialConfig, DialError, Endpoint, GoAwayReason, Link, LinkError, TransportChoice,
@@ -42,7 +42,7 @@ pub struct SiteConfig {
     /// Site id.
     pub site_id: String,
     /// Site secret.
-    pub secret: String,
+    pub secret: Secret,
     /// How to trust the edge.
     pub trust: EdgeTrust,
     /// QUIC, TCP or auto.
@@ -68,7 +68,7 @@ impl fmt::Debug for SiteConfig {
         f.debug_struct("SiteConfig")
             .field("endpoint", &self.endpoint)
             .field("site_id", &self.site_id)
-            .field("secret", &"***")
+            .field("secret", &self.secret)
             .field("transport", &self.transport)
             .field("allowlist", &self.allowlist.to_string())
             .finish_non_exhaustive()
@@ -80,7 +80,7 @@ impl SiteConfig {
     pub fn new(
         endpoint: Endpoint,
         site_id: String,
-        secret: String,
+        secret: Secret,
         trust: EdgeTrust,
         allowlist: Allowlist,
     ) -> Self {

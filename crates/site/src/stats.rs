@@ -2,9 +2,10 @@
 //! (`/metrics` in Prometheus text format, `/healthz`: 200 while a link to the
 //! edge is up, 503 otherwise).
 
-use axum::http::StatusCode;
-use axum::routing::get;
-use axum::Router;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -94,23 +95,55 @@ impl Stats {
     }
 }
 
-/// Serves `/metrics` and `/healthz` on `listener` until the process ends.
+/// Serves `/metrics` and `/healthz` on `listener` until the process ends:
+/// plain HTTP/1.1 through hyper (two read-only routes need no framework).
 pub async fn serve_metrics(listener: tokio::net::TcpListener, stats: Arc<Stats>) {
-    let s1 = stats.clone();
-    let app = Router::new()
-        .route("/metrics", get(move || async move { s1.render() }))
-        .route(
-            "/healthz",
-            get(move || async move {
-                if stats.connected.load(Ordering::Relaxed) {
-                    (StatusCode::OK, "ok\n")
-                } else {
-                    (
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        "not connected to the edge\n",
-                    )
-                }
-            }),
-        );
-    let _ = axum::serve(listener, app).await;
+    loop {
+        let tcp = match listener.accept().await {
+            Ok((tcp, _)) => tcp,
+            Err(e) => {
+                // Out of descriptors, say: wait rather than spin.
+                tracing::debug!(error = %e, "metrics listener: accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let stats = stats.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let answer = answer(&stats, &req);
+                async move { Ok::<_, std::convert::Infallible>(answer) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .header_read_timeout(std::time::Duration::from_secs(10))
+                .timer(hyper_util::rt::TokioTimer::new())
+                .serve_connection(TokioIo::new(tcp), service)
+                .await;
+        });
+    }
+}
+
+fn answer<B>(stats: &Stats, req: &Request<B>) -> Response<Full<Bytes>> {
+    let (status, body) = if req.method() != Method::GET && req.method() != Method::HEAD {
+        (StatusCode::METHOD_NOT_ALLOWED, "GET only\n".to_owned())
+    } else {
+        match req.uri().path() {
+            "/metrics" => (StatusCode::OK, stats.render()),
+            "/healthz" if stats.connected.load(Ordering::Relaxed) => {
+                (StatusCode::OK, "ok\n".to_owned())
+            }
+            "/healthz" => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not connected to the edge\n".to_owned(),
+            ),
+            _ => (StatusCode::NOT_FOUND, "not found\n".to_owned()),
+        }
+    };
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
 }

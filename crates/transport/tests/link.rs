@@ -36,7 +36,7 @@ async fn pair(transport: TransportChoice) -> Pair {
     let edge = tokio::spawn(async move {
         let accepted = listener.accept().await.unwrap();
         let (pending, hello) = accepted.start(Duration::from_secs(5)).await.unwrap();
-        assert_eq!(hello.unwrap().secret, "s3cret");
+        assert_eq!(hello.unwrap().secret.expose(), "s3cret");
         let link = pending
             .welcome(Welcome {
                 edge_version: "t".into(),

@@ -90,8 +90,9 @@ pub(crate) struct SiteArgs {
     #[arg(long, env = "WARREN_ID", required = true)]
     pub(crate) id: Option<String>,
     /// Site secret (prefer the environment variable: it stays out of `ps`).
-    #[arg(long, env = "WARREN_SECRET", hide_env_values = true, required = true)]
-    pub(crate) secret: Option<String>,
+    #[arg(long, env = "WARREN_SECRET", hide_env_values = true, required = true,
+        value_parser = |s: &str| Ok::<_, std::convert::Infallible>(warren_proto::Secret::new(s)))]
+    pub(crate) secret: Option<warren_proto::Secret>,
     /// Allow the agent to connect to TARGET (HOST_OR_CIDR:PORT[-PORT]/tcp|udp). Repeatable.
     /// In WARREN_ALLOW, separate entries with commas.
     #[arg(

@@ -40,7 +40,7 @@ secret_hash = "{hash}"
 # listen  = "0.0.0.0:2222"
 # targets = [{{ site = "{id}", address = "127.0.0.1:22" }}]
 "#,
-            hash = hash_secret(&secret),
+            hash = hash_secret(secret.expose()),
             tunnel = args.tunnel_listen,
             admin = args.admin_listen,
         );
@@ -54,9 +54,10 @@ secret_hash = "{hash}"
         .unwrap_or_default();
     crate::edge_cmd::serve(config, &config_path, |edge| {
         let port = edge.tunnel_addr().port();
+        // Shown once, on purpose: the operator copies it to the site.
         let secret = first_secret
-            .clone()
-            .unwrap_or_else(|| "<SECRET-SHOWN-AT-FIRST-RUN>".into());
+            .as_ref()
+            .map_or("<SECRET-SHOWN-AT-FIRST-RUN>", |s| s.expose());
         println!(
             "\nWarren edge is up.\n\
              \n  config:     {config}\

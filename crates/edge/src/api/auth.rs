@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
+use warren_proto::Secret;
 use warren_store::{now_ms, Scope, Store};
 
 const PREFIX: &str = "wrn_";
@@ -31,7 +32,7 @@ const CACHE_FOR: Duration = Duration::from_secs(60);
 /// A parsed token.
 pub(crate) struct Token {
     pub(crate) id: String,
-    secret: String,
+    secret: Secret,
 }
 
 impl Token {
@@ -39,7 +40,7 @@ impl Token {
     pub(crate) fn generate() -> Token {
         Token {
             id: hex::encode(rand::random::<[u8; 6]>()),
-            secret: hex::encode(rand::random::<[u8; 16]>()),
+            secret: Secret::new(hex::encode(rand::random::<[u8; 16]>())),
         }
     }
 
@@ -50,13 +51,13 @@ impl Token {
         let hex = |s: &str, len: usize| s.len() == len && s.bytes().all(|b| b.is_ascii_hexdigit());
         (hex(id, 12) && hex(secret, 32)).then(|| Token {
             id: id.to_ascii_lowercase(),
-            secret: secret.to_ascii_lowercase(),
+            secret: Secret::new(secret.to_ascii_lowercase()),
         })
     }
 
     /// The text to hand to the operator.
     pub(crate) fn reveal(&self) -> String {
-        format!("{PREFIX}{}_{}", self.id, self.secret)
+        format!("{PREFIX}{}_{}", self.id, self.secret.expose())
     }
 
     /// The argon2id hash to store (computed on the blocking pool).
@@ -131,7 +132,7 @@ impl ApiAuth {
             .trim();
         let token = Token::parse(text).ok_or(AuthError::Malformed)?;
         let key = store.api_key(&token.id).await?;
-        let digest: [u8; 32] = Sha256::digest(token.secret.as_bytes()).into();
+        let digest: [u8; 32] = Sha256::digest(token.secret.expose().as_bytes()).into();
         let cached = {
             let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
             verified

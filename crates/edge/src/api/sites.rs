@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use std::sync::Arc;
 use std::time::Duration;
+use warren_proto::Secret;
 use warren_store::{ManagedBy, SiteRecord, StoreError};
 
 /// The default grace of a rotated-out secret.
@@ -59,7 +60,7 @@ pub(crate) struct RotatedSecret {
     grace_s: u64,
 }
 
-async fn hashed(secret: String) -> Result<String, Response> {
+async fn hashed(secret: Secret) -> Result<String, Response> {
     hash_secret_blocking(secret).await.map_err(|_| {
         error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -108,7 +109,14 @@ pub(crate) async fn create(
         .create_site(&caller.key_id, &new.id, &name, ManagedBy::Api, &hash)
         .await
     {
-        Ok(site) => (StatusCode::CREATED, Json(CreatedSite { site, secret })).into_response(),
+        Ok(site) => (
+            StatusCode::CREATED,
+            Json(CreatedSite {
+                site,
+                secret: secret.expose().to_owned(),
+            }),
+        )
+            .into_response(),
         Err(e) => store_error(e),
     }
 }
@@ -218,7 +226,7 @@ pub(crate) async fn rotate(
             }
             Json(RotatedSecret {
                 id,
-                secret,
+                secret: secret.expose().to_owned(),
                 grace_s: grace.as_secs(),
             })
             .into_response()

@@ -25,6 +25,7 @@ use std::time::Duration;
 use validate::Validator;
 pub use warren_ingress::proxy_header::Version as ProxyVersion;
 pub use warren_proto::health::Probe;
+use warren_proto::Secret;
 
 /// One problem in a configuration file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,8 +200,9 @@ impl Default for NotifySettings {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EmailSettings {
     /// `smtps://[user:pass@]host[:465]`, `smtp://...` (STARTTLS, required)
-    /// or `smtp://host?tls=none` (loopback relays only).
-    pub smtp: String,
+    /// or `smtp://host?tls=none` (loopback relays only). A secret: it may
+    /// hold the relay's password.
+    pub smtp: Secret,
     /// Sender address.
     pub from: String,
     /// Recipients, at least one.
@@ -215,7 +217,7 @@ pub struct WebhookSettings {
     /// `http://` or `https://` URL.
     pub url: String,
     /// HMAC key for `X-Warren-Signature`.
-    pub secret: Option<String>,
+    pub secret: Option<Secret>,
 }
 
 /// Automatic certificates.
@@ -271,8 +273,9 @@ pub struct EdgeConfig {
     pub tunnel_cert: Option<(PathBuf, PathBuf)>,
     /// How long a shutdown waits for open streams.
     pub drain_timeout: Duration,
-    /// PostgreSQL URL; `None` keeps the state in SQLite in `data_dir`.
-    pub database: Option<String>,
+    /// PostgreSQL URL (a secret: it may hold a password); `None` keeps the
+    /// state in SQLite in `data_dir`.
+    pub database: Option<Secret>,
     /// Access log destination; none when absent.
     pub access_log: Option<AccessLog>,
     /// Certificates for terminated resources.

@@ -3,6 +3,7 @@
 use serde::Deserialize;
 use std::path::PathBuf;
 use toml::Spanned;
+use warren_proto::Secret;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,7 +34,7 @@ pub(super) struct RawEdge {
     pub(super) admin_listen: Spanned<String>,
     pub(super) tunnel_cert: Option<PathBuf>,
     pub(super) tunnel_key: Option<PathBuf>,
-    pub(super) database: Option<Spanned<String>>,
+    pub(super) database: Option<Spanned<Secret>>,
     pub(super) drain_timeout: Option<Spanned<String>>,
     pub(super) access_log: Option<Spanned<String>>,
 }
@@ -77,7 +78,7 @@ pub(super) struct RawAcme {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSite {
     pub(super) id: String,
-    pub(super) secret: Option<String>,
+    pub(super) secret: Option<Secret>,
     pub(super) secret_hash: Option<String>,
 }
 
@@ -172,7 +173,7 @@ pub(super) struct RawNotify {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawEmail {
-    pub(super) smtp: String,
+    pub(super) smtp: Secret,
     pub(super) from: String,
     pub(super) to: Vec<String>,
     pub(super) ca: Option<PathBuf>,
@@ -182,5 +183,5 @@ pub(super) struct RawEmail {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawWebhook {
     pub(super) url: String,
-    pub(super) secret: Option<String>,
+    pub(super) secret: Option<Secret>,
 }

@@ -7,13 +7,16 @@
 //! * `smtp://host:25?tls=none`: no TLS, for a relay on loopback only.
 //!
 
+use warren_proto::Secret;
+
 /// How the relay is reached, parsed from the `smtp` URL.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) struct SmtpUrl {
     pub(crate) host: String,
     pub(crate) port: u16,
     pub(crate) mode: TlsMode,
-    pub(crate) credentials: Option<(String, String)>,
+    /// User and password.
+    pub(crate) credentials: Option<(String, Secret)>,
 }
 
 /// When TLS starts.
@@ -50,7 +53,7 @@ pub(crate) fn parse_smtp_url(url: &str) -> Result<SmtpUrl, String> {
     let credentials = match (parsed.username(), parsed.password()) {
         ("", None) => None,
         (user, Some(pass)) if !user.is_empty() => {
-            Some((percent_decode(user), percent_decode(pass)))
+            Some((percent_decode(user), Secret::new(percent_decode(pass))))
         }
         _ => return Err("credentials need both user and password (smtp://user:pass@host)".into()),
     };
@@ -80,6 +83,7 @@ mod tests {
         let u = parse_smtp_url("smtps://bob:p%40ss@relay.example.com").unwrap();
         assert_eq!((u.mode, u.port), (TlsMode::Implicit, 465));
         assert_eq!(u.credentials, Some(("bob".into(), "p@ss".into())));
+        assert!(!format!("{u:?}").contains("p@ss"), "{u:?}");
         let u = parse_smtp_url("smtp://127.0.0.1:2525?tls=none").unwrap();
         assert_eq!(
             (u.mode, u.port, u.host.as_str()),

@@ -230,3 +230,46 @@ fn secrets_never_reach_debug_output() {
     let c = parse(GOOD).unwrap();
     assert!(!format!("{c:?}").contains("S3CRET"));
 }
+
+#[test]
+fn debug_output_shows_no_secret() {
+    let text = r#"
+[edge]
+tunnel_listen = "127.0.0.1:0"
+database = "postgres://warren:db-pass-1@db.internal/warren"
+
+[[site]]
+id = "home"
+secret = "site-secret-2"
+
+[notify]
+webhook = { url = "https://hooks.example.com/w", secret = "hook-key-3" }
+
+[notify.email]
+smtp = "smtps://mailer:smtp-pass-4@relay.example.com"
+from = "warren@example.com"
+to = ["ops@example.com"]
+"#;
+    let c = parse(text).unwrap();
+    // Not vacuous: the secrets were read, and reach the code that uses them.
+    assert_eq!(
+        c.database.as_ref().map(|d| d.expose()),
+        Some("postgres://warren:db-pass-1@db.internal/warren")
+    );
+    let webhook = c.notify.webhook.as_ref().unwrap();
+    assert_eq!(webhook.secret.as_ref().unwrap().expose(), "hook-key-3");
+    assert!(c
+        .notify
+        .email
+        .as_ref()
+        .unwrap()
+        .smtp
+        .expose()
+        .contains("smtp-pass-4"));
+    assert!(c.sites["home"].secret.verify(&"site-secret-2".into()));
+    let shown = format!("{c:?} {c:#?}");
+    for secret in ["db-pass-1", "site-secret-2", "hook-key-3", "smtp-pass-4"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    assert!(shown.contains("***"), "{shown}");
+}

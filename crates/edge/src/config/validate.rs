@@ -128,9 +128,9 @@ impl<'a> Validator<'a> {
             .as_ref()
             .and_then(|v| self.socket_addr(v, "edge.https_listen"));
         let database = edge.database.as_ref().and_then(|db| {
-            let url = db.get_ref();
+            let url = db.get_ref().expose();
             if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-                Some(url.clone())
+                Some(db.get_ref().clone())
             } else {
                 self.error(
                     Some(db.span()),
@@ -247,7 +247,7 @@ impl<'a> Validator<'a> {
         }
         if let Some(e) = raw.email {
             let before = self.errors.len();
-            if let Err(msg) = crate::config::smtp::parse_smtp_url(&e.smtp) {
+            if let Err(msg) = crate::config::smtp::parse_smtp_url(e.smtp.expose()) {
                 self.error(span.clone(), "notify.email.smtp", msg);
             }
             for (key, addr) in
@@ -358,7 +358,7 @@ impl<'a> Validator<'a> {
                     self.error(Some(span.clone()), format!("{key}.secret"), "empty secret");
                     None
                 }
-                (Some(s), None) => Some(SiteSecret::plain(s)),
+                (Some(s), None) => Some(SiteSecret::plain(&s)),
                 (None, Some(h)) => match SiteSecret::from_hash(&h) {
                     Ok(s) => Some(s),
                     Err(e) => {

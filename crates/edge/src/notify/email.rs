@@ -26,7 +26,7 @@ pub(crate) struct Mailer {
 impl Mailer {
     /// Builds the client; fails on a bad URL, address or CA file.
     pub(crate) fn new(settings: &EmailSettings) -> Result<Mailer, String> {
-        let url = parse_smtp_url(&settings.smtp)?;
+        let url = parse_smtp_url(settings.smtp.expose())?;
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(url.host.clone())
             .port(url.port)
             .timeout(Some(SMTP_TIMEOUT));
@@ -45,7 +45,7 @@ impl Mailer {
             });
         }
         if let Some((user, pass)) = url.credentials {
-            builder = builder.credentials(Credentials::new(user, pass));
+            builder = builder.credentials(Credentials::new(user, pass.expose().to_owned()));
         }
         let from = settings
             .from

@@ -56,8 +56,10 @@ impl Sink {
             Sink::Webhook(w) => {
                 let body = serde_json::to_vec(n).unwrap_or_default();
                 let signature = w.secret.as_ref().map(|key| {
-                    let key =
-                        aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, key.as_bytes());
+                    let key = aws_lc_rs::hmac::Key::new(
+                        aws_lc_rs::hmac::HMAC_SHA256,
+                        key.expose().as_bytes(),
+                    );
                     format!(
                         "sha256={}",
                         hex::encode(aws_lc_rs::hmac::sign(&key, &body).as_ref())

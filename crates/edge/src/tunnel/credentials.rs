@@ -14,6 +14,7 @@ use std::fmt;
 use std::sync::{Arc, OnceLock};
 use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
+use warren_proto::Secret;
 
 /// A site's secret as the edge keeps it.
 #[derive(Clone)]
@@ -35,8 +36,8 @@ impl fmt::Debug for SiteSecret {
 
 impl SiteSecret {
     /// From a secret given in clear.
-    pub fn plain(secret: String) -> Self {
-        SiteSecret::Plain(Sha256::digest(secret.as_bytes()).into())
+    pub fn plain(secret: &Secret) -> Self {
+        SiteSecret::Plain(Sha256::digest(secret.expose().as_bytes()).into())
     }
 
     /// From an argon2 PHC hash string.
@@ -54,7 +55,8 @@ impl SiteSecret {
 
     /// Whether `presented` is this secret. Blocking (argon2): call it from
     /// the blocking pool.
-    pub fn verify(&self, presented: &str) -> bool {
+    pub fn verify(&self, presented: &Secret) -> bool {
+        let presented = presented.expose();
         match self {
             SiteSecret::Plain(digest) => {
                 let got: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
@@ -82,13 +84,13 @@ pub fn hash_secret(secret: &str) -> String {
 
 /// [`hash_secret`] on the blocking pool: argon2 takes tens of milliseconds,
 /// too long for an async worker thread.
-pub async fn hash_secret_blocking(secret: String) -> Result<String, tokio::task::JoinError> {
-    tokio::task::spawn_blocking(move || hash_secret(&secret)).await
+pub async fn hash_secret_blocking(secret: Secret) -> Result<String, tokio::task::JoinError> {
+    tokio::task::spawn_blocking(move || hash_secret(secret.expose())).await
 }
 
 /// A new random secret: 32 hex digits (128 bits).
-pub fn generate_secret() -> String {
-    hex::encode(rand::random::<[u8; 16]>())
+pub fn generate_secret() -> Secret {
+    Secret::new(hex::encode(rand::random::<[u8; 16]>()))
 }
 
 fn dummy_secret() -> &'static SiteSecret {
@@ -113,7 +115,7 @@ impl Default for Verifier {
 impl Verifier {
     /// Whether `presented` matches `expected`; `None` (unknown site) does the
     /// same work and fails.
-    pub async fn check(&self, expected: Option<SiteSecret>, presented: String) -> bool {
+    pub async fn check(&self, expected: Option<SiteSecret>, presented: Secret) -> bool {
         let Ok(_permit) = self.permits.acquire().await else {
             return false;
         };
@@ -136,11 +138,11 @@ mod tests {
     #[test]
     fn hashed_and_plain_secrets_verify() {
         let h = SiteSecret::from_hash(&hash_secret("right")).unwrap();
-        assert!(h.verify("right"));
-        assert!(!h.verify("wrong"));
-        let p = SiteSecret::plain("right".into());
-        assert!(p.verify("right"));
-        assert!(!p.verify("righ"));
+        assert!(h.verify(&"right".into()));
+        assert!(!h.verify(&"wrong".into()));
+        let p = SiteSecret::plain(&"right".into());
+        assert!(p.verify(&"right".into()));
+        assert!(!p.verify(&"righ".into()));
     }
 
     #[test]
@@ -152,7 +154,7 @@ mod tests {
     #[test]
     fn generated_secrets_are_long_and_distinct() {
         let (a, b) = (generate_secret(), generate_secret());
-        assert_eq!(a.len(), 32);
+        assert_eq!(a.expose().len(), 32);
         assert_ne!(a, b);
     }
 }

@@ -39,6 +39,13 @@ pub(crate) struct HttpLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct HttpErrorLabels {
+    pub(crate) resource: String,
+    /// Who failed: `client`, `tunnel`, `agent` or `upstream`.
+    pub(crate) source: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ResourceLabels {
     pub(crate) resource: String,
 }
@@ -74,6 +81,8 @@ pub(crate) struct EdgeMetrics {
     pub(crate) http_requests: Family<HttpLabels, Counter>,
     /// Time from request to response head, by resource.
     pub(crate) http_latency: HistogramFamily,
+    /// HTTP requests that ended at the edge, by resource and who failed.
+    pub(crate) http_errors: Family<HttpErrorLabels, Counter>,
 }
 
 impl EdgeMetrics {
@@ -103,12 +112,19 @@ impl EdgeMetrics {
             "time from a request to its response head, by resource",
             http_latency.clone(),
         );
+        let http_errors = Family::<HttpErrorLabels, Counter>::default();
+        registry.register(
+            "http_errors",
+            "HTTP requests that ended at the edge with an error page, by resource and who failed",
+            http_errors.clone(),
+        );
         EdgeMetrics {
             registry,
             handshake_failures,
             agent_connects,
             http_requests,
             http_latency,
+            http_errors,
         }
     }
 
@@ -117,6 +133,17 @@ impl EdgeMetrics {
         self.handshake_failures
             .get_or_create(&ReasonLabels {
                 reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts an HTTP request that ended at the edge, by who failed.
+    pub(crate) fn http_failed(&self, resource: &str, source: &'static str) {
+        let resource = if resource.is_empty() { "-" } else { resource };
+        self.http_errors
+            .get_or_create(&HttpErrorLabels {
+                resource: resource.to_owned(),
+                source,
             })
             .inc();
     }

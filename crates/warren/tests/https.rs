@@ -128,6 +128,10 @@ async fn routes_by_host_and_path_and_sets_forwarding_headers() {
     assert_eq!(line["client_ip"], "127.0.0.1");
     assert_eq!(line["upstream"], app.addr.to_string());
     assert!(line["bytes"].as_u64().unwrap() > 0 && line["agent"].as_str().is_some());
+    // It passed the access phase, which says the resource is open to all;
+    // it ended at the origin, not at the edge.
+    assert_eq!(line["access"], "open", "{line}");
+    assert!(line.get("error_source").is_none(), "{line}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -479,4 +483,99 @@ async fn without_default_host_handshakes_with_no_or_an_unknown_sni_are_closed() 
                 v["event"] == "tls_unknown_name" && v["sni"] == sni.unwrap_or("")
             });
     }
+}
+
+/// An agent that takes the edge's open and never answers: the visitor gets
+/// a 504 (not a 502) once the open times out, and the edge names the tunnel
+/// as who failed, in the page's status, the access log and the metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_that_never_answers_an_open_is_a_504_from_the_tunnel() {
+    use warren_transport::tls::{self, EdgeTrust};
+    let dir = tempfile::tempdir().unwrap();
+    let target: std::net::SocketAddr = "127.0.0.1:9".parse().unwrap();
+    let spec = web::web_spec(
+        vec![ResourceSpec::http("app", "app.test", "home", target)],
+        dir.path(),
+    );
+    let edge = warren_testkit::EdgeProcess::start(common::bin(), dir.path(), &spec);
+    // Admitted with the site's secret; holds every stream the edge opens.
+    let cfg = warren_transport::DialConfig {
+        endpoint: warren_transport::Endpoint {
+            host: "127.0.0.1".into(),
+            port: edge.tunnel.port(),
+        },
+        tls: tls::client_config(&EdgeTrust::Pin(tls::parse_pin(&edge.pin).unwrap())).unwrap(),
+        transport: warren_transport::TransportChoice::Tcp,
+        hello: warren_proto::Hello {
+            site_id: "home".into(),
+            secret: spec.sites[0].1.as_str().into(),
+            agent_version: env!("CARGO_PKG_VERSION").into(),
+            platform: "test".into(),
+            instance: "silent".into(),
+        },
+        protocol_version: warren_proto::PROTOCOL_VERSION,
+        session: warren_proto::SessionConfig::default(),
+        connect_timeout: std::time::Duration::from_secs(10),
+    };
+    let (link, _) = warren_transport::dial(&cfg).await.expect("admitted");
+    let held = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some(stream) = link.accept().await {
+            held.push(stream);
+        }
+    });
+    edge.process.wait_event("agent_connected");
+
+    let port = edge.https.unwrap().port();
+    let out = tokio::process::Command::new("curl")
+        .args(["-sS", "--max-time", "60", "--cacert"])
+        .arg(dir.path().join("cert.pem"))
+        .arg("--resolve")
+        .arg(format!("app.test:{port}:127.0.0.1"))
+        .args(["-w", "\n%{http_code}"])
+        .arg(format!("https://app.test:{port}/slow"))
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    assert_eq!(status, "504", "{text}");
+    assert!(body.contains("no agent of site `home` answered"), "{body}");
+
+    let metrics = {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(edge.admin).unwrap();
+        write!(
+            s,
+            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut resp = String::new();
+        s.read_to_string(&mut resp).unwrap();
+        resp
+    };
+    assert!(
+        metrics.contains("warren_edge_http_errors_total{resource=\"app\",source=\"tunnel\"} 1"),
+        "{metrics}"
+    );
+    let deadline = std::time::Instant::now() + warren_testkit::EVENT_TIMEOUT;
+    let line = loop {
+        let log = std::fs::read_to_string(dir.path().join("access.log")).unwrap_or_default();
+        let found = log
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|l| l["path"] == "/slow");
+        if let Some(line) = found {
+            break line;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no access log line: {log}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(line["status"], 504, "{line}");
+    assert_eq!(line["error_source"], "tunnel", "{line}");
+    assert_eq!(line["access"], "open", "{line}");
+    held.abort();
 }

@@ -34,6 +34,8 @@ pub(crate) enum DispatchError {
     NoHealthyTarget,
     #[error("every agent of site `{site}` failed: {last}")]
     AllFailed { site: String, last: String },
+    #[error("no agent of site `{site}` answered within {after:?}")]
+    Timeout { site: String, after: Duration },
 }
 
 pub(crate) async fn open_to_site(
@@ -55,6 +57,7 @@ pub(crate) async fn open_to_site(
         client: client.to_string(),
     };
     let mut last = String::new();
+    let mut timed_out = false;
     for agent in candidates {
         let guard = Registry::charge(&agent);
         match tokio::time::timeout(OPEN_TIMEOUT, agent.link.open(request.clone())).await {
@@ -74,12 +77,19 @@ pub(crate) async fn open_to_site(
             Ok(Err(e)) => {
                 tracing::debug!(resource, site, agent = %agent.instance, error = %e, "open failed on this agent's link; trying the next");
                 last = e.to_string();
+                timed_out = false;
             }
             Err(_) => {
                 tracing::warn!(resource, site, agent = %agent.instance, "agent did not answer an open within {OPEN_TIMEOUT:?}; trying the next");
-                last = "timed out".into();
+                timed_out = true;
             }
         }
+    }
+    if timed_out {
+        return Err(DispatchError::Timeout {
+            site: site.to_owned(),
+            after: OPEN_TIMEOUT,
+        });
     }
     Err(DispatchError::AllFailed {
         site: site.to_owned(),

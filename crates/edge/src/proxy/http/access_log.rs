@@ -63,6 +63,12 @@ impl AccessLogger {
             client_ip: String,
             upstream: &'a str,
             agent: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            access: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            error_source: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            error: Option<&'a str>,
         }
         let line = Line {
             time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
@@ -76,6 +82,9 @@ impl AccessLogger {
             client_ip: entry.client.ip().to_canonical().to_string(),
             upstream: &entry.target,
             agent: &entry.agent,
+            access: entry.access,
+            error_source: entry.error.as_ref().map(|(s, _)| *s),
+            error: entry.error.as_ref().map(|(_, e)| e.as_str()),
         };
         if let Ok(mut json) = serde_json::to_string(&line) {
             json.push('\n');
@@ -93,6 +102,10 @@ pub(crate) struct AccessEntry {
     pub(crate) resource: String,
     pub(crate) target: String,
     pub(crate) agent: String,
+    /// The access phase's decision, once the request got that far.
+    pub(crate) access: Option<&'static str>,
+    /// When the request ended at the edge: who failed, and why.
+    pub(crate) error: Option<(&'static str, String)>,
 }
 
 impl AccessEntry {
@@ -105,6 +118,8 @@ impl AccessEntry {
             resource: String::new(),
             target: String::new(),
             agent: String::new(),
+            access: None,
+            error: None,
         }
     }
 

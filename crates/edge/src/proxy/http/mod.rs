@@ -1,12 +1,18 @@
 //! `http` resources: TLS terminated, one hyper server per connection
-//! ([`serve`]), requests routed by host and normalised path and forwarded
-//! over a tunnel stream, reusing kept-alive origin connections
-//! ([`origin_pool`]); one access-log line per request ([`access_log`]); the
+//! ([`serve`]), each request through the phases [`request`] → [`route`] →
+//! [`access`] → [`upstream`] → [`response`] → [`access_log`], failures
+//! named by [`error`]; kept-alive origin connections ([`origin_pool`]); the
 //! plain-HTTP port's redirects and ACME challenges ([`plain`]).
 
+pub(crate) mod access;
 pub(crate) mod access_log;
 pub(crate) mod body;
+pub(crate) mod error;
 pub(crate) mod origin_pool;
 pub(crate) mod pages;
 pub(crate) mod plain;
+pub(crate) mod request;
+pub(crate) mod response;
+pub(crate) mod route;
 pub(crate) mod serve;
+pub(crate) mod upstream;

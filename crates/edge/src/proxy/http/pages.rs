@@ -1,8 +1,8 @@
 //! The pages the edge answers itself, when a request ends at the edge (a
 //! bad host, no route, no healthy target, an unreachable target).
 
-use crate::proxy::dispatch::DispatchError;
 use crate::proxy::http::body::{full, ResponseBody};
+use crate::proxy::http::error::ProxyError;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 
@@ -28,24 +28,7 @@ pub(crate) fn page(status: StatusCode, detail: &str) -> Response<ResponseBody> {
     resp
 }
 
-/// The page for a stream that could not be opened.
-pub(crate) fn dispatch_page(resource: &str, e: &DispatchError) -> Response<ResponseBody> {
-    match e {
-        DispatchError::NoHealthyTarget => page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!("`{resource}` has no healthy target right now"),
-        ),
-        DispatchError::NoAgent(site) => page(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!("`{resource}` is unavailable: site `{site}` has no connected agent"),
-        ),
-        DispatchError::Refused { message, .. } => page(
-            StatusCode::BAD_GATEWAY,
-            &format!("`{resource}` could not be reached: {message}"),
-        ),
-        DispatchError::AllFailed { .. } => page(
-            StatusCode::BAD_GATEWAY,
-            &format!("`{resource}` could not be reached: {e}"),
-        ),
-    }
+/// The page for a request that ended at the edge.
+pub(crate) fn error_page(e: &ProxyError) -> Response<ResponseBody> {
+    page(e.status(), &e.to_string())
 }

@@ -8,6 +8,7 @@
 //! through [`dispatch`], which picks a target ([`balance`]) and an agent of
 //! its site, and opens a stream.
 
+pub(crate) mod accept;
 pub(crate) mod balance;
 pub(crate) mod dispatch;
 pub(crate) mod http;

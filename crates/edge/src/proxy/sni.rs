@@ -10,6 +10,7 @@
 //!   ([`crate::proxy::http::serve`]);
 //! - anything else: closes the connection.
 
+use crate::proxy::accept::accept_loop;
 use crate::proxy::balance::ResourceSlot;
 use crate::proxy::dispatch::connect;
 use crate::proxy::http::serve::{serve_connection, ConnContext};
@@ -34,21 +35,10 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const ISSUE_TIMEOUT: Duration = Duration::from_secs(60);
 
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<EdgeShared>, stop: CancellationToken) {
-    loop {
-        let (tcp, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-            _ = stop.cancelled() => return,
-        };
-        let shared = shared.clone();
-        tokio::spawn(async move { handle(tcp, peer, shared).await });
-    }
+    accept_loop(listener, stop, "https_listen", move |tcp, peer| {
+        handle(tcp, peer, shared.clone())
+    })
+    .await;
 }
 
 async fn read_hello(

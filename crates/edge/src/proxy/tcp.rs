@@ -5,6 +5,7 @@
 //! (the client socket is closed with `SO_LINGER 0`).
 
 use crate::config::Resource;
+use crate::proxy::accept::accept_loop;
 use crate::proxy::balance::ResourceSlot;
 use crate::proxy::dispatch::{connect, Connected};
 use crate::EdgeShared;
@@ -23,22 +24,10 @@ pub(crate) async fn serve(
     shared: Arc<EdgeShared>,
     stop: CancellationToken,
 ) {
-    loop {
-        let (client, peer) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(v) => v,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-            _ = stop.cancelled() => return,
-        };
-        let slot = slot.clone();
-        let shared = shared.clone();
-        tokio::spawn(async move { handle(client, peer, slot, shared).await });
-    }
+    accept_loop(listener, stop, "tcp resource", move |client, peer| {
+        handle(client, peer, slot.clone(), shared.clone())
+    })
+    .await;
 }
 
 async fn handle(

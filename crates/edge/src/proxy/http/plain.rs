@@ -2,6 +2,7 @@
 //! redirect to HTTPS for every published host. Unknown hosts get a 404
 //! page; nothing is ever proxied in clear text.
 
+use crate::proxy::accept::accept_loop;
 use crate::proxy::http::body::{full, ResponseBody};
 use crate::proxy::http::pages::page;
 use crate::proxy::http::serve::HEADER_TIMEOUT;
@@ -11,26 +12,15 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 const CHALLENGE_PREFIX: &str = "/.well-known/acme-challenge/";
 
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<EdgeShared>, stop: CancellationToken) {
-    loop {
-        let (tcp, _) = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(v) => v,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                    continue;
-                }
-            },
-            _ = stop.cancelled() => return,
-        };
+    accept_loop(listener, stop, "http_listen", move |tcp, _| {
         let shared = shared.clone();
-        tokio::spawn(async move {
+        async move {
             let service = hyper::service::service_fn(move |req| {
                 let shared = shared.clone();
                 async move { Ok::<_, std::convert::Infallible>(answer(&shared, req)) }
@@ -40,8 +30,9 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<EdgeShared>, stop: 
                 .header_read_timeout(HEADER_TIMEOUT)
                 .serve_connection(TokioIo::new(tcp), service)
                 .await;
-        });
-    }
+        }
+    })
+    .await;
 }
 
 fn answer(shared: &EdgeShared, req: Request<Incoming>) -> Response<ResponseBody> {

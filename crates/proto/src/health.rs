@@ -138,8 +138,153 @@ impl Hysteresis {
     }
 }
 
+/// A health line longer than [`MAX_LINE`]: the stream is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("a health line longer than {max} bytes")]
+pub struct LineTooLong {
+    /// The limit.
+    pub max: usize,
+}
+
+/// Splits a health stream into its JSON lines, both sides' one framing,
+/// holding at most `max` bytes of a line in progress: a peer that never
+/// sends a newline costs `max` bytes, then an error, never more. Feed it
+/// what the stream gave ([`Lines::push`]), then take every complete line
+/// ([`Lines::next_line`]) before pushing again.
+#[derive(Debug)]
+pub struct Lines {
+    buf: Vec<u8>,
+    /// Where the first line not yet taken starts in `buf`.
+    start: usize,
+    /// Bytes of the line in progress (after the last newline pushed).
+    partial: usize,
+    max: usize,
+}
+
+impl Lines {
+    /// A decoder for lines of at most `max` bytes (newline excluded).
+    pub fn new(max: usize) -> Lines {
+        Lines {
+            buf: Vec::new(),
+            start: 0,
+            partial: 0,
+            max,
+        }
+    }
+
+    /// Appends `bytes`; fails when a line, complete or not, exceeds `max`.
+    /// Nothing is kept once it failed to fit.
+    pub fn push(&mut self, bytes: &[u8]) -> Result<(), LineTooLong> {
+        let mut len = self.partial;
+        for &b in bytes {
+            if b == b'\n' {
+                len = 0;
+            } else {
+                len += 1;
+                if len > self.max {
+                    self.buf = Vec::new();
+                    self.start = 0;
+                    self.partial = 0;
+                    return Err(LineTooLong { max: self.max });
+                }
+            }
+        }
+        self.partial = len;
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// The next complete line, without its newline (or a trailing `\r`).
+    pub fn next_line(&mut self) -> Option<Vec<u8>> {
+        let rest = &self.buf[self.start..];
+        let end = rest.iter().position(|&b| b == b'\n')?;
+        let mut line = rest[..end].to_vec();
+        if line.last() == Some(&b'\r') {
+            line.pop();
+        }
+        self.start += end + 1;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        } else if self.start > self.max {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
+        Some(line)
+    }
+
+    /// Bytes held now (the bound the tests check).
+    pub fn held(&self) -> usize {
+        self.buf.len() - self.start
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
+    fn all_lines(l: &mut Lines) -> Vec<Vec<u8>> {
+        std::iter::from_fn(|| l.next_line()).collect()
+    }
+
+    #[test]
+    fn a_line_without_end_costs_the_limit_then_fails() {
+        let mut l = Lines::new(16);
+        assert_eq!(l.push(b"0123456789"), Ok(()));
+        assert_eq!(l.next_line(), None);
+        assert_eq!(l.push(b"abcdef"), Ok(()), "16 bytes fit");
+        assert_eq!(l.push(b"g"), Err(LineTooLong { max: 16 }));
+        assert_eq!(l.held(), 0);
+        // A long complete line inside one push fails too.
+        let mut l = Lines::new(4);
+        assert_eq!(l.push(b"ok\ntoo long\n"), Err(LineTooLong { max: 4 }));
+        let mut l = Lines::new(4);
+        assert_eq!(
+            l.push(b"abcd\r\n"),
+            Err(LineTooLong { max: 4 }),
+            "\\r counts"
+        );
+    }
+
+    #[test]
+    fn lines_come_out_whole_and_in_order() {
+        let mut l = Lines::new(64);
+        l.push(b"{\"a\":1}\n{\"b\"").unwrap();
+        assert_eq!(all_lines(&mut l), vec![b"{\"a\":1}".to_vec()]);
+        l.push(b":2}\r\n\n").unwrap();
+        assert_eq!(all_lines(&mut l), vec![b"{\"b\":2}".to_vec(), Vec::new()]);
+        assert_eq!(l.held(), 0);
+    }
+
+    proptest! {
+        /// However the bytes are cut, the same lines come out, and the
+        /// decoder never holds more than the limit plus the last push.
+        #[test]
+        fn cuts_do_not_matter(
+            lines in proptest::collection::vec("[a-z{}\":,]{0,40}", 0..20),
+            cuts in proptest::collection::vec(1usize..50, 0..30),
+        ) {
+            let text: Vec<u8> = lines.iter().flat_map(|l| format!("{l}\n").into_bytes()).collect();
+            let mut l = Lines::new(40);
+            let mut got = Vec::new();
+            let mut rest = &text[..];
+            let mut cuts = cuts.into_iter();
+            while !rest.is_empty() {
+                let n = cuts.next().unwrap_or(rest.len()).min(rest.len());
+                l.push(&rest[..n]).unwrap();
+                prop_assert!(l.held() <= 40 + 1 + n);
+                got.extend(all_lines(&mut l));
+                rest = &rest[n..];
+            }
+            let want: Vec<Vec<u8>> = lines.iter().map(|l| l.clone().into_bytes()).collect();
+            prop_assert_eq!(got, want);
+        }
+    }
+
     use super::*;
 
     fn check() -> Check {

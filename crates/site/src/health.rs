@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use warren_egress::{Allowlist, Protocol};
 use warren_proto::health::{
-    Check, HealthPlan, HealthReport, Hysteresis, PlanApplied, Probe, MAX_LINE,
+    Check, HealthPlan, HealthReport, Hysteresis, Lines, PlanApplied, Probe, MAX_LINE,
 };
 use warren_transport::IncomingStream;
 
@@ -27,48 +27,51 @@ pub(crate) async fn serve(inc: IncomingStream, allow: Arc<Allowlist>, stats: Arc
     let Ok(stream) = inc.accept().await else {
         return;
     };
-    let (rd, mut wr) = tokio::io::split(stream);
-    let mut rd = BufReader::new(rd);
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let (tx, mut reports) = mpsc::channel::<HealthReport>(256);
     // Checks the new plan repeats keep running (and their state).
     let mut running: HashMap<Check, tokio::task::JoinHandle<()>> = HashMap::new();
-    let mut line = Vec::new();
-    loop {
+    let mut lines = Lines::new(MAX_LINE);
+    let mut chunk = vec![0u8; 8192];
+    'stream: loop {
         tokio::select! {
-            read = rd.read_until(b'\n', &mut line) => {
-                match read {
+            read = rd.read(&mut chunk) => {
+                let n = match read {
                     Ok(0) | Err(_) => break,
-                    Ok(_) if line.len() > MAX_LINE => break,
-                    Ok(_) if !line.ends_with(b"\n") => continue,
-                    Ok(_) => {}
-                }
-                let plan: HealthPlan = match serde_json::from_slice(&line) {
-                    Ok(p) => p,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "unreadable health plan; health stream closed");
-                        break;
-                    }
+                    Ok(n) => n,
                 };
-                line.clear();
-                running.retain(|check, task| {
-                    let keep = plan.checks.contains(check);
-                    if !keep {
-                        task.abort();
-                    }
-                    keep
-                });
-                for check in &plan.checks {
-                    if !running.contains_key(check) {
-                        let task = tokio::spawn(run_check(check.clone(), allow.clone(), tx.clone()));
-                        running.insert(check.clone(), task);
-                    }
-                }
-                stats.config_version.store(plan.version, Ordering::Relaxed);
-                tracing::info!(event = "plan_applied", version = plan.version, checks = plan.checks.len(), "the edge's plan (configuration version {}) is in force", plan.version);
-                let mut ack = serde_json::to_vec(&PlanApplied { applied_version: plan.version }).unwrap_or_default();
-                ack.push(b'\n');
-                if wr.write_all(&ack).await.is_err() {
+                if let Err(e) = lines.push(&chunk[..n]) {
+                    tracing::warn!(error = %e, "health stream closed");
                     break;
+                }
+                while let Some(line) = lines.next_line() {
+                    let plan: HealthPlan = match serde_json::from_slice(&line) {
+                        Ok(p) => p,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "unreadable health plan; health stream closed");
+                            break 'stream;
+                        }
+                    };
+                    running.retain(|check, task| {
+                        let keep = plan.checks.contains(check);
+                        if !keep {
+                            task.abort();
+                        }
+                        keep
+                    });
+                    for check in &plan.checks {
+                        if !running.contains_key(check) {
+                            let task = tokio::spawn(run_check(check.clone(), allow.clone(), tx.clone()));
+                            running.insert(check.clone(), task);
+                        }
+                    }
+                    stats.config_version.store(plan.version, Ordering::Relaxed);
+                    tracing::info!(event = "plan_applied", version = plan.version, checks = plan.checks.len(), "the edge's plan (configuration version {}) is in force", plan.version);
+                    let mut ack = serde_json::to_vec(&PlanApplied { applied_version: plan.version }).unwrap_or_default();
+                    ack.push(b'\n');
+                    if wr.write_all(&ack).await.is_err() {
+                        break 'stream;
+                    }
                 }
             }
             Some(report) = reports.recv() => {

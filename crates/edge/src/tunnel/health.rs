@@ -9,8 +9,8 @@ use crate::tunnel::registry::AgentConn;
 use crate::EdgeShared;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use warren_proto::health::{AgentLine, Check, HealthPlan, HealthReport, MAX_LINE};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use warren_proto::health::{AgentLine, Check, HealthPlan, HealthReport, Lines, MAX_LINE};
 use warren_proto::{OpenRequest, TargetProtocol};
 
 /// The checks the agents of `site` run.
@@ -38,7 +38,8 @@ pub(crate) async fn run(agent: Arc<AgentConn>, shared: Arc<EdgeShared>) {
     let mut changes = shared.config_changed.subscribe();
     let mut sent: Option<HealthPlan> = None;
     let mut stream = None;
-    let mut line = Vec::new();
+    let mut lines = Lines::new(MAX_LINE);
+    let mut chunk = vec![0u8; 8192];
     loop {
         let version = *changes.borrow_and_update();
         let plan = plan_for(&shared.config.load(), &agent.site, version);
@@ -55,7 +56,7 @@ pub(crate) async fn run(agent: Arc<AgentConn>, shared: Arc<EdgeShared>) {
                 match agent.link.open(request).await {
                     Ok(s) => {
                         let (rd, wr) = tokio::io::split(s);
-                        stream = Some((BufReader::new(rd), wr));
+                        stream = Some((rd, wr));
                     }
                     Err(e) => {
                         tracing::warn!(site = %agent.site, agent = %agent.instance, error = %e, "agent cannot run health checks");
@@ -77,33 +78,47 @@ pub(crate) async fn run(agent: Arc<AgentConn>, shared: Arc<EdgeShared>) {
             changed = changes.changed() => if changed.is_err() { break },
             read = async {
                 match stream.as_mut() {
-                    // Cancel-safe: a partial line stays in `line` for the next turn.
-                    Some((rd, _)) => rd.read_until(b'\n', &mut line).await,
+                    // Cancel-safe: `read` takes nothing when cancelled, and
+                    // a partial line waits in `lines` for the next turn.
+                    Some((rd, _)) => rd.read(&mut chunk).await,
                     None => std::future::pending().await,
                 }
             } => {
-                match read {
+                let n = match read {
                     Ok(0) | Err(_) => break,
-                    Ok(_) if line.len() > MAX_LINE => break,
-                    Ok(_) if !line.ends_with(b"\n") => {}
-                    Ok(_) => {
-                        match serde_json::from_slice::<AgentLine>(&line) {
-                            Ok(AgentLine::Report(report)) => apply(&shared, &agent, report),
-                            Ok(AgentLine::Applied(a)) => {
-                                agent.config_version.store(a.applied_version, std::sync::atomic::Ordering::Relaxed);
-                            }
-                            Err(e) => {
-                                tracing::warn!(site = %agent.site, agent = %agent.instance, error = %e, "bad health report; health stream closed");
-                                break;
-                            }
-                        }
-                        line.clear();
-                    }
+                    Ok(n) => n,
+                };
+                if let Err(e) = lines.push(&chunk[..n]) {
+                    tracing::warn!(site = %agent.site, agent = %agent.instance, error = %e, "health stream closed");
+                    break;
+                }
+                if !read_lines(&shared, &agent, &mut lines) {
+                    break;
                 }
             }
         }
     }
     shared.health.forget(agent.conn_id);
+}
+
+/// Applies every complete line the agent sent; false when one is
+/// unreadable (the stream is then closed).
+fn read_lines(shared: &EdgeShared, agent: &AgentConn, lines: &mut Lines) -> bool {
+    while let Some(line) = lines.next_line() {
+        match serde_json::from_slice::<AgentLine>(&line) {
+            Ok(AgentLine::Report(report)) => apply(shared, agent, report),
+            Ok(AgentLine::Applied(a)) => {
+                agent
+                    .config_version
+                    .store(a.applied_version, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(e) => {
+                tracing::warn!(site = %agent.site, agent = %agent.instance, error = %e, "bad health report; health stream closed");
+                return false;
+            }
+        }
+    }
+    true
 }
 
 fn apply(shared: &EdgeShared, agent: &AgentConn, report: HealthReport) {

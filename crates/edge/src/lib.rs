@@ -25,6 +25,7 @@ pub mod config;
 pub mod tunnel;
 
 mod api;
+mod events;
 mod metrics;
 mod notify;
 mod proxy;

@@ -539,3 +539,73 @@ async fn an_unknown_site_id_gets_exactly_the_answer_of_a_wrong_secret() {
     );
     assert_eq!(edge.agent_count("home") + edge.agent_count("dome"), 0);
 }
+
+/// Log and metric cannot disagree: for every way a tunnel connection is
+/// refused (no hello, an unreadable hello, a too-old agent, bad
+/// credentials), each refusal logged with reason R is counted once under
+/// `warren_edge_tunnel_handshake_failures_total{reason="R"}`, and nothing
+/// is counted that was not logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_refusal_is_logged_and_counted_under_the_same_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let edge = EdgeProcess::start(bin(), dir.path(), &EdgeSpec::new());
+    // No hello: TCP opened and closed.
+    drop(TcpStream::connect(edge.tunnel).await.unwrap());
+    // An unreadable hello.
+    let mut s = tls_to(&edge).await;
+    s.write_all(b"WARREN\x00\x01garbage-garbage-garbage")
+        .await
+        .unwrap();
+    let _ = s.shutdown().await;
+    // Too old, and a wrong secret.
+    for h in [
+        Hello {
+            agent_version: "0.0.9".into(),
+            ..hello("S3CRET-for-tests")
+        },
+        hello("wrong"),
+    ] {
+        let mut s = tls_to(&edge).await;
+        s.write_all(&encode_hello(&h, warren_proto::PROTOCOL_VERSION))
+            .await
+            .unwrap();
+        assert!(matches!(read_reply(&mut s).await, Reply::Refused(_)));
+    }
+    let want = [
+        "before_hello",
+        "bad_hello",
+        "agent_too_old",
+        "bad_credentials",
+    ];
+    let deadline = std::time::Instant::now() + warren_testkit::EVENT_TIMEOUT;
+    loop {
+        let mut logged: std::collections::BTreeMap<String, u64> = Default::default();
+        for e in edge
+            .process
+            .events("agent_refused")
+            .into_iter()
+            .chain(edge.process.events("handshake_failed"))
+        {
+            *logged
+                .entry(e["reason"].as_str().unwrap_or("?").to_owned())
+                .or_default() += 1;
+        }
+        let counted: std::collections::BTreeMap<String, u64> = metric_lines(&edge)
+            .into_iter()
+            .filter_map(|(k, v)| {
+                let reason = k
+                    .strip_prefix("warren_edge_tunnel_handshake_failures_total{reason=\"")?
+                    .strip_suffix("\"}")?;
+                Some((reason.to_owned(), v.parse::<f64>().ok()? as u64))
+            })
+            .collect();
+        if want.iter().all(|r| logged.contains_key(*r)) && logged == counted {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "logged {logged:?}, counted {counted:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

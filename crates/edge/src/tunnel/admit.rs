@@ -4,6 +4,7 @@
 //! logs it too. A hostile or broken peer costs at most one task and the
 //! handshake timeout.
 
+use crate::events::{AgentConnected, AgentDisconnected, AgentRefused, RefuseCause};
 use crate::tunnel::credentials::SiteSecret;
 use crate::EdgeShared;
 use std::sync::atomic::Ordering;
@@ -80,8 +81,14 @@ async fn admit(accepted: Accepted, shared: Arc<EdgeShared>) {
     let (pending, hello) = match accepted.start(HANDSHAKE_TIMEOUT).await {
         Ok(v) => v,
         Err(e) => {
-            tracing::info!(event = "handshake_failed", remote = %remote, error = %e, "tunnel connection failed before the hello");
-            shared.metrics.handshake_failed("before_hello");
+            AgentRefused {
+                remote,
+                transport: None,
+                site: None,
+                cause: RefuseCause::BeforeHello,
+                detail: &e.to_string(),
+            }
+            .emit(&shared);
             return;
         }
     };
@@ -89,13 +96,27 @@ async fn admit(accepted: Accepted, shared: Arc<EdgeShared>) {
     let hello = match hello {
         Ok(h) => h,
         Err(e) => {
-            tracing::warn!(event = "agent_refused", remote = %remote, transport, reason = "handshake", error = %e, "agent refused: {e}");
-            shared.metrics.handshake_failed("bad_hello");
+            AgentRefused {
+                remote,
+                transport: Some(transport),
+                site: None,
+                cause: RefuseCause::BadHello,
+                detail: &e.to_string(),
+            }
+            .emit(&shared);
             pending.refuse(e.to_refusal()).await;
             return;
         }
     };
     if shared.draining.load(Ordering::Relaxed) {
+        AgentRefused {
+            remote,
+            transport: Some(transport),
+            site: Some(&hello.site_id),
+            cause: RefuseCause::Draining,
+            detail: "the edge is shutting down",
+        }
+        .emit(&shared);
         pending
             .refuse(Refusal {
                 code: RefusalCode::Unavailable,
@@ -105,12 +126,14 @@ async fn admit(accepted: Accepted, shared: Arc<EdgeShared>) {
         return;
     }
     if let Some(message) = too_old(&hello.agent_version) {
-        tracing::warn!(
-            event = "agent_refused", remote = %remote, transport, site = %hello.site_id,
-            reason = "agent_too_old", version = %hello.agent_version,
-            "agent refused: {message}"
-        );
-        shared.metrics.handshake_failed("agent_too_old");
+        AgentRefused {
+            remote,
+            transport: Some(transport),
+            site: Some(&hello.site_id),
+            cause: RefuseCause::AgentTooOld,
+            detail: &message,
+        }
+        .emit(&shared);
         pending
             .refuse(Refusal {
                 code: RefusalCode::AgentTooOld,
@@ -156,12 +179,14 @@ async fn admit(accepted: Accepted, shared: Arc<EdgeShared>) {
         }
     };
     if !accepted {
-        tracing::warn!(
-            event = "agent_refused", remote = %remote, transport, site = %hello.site_id,
-            reason = "bad_credentials",
-            "agent refused: unknown site id or wrong secret"
-        );
-        shared.metrics.handshake_failed("bad_credentials");
+        AgentRefused {
+            remote,
+            transport: Some(transport),
+            site: Some(&hello.site_id),
+            cause: RefuseCause::BadCredentials,
+            detail: "unknown site id or wrong secret",
+        }
+        .emit(&shared);
         pending
             .refuse(Refusal {
                 code: RefusalCode::BadCredentials,
@@ -193,34 +218,16 @@ async fn admit(accepted: Accepted, shared: Arc<EdgeShared>) {
         remote,
         link.clone(),
     );
-    tracing::info!(
-        event = "agent_connected", site = %hello.site_id, agent = %hello.instance, link = %link_id,
-        version = %hello.agent_version, platform = %hello.platform, remote = %remote, transport,
-        "agent connected"
-    );
-    shared
-        .metrics
-        .agent_connects
-        .get_or_create(&crate::metrics::SiteLabels {
-            site: hello.site_id.clone(),
-        })
-        .inc();
-    let remote_text = remote.to_string();
-    shared.recorder.agent_seen(
-        &hello.instance,
-        &hello.site_id,
-        &hello.agent_version,
-        &hello.platform,
-        &remote_text,
-    );
-    shared.recorder.event(
-        "agent_connected",
-        format!("site/{}", hello.site_id),
-        serde_json::json!({
-            "agent": hello.instance, "version": hello.agent_version,
-            "platform": hello.platform, "remote": remote_text, "transport": transport,
-        }),
-    );
+    AgentConnected {
+        site: &hello.site_id,
+        instance: &hello.instance,
+        link: &link_id,
+        version: &hello.agent_version,
+        platform: &hello.platform,
+        remote,
+        transport,
+    }
+    .emit(&shared);
     if let Some(until) = old_secret {
         agent.mark_old_secret(until);
         tracing::warn!(event = "agent_on_old_secret", site = %hello.site_id, agent = %hello.instance, "agent authenticated with a rotated-out secret still in its grace period; give it the new one");
@@ -241,15 +248,13 @@ async fn admit(accepted: Accepted, shared: Arc<EdgeShared>) {
         }
     };
     shared.registry.remove(&agent);
-    tracing::info!(
-        event = "agent_disconnected", site = %agent.site, agent = %agent.instance, link = %link_id,
-        remote = %remote, cause = reason.cause(), reason = %reason, "agent disconnected"
-    );
-    shared.recorder.event(
-        "agent_disconnected",
-        format!("site/{}", agent.site),
-        serde_json::json!({ "agent": agent.instance, "reason": reason.to_string() }),
-    );
+    AgentDisconnected {
+        agent: &agent,
+        link: &link_id,
+        remote,
+        reason: &reason,
+    }
+    .emit(&shared);
 }
 
 /// The secrets an agent of a store-managed site may present, current first,

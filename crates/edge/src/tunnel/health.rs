@@ -5,6 +5,7 @@
 //!
 
 use crate::config::{EdgeConfig, Target};
+use crate::events::TargetHealth;
 use crate::tunnel::registry::AgentConn;
 use crate::EdgeShared;
 use std::collections::HashMap;
@@ -127,18 +128,14 @@ fn apply(shared: &EdgeShared, agent: &AgentConn, report: HealthReport) {
         .record(&report.id, agent.conn_id, report.healthy);
     let (resource, target) = report.id.split_once('/').unwrap_or((&report.id, ""));
     if before != after {
-        if after {
-            tracing::info!(event = "target_healthy", resource, upstream = target, site = %agent.site, agent = %agent.instance, detail = %report.detail, "target is healthy again; back in rotation");
-        } else {
-            tracing::warn!(event = "target_unhealthy", resource, upstream = target, site = %agent.site, agent = %agent.instance, detail = %report.detail, "target is unhealthy; out of rotation");
+        TargetHealth {
+            resource,
+            target,
+            agent,
+            healthy: after,
+            detail: &report.detail,
         }
-        shared.recorder.event(
-            if after { "target_healthy" } else { "target_unhealthy" },
-            format!("resource/{resource}"),
-            serde_json::json!({
-                "target": target, "site": agent.site, "agent": agent.instance, "detail": report.detail,
-            }),
-        );
+        .emit(shared);
     } else {
         tracing::debug!(resource, upstream = target, healthy = report.healthy, detail = %report.detail, "health report");
     }

@@ -25,6 +25,7 @@ pub mod config;
 pub mod tunnel;
 
 mod api;
+mod catalog;
 mod events;
 mod metrics;
 mod notify;
@@ -100,6 +101,8 @@ pub(crate) struct EdgeShared {
     pub(crate) registry: Registry,
     pub(crate) verifier: tunnel::credentials::Verifier,
     pub(crate) draining: AtomicBool,
+    /// Who the edge knows: sites and their credentials (file and store).
+    pub(crate) catalog: ArcSwap<catalog::Catalog>,
     /// Live resources, indexed by name, HTTP route and SNI.
     pub(crate) resources: ArcSwap<proxy::balance::ResourceTable>,
     /// Target health as the agents report it.
@@ -214,6 +217,7 @@ impl Edge {
             registry: Registry::default(),
             verifier: tunnel::credentials::Verifier::default(),
             draining: AtomicBool::new(false),
+            catalog: ArcSwap::from_pointee(catalog::Catalog::default()),
             resources: ArcSwap::from_pointee(proxy::balance::ResourceTable::default()),
             health: tunnel::health::HealthTable::default(),
             config_changed: tokio::sync::watch::channel(0).0,

@@ -199,7 +199,9 @@ impl LiveState {
             }
         }
         LiveState {
-            sites: shared.registry.site_totals(config.sites.keys()),
+            sites: shared
+                .registry
+                .site_totals(shared.catalog.load().sites.keys()),
             health: checked,
         }
     }

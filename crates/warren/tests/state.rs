@@ -332,3 +332,75 @@ async fn kill_9_during_a_burst_of_api_writes_loses_no_confirmed_resource() {
         );
     }
 }
+
+/// Admission reads the catalog, never the database: with the shared
+/// PostgreSQL stopped, a restarted agent of an API-made site (whose secret
+/// lives only in the store) and one of a file site are admitted again.
+/// Before the catalog, the API site's agent was refused as "unknown site id
+/// or wrong secret" the moment the database was unreachable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_are_admitted_while_the_database_is_down() {
+    if !postgres_installed() {
+        warren_testkit::skip("PostgreSQL is not installed (apt-get install postgresql)");
+        return;
+    }
+    let pg = Postgres::start();
+    let echo = echo_tcp().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut spec = EdgeSpec::new().resource(ResourceSpec::tcp("echo", "home", echo));
+    spec.edge_extra = format!("database = \"{}\"\n", pg.url);
+    let edge = EdgeProcess::start(bin(), dir.path(), &spec);
+    let (status, created) = edge.admin_request(
+        "POST",
+        "/api/v1/sites",
+        Some(r#"{"id":"lab"}"#),
+        edge.token.as_deref(),
+    );
+    assert_eq!(status, 201, "{created}");
+    let lab_secret = created["secret"].as_str().unwrap().to_owned();
+    let allow = format!("{echo}/tcp");
+    let lab_args = edge.site_args("lab", &lab_secret, "tcp", &[&allow]);
+    let lab = warren_testkit::Process::spawn("lab", bin(), &lab_args, dir.path());
+    lab.wait_event("edge_connected");
+    drop(lab);
+
+    drop(pg); // PostgreSQL stops (fast shutdown); the edge keeps running.
+
+    let connected = |site: &str| {
+        edge.process
+            .events("agent_connected")
+            .iter()
+            .filter(|e| e["site"] == site)
+            .count()
+    };
+    let (lab_before, home_before) = (connected("lab"), connected("home"));
+    let lab = warren_testkit::Process::spawn("lab-again", bin(), &lab_args, dir.path());
+    lab.wait_event("edge_connected");
+    let home = edge.start_agent("home", "tcp", &[&allow]);
+    let deadline = std::time::Instant::now() + warren_testkit::EVENT_TIMEOUT;
+    while connected("lab") != lab_before + 1 || connected("home") != home_before + 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "lab {} -> {}, home {} -> {}",
+            lab_before,
+            connected("lab"),
+            home_before,
+            connected("home")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        edge.process
+            .events("agent_refused")
+            .iter()
+            .all(|e| e["site"] != "lab" && e["site"] != "home"),
+        "{:?}",
+        edge.process.events("agent_refused")
+    );
+    // And traffic flows through the home agent.
+    let back = common::roundtrip(edge.resource_addr("echo"), b"still here".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(back, b"still here");
+    drop(home);
+}

@@ -115,10 +115,7 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<EdgeShared>, stop: 
 #[utoipa::path(get, path = "/api/v1/sites", tag = "sites",
     responses((status = 200, body = Vec<SiteStatus>), (status = 401, body = ApiError)))]
 pub(crate) async fn sites(State(shared): State<Arc<EdgeShared>>) -> Response {
-    match crate::api::status::site_status(&shared).await {
-        Ok(status) => Json(status).into_response(),
-        Err(e) => store_error(e),
-    }
+    Json(crate::api::status::site_status(&shared)).into_response()
 }
 
 /// A page of a log.

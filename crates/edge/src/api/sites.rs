@@ -109,15 +109,27 @@ pub(crate) async fn create(
         .create_site(&caller.key_id, &new.id, &name, ManagedBy::Api, &hash)
         .await
     {
-        Ok(site) => (
-            StatusCode::CREATED,
-            Json(CreatedSite {
-                site,
-                secret: secret.expose().to_owned(),
-            }),
-        )
-            .into_response(),
+        Ok(site) => {
+            serve_now(&shared).await;
+            (
+                StatusCode::CREATED,
+                Json(CreatedSite {
+                    site,
+                    secret: secret.expose().to_owned(),
+                }),
+            )
+                .into_response()
+        }
         Err(e) => store_error(e),
+    }
+}
+
+/// Makes a stored site change count on this edge now rather than at its
+/// next sync: the catalog is rebuilt from the store under the serving lock,
+/// before any agent is disconnected (so its reconnection meets the change).
+async fn serve_now(shared: &Arc<EdgeShared>) {
+    if let Err(e) = shared.serving.lock().await.refresh(shared).await {
+        tracing::warn!(error = %e, "the site change is stored; this edge applies it at its next sync");
     }
 }
 
@@ -148,6 +160,7 @@ pub(crate) async fn delete(
     }
     match shared.store.delete_site(&caller.key_id, &id).await {
         Ok(()) => {
+            serve_now(&shared).await;
             shared.registry.disconnect_site(&id);
             tracing::info!(event = "site_removed", site = %id, actor = %caller.key_id, "site deleted through the API; its agents were disconnected");
             StatusCode::NO_CONTENT.into_response()
@@ -207,6 +220,7 @@ pub(crate) async fn rotate(
         .await
     {
         Ok(_) => {
+            serve_now(&shared).await;
             shared.recorder.event(
                 "secret_rotated",
                 format!("site/{id}"),

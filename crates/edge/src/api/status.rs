@@ -3,7 +3,6 @@
 //! its agents (version, platform, config version applied, streams, bytes,
 //! old-secret flag) and every resource with its targets' health.
 
-use crate::api::error::store_error;
 use crate::api::error::ApiError;
 use crate::api::resources::{resource_status, ResourceStatus};
 use crate::tunnel::registry::SiteStatus;
@@ -12,7 +11,6 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use std::sync::Arc;
-use warren_store::StoreError;
 
 /// The edge at a glance.
 #[derive(serde::Serialize, utoipa::ToSchema)]
@@ -31,23 +29,16 @@ pub(crate) struct EdgeStatus {
     resources: Vec<ResourceStatus>,
 }
 
-/// Every site, from the file and the store, with its live agents.
-pub(crate) async fn site_status(shared: &EdgeShared) -> Result<Vec<SiteStatus>, StoreError> {
-    let mut ids: Vec<String> = shared.config.load().sites.keys().cloned().collect();
-    ids.extend(shared.store.list_sites().await?.into_iter().map(|s| s.id));
-    ids.sort();
-    ids.dedup();
-    Ok(shared.registry.status(ids.iter()))
+/// Every site the catalog holds (file and store), with its live agents.
+pub(crate) fn site_status(shared: &EdgeShared) -> Vec<SiteStatus> {
+    shared.registry.status(shared.catalog.load().sites.keys())
 }
 
 /// Sites, agents, versions, health, streams and bytes.
 #[utoipa::path(get, path = "/api/v1/status", tag = "status",
     responses((status = 200, body = EdgeStatus), (status = 401, body = ApiError)))]
 pub(crate) async fn status(State(shared): State<Arc<EdgeShared>>) -> Response {
-    let sites = match site_status(&shared).await {
-        Ok(s) => s,
-        Err(e) => return store_error(e),
-    };
+    let sites = site_status(&shared);
     let resources = resource_status(&shared).await;
     let config_version = *shared.config_changed.borrow();
     Json(EdgeStatus {

@@ -17,11 +17,11 @@
 //! reconnected agent gets the whole plan again, so it never serves an older
 //! version than the edge believes.
 
+use crate::catalog::Catalog;
 use crate::config::{parse_api_resource, ApiContext, ApiResourceError, EdgeConfig, Resource};
 use crate::proxy::balance::ResourceTable;
 use crate::proxy::listeners::Listeners;
 use crate::{state, EdgeError, EdgeShared};
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,20 +113,24 @@ impl Serving {
         file: EdgeConfig,
     ) -> Result<(), EdgeError> {
         let version = shared.store.config_version().await?;
-        let serving = with_api_resources(shared, &file).await?;
+        let catalog = Catalog::load(&shared.store, &file).await?;
+        let serving = with_api_resources(shared, &file, &catalog).await?;
         self.apply(shared, serving, version).await?;
+        shared.catalog.store(Arc::new(catalog));
         self.file = Arc::new(file);
         Ok(())
     }
 
-    /// Re-reads the API's resources if the store changed since.
-    async fn refresh(&mut self, shared: &Arc<EdgeShared>) -> Result<bool, EdgeError> {
+    /// Re-reads the API's sites and resources if the store changed since.
+    pub(crate) async fn refresh(&mut self, shared: &Arc<EdgeShared>) -> Result<bool, EdgeError> {
         let version = shared.store.config_version().await?;
         if version == self.version {
             return Ok(false);
         }
-        let serving = with_api_resources(shared, &self.file).await?;
+        let catalog = Catalog::load(&shared.store, &self.file).await?;
+        let serving = with_api_resources(shared, &self.file, &catalog).await?;
         self.apply(shared, serving, version).await?;
+        shared.catalog.store(Arc::new(catalog));
         Ok(true)
     }
 
@@ -162,8 +166,8 @@ impl Serving {
             .collect();
         let (resource, spec) = match change {
             Change::Put { spec, replace } => {
-                let sites = site_ids(shared, &self.file).await?;
-                let site_known = |id: &str| sites.contains(id);
+                let catalog = shared.catalog.load();
+                let site_known = |id: &str| catalog.has_site(id);
                 let cx = ApiContext {
                     site_known: &site_known,
                     have_https: current.https_listen.is_some(),
@@ -248,23 +252,16 @@ impl Serving {
     }
 }
 
-/// Every site id, from the file and the store.
-async fn site_ids(shared: &EdgeShared, file: &EdgeConfig) -> Result<BTreeSet<String>, StoreError> {
-    let mut ids: BTreeSet<String> = file.sites.keys().cloned().collect();
-    ids.extend(shared.store.list_sites().await?.into_iter().map(|s| s.id));
-    Ok(ids)
-}
-
 /// `file` with the store's API resources appended. One that no longer
 /// validates (the file now claims its host, its site is gone) is left out
 /// with a warning: the file wins.
 async fn with_api_resources(
     shared: &EdgeShared,
     file: &EdgeConfig,
+    catalog: &Catalog,
 ) -> Result<EdgeConfig, StoreError> {
     let records = shared.store.list_resources().await?;
-    let sites = site_ids(shared, file).await?;
-    let site_known = |id: &str| sites.contains(id);
+    let site_known = |id: &str| catalog.has_site(id);
     let mut serving = file.clone();
     for record in records.iter().filter(|r| r.managed_by == ManagedBy::Api) {
         let Some(spec) = &record.spec else { continue };

@@ -5,7 +5,6 @@
 //! handshake timeout.
 
 use crate::events::{AgentConnected, AgentDisconnected, AgentRefused, RefuseCause};
-use crate::tunnel::credentials::SiteSecret;
 use crate::EdgeShared;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -142,42 +141,37 @@ async fn admit(accepted: Accepted, shared: Arc<EdgeShared>) {
             .await;
         return;
     }
-    let configured = shared
-        .config
+    // The catalog holds every site's live credentials: a file site's one
+    // secret, an API site's current one and any rotated-out one still in
+    // its grace period. Nothing here waits for the database.
+    let credentials = shared
+        .catalog
         .load()
-        .sites
-        .get(&hello.site_id)
-        .map(|s| s.secret.clone());
-    // A site of the config file has its one secret there; a site made
-    // through the API has its current secret and any rotated-out one still
-    // in its grace period in the store.
-    let (accepted, old_secret) = match configured {
-        Some(secret) => (
-            shared
-                .verifier
-                .check(Some(secret), hello.secret.clone())
-                .await,
-            None,
-        ),
+        .credentials(&hello.site_id, warren_store::now_ms());
+    let mut accepted = false;
+    let mut old_secret = None;
+    match credentials {
+        // An unknown site costs the same work as a wrong secret.
         None => {
-            let secrets = site_secrets(&shared, &hello.site_id).await;
-            let mut outcome = (false, None);
-            if secrets.is_empty() {
+            shared.verifier.check(None, hello.secret.clone()).await;
+        }
+        Some(credentials) => {
+            if credentials.is_empty() {
                 shared.verifier.check(None, hello.secret.clone()).await;
             }
-            for (secret, old) in secrets {
+            for c in credentials {
                 if shared
                     .verifier
-                    .check(Some(secret), hello.secret.clone())
+                    .check(Some(c.secret), hello.secret.clone())
                     .await
                 {
-                    outcome = (true, old);
+                    accepted = true;
+                    old_secret = c.until_ms;
                     break;
                 }
             }
-            outcome
         }
-    };
+    }
     if !accepted {
         AgentRefused {
             remote,
@@ -255,27 +249,6 @@ async fn admit(accepted: Accepted, shared: Arc<EdgeShared>) {
         reason: &reason,
     }
     .emit(&shared);
-}
-
-/// The secrets an agent of a store-managed site may present, current first,
-/// each with, for a rotated-out one, when its grace ends (Unix ms). Empty
-/// for unknown sites.
-async fn site_secrets(shared: &EdgeShared, id: &str) -> Vec<(SiteSecret, Option<i64>)> {
-    match shared.store.site_secrets(id).await {
-        Ok(secrets) => secrets
-            .into_iter()
-            .filter_map(|s| {
-                let until = s.retired_ms.map(|_| s.grace_until_ms.unwrap_or(0));
-                SiteSecret::from_hash(&s.secret_hash)
-                    .ok()
-                    .map(|h| (h, until))
-            })
-            .collect(),
-        Err(e) => {
-            tracing::warn!(site = %id, error = %e, "could not read the site's secrets from the store");
-            Vec::new()
-        }
-    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ A failed sample (tool error, wrk socket errors or non-2xx answers, a timeout,
 a non-zero exit, a process that died) does not vanish: the run goes on, then
 exits 1 naming each failure.
 """
-import argparse, os, shutil, sys, tempfile
+import argparse, hashlib, os, shutil, sys, tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import apply_bench, https_bench, report, tunnel_bench  # noqa: E402
@@ -21,12 +21,19 @@ from common import Procs, Run, resource_limit, run_meta, tool_version  # noqa: E
 SUITES = {"tunnel": tunnel_bench, "https": https_bench, "apply": apply_bench}
 
 
+def file_sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
 def params(args, suite):
     common = {"reps": args.reps, "duration_s": args.duration}
     if suite == "tunnel":
         return dict(common, paths=args.paths.split(","), wrk="-t2 -c50", iperf3_streams=[1, 4], rss_connections=1000)
     if suite == "https":
-        return dict(common, paths=https_bench.PATHS, wrk="-t2 -c64", oha="-c16 at half warren-https's median peak")
+        extra = {"baseline_sha256": file_sha256(args.baseline)} if args.baseline else {}
+        return dict(common, paths=https_bench.paths(args), wrk="-t2 -c64",
+                    oha="-c16 at half warren-https's median peak", **extra)
     return {"reps": args.apply_reps, "paths": apply_bench.PATHS, "deadline_s": apply_bench.DEADLINE}
 
 
@@ -50,10 +57,13 @@ def main():
     ap.add_argument("--apply-reps", type=int, default=int(os.environ.get("APPLY_REPS", 20)))
     ap.add_argument("--paths", default=tunnel_bench.PATHS, help="tunnel suite paths")
     ap.add_argument("--suites", default=os.environ.get("SUITES", "tunnel,https,apply"))
+    ap.add_argument("--baseline", default=os.environ.get("WARREN_BASELINE") or None,
+                    help="https suite: a second warren binary measured side by side (warren-https-baseline)")
     args = ap.parse_args()
     args.warren = os.path.abspath(args.warren)
     args.rathole = args.rathole and os.path.abspath(args.rathole)
     args.oha = args.oha and os.path.abspath(args.oha)
+    args.baseline = args.baseline and os.path.abspath(args.baseline)
     suites = args.suites.split(",")
     for s in suites:
         if s not in SUITES:

@@ -20,6 +20,13 @@ from common import SampleError, backends, free_port, run_tool, start_rathole, st
 
 HOST = "localhost"  # wrk takes SNI from the URL; localhost resolves without /etc/hosts edits
 PATHS = ["nginx-tls", "nginx-tls-rathole", "warren-https"]
+BASELINE = "warren-https-baseline"
+
+
+def paths(args):
+    """The paths of this run: with --baseline, a second Warren edge (another
+    binary, e.g. the commit before a change) measured in the same rounds."""
+    return PATHS + ([BASELINE] if getattr(args, "baseline", None) else [])
 
 
 def make_cert(work):
@@ -51,12 +58,12 @@ http {{ access_log off; keepalive_requests 1000000; keepalive_timeout 120s;
     return port
 
 
-def start_warren_https(procs, exe, work, backend_port):
+def start_warren_https(procs, exe, work, backend_port, name="warren-https"):
     https = free_port()
-    d = os.path.join(work, "warren-https")
+    d = os.path.join(work, name)
     os.makedirs(d, exist_ok=True)
     cert, key = make_cert(d)
-    start_warren(procs, exe, work, "warren-https", "tcp",
+    start_warren(procs, exe, work, name, "tcp",
                  edge_extra=f'https_listen = "127.0.0.1:{https}"\n[tls]\ncerts = [{{ cert = "{cert}", key = "{key}" }}]\n',
                  resources_toml=f'[[resource]]\nname = "web"\ntype = "http"\nhost = "{HOST}"\n'
                                 f'targets = [{{ site = "bench", address = "127.0.0.1:{backend_port}" }}]\n',
@@ -94,10 +101,12 @@ def run(run, args, procs, work):
     public, _ = start_rathole(procs, args.rathole, work, {"web": backend}, noise=False, name="rathole-https")
     ports["nginx-tls-rathole"] = start_nginx_tls(procs, work, public["web"], "nginx-tls-rathole")
     ports["warren-https"] = start_warren_https(procs, args.warren, work, backend)
+    if getattr(args, "baseline", None):
+        ports[BASELINE] = start_warren_https(procs, args.baseline, work, backend, name=BASELINE)
     d = args.duration
     for rnd in range(1, args.reps + 1):
         for metric, close in (("keepalive", False), ("handshake", True)):
-            for p in PATHS:
+            for p in paths(args):
                 run.measure(rnd, p, metric, lambda: wrk(f"https://{HOST}:{ports[p]}/", d, 64, close=close), procs)
         try:
             procs.check()
@@ -110,5 +119,5 @@ def run(run, args, procs, work):
     # Half of Warren's peak, the same offered rate on every path.
     rate = statistics.median(peaks) / 2
     for rnd in range(1, args.reps + 1):
-        for p in PATHS:
+        for p in paths(args):
             run.measure(rnd, p, "half_load", lambda: oha_fixed_rate(args.oha, ports[p], d, rate), procs)

@@ -38,7 +38,7 @@ TABLES = {
                  ("half of Warren's peak: achieved", "half_load", "rps", "req/s"),
                  ("half load p50", "half_load", "p50_ms", "ms"), ("half load p99", "half_load", "p99_ms", "ms"),
                  ("new TLS connections (Connection: close)", "handshake", "rps", "req/s")],
-        "ratios": [("warren-https", "nginx-tls-rathole")],
+        "ratios": [("warren-https", "nginx-tls-rathole"), ("warren-https", "warren-https-baseline")],
         "ratio_units": ("req/s",),
         "diffs": [("warren-https", "nginx-tls")],
     },
@@ -145,7 +145,8 @@ def render(doc, path):
     if spec is None:
         return generic(doc, path)
     paths = paths_of(doc)
-    ratios, diffs = spec.get("ratios", []), spec.get("diffs", [])
+    ratios = [(a, b) for a, b in spec.get("ratios", []) if a in paths and b in paths]
+    diffs = [(a, b) for a, b in spec.get("diffs", []) if a in paths and b in paths]
     cols = [f"{a} / {b}" for a, b in ratios] + [f"{a} - {b}" for a, b in diffs]
     out = [header(doc, path), "", "| scenario | unit | " + " | ".join(paths + cols) + " |",
            "|---|---|" + "---|" * (len(paths) + len(cols))]

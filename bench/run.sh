@@ -15,6 +15,8 @@
 #   bench/run.sh                          # 5 rounds of 5 s per sample, every suite
 #   REPS=7 DURATION=10 bench/run.sh
 #   SUITES=https,apply bench/run.sh       # some suites
+#   WARREN_BASELINE=/path/to/old/warren SUITES=https bench/run.sh
+#                                         # the https suite with a second Warren binary side by side
 #
 # Everything runs on 127.0.0.1. See bench/RESULTS.md.
 set -euo pipefail

@@ -8,6 +8,8 @@
 //!   terminating TLS, so `tls` resources can be passed through untouched.
 //! - [`proxy_header`]: PROXY protocol v1 and v2 headers (encode, and parse for
 //!   origins and tests).
+//! - [`host`]: which host an HTTP request is for (authority and `Host`
+//!   agreeing, a host name).
 //! - [`path`]: request-path normalisation, so the router and the origin see
 //!   the same path.
 //! - [`router`]: host and longest-path-prefix routing.
@@ -15,6 +17,7 @@
 //! Invariant: no tokio, no sockets, no clock.
 
 pub mod client_hello;
+pub mod host;
 pub mod path;
 pub mod proxy_header;
 pub mod router;

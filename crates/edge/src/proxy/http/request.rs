@@ -8,6 +8,7 @@ use crate::proxy::http::error::ProxyError;
 use crate::proxy::http::serve::ConnContext;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Uri, Version};
+use warren_ingress::host::{request_host as request_host_of, HostError};
 use warren_ingress::path::normalize;
 
 /// What the edge established about a request before routing it.
@@ -30,7 +31,7 @@ pub(crate) struct Head {
 /// Reads the host and path of `req`, made on connection `ctx`.
 pub(crate) fn read<B>(ctx: &ConnContext, req: &Request<B>) -> Result<Head, ProxyError> {
     let (host, authority) =
-        request_host(req).map_err(|why| ProxyError::BadRequest(why.to_owned()))?;
+        request_host(req).map_err(|why| ProxyError::BadRequest(why.to_string()))?;
     let expected = ctx.sni.clone().or_else(|| ctx.shared.certs.default_host());
     if expected.as_deref() != Some(host.as_str()) {
         return Err(ProxyError::Misdirected);
@@ -54,36 +55,17 @@ pub(crate) fn read<B>(ctx: &ConnContext, req: &Request<B>) -> Result<Head, Proxy
     })
 }
 
-/// Host (lower-case, no port) and the authority string as sent.
-fn request_host<B>(req: &Request<B>) -> Result<(String, String), &'static str> {
-    let from_header = req
+/// Host (lower-case, no port) and the authority string as sent: the
+/// rules are `warren_ingress::host`'s (property-tested and fuzzed there).
+fn request_host<B>(req: &Request<B>) -> Result<(String, String), HostError> {
+    let headers: Vec<&[u8]> = req
         .headers()
         .get_all(header::HOST)
         .iter()
-        .map(|v| v.to_str().map_err(|_| "the Host header is not text"))
-        .collect::<Result<Vec<_>, _>>()?;
-    if from_header.len() > 1 {
-        return Err("more than one Host header");
-    }
-    let from_uri = req.uri().authority().map(|a| a.as_str());
-    let authority = match (from_uri, from_header.first()) {
-        (Some(u), Some(h)) if !u.eq_ignore_ascii_case(h) => {
-            return Err("the request target names another host than the Host header")
-        }
-        (Some(u), _) => u.to_owned(),
-        (None, Some(h)) => (*h).to_owned(),
-        (None, None) => return Err("no Host header"),
-    };
-    let host = match authority.parse::<http::uri::Authority>() {
-        Ok(a) => a.host().to_owned(),
-        Err(_) => return Err("the Host header is not a host"),
-    };
-    if authority.contains('@') {
-        return Err("the Host header carries user information");
-    }
-    let host = warren_ingress::client_hello::host_name(host.as_bytes())
-        .map_err(|_| "the Host header is not a host name")?;
-    Ok((host, authority))
+        .map(|v| v.as_bytes())
+        .collect();
+    let got = request_host_of(req.uri().authority().map(|a| a.as_str()), &headers)?;
+    Ok((got.host, got.authority))
 }
 
 fn is_upgrade<B>(req: &Request<B>) -> Option<HeaderValue> {

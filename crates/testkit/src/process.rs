@@ -420,6 +420,19 @@ impl EdgeProcess {
         agent
     }
 
+    /// `/metrics` (served without a key) as `series -> value`, comment
+    /// lines left out: `warren_edge_agents_connected{site="home"} -> "1"`.
+    pub fn metrics(&self) -> std::collections::BTreeMap<String, String> {
+        let (status, body) = self.admin_request("GET", "/metrics", None, None);
+        assert_eq!(status, 200, "GET /metrics: {body}");
+        let text = body.as_str().unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+            .filter_map(|l| l.rsplit_once(' '))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect()
+    }
+
     /// GET `path` on the admin API with the edge's token, parsed as JSON.
     pub fn admin_get(&self, path: &str) -> Value {
         let (status, body) = self.admin_request("GET", path, None, self.token.as_deref());

@@ -376,25 +376,6 @@ async fn quic_refusal(edge: &EdgeProcess, hello: &Hello) -> Refusal {
     }
 }
 
-/// `/metrics` (served without a key) as `series -> value` lines.
-fn metric_lines(edge: &EdgeProcess) -> std::collections::BTreeMap<String, String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(edge.admin).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let body = resp.split("\r\n\r\n").nth(1).unwrap_or_default();
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .filter_map(|l| l.rsplit_once(' '))
-        .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
-}
-
 /// How each series moved from `before` to `after` (`name{labels} +1`), for
 /// those that moved or are new.
 fn metric_changes(
@@ -465,12 +446,12 @@ async fn an_unknown_site_id_gets_exactly_the_answer_of_a_wrong_secret() {
 
     let mut answers = Vec::new();
     for (i, (what, h)) in cases.iter().enumerate() {
-        let before = metric_lines(&edge);
+        let before = edge.metrics();
         let (bytes, end) = raw_answer(&edge, h).await;
         let logged = edge
             .process
             .wait_event_nth("agent_refused", 2 * i, Duration::from_secs(10));
-        let changes = metric_changes(&before, &metric_lines(&edge));
+        let changes = metric_changes(&before, &edge.metrics());
         // What a refusal is: a reply naming bad credentials, then a close.
         match decode_reply(&bytes) {
             Ok(Some((Reply::Refused(r), used))) => {
@@ -590,7 +571,8 @@ async fn every_refusal_is_logged_and_counted_under_the_same_reason() {
                 .entry(e["reason"].as_str().unwrap_or("?").to_owned())
                 .or_default() += 1;
         }
-        let counted: std::collections::BTreeMap<String, u64> = metric_lines(&edge)
+        let counted: std::collections::BTreeMap<String, u64> = edge
+            .metrics()
             .into_iter()
             .filter_map(|(k, v)| {
                 let reason = k

@@ -542,21 +542,13 @@ async fn an_agent_that_never_answers_an_open_is_a_504_from_the_tunnel() {
     assert_eq!(status, "504", "{text}");
     assert!(body.contains("no agent of site `home` answered"), "{body}");
 
-    let metrics = {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(edge.admin).unwrap();
-        write!(
-            s,
-            "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut resp = String::new();
-        s.read_to_string(&mut resp).unwrap();
-        resp
-    };
-    assert!(
-        metrics.contains("warren_edge_http_errors_total{resource=\"app\",source=\"tunnel\"} 1"),
-        "{metrics}"
+    let metrics = edge.metrics();
+    assert_eq!(
+        metrics
+            .get("warren_edge_http_errors_total{resource=\"app\",source=\"tunnel\"}")
+            .map(String::as_str),
+        Some("1"),
+        "{metrics:?}"
     );
     let deadline = std::time::Instant::now() + warren_testkit::EVENT_TIMEOUT;
     let line = loop {

@@ -215,6 +215,11 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// `after` from now, in Unix ms (saturating: a huge duration is "never").
+pub fn deadline_ms(after: std::time::Duration) -> i64 {
+    now_ms().saturating_add(after.as_millis().min(i64::MAX as u128) as i64)
+}
+
 /// A time-sortable unique id: 14 hex digits of microseconds, strictly
 /// increasing within this process (so rows written in one millisecond keep
 /// their order and a reader paging with `after` never skips one), then 4

@@ -207,7 +207,7 @@ impl Store {
     ) -> Result<SecretRecord, StoreError> {
         self.site(id).await?;
         let now = now_ms();
-        let until = now.saturating_add(grace.as_millis().min(i64::MAX as u128) as i64);
+        let until = crate::deadline_ms(grace);
         let mut tx = self.begin().await?;
         sqlx::query(
             "UPDATE site_secrets SET grace_until_ms = $1 \

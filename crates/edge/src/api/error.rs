@@ -5,6 +5,7 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use std::time::Duration;
 use warren_store::StoreError;
 
 /// The JSON error every endpoint answers with.
@@ -77,5 +78,34 @@ pub(crate) fn bad_json(rejection: JsonRejection) -> Response {
         StatusCode::BAD_REQUEST,
         "invalid_json",
         rejection.body_text(),
+    )
+}
+
+/// A duration field (`30d`, `12h`, `0s`): `None` when absent, a 422 naming
+/// the field when it does not parse.
+#[allow(clippy::result_large_err)] // the handler returns the Response at once
+pub(crate) fn duration_field(
+    field: &str,
+    text: Option<&str>,
+) -> Result<Option<Duration>, Response> {
+    text.map(humantime::parse_duration)
+        .transpose()
+        .map_err(|e| {
+            error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_field",
+                format!("`{field}` is not a duration like 30d, 12h or 0s: {e}"),
+            )
+        })
+}
+
+/// A secret could not be hashed (the blocking pool failed): a 500 that
+/// says no more.
+pub(crate) fn hashing_failed(e: tokio::task::JoinError) -> Response {
+    tracing::error!(error = %e, "hashing a secret failed");
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "hashing failed".into(),
     )
 }

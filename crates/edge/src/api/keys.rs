@@ -3,7 +3,7 @@
 //! `DELETE /api/v1/keys/{id}`.
 
 use crate::api::auth::{AuthError, Caller, Token};
-use crate::api::error::{bad_json, store_error};
+use crate::api::error::{bad_json, duration_field, hashing_failed, store_error};
 use crate::api::error::{error, ApiError};
 use crate::EdgeShared;
 use axum::extract::rejection::JsonRejection;
@@ -13,7 +13,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use std::sync::Arc;
-use warren_store::{now_ms, ApiKeyRecord, Scope};
+use warren_store::{deadline_ms, ApiKeyRecord, Scope};
 
 /// Lets a request through only with a valid key of sufficient scope, and
 /// hands the handler its [`Caller`].
@@ -110,27 +110,14 @@ pub(crate) async fn create(
             "`name` must be 1 to 200 characters".into(),
         );
     }
-    let expires_ms = match new.expires_in.as_deref().map(humantime::parse_duration) {
-        None => None,
-        Some(Ok(d)) => Some(now_ms().saturating_add(d.as_millis().min(i64::MAX as u128) as i64)),
-        Some(Err(e)) => {
-            return error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_field",
-                format!("`expires_in` is not a duration like 30d or 12h: {e}"),
-            )
-        }
+    let expires_ms = match duration_field("expires_in", new.expires_in.as_deref()) {
+        Ok(d) => d.map(deadline_ms),
+        Err(r) => return r,
     };
     let token = Token::generate();
     let hash = match token.hash().await {
         Ok(h) => h,
-        Err(_) => {
-            return error(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal",
-                "hashing failed".into(),
-            )
-        }
+        Err(e) => return hashing_failed(e),
     };
     match shared
         .store

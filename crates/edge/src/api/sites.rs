@@ -6,7 +6,7 @@
 //! in the config file are read-only here (`managed_by_file`).
 
 use crate::api::auth::Caller;
-use crate::api::error::{bad_json, store_error};
+use crate::api::error::{bad_json, duration_field, hashing_failed, store_error};
 use crate::api::error::{error, ApiError};
 use crate::tunnel::credentials::{generate_secret, hash_secret_blocking};
 use crate::EdgeShared;
@@ -61,13 +61,7 @@ pub(crate) struct RotatedSecret {
 }
 
 async fn hashed(secret: Secret) -> Result<String, Response> {
-    hash_secret_blocking(secret).await.map_err(|_| {
-        error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "hashing failed".into(),
-        )
-    })
+    hash_secret_blocking(secret).await.map_err(hashing_failed)
 }
 
 /// Creates a site; the response carries its secret, once.
@@ -195,16 +189,9 @@ pub(crate) async fn rotate(
         Err(JsonRejection::MissingJsonContentType(_)) => Rotate::default(),
         Err(r) => return bad_json(r),
     };
-    let grace = match rotate.grace.as_deref().map(humantime::parse_duration) {
-        None => DEFAULT_GRACE,
-        Some(Ok(d)) => d,
-        Some(Err(e)) => {
-            return error(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "invalid_field",
-                format!("`grace` is not a duration like 24h or 0s: {e}"),
-            )
-        }
+    let grace = match duration_field("grace", rotate.grace.as_deref()) {
+        Ok(d) => d.unwrap_or(DEFAULT_GRACE),
+        Err(r) => return r,
     };
     if let Err(r) = api_managed(&shared, &id).await {
         return r;
@@ -232,10 +219,7 @@ pub(crate) async fn rotate(
                         .link
                         .close("the site's secret was rotated with no grace period");
                 } else {
-                    agent.mark_old_secret(
-                        warren_store::now_ms()
-                            .saturating_add(grace.as_millis().min(i64::MAX as u128) as i64),
-                    );
+                    agent.mark_old_secret(warren_store::deadline_ms(grace));
                 }
             }
             Json(RotatedSecret {

@@ -328,6 +328,18 @@ async fn bad_writes_are_refused_with_a_code_and_change_nothing() {
             "port_in_use",
         ),
         (
+            // Not an address of this host: the request's fault, named.
+            "a listen address this host does not have",
+            call(
+                &edge,
+                "POST",
+                "/api/v1/resources",
+                &json!({ "name": "elsewhere", "type": "tcp", "listen": "192.0.2.1:5555", "targets": target }),
+            ),
+            422,
+            "invalid_field",
+        ),
+        (
             "moving a resource onto a port in use",
             call(
                 &edge,

@@ -140,7 +140,22 @@ fn write_error(e: WriteError) -> Response {
             format!("{field}: {message}"),
         ),
         WriteError::PortInUse(message) => error(StatusCode::CONFLICT, "port_in_use", message),
+        WriteError::CannotListen(message) => field_errors(
+            message.clone(),
+            vec![FieldError {
+                field: "listen".into(),
+                message,
+            }],
+        ),
         WriteError::Store(e) => store_error(e),
+        WriteError::Apply(e) => {
+            tracing::error!(error = %e, "an API write could not be applied");
+            error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the edge could not apply the change; see its log".into(),
+            )
+        }
     }
 }
 

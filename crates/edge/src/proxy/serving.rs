@@ -56,8 +56,16 @@ pub(crate) enum WriteError {
     Resource(#[from] ApiResourceError),
     #[error("{0}")]
     PortInUse(String),
+    /// The address cannot be listened on for another reason (not this
+    /// host's, a privileged port).
+    #[error("{0}")]
+    CannotListen(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Applying failed for another reason (a certificate file, the access
+    /// log): the edge's fault, not the request's.
+    #[error("the edge could not apply the change: {0}")]
+    Apply(EdgeError),
 }
 
 impl Serving {
@@ -199,10 +207,16 @@ impl Serving {
         self.apply(shared, serving, version)
             .await
             .map_err(|e| match e {
-                EdgeError::Bind { addr, source, .. } => {
+                EdgeError::Bind { addr, source, .. }
+                    if source.kind() == std::io::ErrorKind::AddrInUse =>
+                {
                     WriteError::PortInUse(format!("cannot listen on {addr}: {source}"))
                 }
-                other => WriteError::PortInUse(other.to_string()),
+                EdgeError::Bind { addr, source, .. } => {
+                    WriteError::CannotListen(format!("cannot listen on {addr}: {source}"))
+                }
+                EdgeError::Store(e) => WriteError::Store(e),
+                other => WriteError::Apply(other),
             })?;
         let written = match (resource, spec, name) {
             (Some(r), Some((spec, replacing)), _) => {

@@ -1,4 +1,4 @@
-//! Notable events of the tunnel, as types. Each writes, in one place, its
+//! Notable events of the tunnel and its streams, as types. Each writes, in one place, its
 //! log line (with its `event` name and a `reason` that is the metric's
 //! label), its metric and its recorder row (the store's event log and the
 //! notifications), so the three cannot drift apart.
@@ -6,6 +6,7 @@
 use crate::tunnel::registry::AgentConn;
 use crate::EdgeShared;
 use std::net::SocketAddr;
+use warren_proto::RefuseReason;
 
 /// Why a tunnel connection did not become a link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -169,5 +170,32 @@ impl TargetHealth<'_> {
                 "target": upstream, "site": site, "agent": agent, "detail": self.detail,
             }),
         );
+    }
+}
+
+/// An agent refused to open a stream (its allowlist, a target it could not
+/// reach): recorded for the status API, logged, counted.
+pub(crate) struct StreamRefused<'a> {
+    pub(crate) resource: &'a str,
+    pub(crate) site: &'a str,
+    pub(crate) target: &'a str,
+    pub(crate) client: SocketAddr,
+    pub(crate) agent: &'a str,
+    pub(crate) reason: RefuseReason,
+    pub(crate) message: &'a str,
+}
+
+impl StreamRefused<'_> {
+    pub(crate) fn emit(self, shared: &EdgeShared) {
+        let reason = self.reason.as_str();
+        shared
+            .registry
+            .record_refusal(self.site, self.resource, self.target, reason, self.message);
+        tracing::warn!(
+            event = "stream_refused", resource = self.resource, site = self.site,
+            upstream = self.target, client = %self.client, agent = self.agent, reason,
+            message = %self.message, "agent refused the stream"
+        );
+        shared.metrics.stream_refused(self.resource, reason);
     }
 }

@@ -397,6 +397,7 @@ impl Edge {
             }
             if tokio::time::Instant::now() >= deadline {
                 tracing::warn!(
+                    event = "drain_timeout",
                     streams = active,
                     "drain timeout reached; closing open streams"
                 );

@@ -46,6 +46,13 @@ pub(crate) struct HttpErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct RefusalLabels {
+    pub(crate) resource: String,
+    /// The agent's reason: `not_allowed`, `connect_failed`, ...
+    pub(crate) reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct ResourceLabels {
     pub(crate) resource: String,
 }
@@ -83,6 +90,8 @@ pub(crate) struct EdgeMetrics {
     pub(crate) http_latency: HistogramFamily,
     /// HTTP requests that ended at the edge, by resource and who failed.
     pub(crate) http_errors: Family<HttpErrorLabels, Counter>,
+    /// Streams an agent refused, by resource and the agent's reason.
+    pub(crate) stream_refusals: Family<RefusalLabels, Counter>,
 }
 
 impl EdgeMetrics {
@@ -118,7 +127,14 @@ impl EdgeMetrics {
             "HTTP requests that ended at the edge with an error page, by resource and who failed",
             http_errors.clone(),
         );
+        let stream_refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "stream_refusals",
+            "streams an agent refused, by resource and the agent's reason",
+            stream_refusals.clone(),
+        );
         EdgeMetrics {
+            stream_refusals,
             registry,
             handshake_failures,
             agent_connects,
@@ -133,6 +149,16 @@ impl EdgeMetrics {
         self.handshake_failures
             .get_or_create(&ReasonLabels {
                 reason: reason.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a stream an agent refused.
+    pub(crate) fn stream_refused(&self, resource: &str, reason: &'static str) {
+        self.stream_refusals
+            .get_or_create(&RefusalLabels {
+                resource: resource.to_owned(),
+                reason,
             })
             .inc();
     }

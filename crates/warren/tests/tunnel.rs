@@ -118,7 +118,17 @@ async fn a_target_outside_the_allowlist_is_refused_and_reported() {
     let refused = agent.wait_event("stream_refused");
     assert_eq!(refused["upstream"], forbidden.to_string());
     assert_eq!(refused["reason"], "not_allowed");
-    edge.process.wait_event("stream_refused");
+    let on_edge = edge.process.wait_event("stream_refused");
+    assert_eq!(on_edge["reason"], "not_allowed", "{on_edge}");
+    // Counted under the reason the edge logged, once.
+    let counted = edge.metrics();
+    assert_eq!(
+        counted
+            .get("warren_edge_stream_refusals_total{resource=\"sneaky\",reason=\"not_allowed\"}")
+            .map(String::as_str),
+        Some("1"),
+        "{counted:?}"
+    );
     let sites = edge.admin_get("/api/v1/sites");
     assert_eq!(sites[0]["refusals"], 1);
     assert_eq!(sites[0]["last_refusal"]["target"], forbidden.to_string());

@@ -8,6 +8,7 @@
 //! is not, which is what makes losing one of several agents cost no failed
 //! connections.
 
+use crate::events::StreamRefused;
 use crate::proxy::balance::{Pick, ResourceSlot, TargetGuard};
 use crate::tunnel::registry::{AgentConn, Registry, StreamGuard};
 use crate::EdgeShared;
@@ -63,15 +64,16 @@ pub(crate) async fn open_to_site(
         match tokio::time::timeout(OPEN_TIMEOUT, agent.link.open(request.clone())).await {
             Ok(Ok(stream)) => return Ok((stream, guard)),
             Ok(Err(OpenError::Refused { reason, message })) => {
-                shared
-                    .registry
-                    .record_refusal(site, resource, target, reason.as_str(), &message);
-                tracing::warn!(
-                    event = "stream_refused",
-                    resource, site, upstream = target, client = %client,
-                    agent = %agent.instance, reason = reason.as_str(), message = %message,
-                    "agent refused the stream"
-                );
+                StreamRefused {
+                    resource,
+                    site,
+                    target,
+                    client,
+                    agent: &agent.instance,
+                    reason,
+                    message: &message,
+                }
+                .emit(shared);
                 return Err(DispatchError::Refused { reason, message });
             }
             Ok(Err(e)) => {
@@ -80,7 +82,7 @@ pub(crate) async fn open_to_site(
                 timed_out = false;
             }
             Err(_) => {
-                tracing::warn!(resource, site, agent = %agent.instance, "agent did not answer an open within {OPEN_TIMEOUT:?}; trying the next");
+                tracing::warn!(event = "open_timeout", resource, site, agent = %agent.instance, "agent did not answer an open within {OPEN_TIMEOUT:?}; trying the next");
                 timed_out = true;
             }
         }
@@ -212,7 +214,7 @@ pub(crate) async fn connect_reusing<C>(
                 })
             }
             Err(e) if e.target_failed() => {
-                tracing::info!(resource = %resource.name, upstream = %pick.target.address, error = %e, "target unreachable");
+                tracing::info!(event = "target_unreachable", resource = %resource.name, upstream = %pick.target.address, error = %e, "target unreachable; trying another");
                 tried.push(pick.index);
                 last_error = Some(e);
             }

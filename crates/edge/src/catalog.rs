@@ -114,7 +114,7 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tunnel::credentials::hash_secret;
+    use crate::tunnel::credentials::{hash_secret, hash_secret_argon2};
     use std::path::Path;
 
     fn record(id: &str, managed_by: ManagedBy) -> SiteRecord {
@@ -152,7 +152,8 @@ mod tests {
                     record("lab", ManagedBy::Api),
                     vec![
                         secret(hash_secret("new"), None, None),
-                        secret(hash_secret("old"), Some(1), Some(2_000)),
+                        // Hashed as earlier versions did: still accepted.
+                        secret(hash_secret_argon2("old"), Some(1), Some(2_000)),
                     ],
                 ),
                 // The file's record of its own site is not a second source.

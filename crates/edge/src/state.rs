@@ -35,10 +35,10 @@ pub(crate) async fn open(config: &EdgeConfig) -> Result<Store, EdgeError> {
 
 fn secret_for_store(secret: &SiteSecret) -> String {
     match secret {
-        SiteSecret::Hash(h) => h.clone(),
+        SiteSecret::Argon2(h) => h.clone(),
         // A clear secret in the file stays in the file: the store gets a
         // marker, never the secret or a fast hash of it.
-        SiteSecret::Plain(_) => "managed-by-file".to_owned(),
+        SiteSecret::Digest(_) => "managed-by-file".to_owned(),
     }
 }
 

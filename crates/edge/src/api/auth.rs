@@ -16,7 +16,7 @@
 //! writes its token to `data_dir/admin-token` (mode 0600): the one place a
 //! token exists in clear, for the operator to pick up.
 
-use crate::tunnel::credentials::{hash_secret_blocking, SiteSecret, Verifier};
+use crate::tunnel::credentials::{hash_secret, SiteSecret, Verifier};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -61,8 +61,8 @@ impl Token {
     }
 
     /// The argon2id hash to store (computed on the blocking pool).
-    pub(crate) async fn hash(&self) -> Result<String, tokio::task::JoinError> {
-        hash_secret_blocking(self.secret.clone()).await
+    pub(crate) fn hash(&self) -> String {
+        hash_secret(self.secret.expose())
     }
 }
 
@@ -193,10 +193,7 @@ pub(crate) async fn ensure_initial_key(
         return Ok(None);
     }
     let token = Token::generate();
-    let hash = token
-        .hash()
-        .await
-        .map_err(|e| crate::EdgeError::io(data_dir, std::io::Error::other(e)))?;
+    let hash = token.hash();
     let path = initial_token_path(data_dir);
     crate::certs::write_private(&path, format!("{}\n", token.reveal()).as_bytes())?;
     store

@@ -98,14 +98,3 @@ pub(crate) fn duration_field(
             )
         })
 }
-
-/// A secret could not be hashed (the blocking pool failed): a 500 that
-/// says no more.
-pub(crate) fn hashing_failed(e: tokio::task::JoinError) -> Response {
-    tracing::error!(error = %e, "hashing a secret failed");
-    error(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "internal",
-        "hashing failed".into(),
-    )
-}

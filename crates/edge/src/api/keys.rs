@@ -3,7 +3,7 @@
 //! `DELETE /api/v1/keys/{id}`.
 
 use crate::api::auth::{AuthError, Caller, Token};
-use crate::api::error::{bad_json, duration_field, hashing_failed, store_error};
+use crate::api::error::{bad_json, duration_field, store_error};
 use crate::api::error::{error, ApiError};
 use crate::EdgeShared;
 use axum::extract::rejection::JsonRejection;
@@ -115,10 +115,7 @@ pub(crate) async fn create(
         Err(r) => return r,
     };
     let token = Token::generate();
-    let hash = match token.hash().await {
-        Ok(h) => h,
-        Err(e) => return hashing_failed(e),
-    };
+    let hash = token.hash();
     match shared
         .store
         .create_api_key(

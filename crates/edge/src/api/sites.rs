@@ -6,9 +6,9 @@
 //! in the config file are read-only here (`managed_by_file`).
 
 use crate::api::auth::Caller;
-use crate::api::error::{bad_json, duration_field, hashing_failed, store_error};
+use crate::api::error::{bad_json, duration_field, store_error};
 use crate::api::error::{error, ApiError};
-use crate::tunnel::credentials::{generate_secret, hash_secret_blocking};
+use crate::tunnel::credentials::{generate_secret, hash_secret};
 use crate::EdgeShared;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
@@ -17,7 +17,6 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use std::sync::Arc;
 use std::time::Duration;
-use warren_proto::Secret;
 use warren_store::{ManagedBy, SiteRecord, StoreError};
 
 /// The default grace of a rotated-out secret.
@@ -60,10 +59,6 @@ pub(crate) struct RotatedSecret {
     grace_s: u64,
 }
 
-async fn hashed(secret: Secret) -> Result<String, Response> {
-    hash_secret_blocking(secret).await.map_err(hashing_failed)
-}
-
 /// Creates a site; the response carries its secret, once.
 #[utoipa::path(post, path = "/api/v1/sites", tag = "sites", request_body = NewSite,
     responses((status = 201, body = CreatedSite),
@@ -93,10 +88,7 @@ pub(crate) async fn create(
         )));
     }
     let secret = generate_secret();
-    let hash = match hashed(secret.clone()).await {
-        Ok(h) => h,
-        Err(r) => return r,
-    };
+    let hash = hash_secret(secret.expose());
     let name = new.name.unwrap_or_else(|| new.id.clone());
     match shared
         .store
@@ -197,10 +189,7 @@ pub(crate) async fn rotate(
         return r;
     }
     let secret = generate_secret();
-    let hash = match hashed(secret.clone()).await {
-        Ok(h) => h,
-        Err(r) => return r,
-    };
+    let hash = hash_secret(secret.expose());
     match shared
         .store
         .rotate_site_secret(&caller.key_id, &id, &hash, grace)

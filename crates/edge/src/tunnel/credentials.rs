@@ -1,11 +1,13 @@
-//! Site credentials: how secrets are stored and checked.
+//! Site credentials (and API tokens): how secrets are stored and checked.
 //!
-//! Secrets at rest are argon2id hashes (`secret_hash`, what `warren up`
-//! writes). A plain `secret` in the file is accepted for hand-written labs and
-//! compared in constant time. Checks run on the blocking pool behind a small
-//! semaphore, so a flood of bogus handshakes cannot starve the proxy threads.
-//! An unknown site id costs the same argon2 work as a known one, so response
-//! time does not reveal which ids exist.
+//! Warren's secrets are generated, 128 random bits each, so at rest they are
+//! SHA-256 digests (`$sha256$<hex>`: `secret_hash`, API sites, API keys),
+//! compared in constant time in microseconds; a password hash would only
+//! make every check cost tens of milliseconds and ~19 MiB. A plain `secret`
+//! in the file is kept as the same digest. Argon2 hashes written by earlier
+//! versions are still accepted, checked on the blocking pool behind a small
+//! semaphore; a rotation replaces them. An unknown site id is checked
+//! against a digest, so it costs what a wrong secret costs.
 
 use argon2::password_hash::SaltString;
 use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
@@ -16,53 +18,73 @@ use subtle::ConstantTimeEq;
 use tokio::sync::Semaphore;
 use warren_proto::Secret;
 
-/// A site's secret as the edge keeps it.
+/// A site's secret (or an API token's) as the edge keeps it.
 #[derive(Clone)]
 pub enum SiteSecret {
-    /// Given in clear in the config; kept as a SHA-256 digest for comparison.
-    Plain([u8; 32]),
-    /// An argon2 PHC string.
-    Hash(String),
+    /// A SHA-256 digest, compared in constant time: of a secret given in
+    /// clear in the config, or stored as `$sha256$<64 hex>`. Machine secrets
+    /// carry 128 random bits, so a slow password hash would buy nothing; a
+    /// digest checks in microseconds.
+    Digest([u8; 32]),
+    /// An argon2 PHC string, as hashes were written before: still accepted,
+    /// checked on the blocking pool a few at a time.
+    Argon2(String),
 }
 
 impl fmt::Debug for SiteSecret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SiteSecret::Plain(_) => f.write_str("SiteSecret::Plain(***)"),
-            SiteSecret::Hash(_) => f.write_str("SiteSecret::Hash(***)"),
+            SiteSecret::Digest(_) => f.write_str("SiteSecret::Digest(***)"),
+            SiteSecret::Argon2(_) => f.write_str("SiteSecret::Argon2(***)"),
         }
     }
 }
 
+const DIGEST_PREFIX: &str = "$sha256$";
+
 impl SiteSecret {
     /// From a secret given in clear.
     pub fn plain(secret: &Secret) -> Self {
-        SiteSecret::Plain(Sha256::digest(secret.expose().as_bytes()).into())
+        SiteSecret::Digest(Sha256::digest(secret.expose().as_bytes()).into())
     }
 
-    /// From an argon2 PHC hash string.
+    /// From a stored hash: `$sha256$<64 hex>` (what Warren writes) or an
+    /// argon2 PHC string (what it wrote before).
     pub fn from_hash(hash: &str) -> Result<Self, String> {
-        let parsed =
-            PasswordHash::new(hash).map_err(|e| format!("not an argon2 PHC string: {e}"))?;
+        if let Some(hex_digest) = hash.strip_prefix(DIGEST_PREFIX) {
+            let bytes = hex::decode(hex_digest)
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .ok_or("`$sha256$` must be followed by 64 hex digits")?;
+            return Ok(SiteSecret::Digest(bytes));
+        }
+        let parsed = PasswordHash::new(hash)
+            .map_err(|e| format!("neither `$sha256$<hex>` nor an argon2 PHC string: {e}"))?;
         if !parsed.algorithm.as_str().starts_with("argon2") {
             return Err(format!(
                 "hash algorithm `{}` is not argon2",
                 parsed.algorithm
             ));
         }
-        Ok(SiteSecret::Hash(hash.to_owned()))
+        Ok(SiteSecret::Argon2(hash.to_owned()))
     }
 
-    /// Whether `presented` is this secret. Blocking (argon2): call it from
-    /// the blocking pool.
+    /// Whether checking it is slow (argon2): the caller runs it on the
+    /// blocking pool.
+    pub fn is_slow(&self) -> bool {
+        matches!(self, SiteSecret::Argon2(_))
+    }
+
+    /// Whether `presented` is this secret. Microseconds for a digest; tens
+    /// of milliseconds for argon2 (see [`SiteSecret::is_slow`]).
     pub fn verify(&self, presented: &Secret) -> bool {
         let presented = presented.expose();
         match self {
-            SiteSecret::Plain(digest) => {
+            SiteSecret::Digest(digest) => {
                 let got: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
                 bool::from(got.ct_eq(digest))
             }
-            SiteSecret::Hash(hash) => match PasswordHash::new(hash) {
+            SiteSecret::Argon2(hash) => match PasswordHash::new(hash) {
                 Ok(parsed) => Argon2::default()
                     .verify_password(presented.as_bytes(), &parsed)
                     .is_ok(),
@@ -72,8 +94,17 @@ impl SiteSecret {
     }
 }
 
-/// Hashes a secret with argon2id and a random salt, for `secret_hash`.
+/// The stored form of a machine secret (`secret_hash`, API sites, API
+/// keys): `$sha256$<64 hex>`.
 pub fn hash_secret(secret: &str) -> String {
+    format!(
+        "{DIGEST_PREFIX}{}",
+        hex::encode(Sha256::digest(secret.as_bytes()))
+    )
+}
+
+/// An argon2id hash, as Warren wrote before: for tests of old stores.
+pub fn hash_secret_argon2(secret: &str) -> String {
     let salt =
         SaltString::encode_b64(&rand::random::<[u8; 16]>()).expect("16 bytes is a valid salt");
     Argon2::default()
@@ -82,23 +113,20 @@ pub fn hash_secret(secret: &str) -> String {
         .to_string()
 }
 
-/// [`hash_secret`] on the blocking pool: argon2 takes tens of milliseconds,
-/// too long for an async worker thread.
-pub async fn hash_secret_blocking(secret: Secret) -> Result<String, tokio::task::JoinError> {
-    tokio::task::spawn_blocking(move || hash_secret(secret.expose())).await
-}
-
 /// A new random secret: 32 hex digits (128 bits).
 pub fn generate_secret() -> Secret {
     Secret::new(hex::encode(rand::random::<[u8; 16]>()))
 }
 
+/// What an unknown site id is checked against: a digest, as every secret
+/// Warren writes is, so an unknown id costs what a wrong secret costs.
 fn dummy_secret() -> &'static SiteSecret {
     static DUMMY: OnceLock<SiteSecret> = OnceLock::new();
-    DUMMY.get_or_init(|| SiteSecret::Hash(hash_secret("warren-dummy-secret-for-unknown-ids")))
+    DUMMY.get_or_init(|| SiteSecret::Digest(Sha256::digest(rand::random::<[u8; 32]>()).into()))
 }
 
-/// Checks presented credentials, a few at a time.
+/// Checks presented credentials: digests at once, argon2 hashes a few at a
+/// time on the blocking pool, so a flood of those cannot starve the proxy.
 #[derive(Clone)]
 pub struct Verifier {
     permits: Arc<Semaphore>,
@@ -114,20 +142,22 @@ impl Default for Verifier {
 
 impl Verifier {
     /// Whether `presented` matches `expected`; `None` (unknown site) does the
-    /// same work and fails.
+    /// work of a wrong secret and fails.
     pub async fn check(&self, expected: Option<SiteSecret>, presented: Secret) -> bool {
+        let expected = match expected {
+            None => {
+                dummy_secret().verify(&presented);
+                return false;
+            }
+            Some(e) if !e.is_slow() => return e.verify(&presented),
+            Some(e) => e,
+        };
         let Ok(_permit) = self.permits.acquire().await else {
             return false;
         };
-        tokio::task::spawn_blocking(move || match expected {
-            Some(secret) => secret.verify(&presented),
-            None => {
-                dummy_secret().verify(&presented);
-                false
-            }
-        })
-        .await
-        .unwrap_or(false)
+        tokio::task::spawn_blocking(move || expected.verify(&presented))
+            .await
+            .unwrap_or(false)
     }
 }
 
@@ -137,9 +167,15 @@ mod tests {
 
     #[test]
     fn hashed_and_plain_secrets_verify() {
-        let h = SiteSecret::from_hash(&hash_secret("right")).unwrap();
-        assert!(h.verify(&"right".into()));
-        assert!(!h.verify(&"wrong".into()));
+        for h in [hash_secret("right"), hash_secret_argon2("right")] {
+            let h = SiteSecret::from_hash(&h).unwrap();
+            assert!(h.verify(&"right".into()));
+            assert!(!h.verify(&"wrong".into()));
+        }
+        assert!(hash_secret("right").starts_with("$sha256$"));
+        assert!(!SiteSecret::from_hash(&hash_secret("right"))
+            .unwrap()
+            .is_slow());
         let p = SiteSecret::plain(&"right".into());
         assert!(p.verify(&"right".into()));
         assert!(!p.verify(&"righ".into()));
@@ -149,6 +185,8 @@ mod tests {
     fn non_argon2_hashes_are_refused() {
         assert!(SiteSecret::from_hash("$5$rounds=1$abc$def").is_err());
         assert!(SiteSecret::from_hash("plain").is_err());
+        assert!(SiteSecret::from_hash("$sha256$abcd").is_err());
+        assert!(SiteSecret::from_hash(&format!("$sha256${}", "g".repeat(64))).is_err());
     }
 
     #[test]

@@ -66,6 +66,14 @@ pub enum StoreError {
     /// A stored value that does not parse (a bug or a hand-edited database).
     #[error("corrupt stored value in {0}")]
     Corrupt(String),
+    /// The database file could not be created or made private.
+    #[error("database file {path}: {source}")]
+    File {
+        /// The file.
+        path: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
 }
 
 /// Which database is behind the store.
@@ -118,8 +126,17 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating if needed) the SQLite database at `path`, in WAL
-    /// mode, and runs pending migrations.
+    /// mode, and runs pending migrations. The file is made readable by this
+    /// user only (0600) before SQLite opens it, whatever the directory or
+    /// umask; SQLite gives its `-wal` and `-shm` files the database's mode.
     pub async fn open_sqlite(path: &Path) -> Result<Store, StoreError> {
+        private_file(path)?;
+        for suffix in ["-wal", "-shm"] {
+            let side = std::path::PathBuf::from(format!("{}{suffix}", path.display()));
+            if side.exists() {
+                private_file(&side)?;
+            }
+        }
         let url = format!("sqlite://{}?mode=rwc", path.display());
         Self::open_url(&url).await
     }
@@ -206,6 +223,23 @@ impl Store {
             Backend::Postgres => self.pool.begin().await?,
         })
     }
+}
+
+/// Creates `path` empty with mode 0600, or takes an existing file down to
+/// 0600.
+fn private_file(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let io = |source| StoreError::File {
+        path: path.display().to_string(),
+        source,
+    };
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(io)
 }
 
 /// Now, in Unix milliseconds.

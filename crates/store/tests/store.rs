@@ -390,6 +390,41 @@ async fn sqlite_fresh_file_migrates_in_wal_mode_and_keeps_data_across_reopen() {
     assert_eq!(again.sqlite_integrity_check().await.unwrap(), "ok");
 }
 
+/// The database and its WAL and shared-memory files are readable by this
+/// user only, even in a directory anyone may list (0755) and with the
+/// usual umask (022): they hold the audit log, hashes and the store of
+/// every site.
+#[tokio::test]
+async fn sqlite_files_are_private_in_an_open_directory() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = dir.path().join("warren.db");
+    // An existing file with open permissions is closed down too.
+    let old = dir.path().join("old.db");
+    std::fs::write(&old, b"").unwrap();
+    std::fs::set_permissions(&old, std::fs::Permissions::from_mode(0o644)).unwrap();
+    for path in [&path, &old] {
+        let store = Store::open_sqlite(path).await.unwrap();
+        store
+            .create_site("test", "home", "Home", ManagedBy::Api, HASH)
+            .await
+            .unwrap();
+        let files: Vec<std::path::PathBuf> = ["", "-wal", "-shm"]
+            .iter()
+            .map(|suffix| std::path::PathBuf::from(format!("{}{suffix}", path.display())))
+            .collect();
+        for f in &files {
+            let mode = std::fs::metadata(f)
+                .unwrap_or_else(|e| panic!("{}: {e}", f.display()))
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o777, 0o600, "{} is {:o}", f.display(), mode & 0o777);
+        }
+        store.close().await;
+    }
+}
+
 #[tokio::test]
 async fn postgres_fresh_server_runs_the_same_migrations_and_scenarios() {
     let Some(pg) = postgres() else {

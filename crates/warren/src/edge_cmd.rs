@@ -44,13 +44,17 @@ pub(crate) async fn serve(
     path: &Path,
     on_started: impl FnOnce(&Edge),
 ) -> Result<(), Failure> {
+    // Handlers first: a signal during start-up waits for the loop below
+    // (the default action would kill the process mid-start).
+    let stop = crate::terminate_signal();
+    tokio::pin!(stop);
+    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let edge = Edge::start(config).await.context("starting the edge")?;
     on_started(&edge);
-    let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     loop {
         tokio::select! {
             _ = hup.recv() => reload(&edge, path).await,
-            _ = crate::terminate_signal() => break,
+            _ = &mut stop => break,
         }
     }
     tracing::info!("shutting down: draining open streams");

@@ -101,12 +101,16 @@ fn main() -> ExitCode {
 }
 
 /// Resolves on SIGTERM or SIGINT.
-pub(crate) async fn terminate_signal() {
+pub(crate) fn terminate_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
+    // Installed now, not when first polled: a SIGTERM that arrives while
+    // the caller is still starting up is kept for it, not fatal.
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
+    async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
     }
 }

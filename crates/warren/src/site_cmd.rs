@@ -57,9 +57,10 @@ pub(crate) async fn run(args: SiteArgs) -> Result<(), Failure> {
         tracing::info!(event = "metrics_listening", addr = %listener.local_addr().unwrap_or(addr), "serving /metrics and /healthz");
         tokio::spawn(warren_site::stats::serve_metrics(listener, stats.clone()));
     }
+    let stop = crate::terminate_signal();
     let shutdown = CancellationToken::new();
     let agent = tokio::spawn(warren_site::run(config, stats, shutdown.clone()));
-    crate::terminate_signal().await;
+    stop.await;
     tracing::info!("shutting down: telling the edge, draining open streams");
     shutdown.cancel();
     match agent.await {

@@ -12,6 +12,7 @@ mod cli;
 mod duration;
 mod edge_cmd;
 mod egress;
+mod log_writer;
 mod site_cmd;
 mod status_cmd;
 mod up_cmd;
@@ -47,13 +48,20 @@ fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WARREN_LOG").unwrap_or_else(|_| {
         tracing_subscriber::EnvFilter::new("info,quinn=warn,quinn_proto=warn,rustls=warn")
     });
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+        .with_ansi(ansi);
     match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder
+            .with_writer(std::io::stderr)
+            .json()
+            .flatten_event(true)
+            .init(),
+        // Peer-controlled strings reach fields: one event stays one line.
+        LogFormat::Text => builder
+            .with_writer(log_writer::EscapingStderr { ansi })
+            .init(),
     }
 }
 

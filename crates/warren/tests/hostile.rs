@@ -591,3 +591,82 @@ async fn every_refusal_is_logged_and_counted_under_the_same_reason() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// A peer cannot forge a line of the text log: a hello whose site id and
+/// instance carry a newline, a fake log line and a terminal escape is
+/// refused, and the edge's text log shows it escaped within one line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_cannot_forge_a_line_of_the_text_log() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("edge.toml"), EdgeSpec::new().to_toml()).unwrap();
+    let mut child = std::process::Command::new(bin())
+        .args(["edge", "--config", "edge.toml", "--log-format", "text"])
+        .env("WARREN_LOG", "info")
+        .current_dir(dir.path())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let sink = lines.clone();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let wait_for = |what: &str| -> String {
+        let deadline = std::time::Instant::now() + warren_testkit::EVENT_TIMEOUT;
+        loop {
+            if let Some(l) = lines.lock().unwrap().iter().find(|l| l.contains(what)) {
+                return l.clone();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no `{what}` in {:?}",
+                lines.lock().unwrap()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let started = wait_for("edge started");
+    let field = |k: &str| {
+        started
+            .split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{k}=")))
+            .unwrap_or_else(|| panic!("no {k}= in {started}"))
+            .trim_matches('"')
+            .to_owned()
+    };
+    let tunnel: std::net::SocketAddr = field("tunnel").parse().unwrap();
+    let cfg = tls::client_config(&EdgeTrust::Pin(tls::parse_pin(&field("pin")).unwrap())).unwrap();
+    let tcp = TcpStream::connect(tunnel).await.unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(cfg)
+        .connect("localhost".try_into().unwrap(), tcp)
+        .await
+        .unwrap();
+    let forged = "home\n2026-01-01T00:00:00Z  INFO forged: admin logged in\x1b[2J";
+    let h = Hello {
+        site_id: forged.into(),
+        instance: forged.into(),
+        ..hello("wrong")
+    };
+    s.write_all(&encode_hello(&h, warren_proto::PROTOCOL_VERSION))
+        .await
+        .unwrap();
+    assert!(matches!(read_reply(&mut s).await, Reply::Refused(_)));
+    let refused = wait_for("agent refused");
+    assert!(refused.contains("home\\n2026-01-01"), "{refused}");
+    assert!(!refused.contains('\x1b'), "{refused}");
+    let _ = child.kill();
+    let _ = child.wait();
+    let all = lines.lock().unwrap().clone();
+    assert!(
+        all.iter()
+            .all(|l| !l.contains("forged") || l.contains("agent refused")),
+        "a forged line: {all:#?}"
+    );
+}

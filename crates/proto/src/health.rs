@@ -33,6 +33,46 @@ pub enum Probe {
     },
 }
 
+impl Probe {
+    /// Whether the request it would write is one well-formed request line
+    /// and `Host`: a method of GET, HEAD or OPTIONS (a check changes
+    /// nothing), a path of visible ASCII starting with `/`, a host of
+    /// visible ASCII. The edge checks it when it reads its configuration;
+    /// the agent checks it again before writing a byte, since a plan comes
+    /// from the edge and no CR/LF from there may reach a target.
+    /// On refusal: the field (`method`, `path`, `host`) and why.
+    pub fn check_fields(&self) -> Result<(), (&'static str, String)> {
+        let Probe::Http {
+            path, method, host, ..
+        } = self
+        else {
+            return Ok(());
+        };
+        let visible = |s: &str| !s.is_empty() && s.bytes().all(|b| (0x21..=0x7e).contains(&b));
+        if !matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS") {
+            return Err((
+                "method",
+                format!(
+                    "`{}` is not one of GET, HEAD, OPTIONS (a check must not change anything)",
+                    method.escape_debug()
+                ),
+            ));
+        }
+        if !path.starts_with('/') || !visible(path) {
+            return Err((
+                "path",
+                format!("`{}` is not a request path", path.escape_debug()),
+            ));
+        }
+        if let Some(host) = host {
+            if !visible(host) {
+                return Err(("host", format!("`{}` is not a host", host.escape_debug())));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// One check of one target.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -229,6 +269,32 @@ mod tests {
 
     fn all_lines(l: &mut Lines) -> Vec<Vec<u8>> {
         std::iter::from_fn(|| l.next_line()).collect()
+    }
+
+    #[test]
+    fn a_probe_writes_one_request_or_nothing() {
+        let http = |method: &str, path: &str, host: Option<&str>| Probe::Http {
+            path: path.into(),
+            method: method.into(),
+            host: host.map(Into::into),
+            status: vec![(200, 399)],
+        };
+        assert_eq!(Probe::Tcp.check_fields(), Ok(()));
+        assert_eq!(
+            http("GET", "/health?x=1", Some("app.local:8080")).check_fields(),
+            Ok(())
+        );
+        for bad in [
+            http("POST", "/", None),
+            http("GET\r\nX: y", "/", None),
+            http("GET", "/ok HTTP/1.1\r\nX-Evil: 1\r\n\r\nGET /", None),
+            http("GET", "relative", None),
+            http("GET", "/", Some("a\r\nX-Evil: 1")),
+            http("GET", "/", Some("")),
+            http("GET", "/sp ace", None),
+        ] {
+            assert!(bad.check_fields().is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -89,6 +89,20 @@ pub(crate) async fn serve(inc: IncomingStream, allow: Arc<Allowlist>, stats: Arc
 }
 
 async fn run_check(check: Check, allow: Arc<Allowlist>, tx: mpsc::Sender<HealthReport>) {
+    // The plan comes from the edge: nothing it says is written to a target
+    // unless it is one well-formed request.
+    if let Err((field, why)) = check.probe.check_fields() {
+        let why = format!("{field}: {why}");
+        tracing::warn!(event = "health_check_refused", check = %check.id, error = %why, "refused a health check from the edge");
+        let _ = tx
+            .send(HealthReport {
+                id: check.id.clone(),
+                healthy: false,
+                detail: format!("refused by the agent: {why}"),
+            })
+            .await;
+        return;
+    }
     let mut state = Hysteresis::default();
     let interval = Duration::from_millis(check.interval_ms.max(100));
     let timeout = Duration::from_millis(check.timeout_ms.max(1));

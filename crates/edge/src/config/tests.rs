@@ -273,3 +273,25 @@ to = ["ops@example.com"]
     }
     assert!(shown.contains("***"), "{shown}");
 }
+
+#[test]
+fn a_health_check_cannot_write_a_second_request() {
+    for (field, value, says) in [
+        ("host", "a.local\\r\\nX-Evil: 1", "is not a host"),
+        (
+            "path",
+            "/ok HTTP/1.1\\r\\nX-Evil: 1",
+            "is not a request path",
+        ),
+        ("method", "POST", "is not one of GET"),
+    ] {
+        let text = format!(
+            "{WEB}\n[[resource]]\nname = \"web\"\ntype = \"http\"\nhost = \"web.example.com\"\ntargets = [{{ site = \"home\", address = \"127.0.0.1:80\" }}]\nhealth = {{ {field} = \"{value}\" }}\n"
+        );
+        let shown = parse(&text).unwrap_err().to_string();
+        assert!(
+            shown.contains("health") && shown.contains(says),
+            "{field}: {shown}"
+        );
+    }
+}

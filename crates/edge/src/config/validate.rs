@@ -691,20 +691,10 @@ impl<'a> Validator<'a> {
             }
             "http" => {
                 let path = h.path.unwrap_or_else(|| "/".into());
-                if !path.starts_with('/') || path.contains(char::is_whitespace) {
-                    self.error(
-                        span.clone(),
-                        format!("{key}.path"),
-                        format!("`{path}` is not a request path"),
-                    );
-                }
                 let method = h
                     .method
                     .unwrap_or_else(|| "GET".into())
                     .to_ascii_uppercase();
-                if !matches!(method.as_str(), "GET" | "HEAD" | "OPTIONS") {
-                    self.error(span.clone(), format!("{key}.method"), format!("`{method}` is not one of GET, HEAD, OPTIONS (a check must not change anything)"));
-                }
                 let mut status = Vec::new();
                 for s in h.status.unwrap_or_else(|| vec!["200-399".into()]) {
                     match parse_status_range(&s) {
@@ -716,12 +706,16 @@ impl<'a> Validator<'a> {
                         ),
                     }
                 }
-                Probe::Http {
+                let probe = Probe::Http {
                     path,
                     method,
                     host: h.host,
                     status,
+                };
+                if let Err((field, why)) = probe.check_fields() {
+                    self.error(span.clone(), format!("{key}.{field}"), why);
                 }
+                probe
             }
             other => {
                 self.error(

@@ -38,8 +38,13 @@ pub struct Allowlist {
 pub enum NameDecision {
     /// The name is listed for this port and protocol.
     Listed,
-    /// The name is not listed; resolve it and check each address.
+    /// The name is not listed, but an address entry covers this port and
+    /// protocol: resolve it and check each address.
     CheckAddresses,
+    /// Nothing on the list covers this port and protocol: no address could
+    /// be permitted, so the name is refused without being resolved (a
+    /// compromised edge learns nothing of the site's DNS from it).
+    NotCovered,
 }
 
 impl Allowlist {
@@ -133,10 +138,17 @@ impl Allowlist {
                     && r.ports.contains(&port)
                     && matches!(&r.host, HostPattern::Name(n) if *n == name)
             });
+        let by_address = self.rules.iter().any(|r| {
+            r.protocol == protocol
+                && r.ports.contains(&port)
+                && matches!(&r.host, HostPattern::Net(_))
+        });
         if listed {
             NameDecision::Listed
-        } else {
+        } else if by_address {
             NameDecision::CheckAddresses
+        } else {
+            NameDecision::NotCovered
         }
     }
 }
@@ -178,8 +190,27 @@ mod tests {
         assert!(!l.permits_addr("127.0.0.1".parse().unwrap(), 80, Protocol::Tcp));
         assert_eq!(
             l.check_name("x", 80, Protocol::Tcp),
+            NameDecision::NotCovered
+        );
+    }
+
+    #[test]
+    fn a_name_is_resolved_only_where_an_address_entry_could_permit_it() {
+        let l = list(&["10.0.0.0/8:80/tcp", "nas.lan:445/tcp", "[fd00::/8]:53/udp"]);
+        let d = |name: &str, port: u16, p: Protocol| l.check_name(name, port, p);
+        assert_eq!(
+            d("web.lan", 80, Protocol::Tcp),
             NameDecision::CheckAddresses
         );
+        assert_eq!(
+            d("dns.lan", 53, Protocol::Udp),
+            NameDecision::CheckAddresses
+        );
+        // Another port, another protocol, or only a name entry for the port.
+        assert_eq!(d("web.lan", 81, Protocol::Tcp), NameDecision::NotCovered);
+        assert_eq!(d("web.lan", 80, Protocol::Udp), NameDecision::NotCovered);
+        assert_eq!(d("other.lan", 445, Protocol::Tcp), NameDecision::NotCovered);
+        assert_eq!(d("nas.lan", 445, Protocol::Tcp), NameDecision::Listed);
     }
 
     #[test]
@@ -203,7 +234,7 @@ mod tests {
         );
         assert_eq!(
             l.check_name("nas.lan", 446, Protocol::Tcp),
-            NameDecision::CheckAddresses
+            NameDecision::NotCovered
         );
         // A name entry never permits an IP target, even the name's own address.
         assert!(!l.permits_addr("192.168.1.5".parse().unwrap(), 445, Protocol::Tcp));

@@ -65,6 +65,20 @@ pub enum RefuseReason {
 }
 
 impl RefuseReason {
+    /// What the agent tells the edge, and the edge may show: the reason
+    /// only, never an address, a resolver's words or the allowlist (a
+    /// compromised edge learns nothing of the site from a refusal; the
+    /// agent's own log has the detail).
+    pub fn public_text(self) -> &'static str {
+        match self {
+            RefuseReason::NotAllowed => "the target is not on the agent's allowlist",
+            RefuseReason::ResolveFailed => "the target's name did not resolve",
+            RefuseReason::ConnectFailed => "the target did not accept the connection",
+            RefuseReason::BadRequest => "the agent could not read the request",
+            RefuseReason::Other => "the agent refused",
+        }
+    }
+
     fn to_byte(self) -> u8 {
         match self {
             RefuseReason::NotAllowed => 1,

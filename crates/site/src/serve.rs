@@ -95,7 +95,8 @@ pub(crate) async fn serve_stream(
                     reason = reason.as_str(), "cannot reach target: {message}"
                 );
             }
-            let _ = inc.refuse(reason, message).await;
+            // The edge gets the reason, not the detail logged above.
+            let _ = inc.refuse(reason, reason.public_text().to_owned()).await;
             return;
         }
     };

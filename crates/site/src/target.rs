@@ -55,6 +55,13 @@ pub(crate) async fn permitted_addrs(
         };
     }
     let decision = allow.check_name(host, port, protocol);
+    if decision == NameDecision::NotCovered {
+        // Nothing could be permitted on this port: not even a lookup.
+        return Err(refuse(
+            RefuseReason::NotAllowed,
+            format!("{target}/{protocol} is not on this agent's allowlist"),
+        ));
+    }
     let resolved: Vec<SocketAddr> = tokio::time::timeout(
         Duration::from_secs(5),
         tokio::net::lookup_host((host, port)),
@@ -75,7 +82,8 @@ pub(crate) async fn permitted_addrs(
     .collect();
     match decision {
         NameDecision::Listed => Ok(resolved),
-        NameDecision::CheckAddresses => {
+        // (NotCovered returned above; checking its addresses would refuse too.)
+        NameDecision::CheckAddresses | NameDecision::NotCovered => {
             let ok: Vec<SocketAddr> = resolved
                 .iter()
                 .copied()

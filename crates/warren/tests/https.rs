@@ -540,7 +540,12 @@ async fn an_agent_that_never_answers_an_open_is_a_504_from_the_tunnel() {
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let (body, status) = text.rsplit_once('\n').unwrap();
     assert_eq!(status, "504", "{text}");
-    assert!(body.contains("no agent of site `home` answered"), "{body}");
+    // The page names the resource and a request id, nothing internal.
+    assert!(body.contains("`app` did not answer in time"), "{body}");
+    assert!(
+        !body.contains("home") && !body.contains("127.0.0.1"),
+        "{body}"
+    );
 
     let metrics = edge.metrics();
     assert_eq!(
@@ -568,6 +573,55 @@ async fn an_agent_that_never_answers_an_open_is_a_504_from_the_tunnel() {
     };
     assert_eq!(line["status"], 504, "{line}");
     assert_eq!(line["error_source"], "tunnel", "{line}");
+    // The operator finds the detail under the id the visitor was shown.
+    let id = line["request_id"].as_str().unwrap();
+    assert!(body.contains(&format!("(request {id})")), "{body} / {line}");
+    assert!(
+        line["error"].as_str().unwrap().contains("site `home`"),
+        "{line}"
+    );
     assert_eq!(line["access"], "open", "{line}");
     held.abort();
+}
+
+/// A target the agent refuses: the visitor learns the reason and a request
+/// id, not the address; the edge learns the reason only (what it records
+/// and shows); the detail stays in the agent's own log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_target_tells_the_visitor_and_the_edge_the_reason_only() {
+    let app = http_backend("app").await;
+    let hidden: std::net::SocketAddr = "10.20.30.40:8080".parse().unwrap();
+    let web = start(
+        vec![ResourceSpec::http("app", "app.test", "home", hidden)],
+        &[app.addr],
+    );
+    let r = web.curl("app.test", "/", &[]).await;
+    assert_eq!(r.status, 502, "{}", r.body);
+    assert!(
+        r.body.contains(
+            "`app` could not be reached: the target is not on the agent's allowlist (request "
+        ),
+        "{}",
+        r.body
+    );
+    assert!(!r.body.contains("10.20.30.40"), "{}", r.body);
+    let on_edge = web.edge.process.wait_event("stream_refused");
+    assert!(
+        !on_edge.to_string().contains("is not on this agent"),
+        "{on_edge}"
+    );
+    let sites = web.edge.admin_get("/api/v1/sites");
+    let shown = sites[0]["last_refusal"].to_string();
+    assert!(
+        shown.contains("the target is not on the agent's allowlist"),
+        "{shown}"
+    );
+    let on_agent = web.agent.wait_event("stream_refused");
+    assert!(
+        on_agent["message"]
+            .as_str()
+            .unwrap()
+            .contains("10.20.30.40:8080/tcp"),
+        "{on_agent}"
+    );
 }

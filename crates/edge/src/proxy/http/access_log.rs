@@ -53,6 +53,7 @@ impl AccessLogger {
         #[derive(Serialize)]
         struct Line<'a> {
             time: String,
+            request_id: &'a str,
             resource: &'a str,
             host: &'a str,
             method: &'a str,
@@ -72,6 +73,7 @@ impl AccessLogger {
         }
         let line = Line {
             time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+            request_id: &entry.request_id,
             resource: &entry.resource,
             host: &entry.host,
             method: &entry.method,
@@ -95,6 +97,8 @@ impl AccessLogger {
 
 /// What is known of a request so far.
 pub(crate) struct AccessEntry {
+    /// Random, shown on the edge's own error pages.
+    pub(crate) request_id: String,
     pub(crate) client: SocketAddr,
     pub(crate) method: String,
     pub(crate) host: String,
@@ -111,6 +115,7 @@ pub(crate) struct AccessEntry {
 impl AccessEntry {
     pub(crate) fn new(client: SocketAddr, method: &str) -> Self {
         AccessEntry {
+            request_id: hex::encode(rand::random::<[u8; 8]>()),
             client,
             method: method.to_owned(),
             host: String::new(),

@@ -110,6 +110,35 @@ impl ProxyError {
         }
     }
 
+    /// What the visitor's page says: the resource and what kind of
+    /// failure, never an address, a site, an agent's or origin's words
+    /// (those go to the access log, under the request id the page shows).
+    pub(crate) fn public(&self) -> String {
+        match self {
+            ProxyError::BadRequest(why) => why.clone(),
+            ProxyError::Misdirected | ProxyError::NoRoute => self.to_string(),
+            ProxyError::NoHealthyTarget { resource } => {
+                format!("`{resource}` has no healthy target right now")
+            }
+            ProxyError::NoAgent { resource, .. } => {
+                format!("`{resource}` is unavailable right now: its site is not connected")
+            }
+            ProxyError::Refused {
+                resource, reason, ..
+            } => format!(
+                "`{resource}` could not be reached: {}",
+                reason.public_text()
+            ),
+            ProxyError::LinkFailed { resource, .. } => {
+                format!("`{resource}` could not be reached")
+            }
+            ProxyError::TunnelTimeout { resource, .. } => {
+                format!("`{resource}` did not answer in time")
+            }
+            ProxyError::Origin { resource, .. } => format!("`{resource}` failed to answer"),
+        }
+    }
+
     /// Who failed.
     pub(crate) fn source(&self) -> Source {
         match self {

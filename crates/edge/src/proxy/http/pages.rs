@@ -28,7 +28,11 @@ pub(crate) fn page(status: StatusCode, detail: &str) -> Response<ResponseBody> {
     resp
 }
 
-/// The page for a request that ended at the edge.
-pub(crate) fn error_page(e: &ProxyError) -> Response<ResponseBody> {
-    page(e.status(), &e.to_string())
+/// The page for a request that ended at the edge: the public words and
+/// the request id the operator finds the detail under.
+pub(crate) fn error_page(e: &ProxyError, request_id: &str) -> Response<ResponseBody> {
+    page(
+        e.status(),
+        &format!("{} (request {request_id})", e.public()),
+    )
 }

@@ -90,7 +90,7 @@ async fn handle(ctx: Arc<ConnContext>, req: Request<Incoming>) -> Response<Respo
             let source = e.source().as_str();
             ctx.shared.metrics.http_failed(&entry.resource, source);
             entry.error = Some((source, e.to_string()));
-            (error_page(&e), None)
+            (error_page(&e, &entry.request_id), None)
         }
     };
     ctx.shared.metrics.http_answered(

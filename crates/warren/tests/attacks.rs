@@ -140,3 +140,54 @@ async fn slowloris_is_cut_off_by_the_header_timeout() {
     );
     assert_eq!(app.requests.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
+
+/// Paths some origins read differently than the edge's router never reach
+/// the origin of a `/public` route: path parameters (Tomcat reads
+/// `/public/..;/admin` as `/admin`), backslashes, escaped backslashes and
+/// escaped dot segments are a 400; an escaped slash is a 400 unless the
+/// resource keeps them for an origin that needs them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paths_an_origin_could_read_differently_are_refused() {
+    let public = http_backend("public").await;
+    let files = http_backend("files").await;
+    let web = start(
+        vec![
+            ResourceSpec::http("public", "app.test", "home", public.addr)
+                .with("path = \"/public\""),
+            ResourceSpec::http("files", "app.test", "home", files.addr)
+                .with("path = \"/files\"\nencoded_slashes = \"keep\""),
+        ],
+        &[public.addr, files.addr],
+    );
+    let host = format!("app.test:{}", web.https().port());
+    let get =
+        |path: &str| format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    let before = public.requests.load(std::sync::atomic::Ordering::Relaxed);
+    for path in [
+        "/public/..;/admin",
+        "/public;jsessionid=1/x",
+        "/public\\..\\admin",
+        "/public/%5c../admin",
+        "/public/%2e%2e/admin",
+        "/public/.%2E/admin",
+        "/public/a%2F..%2Fadmin",
+    ] {
+        let resp = raw(&web, get(path).as_bytes()).await;
+        assert_eq!(status_of(&resp), 400, "{path}: {resp}");
+        assert!(resp.contains("refused"), "{path}: {resp}");
+    }
+    assert_eq!(
+        public.requests.load(std::sync::atomic::Ordering::Relaxed),
+        before,
+        "a refused path reached the origin"
+    );
+    // Plain paths still pass; a resource that keeps escaped slashes gets them.
+    let resp = raw(&web, get("/public/a.b/c").as_bytes()).await;
+    assert_eq!(status_of(&resp), 200, "{resp}");
+    let resp = raw(&web, get("/files/a%2Fb").as_bytes()).await;
+    assert_eq!(status_of(&resp), 200, "{resp}");
+    assert!(
+        resp.contains("/files/a%2Fb"),
+        "the origin saw another path: {resp}"
+    );
+}

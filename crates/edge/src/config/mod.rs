@@ -164,6 +164,9 @@ pub struct Resource {
     pub fail_closed: bool,
     /// UDP: a flow with no datagram either way for this long is closed.
     pub idle_timeout: Duration,
+    /// http: pass paths with an escaped slash (`%2F`) on (true) or refuse
+    /// them with a 400 (false, the default).
+    pub keep_encoded_slashes: bool,
 }
 
 /// Static certificate files.

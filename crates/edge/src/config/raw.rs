@@ -123,6 +123,10 @@ pub struct RawResource {
     /// With no healthy target: refuse instead of trying them all.
     #[serde(default)]
     pub(super) fail_closed: bool,
+    /// http: a path with an escaped slash (`%2F`) is refused (`refuse`, the
+    /// default) or passed on as is (`keep`, for origins that need them).
+    #[schema(value_type = Option<String>)]
+    pub(super) encoded_slashes: Option<Spanned<String>>,
 }
 
 /// One target of a resource.

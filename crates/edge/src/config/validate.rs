@@ -638,6 +638,30 @@ impl<'a> Validator<'a> {
         let health = res
             .health
             .map(|h| self.health(h, kind, &format!("{key}.health")));
+        let keep_encoded_slashes = match res
+            .encoded_slashes
+            .as_ref()
+            .map(|v| (v.span(), v.get_ref().as_str()))
+        {
+            None | Some((_, "refuse")) => false,
+            Some((_, "keep")) if kind == ResourceKind::Http => true,
+            Some((s, "keep")) => {
+                self.error(
+                    Some(s),
+                    format!("{key}.encoded_slashes"),
+                    "`encoded_slashes` applies to http resources",
+                );
+                false
+            }
+            Some((s, other)) => {
+                self.error(
+                    Some(s),
+                    format!("{key}.encoded_slashes"),
+                    format!("`{other}` is not one of refuse, keep"),
+                );
+                false
+            }
+        };
         // Returned even when something above was wrong, so that the rules
         // across resources (duplicate ports and routes) are checked too; a
         // file with any error never becomes a configuration.
@@ -660,6 +684,7 @@ impl<'a> Validator<'a> {
             balance,
             fail_closed: res.fail_closed,
             idle_timeout,
+            keep_encoded_slashes,
         })
     }
 

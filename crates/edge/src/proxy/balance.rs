@@ -243,6 +243,7 @@ mod tests {
             proxy_protocol: None,
             balance,
             fail_closed: false,
+            keep_encoded_slashes: false,
             idle_timeout: Duration::from_secs(60),
         }
     }

@@ -1,5 +1,6 @@
 //! Path normalisation from arbitrary strings: never panics, idempotent, and
-//! never leaves a dot segment or an empty segment for an origin to resolve.
+//! never leaves a dot segment, an empty segment, a path parameter or a
+//! backslash (plain or escaped) for an origin to resolve.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -11,5 +12,7 @@ fuzz_target!(|data: &[u8]| {
         assert_eq!(normalize(&n).as_deref(), Ok(n.as_str()));
         assert!(!n.split('/').any(|seg| seg == "." || seg == ".."));
         assert!(!n.contains("//"));
+        // Nothing an origin could read as another separator or segment.
+        assert!(!n.contains(';') && !n.contains('\\') && !n.contains("%5C"));
     }
 });

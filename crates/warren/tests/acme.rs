@@ -233,3 +233,53 @@ async fn tls_alpn01_certificate_from_pebble_without_http_listen() {
         "alpn.test"
     );
 }
+
+/// A wildcard http resource with ACME: handshakes for random names under it
+/// order nothing (each would be an order at the CA, burning the account's
+/// limits); the edge closes them, saying why, and the CA sees no order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_names_under_a_wildcard_order_no_certificate() {
+    if !require_pebble() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ports = free_tcp_ports(2);
+    let (https, http) = (ports[0], ports[1]);
+    let pebble = Pebble::start(dir.path(), http, https);
+    let app = http_backend("app").await;
+    let spec = acme_spec(&pebble, https, Some(http))
+        .resource(ResourceSpec::http("apps", "*.apps.test", "home", app.addr));
+    let edge = EdgeProcess::start(bin(), dir.path(), &spec);
+    let roots = std::fs::read_to_string(&pebble.roots_pem).unwrap();
+    let tls = web::client_tls_trusting(&roots, &[b"http/1.1"]);
+    let names = 20;
+    for i in 0..names {
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", https))
+            .await
+            .unwrap();
+        let name = format!("r{i}x{}.apps.test", std::process::id());
+        let done = tokio_rustls::TlsConnector::from(tls.clone())
+            .connect(name.clone().try_into().unwrap(), tcp)
+            .await;
+        assert!(done.is_err(), "{name}: a handshake completed without a certificate");
+    }
+    let deadline = Instant::now() + warren_testkit::EVENT_TIMEOUT;
+    while edge.process.events("tls_no_certificate").len() < names {
+        assert!(
+            Instant::now() < deadline,
+            "{:?}",
+            edge.process.events("tls_no_certificate")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let ordered: Vec<_> = edge
+        .process
+        .logs()
+        .into_iter()
+        .filter(|l| {
+            l["host"].as_str().is_some_and(|h| h.ends_with(".apps.test"))
+                && (l["event"] == "certificate_issued" || l["event"] == "certificate_failed")
+        })
+        .collect();
+    assert!(ordered.is_empty(), "orders for random names: {ordered:?}");
+}

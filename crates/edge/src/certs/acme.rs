@@ -7,7 +7,12 @@
 //! the account live in `data_dir/acme`; a background task renews those that
 //! expire within `renew_before`. A failed order is not retried for that host
 //! before a backoff (1 minute, doubling up to 1 hour), so a stream of
-//! handshakes cannot hammer the CA.
+//! handshakes cannot hammer the CA. Orders are only ever placed for names
+//! the configuration spells out (never for a name a wildcard route happens
+//! to match: those need a certificate in `[tls] certs`), at most
+//! [`MAX_CONCURRENT_ORDERS`] at once and [`MAX_ORDERS_PER_HOUR`] an hour
+//! (logged as `acme_order_limit` when hit), far inside a public CA's account
+//! limits, so no visitor can burn them.
 
 use crate::certs::store::{CertStore, LoadedCert};
 use crate::config::AcmeSettings;
@@ -31,6 +36,8 @@ pub(crate) enum AcmeError {
     Order { host: String, status: String },
     #[error("ACME for `{host}` is backing off after a failure; next try in {wait:?}")]
     BackingOff { host: String, wait: Duration },
+    #[error("ACME: {MAX_ORDERS_PER_HOUR} orders in the last hour; `{host}` waits {wait:?}")]
+    HourlyLimit { host: String, wait: Duration },
     #[error("{0}")]
     Local(String),
 }
@@ -50,7 +57,17 @@ pub(crate) struct AcmeIssuer {
     account: tokio::sync::Mutex<Option<Account>>,
     per_host: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     failures: Mutex<HashMap<String, Failure>>,
+    /// Orders in flight, across hosts.
+    concurrent: tokio::sync::Semaphore,
+    /// When each order of the last hour started.
+    recent: Mutex<std::collections::VecDeque<Instant>>,
 }
+
+/// Orders in flight at once, across every host.
+pub(crate) const MAX_CONCURRENT_ORDERS: usize = 4;
+/// Orders started per rolling hour, across every host (a public CA allows
+/// an account a few hundred every three hours).
+pub(crate) const MAX_ORDERS_PER_HOUR: usize = 30;
 
 const FIRST_BACKOFF: Duration = Duration::from_secs(60);
 const MAX_BACKOFF: Duration = Duration::from_secs(3600);
@@ -81,6 +98,8 @@ impl AcmeIssuer {
             account: tokio::sync::Mutex::new(None),
             per_host: Mutex::new(HashMap::new()),
             failures: Mutex::new(HashMap::new()),
+            concurrent: tokio::sync::Semaphore::new(MAX_CONCURRENT_ORDERS),
+            recent: Mutex::new(std::collections::VecDeque::new()),
         });
         issuer.load_stored();
         issuer
@@ -152,6 +171,10 @@ impl AcmeIssuer {
                 });
             }
         }
+        let Ok(_slot) = self.concurrent.acquire().await else {
+            return Err(AcmeError::Local("the ACME issuer is closing".into()));
+        };
+        self.take_hourly_slot(host)?;
         let started = Instant::now();
         let renewal = self.store.lookup(host).is_some();
         match self.order(host).await {
@@ -185,6 +208,30 @@ impl AcmeIssuer {
                 Err(e)
             }
         }
+    }
+
+    /// Counts an order against the hourly budget, or refuses it.
+    fn take_hourly_slot(&self, host: &str) -> Result<(), AcmeError> {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let hour = Duration::from_secs(3600);
+        while recent.front().is_some_and(|t| t.elapsed() >= hour) {
+            recent.pop_front();
+        }
+        if recent.len() >= MAX_ORDERS_PER_HOUR {
+            let wait = recent
+                .front()
+                .map_or(hour, |t| hour.saturating_sub(t.elapsed()));
+            tracing::warn!(
+                event = "acme_order_limit", host, limit = MAX_ORDERS_PER_HOUR, wait_s = wait.as_secs(),
+                "ACME order refused: the hourly limit of orders is reached"
+            );
+            return Err(AcmeError::HourlyLimit {
+                host: host.to_owned(),
+                wait,
+            });
+        }
+        recent.push_back(Instant::now());
+        Ok(())
     }
 
     fn failure(&self, host: &str) -> Option<Failure> {

@@ -41,6 +41,17 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<EdgeShared>, stop: 
     .await;
 }
 
+/// Whether an ACME certificate may be ordered for `host`: it is the host
+/// of an http resource as written (not a wildcard's match) or the default
+/// host.
+fn orderable(shared: &EdgeShared, host: &str) -> bool {
+    let config = shared.config.load();
+    config.tls.default_host.as_deref() == Some(host)
+        || config.resources.iter().any(|r| {
+            r.kind == crate::config::ResourceKind::Http && r.host.as_deref() == Some(host)
+        })
+}
+
 async fn read_hello(
     tcp: &mut TcpStream,
 ) -> Result<(Vec<u8>, warren_ingress::client_hello::ClientHello), String> {
@@ -115,6 +126,12 @@ async fn handle(mut tcp: TcpStream, peer: SocketAddr, shared: Arc<EdgeShared>) {
         },
     };
     if shared.certs.lookup(&cert_host).is_none() {
+        // Only names the configuration spells out are ordered: a random
+        // name under a wildcard route would be one order per handshake.
+        if !orderable(&shared, &cert_host) {
+            tracing::info!(event = "tls_no_certificate", host = %cert_host, client = %peer, "no certificate for this name, and it is not one to order (names under a wildcard need a certificate in [tls] certs)");
+            return;
+        }
         let Some(acme) = shared.acme.clone() else {
             tracing::warn!(event = "tls_no_certificate", host = %cert_host, "no certificate for this host and no ACME configured");
             return;

@@ -89,10 +89,15 @@ pub(crate) struct SiteArgs {
     /// Site id.
     #[arg(long, env = "WARREN_ID", required = true)]
     pub(crate) id: Option<String>,
-    /// Site secret (prefer the environment variable: it stays out of `ps`).
-    #[arg(long, env = "WARREN_SECRET", hide_env_values = true, required = true,
+    /// Site secret. Prefer WARREN_SECRET or --secret-file: a command line is
+    /// visible to every user through `ps` and stays in shell history.
+    #[arg(long, env = "WARREN_SECRET", hide_env_values = true,
+        required_unless_present = "secret_file", conflicts_with = "secret_file",
         value_parser = |s: &str| Ok::<_, std::convert::Infallible>(warren_proto::Secret::new(s)))]
     pub(crate) secret: Option<warren_proto::Secret>,
+    /// A file holding the site secret (its first line; keep it 0600).
+    #[arg(long, env = "WARREN_SECRET_FILE", value_name = "FILE")]
+    pub(crate) secret_file: Option<std::path::PathBuf>,
     /// Allow the agent to connect to TARGET (HOST_OR_CIDR:PORT[-PORT]/tcp|udp). Repeatable.
     /// In WARREN_ALLOW, separate entries with commas.
     #[arg(

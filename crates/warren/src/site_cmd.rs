@@ -35,14 +35,14 @@ pub(crate) async fn run(args: SiteArgs) -> Result<(), Failure> {
         let report = crate::egress::check::check(&allow, &endpoint.host, endpoint.port).await;
         crate::egress::check::enforce(&report, args.require_egress_wall)?;
     }
-    // clap makes all three required unless a subcommand is given.
-    let mut config = SiteConfig::new(
-        endpoint,
-        args.id.unwrap_or_default(),
-        args.secret.unwrap_or_default(),
-        trust,
-        allow,
-    );
+    let secret = match (args.secret, &args.secret_file) {
+        (Some(s), _) => s,
+        (None, Some(path)) => read_secret_file(path)?,
+        // clap requires one of the two unless a subcommand is given.
+        (None, None) => warren_proto::Secret::default(),
+    };
+    // clap makes the endpoint and id required unless a subcommand is given.
+    let mut config = SiteConfig::new(endpoint, args.id.unwrap_or_default(), secret, trust, allow);
     config.transport = match args.transport {
         Transport::Auto => TransportChoice::Auto,
         Transport::Quic => TransportChoice::Quic,
@@ -68,4 +68,25 @@ pub(crate) async fn run(args: SiteArgs) -> Result<(), Failure> {
         Ok(Err(e)) => Err(Failure::Usage(e.to_string())),
         Err(e) => Err(Failure::Other(e.into())),
     }
+}
+
+/// The secret in `path`: its first line, trimmed; an empty one is refused.
+/// A file others may read is used, with a warning.
+fn read_secret_file(path: &std::path::Path) -> Result<warren_proto::Secret, Failure> {
+    use std::os::unix::fs::PermissionsExt;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::Usage(format!("--secret-file {}: {e}", path.display())))?;
+    let secret = warren_proto::Secret::new(text.lines().next().unwrap_or("").trim());
+    if secret.is_empty() {
+        return Err(Failure::Usage(format!(
+            "--secret-file {}: the file is empty",
+            path.display()
+        )));
+    }
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.permissions().mode() & 0o077 != 0 {
+            tracing::warn!(event = "secret_file_open", file = %path.display(), "the secret file is readable by other users; chmod 600 it");
+        }
+    }
+    Ok(secret)
 }

@@ -63,8 +63,10 @@ secret_hash = "{hash}"
              \n  config:     {config}\
              \n  tunnel:     {tunnel} (TCP+TLS and QUIC)\
              \n  status:     warren status --api http://{admin}   (API: http://{admin}/api/v1, bearer token below)\
-             \n\nRun this on a site (from another machine, replace 127.0.0.1 with this host's address):\n\
-             \n  warren site --endpoint https://127.0.0.1:{port} --id {site} --secret {secret} \\\
+             \n\nRun this on a site (from another machine, replace 127.0.0.1 with this host's address;\
+             \nthe secret goes in the environment or a 0600 file, never on a command line others can see):\n\
+             \n  export WARREN_SECRET={secret}\
+             \n  warren site --endpoint https://127.0.0.1:{port} --id {site} \\\
              \n              --pin {pin} --allow 127.0.0.1:22/tcp\n",
             config = config_path.display(),
             tunnel = edge.tunnel_addr(),
@@ -72,7 +74,7 @@ secret_hash = "{hash}"
             pin = edge.pin(),
         );
         if first_secret.is_some() {
-            println!("The secret is shown only now: the edge keeps just its argon2 hash.\n");
+            println!("The secret is shown only now: the edge keeps just its SHA-256 digest.\n");
         }
         if let Some(token) = edge
             .created_token()

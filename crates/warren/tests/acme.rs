@@ -247,8 +247,12 @@ async fn random_names_under_a_wildcard_order_no_certificate() {
     let (https, http) = (ports[0], ports[1]);
     let pebble = Pebble::start(dir.path(), http, https);
     let app = http_backend("app").await;
-    let spec = acme_spec(&pebble, https, Some(http))
-        .resource(ResourceSpec::http("apps", "*.apps.test", "home", app.addr));
+    let spec = acme_spec(&pebble, https, Some(http)).resource(ResourceSpec::http(
+        "apps",
+        "*.apps.test",
+        "home",
+        app.addr,
+    ));
     let edge = EdgeProcess::start(bin(), dir.path(), &spec);
     let roots = std::fs::read_to_string(&pebble.roots_pem).unwrap();
     let tls = web::client_tls_trusting(&roots, &[b"http/1.1"]);
@@ -261,7 +265,10 @@ async fn random_names_under_a_wildcard_order_no_certificate() {
         let done = tokio_rustls::TlsConnector::from(tls.clone())
             .connect(name.clone().try_into().unwrap(), tcp)
             .await;
-        assert!(done.is_err(), "{name}: a handshake completed without a certificate");
+        assert!(
+            done.is_err(),
+            "{name}: a handshake completed without a certificate"
+        );
     }
     let deadline = Instant::now() + warren_testkit::EVENT_TIMEOUT;
     while edge.process.events("tls_no_certificate").len() < names {
@@ -277,7 +284,9 @@ async fn random_names_under_a_wildcard_order_no_certificate() {
         .logs()
         .into_iter()
         .filter(|l| {
-            l["host"].as_str().is_some_and(|h| h.ends_with(".apps.test"))
+            l["host"]
+                .as_str()
+                .is_some_and(|h| h.ends_with(".apps.test"))
                 && (l["event"] == "certificate_issued" || l["event"] == "certificate_failed")
         })
         .collect();

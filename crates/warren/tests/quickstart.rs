@@ -77,9 +77,26 @@ async fn up_prints_a_working_site_command_and_reuses_its_state() {
     assert!(banner.contains("shown only now"), "{banner}");
     assert!(banner.contains("export WARREN_TOKEN=wrn_"), "{banner}");
     let mut args = site_command(&banner);
-    let secret_at = args.iter().position(|a| a == "--secret").unwrap() + 1;
-    let secret = args[secret_at].clone();
+    // The secret is printed for the environment, never as an argument.
+    assert!(!args.iter().any(|a| a.starts_with("--secret")), "{args:?}");
+    let secret = banner
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("export WARREN_SECRET="))
+        .expect("an export WARREN_SECRET= line")
+        .to_owned();
     assert_eq!(secret.len(), 32);
+    // Given to the agent through --secret-file.
+    let secret_file = dir.path().join("site-secret");
+    std::fs::write(&secret_file, format!("{secret}\n")).unwrap();
+    std::fs::set_permissions(
+        &secret_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .unwrap();
+    args.extend([
+        "--secret-file".to_owned(),
+        secret_file.display().to_string(),
+    ]);
     // The secret is not stored in clear.
     let config = std::fs::read_to_string(dir.path().join("state/edge.toml")).unwrap();
     assert!(!config.contains(&secret));
@@ -120,9 +137,12 @@ async fn up_prints_a_working_site_command_and_reuses_its_state() {
     let pin_of = |a: &[String]| a[a.iter().position(|x| x == "--pin").unwrap() + 1].clone();
     assert_eq!(pin_of(&args2), pin_of(&args));
     assert!(banner2.contains(&site));
+    assert!(!banner2.contains(&secret), "the secret is printed once");
     let mut args3 = args2.clone();
-    let s = args3.iter().position(|a| a == "--secret").unwrap() + 1;
-    args3[s] = secret;
+    args3.extend([
+        "--secret-file".to_owned(),
+        secret_file.display().to_string(),
+    ]);
     let a = args3.iter().position(|a| a == "--allow").unwrap() + 1;
     args3[a] = format!("{echo}/tcp");
     let agent = Process::spawn("agent2", bin(), &args3, dir.path());

@@ -222,7 +222,10 @@ impl AcmeIssuer {
                 .front()
                 .map_or(hour, |t| hour.saturating_sub(t.elapsed()));
             tracing::warn!(
-                event = "acme_order_limit", host, limit = MAX_ORDERS_PER_HOUR, wait_s = wait.as_secs(),
+                event = "acme_order_limit",
+                host,
+                limit = MAX_ORDERS_PER_HOUR,
+                wait_s = wait.as_secs(),
                 "ACME order refused: the hourly limit of orders is reached"
             );
             return Err(AcmeError::HourlyLimit {

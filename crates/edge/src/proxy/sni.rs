@@ -47,9 +47,10 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<EdgeShared>, stop: 
 fn orderable(shared: &EdgeShared, host: &str) -> bool {
     let config = shared.config.load();
     config.tls.default_host.as_deref() == Some(host)
-        || config.resources.iter().any(|r| {
-            r.kind == crate::config::ResourceKind::Http && r.host.as_deref() == Some(host)
-        })
+        || config
+            .resources
+            .iter()
+            .any(|r| r.kind == crate::config::ResourceKind::Http && r.host.as_deref() == Some(host))
 }
 
 async fn read_hello(

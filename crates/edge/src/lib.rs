@@ -106,7 +106,7 @@ pub(crate) struct EdgeShared {
     /// Live resources, indexed by name, HTTP route and SNI.
     pub(crate) resources: ArcSwap<proxy::balance::ResourceTable>,
     /// Target health as the agents report it.
-    pub(crate) health: tunnel::health::HealthTable,
+    pub(crate) health: tunnel::health_table::HealthTable,
     /// Bumped after every applied configuration.
     pub(crate) config_changed: tokio::sync::watch::Sender<u64>,
     pub(crate) certs: Arc<certs::store::CertStore>,
@@ -219,7 +219,7 @@ impl Edge {
             draining: AtomicBool::new(false),
             catalog: ArcSwap::from_pointee(catalog::Catalog::default()),
             resources: ArcSwap::from_pointee(proxy::balance::ResourceTable::default()),
-            health: tunnel::health::HealthTable::default(),
+            health: tunnel::health_table::HealthTable::default(),
             config_changed: tokio::sync::watch::channel(0).0,
             terminating_tls: certs::store::terminating_config(certs.clone()),
             challenge_tls: certs::store::challenge_config(certs.clone()),

@@ -219,7 +219,7 @@ impl LiveState {
         let mut checked = Vec::new();
         for r in &config.resources {
             for t in &r.targets {
-                if let Some(h) = health.get(&crate::tunnel::health::check_id(&r.name, t)) {
+                if let Some(h) = health.get(&crate::tunnel::health_table::check_id(&r.name, t)) {
                     checked.push((r.name.clone(), t.address.clone(), *h));
                 }
             }

@@ -89,7 +89,7 @@ pub(crate) async fn resource_status(shared: &EdgeShared) -> Vec<ResourceStatus> 
                 .map(|t| TargetStatus {
                     site: t.site.clone(),
                     address: t.address.clone(),
-                    health: match health.get(&crate::tunnel::health::check_id(&r.name, t)) {
+                    health: match health.get(&crate::tunnel::health_table::check_id(&r.name, t)) {
                         Some(true) => "healthy",
                         Some(false) => "unhealthy",
                         None => "unchecked",

@@ -12,7 +12,7 @@
 //! yet count as up.
 
 use crate::config::{Balance, EdgeConfig, Resource, ResourceKind, Target};
-use crate::tunnel::health::{check_id, HealthTable};
+use crate::tunnel::health_table::{check_id, HealthTable};
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
 use std::net::IpAddr;

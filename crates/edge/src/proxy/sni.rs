@@ -13,7 +13,8 @@
 use crate::proxy::accept::accept_loop;
 use crate::proxy::balance::ResourceSlot;
 use crate::proxy::dispatch::connect;
-use crate::proxy::http::serve::{serve_connection, ConnContext};
+use crate::proxy::http::conn::ConnContext;
+use crate::proxy::http::serve::serve_connection;
 use crate::EdgeShared;
 use bytes::{Buf, Bytes};
 use std::io;

@@ -8,4 +8,5 @@
 pub(crate) mod admit;
 pub mod credentials;
 pub(crate) mod health;
+pub(crate) mod health_table;
 pub mod registry;

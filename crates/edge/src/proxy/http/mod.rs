@@ -7,6 +7,7 @@
 pub(crate) mod access;
 pub(crate) mod access_log;
 pub(crate) mod body;
+pub(crate) mod conn;
 pub(crate) mod error;
 pub(crate) mod origin_pool;
 pub(crate) mod pages;

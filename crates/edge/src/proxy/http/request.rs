@@ -4,8 +4,8 @@
 //! after reads the [`Head`] this returns; the router and the origin see the
 //! same normalised path.
 
+use crate::proxy::http::conn::ConnContext;
 use crate::proxy::http::error::ProxyError;
-use crate::proxy::http::serve::ConnContext;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Uri, Version};
 use warren_ingress::host::{request_host as request_host_of, HostError};

@@ -25,15 +25,14 @@
 use crate::proxy::dispatch::Guards;
 use crate::proxy::http::access_log::AccessEntry;
 use crate::proxy::http::body::ResponseBody;
+use crate::proxy::http::conn::ConnContext;
 use crate::proxy::http::error::ProxyError;
 use crate::proxy::http::pages::error_page;
 use crate::proxy::http::response::{sticky_cookie_name, sticky_from_cookies};
 use crate::proxy::http::{access, request, response, route, upstream};
-use crate::EdgeShared;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -42,14 +41,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub(crate) const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest request head accepted (431 beyond).
 const MAX_HEAD: usize = 64 * 1024;
-
-/// What every request on one client connection shares.
-pub(crate) struct ConnContext {
-    pub(crate) shared: Arc<EdgeShared>,
-    pub(crate) client: SocketAddr,
-    /// The SNI the connection was made with (lower-case), if any.
-    pub(crate) sni: Option<String>,
-}
 
 /// Serves HTTP on an established (TLS) connection until it closes.
 pub(crate) async fn serve_connection<S>(io: S, ctx: Arc<ConnContext>)

@@ -8,11 +8,11 @@
 use crate::config::Target;
 use crate::proxy::dispatch::{connect_reusing, open_to_site, Guards, Via};
 use crate::proxy::http::access_log::AccessEntry;
+use crate::proxy::http::conn::ConnContext;
 use crate::proxy::http::error::ProxyError;
 use crate::proxy::http::origin_pool::Sender;
 use crate::proxy::http::request::Head;
 use crate::proxy::http::route::Routed;
-use crate::proxy::http::serve::ConnContext;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Version};
 use hyper::body::Incoming;

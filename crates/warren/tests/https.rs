@@ -66,14 +66,19 @@ async fn routes_by_host_and_path_and_sets_forwarding_headers() {
         ("/api/v1/x", "api", "/api/v1/x"),
         ("/apix", "app", "/apix"),
         ("/api/../admin", "app", "/admin"),
-        ("/%2e%2e/api/x", "api", "/api/x"),
         ("//api//y", "api", "/api/y"),
-        ("/public/%2E%2E/api/z", "api", "/api/z"),
     ] {
         let r = web.curl("app.test", path, &[]).await;
         assert_eq!(r.status, 200, "{path}: {}", r.body);
         assert_eq!(r.json()["name"], name, "{path}");
         assert_eq!(r.json()["path"], seen, "{path}");
+    }
+    // A dot segment written with escapes is only ever an attack: refused
+    // (attacks.rs has the rest of that family).
+    for path in ["/%2e%2e/api/x", "/public/%2E%2E/api/z"] {
+        let r = web.curl("app.test", path, &[]).await;
+        assert_eq!(r.status, 400, "{path}: {}", r.body);
+        assert!(r.body.contains("escaped dot segment"), "{path}: {}", r.body);
     }
     // HTTP/2 from the client, HTTP/1.1 to the origin.
     let r = web.curl("app.test", "/h2", &["--http2"]).await;

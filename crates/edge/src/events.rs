@@ -21,6 +21,8 @@ pub(crate) enum RefuseCause {
     AgentTooOld,
     /// Unknown site id or wrong secret (one answer for both).
     BadCredentials,
+    /// Its source already has as many handshakes in progress as it may.
+    TooManyFromSource,
 }
 
 impl RefuseCause {
@@ -32,6 +34,7 @@ impl RefuseCause {
             RefuseCause::Draining => "draining",
             RefuseCause::AgentTooOld => "agent_too_old",
             RefuseCause::BadCredentials => "bad_credentials",
+            RefuseCause::TooManyFromSource => "too_many_from_source",
         }
     }
 }
@@ -54,6 +57,11 @@ impl AgentRefused<'_> {
         let transport = self.transport.unwrap_or("");
         let site = self.site.unwrap_or("");
         match self.cause {
+            // A flood: counted, and logged only at debug (the count says it).
+            RefuseCause::TooManyFromSource => tracing::debug!(
+                event = "agent_refused", reason, remote = %self.remote,
+                "connection closed: {}", self.detail
+            ),
             // No hello: nobody to refuse, and scanners make many of these.
             RefuseCause::BeforeHello => tracing::info!(
                 event = "handshake_failed", reason, remote = %self.remote, error = %self.detail,

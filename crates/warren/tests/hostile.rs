@@ -670,3 +670,45 @@ async fn a_peer_cannot_forge_a_line_of_the_text_log() {
         "a forged line: {all:#?}"
     );
 }
+
+/// Fair admission: one anonymous host holding 300 idle connections to the
+/// tunnel port (they never start TLS) cannot keep a real agent from another
+/// address out. Its handshakes beyond its share are closed at once and
+/// counted; the agent is admitted before the edge has timed out a single
+/// idle one (before, every pre-auth slot was held until the timeout).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_from_one_host_do_not_keep_a_real_agent_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = warren_testkit::echo_tcp().await;
+    let spec = EdgeSpec::new().resource(warren_testkit::ResourceSpec::tcp("echo", "home", echo));
+    let edge = EdgeProcess::start(bin(), dir.path(), &spec);
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        idle.push(socket.connect(edge.tunnel).await.unwrap());
+    }
+    let agent = edge.start_agent("agent", "tcp", &[&format!("{echo}/tcp")]);
+    let logs = edge.process.logs();
+    let position = |event: &str| logs.iter().position(|l| l["event"] == event);
+    let admitted = position("agent_connected").expect("the agent was admitted");
+    if let Some(first_timeout) = position("handshake_failed") {
+        assert!(
+            admitted < first_timeout,
+            "the agent waited for an idle connection to time out"
+        );
+    }
+    // The source's excess was closed at once and counted.
+    let series = "warren_edge_tunnel_handshake_failures_total{reason=\"too_many_from_source\"}";
+    let counted: f64 = edge
+        .metrics()
+        .get(series)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(counted >= 250.0, "{series} = {counted}");
+    echo_ok(edge.resource_addr("echo"), b"still serving")
+        .await
+        .unwrap();
+    drop(agent);
+    drop(idle);
+}

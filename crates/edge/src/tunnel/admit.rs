@@ -13,7 +13,9 @@ use tokio_util::sync::CancellationToken;
 use warren_proto::{Refusal, RefusalCode, Welcome};
 use warren_transport::{Accepted, TunnelListener};
 
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// TLS (or QUIC) and the hello must be done within this: what an
+/// anonymous peer can hold a pre-auth slot for.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The oldest agent version this edge admits. Raise it when the edge stops
 /// speaking to older agents; they are refused with a message saying what
@@ -41,8 +43,14 @@ fn too_old(agent_version: &str) -> Option<String> {
         )),
     }
 }
-/// Handshakes in progress at once; more wait in the kernel's backlog.
+/// Unauthenticated handshakes in progress at once; more wait in the
+/// kernel's backlog. A slot is held only until the credentials are checked,
+/// never for the life of a link.
 const MAX_HANDSHAKES: usize = 256;
+/// Unauthenticated handshakes from one source (an IPv4 address, an IPv6
+/// /64) at once; more are closed at once. One anonymous host cannot hold
+/// the slots real agents need.
+const MAX_HANDSHAKES_PER_SOURCE: usize = 8;
 
 pub(crate) async fn serve(
     listener: TunnelListener,
@@ -50,6 +58,7 @@ pub(crate) async fn serve(
     stop: CancellationToken,
 ) {
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    let sources = Sources::default();
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -57,13 +66,31 @@ pub(crate) async fn serve(
         };
         match accepted {
             Ok(accepted) => {
+                let Some(source) = sources.take(accepted.remote().ip()) else {
+                    AgentRefused {
+                        remote: accepted.remote(),
+                        transport: None,
+                        site: None,
+                        cause: RefuseCause::TooManyFromSource,
+                        detail: "too many handshakes in progress from this source",
+                    }
+                    .emit(&shared);
+                    continue;
+                };
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     break;
                 };
                 let shared = shared.clone();
                 tokio::spawn(async move {
-                    admit(accepted, shared).await;
-                    drop(permit);
+                    admit(
+                        accepted,
+                        shared,
+                        PreAuth {
+                            _permit: permit,
+                            _source: source,
+                        },
+                    )
+                    .await;
                 });
             }
             Err(e) => {
@@ -75,7 +102,56 @@ pub(crate) async fn serve(
     listener.close();
 }
 
-async fn admit(accepted: Accepted, shared: Arc<EdgeShared>) {
+/// A pre-authentication slot: one of [`MAX_HANDSHAKES`] and one of its
+/// source's [`MAX_HANDSHAKES_PER_SOURCE`]; released when dropped.
+struct PreAuth {
+    _permit: tokio::sync::OwnedSemaphorePermit,
+    _source: SourceSlot,
+}
+
+/// Handshakes in progress per source.
+#[derive(Clone, Default)]
+struct Sources(Arc<std::sync::Mutex<std::collections::HashMap<u128, usize>>>);
+
+struct SourceSlot {
+    sources: Sources,
+    key: u128,
+}
+
+impl Sources {
+    fn take(&self, ip: std::net::IpAddr) -> Option<SourceSlot> {
+        let key = match ip.to_canonical() {
+            std::net::IpAddr::V4(v4) => u128::from(u32::from(v4)),
+            // A host gets a /64; counting its addresses one by one would
+            // let it take every slot.
+            std::net::IpAddr::V6(v6) => (u128::from(v6) >> 64) | (1 << 127),
+        };
+        let mut map = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let n = map.entry(key).or_default();
+        if *n >= MAX_HANDSHAKES_PER_SOURCE {
+            return None;
+        }
+        *n += 1;
+        Some(SourceSlot {
+            sources: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut map = self.sources.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = map.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
+async fn admit(accepted: Accepted, shared: Arc<EdgeShared>, pre_auth: PreAuth) {
     let remote = accepted.remote();
     let (pending, hello) = match accepted.start(HANDSHAKE_TIMEOUT).await {
         Ok(v) => v,
@@ -192,6 +268,8 @@ async fn admit(accepted: Accepted, shared: Arc<EdgeShared>) {
             .await;
         return;
     }
+    // Authenticated: the pre-auth slot goes back for the next stranger.
+    drop(pre_auth);
     let link_id = hex::encode(rand::random::<[u8; 6]>());
     let welcome = Welcome {
         edge_version: env!("CARGO_PKG_VERSION").to_owned(),

@@ -140,6 +140,25 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// Replaces key `id`'s stored hash with `new_hash` if it is still
+    /// `old_hash` (an older form re-stored after a successful check; a key
+    /// changed meanwhile is left alone). Not a change to what edges serve:
+    /// no audit row, no config_version.
+    pub async fn rehash_api_key(
+        &self,
+        id: &str,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> Result<bool, StoreError> {
+        let done = sqlx::query("UPDATE api_keys SET key_hash = $1 WHERE id = $2 AND key_hash = $3")
+            .bind(new_hash.to_owned())
+            .bind(id.to_owned())
+            .bind(old_hash.to_owned())
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Records an accepted use of key `id`.
     pub async fn touch_api_key(&self, id: &str) -> Result<(), StoreError> {
         sqlx::query("UPDATE api_keys SET last_used_ms = $1 WHERE id = $2")

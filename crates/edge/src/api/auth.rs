@@ -145,8 +145,23 @@ impl ApiAuth {
         };
         if !cached {
             let expected = SiteSecret::from_hash(&key.key_hash).ok();
+            let legacy = expected.as_ref().is_some_and(SiteSecret::is_slow);
             if !self.verifier.check(expected, token.secret.clone()).await {
                 return Err(AuthError::Invalid);
+            }
+            if legacy {
+                // An argon2 hash of an earlier version, now proven right:
+                // stored again as a digest, so the next check is instant.
+                let digest = hash_secret(token.secret.expose());
+                match store.rehash_api_key(&key.id, &key.key_hash, &digest).await {
+                    Ok(true) => {
+                        tracing::info!(event = "api_key_rehashed", key = %key.id, "an API key's argon2 hash was replaced by its digest")
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(key = %key.id, error = %e, "could not re-store an API key's hash")
+                    }
+                }
             }
             self.verified
                 .lock()
@@ -207,4 +222,42 @@ pub(crate) async fn ensure_initial_key(
         )
         .await?;
     Ok(Some(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tunnel::credentials::hash_secret_argon2;
+
+    /// A key stored by an earlier version (argon2) is accepted, and stored
+    /// again as a digest after that first good check; a wrong token for it
+    /// changes nothing.
+    #[tokio::test]
+    async fn a_legacy_argon2_key_is_accepted_and_stored_again_as_a_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_sqlite(&dir.path().join("warren.db"))
+            .await
+            .unwrap();
+        let token = Token::generate();
+        let legacy = hash_secret_argon2(token.secret.expose());
+        store
+            .create_api_key("test", &token.id, "old", &legacy, Scope::Admin, None)
+            .await
+            .unwrap();
+        let auth = ApiAuth::default();
+        let wrong = format!("Bearer {PREFIX}{}_{}", token.id, "0".repeat(32));
+        assert!(auth.authorize(&store, Some(&wrong), true).await.is_err());
+        let stored = store.api_key(&token.id).await.unwrap().unwrap().key_hash;
+        assert_eq!(stored, legacy, "a failed check re-stores nothing");
+
+        let right = format!("Bearer {}", token.reveal());
+        auth.authorize(&store, Some(&right), true).await.unwrap();
+        let stored = store.api_key(&token.id).await.unwrap().unwrap().key_hash;
+        assert_eq!(stored, hash_secret(token.secret.expose()));
+        // And the digest works on its own (another edge, no cache).
+        ApiAuth::default()
+            .authorize(&store, Some(&right), true)
+            .await
+            .unwrap();
+    }
 }

@@ -19,6 +19,9 @@ pub(crate) struct Credential {
     pub(crate) secret: SiteSecret,
     /// For a rotated-out secret: until when it is accepted (Unix ms).
     pub(crate) until_ms: Option<i64>,
+    /// A stored secret's id and hash (API sites), to store it again in a
+    /// faster form after a good check.
+    pub(crate) stored: Option<(String, String)>,
 }
 
 /// A site as the edge knows it.
@@ -53,6 +56,7 @@ impl Catalog {
                         credentials: vec![Credential {
                             secret: s.secret.clone(),
                             until_ms: None,
+                            stored: None,
                         }],
                     },
                 )
@@ -67,7 +71,11 @@ impl Catalog {
                 .filter_map(|s| {
                     let until_ms = s.retired_ms.map(|_| s.grace_until_ms.unwrap_or(0));
                     match SiteSecret::from_hash(&s.secret_hash) {
-                        Ok(secret) => Some(Credential { secret, until_ms }),
+                        Ok(secret) => Some(Credential {
+                            secret,
+                            until_ms,
+                            stored: Some((s.id, s.secret_hash)),
+                        }),
                         Err(e) => {
                             tracing::warn!(site = %site.id, error = %e, "a stored secret is unusable; left out");
                             None

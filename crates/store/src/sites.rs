@@ -193,6 +193,33 @@ impl Store {
             .collect())
     }
 
+    /// Replaces secret `secret_id`'s stored hash with `new_hash` if it is
+    /// still `old_hash` (an older form re-stored after a good check). Bumps
+    /// `config_version` so every edge rebuilds its catalog; no audit row
+    /// (the secret is the same).
+    pub async fn rehash_site_secret(
+        &self,
+        secret_id: &str,
+        old_hash: &str,
+        new_hash: &str,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query(
+            "UPDATE site_secrets SET secret_hash = $1 WHERE id = $2 AND secret_hash = $3",
+        )
+        .bind(new_hash.to_owned())
+        .bind(secret_id.to_owned())
+        .bind(old_hash.to_owned())
+        .execute(&mut *tx)
+        .await?;
+        let changed = done.rows_affected() == 1;
+        if changed {
+            bump_config_version(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(changed)
+    }
+
     /// Makes `new_hash` site `id`'s current secret. The previous one keeps
     /// working for `grace` (zero: refused from now on), and so does no older
     /// one: a secret rotated out earlier with a longer grace has it cut to

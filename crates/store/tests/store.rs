@@ -448,3 +448,33 @@ async fn an_unreachable_database_is_a_clear_error() {
         .expect("nothing listens there");
     assert!(matches!(err, StoreError::Db(_)), "{err}");
 }
+
+/// A site secret's hash is re-stored only if it is still the one the caller
+/// checked, and every edge hears of it (config_version moves).
+#[tokio::test]
+async fn a_site_secret_hash_is_rehashed_only_from_what_was_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open_sqlite(&dir.path().join("warren.db"))
+        .await
+        .unwrap();
+    store
+        .create_site("test", "lab", "Lab", ManagedBy::Api, "$argon2id$old")
+        .await
+        .unwrap();
+    let secret = store.site_secrets("lab").await.unwrap().remove(0);
+    let version = store.config_version().await.unwrap();
+    assert!(!store
+        .rehash_site_secret(&secret.id, "$argon2id$other", "$sha256$new")
+        .await
+        .unwrap());
+    assert_eq!(store.config_version().await.unwrap(), version);
+    assert!(store
+        .rehash_site_secret(&secret.id, "$argon2id$old", "$sha256$new")
+        .await
+        .unwrap());
+    assert_eq!(
+        store.site_secrets("lab").await.unwrap()[0].secret_hash,
+        "$sha256$new"
+    );
+    assert_eq!(store.config_version().await.unwrap(), version + 1);
+}

@@ -236,6 +236,7 @@ async fn admit(accepted: Accepted, shared: Arc<EdgeShared>, pre_auth: PreAuth) {
                 shared.verifier.check(None, hello.secret.clone()).await;
             }
             for c in credentials {
+                let slow = c.secret.is_slow();
                 if shared
                     .verifier
                     .check(Some(c.secret), hello.secret.clone())
@@ -243,6 +244,9 @@ async fn admit(accepted: Accepted, shared: Arc<EdgeShared>, pre_auth: PreAuth) {
                 {
                     accepted = true;
                     old_secret = c.until_ms;
+                    if let (true, Some((id, old))) = (slow, c.stored) {
+                        rehash_later(&shared, id, old, &hello.secret);
+                    }
                     break;
                 }
             }
@@ -327,6 +331,28 @@ async fn admit(accepted: Accepted, shared: Arc<EdgeShared>, pre_auth: PreAuth) {
         reason: &reason,
     }
     .emit(&shared);
+}
+
+/// An argon2 hash of an earlier version just proved right: stores the
+/// secret's digest in its place, off the admission path (a task), and
+/// rebuilds the catalog so the next check of it is instant.
+fn rehash_later(shared: &Arc<EdgeShared>, id: String, old: String, secret: &warren_proto::Secret) {
+    let digest = crate::tunnel::credentials::hash_secret(secret.expose());
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        match shared.store.rehash_site_secret(&id, &old, &digest).await {
+            Ok(true) => {
+                tracing::info!(event = "site_secret_rehashed", secret = %id, "a site secret's argon2 hash was replaced by its digest");
+                if let Err(e) = shared.serving.lock().await.refresh(&shared).await {
+                    tracing::debug!(error = %e, "catalog refresh after a rehash failed; the sync loop will");
+                }
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(secret = %id, error = %e, "could not re-store a site secret's hash")
+            }
+        }
+    });
 }
 
 #[cfg(test)]

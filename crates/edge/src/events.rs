@@ -23,6 +23,8 @@ pub(crate) enum RefuseCause {
     BadCredentials,
     /// Its source already has as many handshakes in progress as it may.
     TooManyFromSource,
+    /// Too many slow (legacy argon2) credential checks are waiting.
+    Busy,
 }
 
 impl RefuseCause {
@@ -35,6 +37,7 @@ impl RefuseCause {
             RefuseCause::AgentTooOld => "agent_too_old",
             RefuseCause::BadCredentials => "bad_credentials",
             RefuseCause::TooManyFromSource => "too_many_from_source",
+            RefuseCause::Busy => "busy",
         }
     }
 }

@@ -88,6 +88,8 @@ pub(crate) enum AuthError {
     ReadOnly(String),
     #[error("the state store failed: {0}")]
     Store(#[from] warren_store::StoreError),
+    #[error(transparent)]
+    Busy(#[from] crate::tunnel::credentials::Busy),
 }
 
 impl AuthError {
@@ -99,6 +101,7 @@ impl AuthError {
             AuthError::Expired(_) => "key_expired",
             AuthError::ReadOnly(_) => "read_only_key",
             AuthError::Store(_) => "store_unavailable",
+            AuthError::Busy(_) => "busy",
         }
     }
 }
@@ -140,13 +143,13 @@ impl ApiAuth {
                 .is_some_and(|v| v.at.elapsed() < CACHE_FOR && bool::from(v.digest.ct_eq(&digest)))
         };
         let Some(key) = key else {
-            self.verifier.check(None, token.secret).await;
+            let _ = self.verifier.check(None, token.secret).await;
             return Err(AuthError::Invalid);
         };
         if !cached {
             let expected = SiteSecret::from_hash(&key.key_hash).ok();
             let legacy = expected.as_ref().is_some_and(SiteSecret::is_slow);
-            if !self.verifier.check(expected, token.secret.clone()).await {
+            if !self.verifier.check(expected, token.secret.clone()).await? {
                 return Err(AuthError::Invalid);
             }
             if legacy {

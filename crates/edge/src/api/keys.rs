@@ -43,7 +43,7 @@ pub(crate) async fn require_key(
             );
             let status = match e {
                 AuthError::ReadOnly(_) => StatusCode::FORBIDDEN,
-                AuthError::Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+                AuthError::Store(_) | AuthError::Busy(_) => StatusCode::SERVICE_UNAVAILABLE,
                 _ => StatusCode::UNAUTHORIZED,
             };
             let mut resp = error(status, e.code(), e.to_string());

@@ -229,25 +229,46 @@ async fn admit(accepted: Accepted, shared: Arc<EdgeShared>, pre_auth: PreAuth) {
     match credentials {
         // An unknown site costs the same work as a wrong secret.
         None => {
-            shared.verifier.check(None, hello.secret.clone()).await;
+            let _ = shared.verifier.check(None, hello.secret.clone()).await;
         }
         Some(credentials) => {
             if credentials.is_empty() {
-                shared.verifier.check(None, hello.secret.clone()).await;
+                let _ = shared.verifier.check(None, hello.secret.clone()).await;
             }
             for c in credentials {
                 let slow = c.secret.is_slow();
-                if shared
+                match shared
                     .verifier
                     .check(Some(c.secret), hello.secret.clone())
                     .await
                 {
-                    accepted = true;
-                    old_secret = c.until_ms;
-                    if let (true, Some((id, old))) = (slow, c.stored) {
-                        rehash_later(&shared, id, old, &hello.secret);
+                    Ok(true) => {
+                        accepted = true;
+                        old_secret = c.until_ms;
+                        if let (true, Some((id, old))) = (slow, c.stored) {
+                            rehash_later(&shared, id, old, &hello.secret);
+                        }
+                        break;
                     }
-                    break;
+                    Ok(false) => {}
+                    Err(busy) => {
+                        AgentRefused {
+                            remote,
+                            transport: Some(transport),
+                            site: Some(&hello.site_id),
+                            cause: RefuseCause::Busy,
+                            detail: &busy.to_string(),
+                        }
+                        .emit(&shared);
+                        pending
+                            .refuse(Refusal {
+                                code: RefusalCode::Unavailable,
+                                message: "the edge is busy checking credentials; retry shortly"
+                                    .into(),
+                            })
+                            .await;
+                        return;
+                    }
                 }
             }
         }

@@ -126,44 +126,111 @@ fn dummy_secret() -> &'static SiteSecret {
 }
 
 /// Checks presented credentials: digests at once, argon2 hashes a few at a
-/// time on the blocking pool, so a flood of those cannot starve the proxy.
+/// time on the blocking pool, so a flood of those cannot starve the proxy;
+/// and only so many may wait for their turn: beyond, [`Busy`] at once.
 #[derive(Clone)]
 pub struct Verifier {
     permits: Arc<Semaphore>,
+    waiting: Arc<std::sync::atomic::AtomicUsize>,
+    max_waiting: usize,
 }
+
+/// Too many slow checks are waiting: the caller answers "busy, retry"
+/// (503 on the API, `Unavailable` to an agent) rather than queue more.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("too many slow credential checks are waiting; retry shortly")]
+pub struct Busy;
 
 impl Default for Verifier {
     fn default() -> Self {
-        Verifier {
-            permits: Arc::new(Semaphore::new(2)),
-        }
+        Verifier::with_limits(2, 64)
     }
 }
 
 impl Verifier {
+    /// `running` slow checks at once, `max_waiting` more waiting.
+    pub fn with_limits(running: usize, max_waiting: usize) -> Self {
+        Verifier {
+            permits: Arc::new(Semaphore::new(running)),
+            waiting: Arc::default(),
+            max_waiting,
+        }
+    }
+
     /// Whether `presented` matches `expected`; `None` (unknown site) does the
     /// work of a wrong secret and fails.
-    pub async fn check(&self, expected: Option<SiteSecret>, presented: Secret) -> bool {
+    pub async fn check(
+        &self,
+        expected: Option<SiteSecret>,
+        presented: Secret,
+    ) -> Result<bool, Busy> {
+        use std::sync::atomic::Ordering;
         let expected = match expected {
             None => {
                 dummy_secret().verify(&presented);
-                return false;
+                return Ok(false);
             }
-            Some(e) if !e.is_slow() => return e.verify(&presented),
+            Some(e) if !e.is_slow() => return Ok(e.verify(&presented)),
             Some(e) => e,
         };
+        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        let before = self.waiting.fetch_add(1, Ordering::Relaxed);
+        let waiting = Waiting(&self.waiting);
+        if before >= self.max_waiting {
+            return Err(Busy);
+        }
         let Ok(_permit) = self.permits.acquire().await else {
-            return false;
+            return Ok(false);
         };
-        tokio::task::spawn_blocking(move || expected.verify(&presented))
-            .await
-            .unwrap_or(false)
+        drop(waiting);
+        Ok(
+            tokio::task::spawn_blocking(move || expected.verify(&presented))
+                .await
+                .unwrap_or(false),
+        )
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Slow checks beyond the running and waiting slots are refused at
+    /// once, the others answered; digests never wait.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_flood_of_slow_checks_is_refused_beyond_the_queue() {
+        let verifier = Verifier::with_limits(1, 2);
+        let slow = SiteSecret::from_hash(&hash_secret_argon2("right")).unwrap();
+        let checks: Vec<_> = (0..8)
+            .map(|_| {
+                let (v, s) = (verifier.clone(), slow.clone());
+                tokio::spawn(async move { v.check(Some(s), "right".into()).await })
+            })
+            .collect();
+        let mut answered = 0;
+        let mut busy = 0;
+        for c in checks {
+            match c.await.unwrap() {
+                Ok(true) => answered += 1,
+                Ok(false) => panic!("the right secret was refused"),
+                Err(Busy) => busy += 1,
+            }
+        }
+        assert!(
+            busy >= 1 && answered >= 1,
+            "answered {answered}, busy {busy}"
+        );
+        assert!(answered <= 8 - busy);
+        let fast = SiteSecret::from_hash(&hash_secret("right")).unwrap();
+        assert_eq!(verifier.check(Some(fast), "right".into()).await, Ok(true));
+        // Nothing is left counted as waiting.
+        assert_eq!(verifier.check(Some(slow), "right".into()).await, Ok(true));
+    }
 
     #[test]
     fn hashed_and_plain_secrets_verify() {

@@ -425,7 +425,9 @@ impl EdgeProcess {
     pub fn metrics(&self) -> std::collections::BTreeMap<String, String> {
         let (status, body) = self.admin_request("GET", "/metrics", None, None);
         assert_eq!(status, 200, "GET /metrics: {body}");
-        let text = body.as_str().unwrap_or_default();
+        let text = body
+            .as_str()
+            .unwrap_or_else(|| panic!("/metrics is not text: {body}"));
         text.lines()
             .filter(|l| !l.starts_with('#') && !l.is_empty())
             .filter_map(|l| l.rsplit_once(' '))

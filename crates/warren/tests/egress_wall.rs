@@ -16,23 +16,11 @@
 
 mod common;
 
-use common::bin;
+use common::{bin, ok, run};
 use std::process::{Command, Stdio};
 
 const AGENT_UID: &str = "990";
 const PY: &str = "/usr/bin/python3";
-
-fn run(args: &[&str]) -> std::process::Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = warren_testkit::run_ok(Command::new(args[0]).args(&args[1..]), &format!("{args:?}"));
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 fn available() -> bool {
     available_with(&[])

@@ -22,24 +22,13 @@
 
 mod common;
 
-use common::{bin, read_banner};
+use common::{bin, ok, read_banner, run};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use warren_testkit::dns::DnsServer;
 use warren_testkit::{EdgeProcess, EdgeSpec, Process, ResourceSpec};
-
-fn run(args: &[&str]) -> std::process::Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .output()
-        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
-}
-
-fn ok(args: &[&str]) {
-    warren_testkit::run_ok(Command::new(args[0]).args(&args[1..]), &format!("{args:?}"));
-}
 
 fn available() -> bool {
     let root = run(&["id", "-u"]).stdout == b"0\n";

@@ -107,3 +107,20 @@ where
 pub fn port_closed(addr: SocketAddr) -> bool {
     std::net::TcpListener::bind(addr).is_ok()
 }
+
+/// Runs `args` (program first) and returns how it ended, whatever that was.
+pub fn run(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+/// Runs `args` (program first), which must succeed; returns its stdout.
+pub fn ok(args: &[&str]) -> String {
+    let out = warren_testkit::run_ok(
+        std::process::Command::new(args[0]).args(&args[1..]),
+        &format!("{args:?}"),
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

@@ -12,18 +12,13 @@ A failed sample (tool error, wrk socket errors or non-2xx answers, a timeout,
 a non-zero exit, a process that died) does not vanish: the run goes on, then
 exits 1 naming each failure.
 """
-import argparse, hashlib, os, shutil, sys, tempfile
+import argparse, os, shutil, sys, tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import apply_bench, https_bench, report, tunnel_bench  # noqa: E402
-from common import Procs, Run, resource_limit, run_meta, tool_version  # noqa: E402
+from common import Procs, Run, file_sha256, resource_limit, run_meta, tool_version  # noqa: E402
 
 SUITES = {"tunnel": tunnel_bench, "https": https_bench, "apply": apply_bench}
-
-
-def file_sha256(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 def params(args, suite):

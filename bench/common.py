@@ -217,11 +217,15 @@ def tool_version(args):
         return None
 
 
+def file_sha256(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
 def run_meta(warren):
     """Where and on what a run happened: commit, uncommitted tracked files,
     the binary measured, the machine, the tools."""
-    with open(warren, "rb") as f:
-        binary_sha = hashlib.sha256(f.read()).hexdigest()
+    binary_sha = file_sha256(warren)
     changed = [l[3:] for l in _git("status", "--porcelain", "--untracked-files=no").splitlines() if l.strip()]
     subject = _git("log", "-1", "--format=%s").strip()
     return {

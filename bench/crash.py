@@ -25,8 +25,10 @@ within --deadline is a failure: the run goes on, then exits 1 naming it.
   python3 bench/crash.py                       # target/release/warren, 10 rounds
   python3 bench/crash.py --reps 5 --transports tcp,quic,auto --warren target/debug/warren
 """
-import argparse, datetime, hashlib, json, os, random, shutil, signal, socket, statistics
+import argparse, json, os, random, shutil, signal, socket, statistics
 import subprocess, sys, tempfile, threading, time
+
+from common import run_meta  # noqa: E402  (bench/ is the script's directory)
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(BENCH)
@@ -219,28 +221,6 @@ class Path:
             p.proc.wait()
 
 
-def git(*args):
-    return subprocess.run(["git", "-C", REPO, *args], capture_output=True, text=True, check=True).stdout.rstrip("\n")
-
-
-def meta(exe):
-    with open(exe, "rb") as f:
-        sha = hashlib.sha256(f.read()).hexdigest()
-    changed = [l[3:] for l in git("status", "--porcelain", "--untracked-files=no").splitlines() if l.strip()]
-    return {
-        "commit": git("rev-parse", "HEAD"),
-        "subject": git("log", "-1", "--format=%s")[:80],
-        "dirty": bool(changed),
-        "dirty_files": changed,
-        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "nproc": os.cpu_count(),
-        "kernel": os.uname().release,
-        "warren_binary": {"path": os.path.relpath(exe, REPO), "sha256": sha,
-                          "built": datetime.datetime.fromtimestamp(os.path.getmtime(exe), datetime.timezone.utc)
-                          .strftime("%Y-%m-%dT%H:%M:%SZ")},
-    }
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--warren", default=os.path.join(REPO, "target", "release", "warren"))
@@ -259,7 +239,7 @@ def main():
         if t not in ("tcp", "quic", "auto"):
             ap.error(f"unknown transport {t!r}")
     rng = random.Random(args.seed)
-    doc = dict(meta(exe), suite="crash", params={
+    doc = dict(run_meta(exe), suite="crash", params={
         "reps": args.reps, "transports": transports, "deadline_s": args.deadline,
         "max_pause_s": args.max_pause, "seed": args.seed, "signal": "SIGKILL"})
     print(f"crash suite at {doc['commit'][:7]}{' (dirty)' if doc['dirty'] else ''}: {doc['params']}", flush=True)

@@ -43,14 +43,15 @@ impl<W: Write> Write for Escaping<W> {
 }
 
 /// `buf` with every control character (but a final `\n`, tabs, and ESC
-/// when `ansi`) written as an escape.
-pub(crate) fn escape(buf: &[u8], ansi: bool) -> Vec<u8> {
+/// when `ansi`) written as an escape; borrowed when there is none (almost
+/// every line).
+pub(crate) fn escape(buf: &[u8], ansi: bool) -> std::borrow::Cow<'_, [u8]> {
     let (body, end) = match buf.split_last() {
         Some((b'\n', body)) => (body, &b"\n"[..]),
         _ => (buf, &b""[..]),
     };
     if !body.iter().any(|&b| needs_escape(b, ansi)) {
-        return buf.to_vec();
+        return std::borrow::Cow::Borrowed(buf);
     }
     let mut out = Vec::with_capacity(buf.len() + 16);
     for &b in body {
@@ -62,7 +63,7 @@ pub(crate) fn escape(buf: &[u8], ansi: bool) -> Vec<u8> {
         }
     }
     out.extend_from_slice(end);
-    out
+    std::borrow::Cow::Owned(out)
 }
 
 fn needs_escape(b: u8, ansi: bool) -> bool {

@@ -9,8 +9,7 @@
 //! semaphore; a rotation replaces them. An unknown site id is checked
 //! against a digest, so it costs what a wrong secret costs.
 
-use argon2::password_hash::SaltString;
-use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
+use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -104,7 +103,10 @@ pub fn hash_secret(secret: &str) -> String {
 }
 
 /// An argon2id hash, as Warren wrote before: for tests of old stores.
-pub fn hash_secret_argon2(secret: &str) -> String {
+#[cfg(test)]
+pub(crate) fn hash_secret_argon2(secret: &str) -> String {
+    use argon2::password_hash::SaltString;
+    use argon2::PasswordHasher;
     let salt =
         SaltString::encode_b64(&rand::random::<[u8; 16]>()).expect("16 bytes is a valid salt");
     Argon2::default()

@@ -32,8 +32,13 @@ pub(crate) struct Head {
 pub(crate) fn read<B>(ctx: &ConnContext, req: &Request<B>) -> Result<Head, ProxyError> {
     let (host, authority) =
         request_host(req).map_err(|why| ProxyError::BadRequest(why.to_string()))?;
-    let expected = ctx.sni.clone().or_else(|| ctx.shared.certs.default_host());
-    if expected.as_deref() != Some(host.as_str()) {
+    // The connection's SNI, else the default host (read only then: it
+    // clones under a swap).
+    let agrees = match &ctx.sni {
+        Some(sni) => *sni == host,
+        None => ctx.shared.certs.default_host().as_deref() == Some(host.as_str()),
+    };
+    if !agrees {
         return Err(ProxyError::Misdirected);
     }
     let path = normalize(req.uri().path()).map_err(|e| ProxyError::BadRequest(e.to_string()))?;

@@ -1,17 +1,20 @@
 //! A hostile peer driving the mux state machine. The input is a script: each
 //! step is either a frame from the peer (well-formed, on a small stream id,
 //! so streams really open, carry data and close; or raw bytes decoded as a
-//! frame) or a move of the local side (open, take credit, consume, finish,
-//! reset, a tick).
+//! frame) or a move of the local side (open, answer an open, take credit,
+//! consume, finish, reset, a tick).
 //!
 //! Beside a panic, the target fails when the session breaks its flow-control
 //! or stream bookkeeping, checked against a model kept here from what went
 //! in and out of the session's public API only:
 //! - a `Data` event never takes a stream past what this side granted
-//!   (`initial_window` plus every `Window` increment it sent);
+//!   (`opening_window` plus every `Window` increment it sent);
 //! - `take_credit` never hands out more than the peer granted
-//!   (`initial_window` plus every `Window` increment that raised `Credit`),
+//!   (`opening_window` plus every `Window` increment that raised `Credit`),
 //!   and nothing once our side has finished;
+//! - what the peer may still send plus what was received and not consumed,
+//!   over every open stream, stays within `link_budget` plus one opening
+//!   window per open stream, and matches `Session::link_held`;
 //! - no `Data` or second `Fin` after the peer's `Fin`; events only for
 //!   streams that are open; peer-opened ids odd and strictly increasing;
 //! - the peer never holds more than `max_streams` streams open;
@@ -28,8 +31,10 @@ use warren_proto::{
     TargetProtocol,
 };
 
+const OPENING: u32 = 256;
 const INITIAL: u32 = 1024;
 const MAX_STREAMS: usize = 8;
+const BUDGET: u64 = 3000;
 
 /// What this side knows about one stream, from the session's inputs and
 /// outputs.
@@ -47,6 +52,8 @@ struct Model {
     taken: u64,
     remote_fin: bool,
     local_fin: bool,
+    /// This side answered the peer's open.
+    answered: bool,
 }
 
 /// Reads the script.
@@ -166,9 +173,11 @@ fuzz_target!(|data: &[u8]| {
         Role::Agent
     };
     let config = SessionConfig {
+        opening_window: OPENING,
         initial_window: INITIAL,
         max_window: 8192,
         max_streams: MAX_STREAMS,
+        link_budget: BUDGET,
         ..SessionConfig::default()
     };
     let mut now = Instant::now();
@@ -179,6 +188,25 @@ fuzz_target!(|data: &[u8]| {
     while let Some(op) = script.byte() {
         now += Duration::from_millis(u64::from(op >> 4) * 20);
         match op & 0x0f {
+            // The agent answers a stream the peer opened.
+            10 if role == Role::Agent => {
+                let Some(stream) = script.stream() else { break };
+                let Some(how) = script.byte() else { break };
+                if s.is_open(stream) && model.get(&stream).is_some_and(|m| !m.answered) {
+                    let reply = if how & 1 == 0 {
+                        OpenReply::Connected
+                    } else {
+                        OpenReply::Refused {
+                            reason: RefuseReason::NotAllowed,
+                            message: String::new(),
+                        }
+                    };
+                    let refused = how & 1 == 1;
+                    s.reply(stream, reply);
+                    model.get_mut(&stream).expect("checked").answered = true;
+                    assert_eq!(s.is_open(stream), !refused);
+                }
+            }
             // The local side opens a stream (only the edge does).
             11 => {
                 if role == Role::Edge {
@@ -204,10 +232,10 @@ fuzz_target!(|data: &[u8]| {
                         }
                         m.taken += credit;
                         assert!(
-                            m.taken <= u64::from(INITIAL) + m.peer_granted,
+                            m.taken <= u64::from(OPENING) + m.peer_granted,
                             "stream {stream}: took {} bytes of credit, granted {}",
                             m.taken,
-                            u64::from(INITIAL) + m.peer_granted
+                            u64::from(OPENING) + m.peer_granted
                         );
                         let read = if how & 1 == 0 {
                             m.unconsumed
@@ -274,10 +302,10 @@ fuzz_target!(|data: &[u8]| {
                         m.received += payload.len() as u64;
                         m.unconsumed += payload.len() as u64;
                         assert!(
-                            m.received <= u64::from(INITIAL) + m.granted,
+                            m.received <= u64::from(OPENING) + m.granted,
                             "stream {id}: accepted {} bytes, granted {}",
                             m.received,
-                            u64::from(INITIAL) + m.granted
+                            u64::from(OPENING) + m.granted
                         );
                     }
                     Some(Event::Credit { stream: id }) => {
@@ -318,5 +346,24 @@ fuzz_target!(|data: &[u8]| {
                 m.granted += u64::from(increment);
             }
         }
+        // The link budget, from the model: for each open stream, the credit
+        // the peer still has (none after its fin) plus what is unconsumed.
+        let mut held = 0u64;
+        let mut open = 0u64;
+        for (&id, m) in &model {
+            if !s.is_open(id) {
+                continue;
+            }
+            open += 1;
+            if !m.remote_fin {
+                held += u64::from(OPENING) + m.granted - m.received;
+            }
+            held += m.unconsumed;
+        }
+        assert_eq!(held, s.link_held(), "the session's count of what it holds");
+        assert!(
+            held <= BUDGET + open * u64::from(OPENING),
+            "holding {held} bytes for {open} streams, budget {BUDGET}"
+        );
     }
 });

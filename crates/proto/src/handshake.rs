@@ -17,9 +17,9 @@ use serde::{Deserialize, Serialize};
 /// Opens every handshake, in both directions.
 pub const MAGIC: [u8; 6] = *b"WARREN";
 /// The protocol version this build speaks.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// The oldest protocol version this build accepts from a peer.
-pub const MIN_SUPPORTED_VERSION: u16 = 1;
+pub const MIN_SUPPORTED_VERSION: u16 = 2;
 /// Largest handshake body accepted (the bodies are a few hundred bytes).
 pub const MAX_BODY_LEN: usize = 16 * 1024;
 

@@ -8,13 +8,25 @@
 //! those stay with the driver, so a `Data` payload is passed through without
 //! copies.
 //!
-//! Flow control: each direction of each stream starts with
-//! [`SessionConfig::initial_window`] bytes of credit. The receiver grants more
-//! as its consumer reads ([`Session::consumed`]). When a whole window is used up
-//! in less than two round trips the window was what limited throughput, so the
-//! receiver doubles it, up to [`SessionConfig::max_window`] (the scheme yamux and
-//! HTTP/2 stacks use). A stalled stream therefore pins at most its current
-//! window, and a fast stream on a long fat link grows to fill it.
+//! Flow control: each direction of each stream starts with only
+//! [`SessionConfig::opening_window`] bytes of credit (protocol version 2), so
+//! what a peer may send on a stream before its open is answered is small. Once
+//! the stream is established (the acceptor sends `Connected`, the opener
+//! receives it) each receiver grants the rest of
+//! [`SessionConfig::initial_window`] with a `Window` frame, and more as its
+//! consumer reads ([`Session::consumed`]). When a whole window is used up in
+//! less than two round trips the window was what limited throughput, so the
+//! receiver doubles it, up to [`SessionConfig::max_window`] (the scheme yamux
+//! and HTTP/2 stacks use).
+//!
+//! Every grant beyond the opening window is drawn from one per-link budget,
+//! [`SessionConfig::link_budget`]: the credit the peer holds plus the bytes
+//! received and not yet consumed, over all streams. When the budget is spent,
+//! grants wait (the stream is *starved*) until a consumer frees some; a stream
+//! may always hold its opening window, so a link whose budget is pinned by
+//! streams nobody reads still moves. What one peer can make this side buffer on
+//! a link is therefore at most `link_budget + max_streams * opening_window`,
+//! whatever it sends; the receiver, not the sender, decides it.
 //!
 //! Stream ids: the edge opens odd ids, the agent even ones, each strictly
 //! increasing. A frame for an id that was used and is now closed is ignored
@@ -36,15 +48,25 @@ pub enum Role {
     Agent,
 }
 
+/// Credit a stream has in each direction before it is established: what a
+/// peer may send on a stream before its open is answered.
+pub const OPENING_WINDOW: u32 = 8 * 1024;
+
 /// Tunables of a session.
 #[derive(Clone, Debug)]
 pub struct SessionConfig {
-    /// Window each stream starts with, in bytes.
+    /// Credit each direction of a stream has before the stream is
+    /// established. A protocol constant: both ends must agree.
+    pub opening_window: u32,
+    /// Window a stream is granted once established, in bytes.
     pub initial_window: u32,
     /// Largest window auto-tuning grows a stream to.
     pub max_window: u32,
     /// Streams the peer may have open at once; more are reset.
     pub max_streams: usize,
+    /// Grants beyond the opening windows, over all streams of the link, stop
+    /// at this many bytes held (credit outstanding plus bytes not consumed).
+    pub link_budget: u64,
     /// How often to ping an idle link.
     pub keepalive_interval: Duration,
     /// A link that has received nothing for this long is dead.
@@ -54,9 +76,11 @@ pub struct SessionConfig {
 impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig {
+            opening_window: OPENING_WINDOW,
             initial_window: 256 * 1024,
             max_window: 16 * 1024 * 1024,
-            max_streams: 65_536,
+            max_streams: 4096,
+            link_budget: 32 * 1024 * 1024,
             keepalive_interval: Duration::from_secs(4),
             dead_after: Duration::from_secs(12),
         }
@@ -165,8 +189,16 @@ struct StreamState {
     recv_window: u32,
     /// Bytes the peer may still send before we grant more.
     recv_remaining: u64,
-    /// Consumed bytes not yet granted back.
+    /// Bytes received and not yet consumed.
+    recv_buffered: u64,
+    /// Credit owed to the peer and not yet granted (consumed bytes, and the
+    /// rest of the initial window until the stream is established).
     recv_unacked: u64,
+    /// In the starved queue, waiting for link budget.
+    starved: bool,
+    /// Answered `Connected` (by us, or to us): grants beyond the opening
+    /// window start only then.
+    established: bool,
     last_grant: Option<Instant>,
     local_fin: bool,
     remote_fin: bool,
@@ -188,6 +220,10 @@ pub struct Session {
     ping_counter: u64,
     rtt: Option<Duration>,
     peer_going_away: bool,
+    /// Credit outstanding plus bytes not consumed, over all streams.
+    link_held: u64,
+    /// Streams waiting for link budget to be granted credit, oldest first.
+    starved: VecDeque<StreamId>,
 }
 
 impl Session {
@@ -208,7 +244,15 @@ impl Session {
             ping_counter: 0,
             rtt: None,
             peer_going_away: false,
+            link_held: 0,
+            starved: VecDeque::new(),
         }
+    }
+
+    /// Bytes this side has let the peer put in flight or left unconsumed, over
+    /// all streams: what the peer can make it buffer right now.
+    pub fn link_held(&self) -> u64 {
+        self.link_held
     }
 
     /// Open streams.
@@ -226,16 +270,79 @@ impl Session {
         self.streams.contains_key(&stream)
     }
 
-    fn new_stream(&self, awaiting_reply: bool) -> StreamState {
+    fn new_stream(&mut self, awaiting_reply: bool) -> StreamState {
+        let opening = self.config.opening_window.min(self.config.initial_window);
+        self.link_held += u64::from(opening);
         StreamState {
-            send_credit: u64::from(self.config.initial_window),
+            send_credit: u64::from(opening),
             recv_window: self.config.initial_window,
-            recv_remaining: u64::from(self.config.initial_window),
-            recv_unacked: 0,
+            recv_remaining: u64::from(opening),
+            recv_buffered: 0,
+            recv_unacked: u64::from(self.config.initial_window - opening),
+            starved: false,
+            established: false,
             last_grant: None,
             local_fin: false,
             remote_fin: false,
             awaiting_reply,
+        }
+    }
+
+    /// Removes a stream and returns what it held to the link budget.
+    fn remove_stream(&mut self, stream: StreamId) -> Option<StreamState> {
+        let s = self.streams.remove(&stream)?;
+        self.link_held = self
+            .link_held
+            .saturating_sub(s.recv_remaining + s.recv_buffered);
+        self.feed_starved();
+        Some(s)
+    }
+
+    /// Grants `stream` what it is owed, as far as the link budget allows; a
+    /// stream always gets back to holding its opening window. What cannot be
+    /// granted waits in the starved queue.
+    fn grant(&mut self, stream: StreamId, now: Option<Instant>) {
+        let room = self.config.link_budget.saturating_sub(self.link_held);
+        let opening = u64::from(self.config.opening_window);
+        let Some(s) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        if !s.established || s.remote_fin || s.recv_unacked == 0 {
+            return;
+        }
+        let floor = opening.saturating_sub(s.recv_remaining + s.recv_buffered);
+        let give = s.recv_unacked.min(room.max(floor)).min(u64::from(u32::MAX));
+        if give > 0 {
+            s.recv_remaining += give;
+            s.recv_unacked -= give;
+            if now.is_some() {
+                s.last_grant = now;
+            }
+            self.link_held += give;
+            self.outbox.push_back(Frame::Window {
+                stream,
+                increment: give as u32,
+            });
+        }
+        if s.recv_unacked > 0 && !s.starved {
+            s.starved = true;
+            self.starved.push_back(stream);
+        }
+    }
+
+    /// Grants starved streams, oldest first, while the budget has room.
+    fn feed_starved(&mut self) {
+        for _ in 0..self.starved.len() {
+            if self.link_held >= self.config.link_budget {
+                return;
+            }
+            let Some(id) = self.starved.pop_front() else {
+                return;
+            };
+            if let Some(s) = self.streams.get_mut(&id) {
+                s.starved = false;
+                self.grant(id, None);
+            }
         }
     }
 
@@ -272,10 +379,17 @@ impl Session {
         ))
     }
 
-    /// Answers a stream the peer opened. A refusal closes the stream.
+    /// Answers a stream the peer opened. A refusal closes the stream; a
+    /// `Connected` establishes it and queues the grant of the rest of its
+    /// initial window (see [`Session::poll_transmit`]).
     pub fn reply(&mut self, stream: StreamId, reply: OpenReply) -> Frame {
-        if !matches!(reply, OpenReply::Connected) {
-            self.streams.remove(&stream);
+        if matches!(reply, OpenReply::Connected) {
+            if let Some(s) = self.streams.get_mut(&stream) {
+                s.established = true;
+            }
+            self.grant(stream, None);
+        } else {
+            self.remove_stream(stream);
         }
         Frame::Reply { stream, reply }
     }
@@ -302,14 +416,14 @@ impl Session {
         }
         s.local_fin = true;
         if s.remote_fin {
-            self.streams.remove(&stream);
+            self.remove_stream(stream);
         }
         Some(Frame::Fin { stream })
     }
 
     /// Abandons `stream`; returns the `Reset` to send if it was open.
     pub fn reset(&mut self, stream: StreamId, code: ResetCode) -> Option<Frame> {
-        self.streams.remove(&stream)?;
+        self.remove_stream(stream)?;
         Some(Frame::Reset { stream, code })
     }
 
@@ -321,27 +435,42 @@ impl Session {
         let Some(s) = self.streams.get_mut(&stream) else {
             return;
         };
-        if s.remote_fin {
+        let n = (n as u64).min(s.recv_buffered);
+        s.recv_buffered -= n;
+        self.link_held = self.link_held.saturating_sub(n);
+        let starved = s.starved;
+        let due = !s.remote_fin && !starved && s.recv_unacked + n >= u64::from(s.recv_window / 2);
+        if !s.remote_fin {
+            s.recv_unacked += n;
+        }
+        // Streams that waited for budget are served before this one grants
+        // itself again, or a busy stream would keep the budget to itself.
+        self.feed_starved();
+        if starved {
+            // Still waiting: at least its opening window again, budget or not.
+            self.grant(stream, None);
+        }
+        if !due {
             return;
         }
-        s.recv_unacked += n as u64;
-        if s.recv_unacked < u64::from(s.recv_window / 2) {
+        // Windows grow only while the link has room for the growth twice over.
+        let spare = self.config.link_budget.saturating_sub(self.link_held) / 2;
+        let Some(s) = self.streams.get_mut(&stream) else {
             return;
-        }
+        };
         // Grow the window when it was used up quickly relative to the RTT.
         let quick = Duration::from_millis(100).max(rtt.map_or(Duration::ZERO, |r| r * 2));
         if let Some(last) = s.last_grant {
             if now.saturating_duration_since(last) < quick && s.recv_window < max_window {
                 let grown = (s.recv_window.saturating_mul(2)).min(max_window);
-                s.recv_unacked += u64::from(grown - s.recv_window);
-                s.recv_window = grown;
+                let growth = u64::from(grown - s.recv_window);
+                if s.recv_unacked + growth <= spare {
+                    s.recv_unacked += growth;
+                    s.recv_window = grown;
+                }
             }
         }
-        let increment = s.recv_unacked as u32;
-        s.recv_remaining += s.recv_unacked;
-        s.recv_unacked = 0;
-        s.last_grant = Some(now);
-        self.outbox.push_back(Frame::Window { stream, increment });
+        self.grant(stream, Some(now));
     }
 
     /// Next frame the session wants sent (window updates, pongs, pings, resets).
@@ -400,8 +529,11 @@ impl Session {
                     return Err(ProtocolError::BadReply(stream));
                 }
                 s.awaiting_reply = false;
-                if !matches!(reply, OpenReply::Connected) {
-                    self.streams.remove(&stream);
+                if matches!(reply, OpenReply::Connected) {
+                    s.established = true;
+                    self.grant(stream, None);
+                } else {
+                    self.remove_stream(stream);
                 }
                 Ok(Some(Event::Replied { stream, reply }))
             }
@@ -420,6 +552,7 @@ impl Session {
                     return Err(ProtocolError::FlowControl(stream));
                 }
                 s.recv_remaining -= len;
+                s.recv_buffered += len;
                 Ok(Some(Event::Data { stream, payload }))
             }
             Frame::Window { stream, increment } => {
@@ -443,13 +576,16 @@ impl Session {
                     return Err(ProtocolError::DataAfterFin(stream));
                 }
                 s.remote_fin = true;
+                // Credit the peer will never use goes back to the link.
+                let unused = std::mem::take(&mut s.recv_remaining);
+                self.link_held = self.link_held.saturating_sub(unused);
                 if s.local_fin {
-                    self.streams.remove(&stream);
+                    self.remove_stream(stream);
                 }
                 Ok(Some(Event::Fin { stream }))
             }
             Frame::Reset { stream, code } => {
-                if self.streams.remove(&stream).is_none() {
+                if self.remove_stream(stream).is_none() {
                     return self.late_or_unknown(stream);
                 }
                 Ok(Some(Event::Reset { stream, code }))
@@ -462,7 +598,7 @@ impl Session {
         stream: StreamId,
         request: OpenRequest,
     ) -> Result<Option<Event>, ProtocolError> {
-        // Only the edge opens streams in protocol version 1.
+        // Only the edge opens streams (protocol versions 1 and 2).
         if self.role == Role::Edge {
             return Err(ProtocolError::OpenNotAllowed);
         }
@@ -510,6 +646,7 @@ mod tests {
 
     fn cfg() -> SessionConfig {
         SessionConfig {
+            opening_window: 100,
             initial_window: 1000,
             max_window: 8000,
             ..SessionConfig::default()
@@ -541,7 +678,22 @@ mod tests {
             let reply = self.agent.reply(id, OpenReply::Connected);
             let ev = self.edge.handle(reply, self.now).unwrap();
             assert!(matches!(ev, Some(Event::Replied { .. })));
+            // Both establishment grants arrive: each side now has the whole
+            // initial window.
+            assert_eq!(self.flush_agent(), vec![Event::Credit { stream: id }]);
+            assert_eq!(self.flush_edge(), vec![Event::Credit { stream: id }]);
             id
+        }
+
+        /// Delivers every queued frame from the edge to the agent.
+        fn flush_edge(&mut self) -> Vec<Event> {
+            let mut events = Vec::new();
+            while let Some(f) = self.edge.poll_transmit() {
+                if let Some(e) = self.agent.handle(f, self.now).unwrap() {
+                    events.push(e);
+                }
+            }
+            events
         }
 
         fn data(len: usize, stream: StreamId) -> Frame {
@@ -1010,5 +1162,160 @@ mod tests {
             p.agent.handle(open, p.now),
             Err(ProtocolError::BadStreamId { got: 1, last: 1 })
         );
+    }
+
+    #[test]
+    fn before_its_open_is_answered_a_stream_carries_only_the_opening_window() {
+        let mut p = Pair::new();
+        let (id, frame) = p.edge.open(req()).unwrap();
+        p.agent.handle(frame, p.now).unwrap();
+        // The opener may send the opening window and no more.
+        assert_eq!(p.edge.take_credit(id, 5000), 100);
+        assert_eq!(p.edge.take_credit(id, 5000), 0);
+        p.agent.handle(Pair::data(100, id), p.now).unwrap();
+        assert_eq!(
+            p.agent.handle(Pair::data(1, id), p.now),
+            Err(ProtocolError::FlowControl(id))
+        );
+        // Consuming before the answer grants nothing: the rest of the window
+        // waits for `Connected`.
+        let mut p = Pair::new();
+        let (id, frame) = p.edge.open(req()).unwrap();
+        p.agent.handle(frame, p.now).unwrap();
+        assert_eq!(p.edge.take_credit(id, 5000), 100);
+        p.agent.handle(Pair::data(100, id), p.now).unwrap();
+        p.agent.consumed(id, 100, p.now);
+        assert!(p.flush_agent().is_empty());
+        assert_eq!(p.agent.link_held(), 0);
+        // The answer grants the rest of the initial window (900), and the 100
+        // consumed meanwhile.
+        let reply = p.agent.reply(id, OpenReply::Connected);
+        p.edge.handle(reply, p.now).unwrap();
+        assert_eq!(p.flush_agent(), vec![Event::Credit { stream: id }]);
+        assert_eq!(p.edge.take_credit(id, 5000), 1000);
+    }
+
+    #[test]
+    fn a_refused_stream_gives_back_what_it_held() {
+        let mut p = Pair::new();
+        let (id, frame) = p.edge.open(req()).unwrap();
+        p.agent.handle(frame, p.now).unwrap();
+        p.agent.handle(Pair::data(60, id), p.now).unwrap();
+        assert_eq!(p.agent.link_held(), 100);
+        p.agent.reply(
+            id,
+            OpenReply::Refused {
+                reason: RefuseReason::NotAllowed,
+                message: String::new(),
+            },
+        );
+        assert_eq!(p.agent.link_held(), 0);
+        // The edge's own hold on its receive direction goes too.
+        assert_eq!(p.edge.link_held(), 100);
+        p.edge.reset(id, ResetCode::Refused);
+        assert_eq!(p.edge.link_held(), 0);
+    }
+
+    fn budget_pair(budget: u64) -> Pair {
+        let now = Instant::now();
+        let config = SessionConfig {
+            link_budget: budget,
+            ..cfg()
+        };
+        Pair {
+            edge: Session::new(Role::Edge, config.clone(), now),
+            agent: Session::new(Role::Agent, config, now),
+            now,
+        }
+    }
+
+    /// Opens a stream and delivers every grant either side makes.
+    fn open_granted(p: &mut Pair) -> StreamId {
+        let (id, frame) = p.edge.open(req()).unwrap();
+        p.agent.handle(frame, p.now).unwrap();
+        let reply = p.agent.reply(id, OpenReply::Connected);
+        p.edge.handle(reply, p.now).unwrap();
+        p.flush_agent();
+        p.flush_edge();
+        id
+    }
+
+    #[test]
+    fn the_link_budget_bounds_what_a_peer_can_make_us_hold_whatever_it_opens() {
+        // Budget 2,500 bytes, opening 100, initial 1,000: the first streams
+        // get whole windows, later ones only their opening window.
+        let mut p = budget_pair(2500);
+        let ids: Vec<StreamId> = (0..10).map(|_| open_granted(&mut p)).collect();
+        let mut sent = 0;
+        for &id in &ids {
+            let credit = p.edge.take_credit(id, usize::MAX);
+            assert!(credit >= 100, "every stream may send its opening window");
+            p.agent.handle(Pair::data(credit, id), p.now).unwrap();
+            sent += credit;
+        }
+        // Nobody consumes: the agent holds everything the edge could send.
+        assert_eq!(p.agent.link_held(), sent as u64);
+        assert!(sent <= 2500 + 10 * 100, "held {sent}");
+        assert!(sent >= 2500, "the budget is used: {sent}");
+        for &id in &ids {
+            assert_eq!(p.edge.take_credit(id, usize::MAX), 0);
+        }
+    }
+
+    #[test]
+    fn a_starved_stream_is_granted_when_another_consumes_and_never_loses_its_opening_window() {
+        let mut p = budget_pair(1500);
+        let a = open_granted(&mut p);
+        let b = open_granted(&mut p);
+        // a: 1,000 granted; b: its 100 and 400 of the rest (1,500 budget).
+        assert_eq!(p.edge.take_credit(a, usize::MAX), 1000);
+        assert_eq!(p.edge.take_credit(b, usize::MAX), 500);
+        p.agent.handle(Pair::data(1000, a), p.now).unwrap();
+        p.agent.handle(Pair::data(500, b), p.now).unwrap();
+        // b's consumer reads: b may hold its opening window again at once
+        // even though a pins the rest of the budget.
+        p.agent.consumed(b, 500, p.now);
+        assert_eq!(p.flush_agent(), vec![Event::Credit { stream: b }]);
+        assert!(p.edge.take_credit(b, usize::MAX) >= 100);
+        // a's consumer reads: the budget frees, and b, starved, is fed.
+        p.agent.consumed(a, 1000, p.now);
+        let events = p.flush_agent();
+        assert!(events.contains(&Event::Credit { stream: b }), "{events:?}");
+        assert!(p.agent.link_held() <= 1500 + 2 * 100);
+    }
+
+    #[test]
+    fn with_the_budget_spent_a_reading_stream_still_gets_its_opening_window_back() {
+        let mut p = budget_pair(1000);
+        let a = open_granted(&mut p);
+        let b = open_granted(&mut p);
+        // a holds the whole budget and nobody reads it.
+        assert_eq!(p.edge.take_credit(a, usize::MAX), 1000);
+        p.agent.handle(Pair::data(1000, a), p.now).unwrap();
+        // b has only its opening window, again and again, as it is read.
+        for _ in 0..5 {
+            assert_eq!(p.edge.take_credit(b, usize::MAX), 100);
+            p.agent.handle(Pair::data(100, b), p.now).unwrap();
+            p.agent.consumed(b, 100, p.now);
+            assert_eq!(p.flush_agent(), vec![Event::Credit { stream: b }]);
+        }
+        assert_eq!(p.agent.link_held(), 1000 + 100);
+    }
+
+    #[test]
+    fn closing_streams_returns_their_budget() {
+        let mut p = budget_pair(1500);
+        let a = open_granted(&mut p);
+        let credit = p.edge.take_credit(a, usize::MAX);
+        p.agent.handle(Pair::data(credit, a), p.now).unwrap();
+        assert_eq!(p.agent.link_held(), 1000);
+        // The edge resets; the agent's unread bytes no longer count.
+        let reset = p.edge.reset(a, ResetCode::Cancel).unwrap();
+        p.agent.handle(reset, p.now).unwrap();
+        assert_eq!(p.agent.link_held(), 0);
+        // A Fin returns the credit the peer will never use.
+        let b = open_granted(&mut p);
+        p.agent.handle(Frame::Fin { stream: b }, p.now).unwrap();
+        assert_eq!(p.agent.link_held(), 0);
     }
 }

@@ -41,7 +41,7 @@ pub(crate) async fn serve(inc: IncomingStream, allow: Arc<Allowlist>, stats: Arc
                     Ok(n) => n,
                 };
                 if let Err(e) = lines.push(&chunk[..n]) {
-                    tracing::warn!(error = %e, "health stream closed");
+                    tracing::warn!(event = "health_stream_closed", reason = "line_too_long", error = %e, "health stream closed");
                     break;
                 }
                 while let Some(line) = lines.next_line() {

@@ -11,6 +11,9 @@
 //!   `aiosmtpd` with STARTTLS (mail).
 //! * [`dns::DnsServer`]: a scripted DNS server whose answers for a name
 //!   change from one query to the next (TTL 0), as a rebinding attack's do.
+//! * [`peers`]: a fake edge and a fake agent that speak the tunnel protocol
+//!   (through `warren-transport` itself) and misbehave within it: the
+//!   hostile peers of the threat model, against a real `warren` process.
 //! * [`kube::check_manifest`]: a Kubernetes manifest checked strictly
 //!   against the API's schema types (k8s-openapi).
 //!
@@ -20,6 +23,7 @@ pub mod dns;
 mod http_backend;
 pub mod kube;
 mod pebble;
+pub mod peers;
 mod postgres;
 mod process;
 mod smtp;

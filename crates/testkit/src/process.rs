@@ -53,6 +53,17 @@ impl Process {
         }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The process's anonymous resident memory (`RssAnon`, KiB): its heap
+    /// and stacks, without the binary's code pages. What a flood would grow.
+    pub fn rss_anon_kib(&self) -> u64 {
+        crate::peers::rss_anon_kib(self.child.id())
+    }
+
     /// Every log line so far.
     pub fn logs(&self) -> Vec<Value> {
         self.lines.lock().unwrap().clone()

@@ -14,6 +14,12 @@
 //!   at line rate: see bench/RESULTS.md);
 //! * [`MuxStream`] handles, which implement `AsyncRead`/`AsyncWrite`.
 //!
+//! Memory a peer can make a link hold: the session bounds the payload bytes
+//! (its link budget, see [`warren_proto::session`]). A payload is a slice of
+//! the read buffer it arrived in, so an unread one keeps that whole buffer
+//! (up to [`READ_CHUNK`] and a frame) alive: at most [`MAX_PINNED`] payloads
+//! on a link may do so at once, the others are copied out when queued.
+//!
 //! Invariant: the session mutex is never held across an `.await`.
 
 use crate::{LinkError, OpenError};
@@ -21,6 +27,7 @@ use bytes::{Buf, Bytes, BytesMut};
 use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{ready, Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -35,10 +42,28 @@ pub const HIGH_WATER: usize = 512 * 1024;
 /// Queued control bytes beyond which the peer is deemed not to be reading.
 const CONTROL_LIMIT: usize = 4 << 20;
 const READ_CHUNK: usize = 256 * 1024;
+/// Unread payloads of a link that may keep their read buffer alive.
+const MAX_PINNED: usize = 32;
+
+/// Counts an unread payload that shares its read buffer: dropped when the
+/// payload is read to its end or thrown away.
+struct BufferPin(Arc<AtomicUsize>);
+
+impl Drop for BufferPin {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Received bytes waiting for the stream's reader.
+struct Chunk {
+    bytes: Bytes,
+    pin: Option<BufferPin>,
+}
 
 #[derive(Default)]
 struct Slot {
-    recv: VecDeque<Bytes>,
+    recv: VecDeque<Chunk>,
     recv_fin: bool,
     reset: Option<ResetCode>,
     read_waker: Option<Waker>,
@@ -87,9 +112,27 @@ pub(crate) struct MuxShared {
     out: Mutex<OutQueue>,
     cancel: CancellationToken,
     go_away: watch::Sender<Option<GoAwayReason>>,
+    /// Unread payloads that share a read buffer (see [`MAX_PINNED`]).
+    pinned: Arc<AtomicUsize>,
 }
 
 impl MuxShared {
+    /// A received payload as it will wait for its reader: sharing the read
+    /// buffer while few do, else copied out so the buffer can go.
+    fn keep(&self, payload: Bytes) -> Chunk {
+        if self.pinned.fetch_add(1, Ordering::Relaxed) < MAX_PINNED {
+            return Chunk {
+                bytes: payload,
+                pin: Some(BufferPin(self.pinned.clone())),
+            };
+        }
+        self.pinned.fetch_sub(1, Ordering::Relaxed);
+        Chunk {
+            bytes: Bytes::copy_from_slice(&payload),
+            pin: None,
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, MuxState> {
         // A panic while holding the lock is a bug; keep serving the other streams.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -214,6 +257,7 @@ impl MuxLink {
             out: Mutex::new(OutQueue::default()),
             cancel: CancellationToken::new(),
             go_away: watch::channel(None).0,
+            pinned: Arc::new(AtomicUsize::new(0)),
         });
         let (rd, wr) = tokio::io::split(io);
         tokio::spawn(read_loop(rd, shared.clone()));
@@ -281,6 +325,8 @@ impl MuxLink {
             }
             let frame = state.session.reply(id, reply);
             self.shared.push_data(&frame);
+            // `Connected` grants the rest of the stream's window.
+            self.shared.flush_outbox(&mut state);
         }
         Ok(connected.then(|| MuxStream::new(id, self.shared.clone())))
     }
@@ -414,7 +460,7 @@ fn dispatch(shared: &MuxShared, frames: &mut Vec<Frame>) -> Result<(), LinkError
             }
             Event::Data { stream, payload } => {
                 if let Some(slot) = state.slots.get_mut(&stream) {
-                    slot.recv.push_back(payload);
+                    slot.recv.push_back(shared.keep(payload));
                     if let Some(w) = slot.read_waker.take() {
                         w.wake();
                     }
@@ -523,6 +569,8 @@ pub struct MuxStream {
     id: StreamId,
     shared: Arc<MuxShared>,
     current: Bytes,
+    /// Held while `current` shares its read buffer.
+    current_pin: Option<BufferPin>,
     /// Bytes read from `current` without the lock, not yet given back as credit.
     unreported: usize,
     fin_sent: bool,
@@ -534,6 +582,7 @@ impl MuxStream {
             id,
             shared,
             current: Bytes::new(),
+            current_pin: None,
             unreported: 0,
             fin_sent: false,
         }
@@ -562,6 +611,10 @@ impl AsyncRead for MuxStream {
             buf.put_slice(&this.current[..n]);
             this.current.advance(n);
             this.unreported += n;
+            if this.current.is_empty() {
+                this.current = Bytes::new();
+                this.current_pin = None;
+            }
             return Poll::Ready(Ok(()));
         }
         // One lock per chunk: take it, and give back the credit for what is
@@ -572,7 +625,9 @@ impl AsyncRead for MuxStream {
             .slots
             .get_mut(&this.id)
             .and_then(|s| s.recv.pop_front());
-        let take = chunk.as_ref().map_or(0, |c| c.len().min(buf.remaining()));
+        let take = chunk
+            .as_ref()
+            .map_or(0, |c| c.bytes.len().min(buf.remaining()));
         let credit = std::mem::take(&mut this.unreported) + take;
         if credit > 0 {
             state.session.consumed(this.id, credit, Instant::now());
@@ -580,9 +635,14 @@ impl AsyncRead for MuxStream {
         }
         if let Some(chunk) = chunk {
             drop(guard);
-            this.current = chunk;
+            this.current = chunk.bytes;
             buf.put_slice(&this.current[..take]);
             this.current.advance(take);
+            if this.current.is_empty() {
+                this.current = Bytes::new();
+            } else {
+                this.current_pin = chunk.pin;
+            }
             return Poll::Ready(Ok(()));
         }
         let Some(slot) = state.slots.get_mut(&this.id) else {

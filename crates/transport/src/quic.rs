@@ -58,10 +58,15 @@ pub(crate) fn transport_config(
     t.max_idle_timeout(Some(
         quinn::IdleTimeout::try_from(idle).expect("idle timeout fits QUIC's limit"),
     ));
-    t.stream_receive_window(quinn::VarInt::from_u32(session.max_window));
-    t.receive_window(quinn::VarInt::from_u32(
-        session.max_window.saturating_mul(4),
-    ));
+    // The link budget of the TCP transport, enforced by QUIC's own
+    // connection-level flow control: what a peer can make this side buffer.
+    // QUIC has no per-stream floor within it (the TCP session gives every
+    // stream its opening window back whatever the budget), so streams
+    // nobody reads stall the link's others once they hold the whole budget;
+    // a stream window of 1/16 of the budget takes 16 of them to do it.
+    t.receive_window(quinn::VarInt::from_u64(session.link_budget).unwrap_or(quinn::VarInt::MAX));
+    let stream_window = (session.link_budget / 16).min(u64::from(session.max_window));
+    t.stream_receive_window(quinn::VarInt::from_u64(stream_window).unwrap_or(quinn::VarInt::MAX));
     t.send_window(u64::from(session.max_window) * 4);
     // Only the edge opens tunnelled streams; the agent opens just the control stream.
     let bidi = if role_is_agent {

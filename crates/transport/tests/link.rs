@@ -198,3 +198,108 @@ async fn racing_opens_keep_the_link_up() {
     }
     assert!(!edge.is_closed());
 }
+
+/// The agent accepts every stream; it echoes target "echo:1" and never
+/// reads the others (a target that does not read).
+fn serve_stuck(agent: Link) -> tokio::sync::mpsc::UnboundedReceiver<()> {
+    let (held_tx, held_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut stuck = Vec::new();
+        while let Some(inc) = agent.accept().await {
+            if inc.request.target == "echo:1" {
+                tokio::spawn(async move {
+                    let mut s = inc.accept().await.unwrap();
+                    let mut buf = vec![0u8; 32 * 1024];
+                    loop {
+                        let n = s.read(&mut buf).await.unwrap();
+                        if n == 0 {
+                            break;
+                        }
+                        s.write_all(&buf[..n]).await.unwrap();
+                    }
+                    s.shutdown().await.unwrap();
+                });
+            } else {
+                stuck.push(inc.accept().await.unwrap());
+                let _ = held_tx.send(());
+            }
+        }
+    });
+    held_rx
+}
+
+/// A peer writing everything it may on streams nobody reads can make the
+/// other side hold at most the link budget plus an opening window per
+/// stream (TCP transport: the session's budget; QUIC: its connection
+/// window). Over TCP a stream that is read keeps moving meanwhile (each
+/// stream may always hold its opening window); QUIC's connection window has
+/// no such floor, so there the unread streams stall the link's new ones:
+/// `honest` says which to expect.
+async fn the_link_budget_holds(transport: TransportChoice, honest: bool) {
+    let p = pair(transport).await;
+    let mut held = serve_stuck(p.agent.clone());
+    const STREAMS: usize = 300;
+    let config = SessionConfig::default();
+    let mut writers = Vec::new();
+    for _ in 0..STREAMS {
+        let open = tokio::time::timeout(Duration::from_secs(2), p.edge.open(req("stuck:1")));
+        let Ok(opened) = open.await else {
+            assert!(!honest, "an open stalled behind streams nobody reads");
+            break;
+        };
+        let mut s = opened.unwrap();
+        held.recv().await.unwrap();
+        writers.push(tokio::spawn(async move {
+            let chunk = vec![b'x'; 16 * 1024];
+            let mut written = 0u64;
+            // Until the writes stall: the credit is used up.
+            while let Ok(Ok(())) =
+                tokio::time::timeout(Duration::from_millis(500), s.write_all(&chunk)).await
+            {
+                written += chunk.len() as u64;
+            }
+            (written, s)
+        }));
+    }
+    let mut total = 0;
+    let mut streams = Vec::new();
+    for w in writers {
+        let (written, s) = w.await.unwrap();
+        total += written;
+        streams.push(s);
+    }
+    let streams_opened = streams.len() as u64;
+    let bound = config.link_budget + streams_opened * u64::from(config.opening_window);
+    eprintln!(
+        "{transport:?}: {streams_opened} unread streams took {} MiB (bound {} MiB)",
+        total >> 20,
+        bound >> 20
+    );
+    // Writes complete once credit is taken (plus one 16 KiB chunk each in
+    // flight in a stalled write_all).
+    assert!(
+        total <= bound + streams_opened * 16 * 1024,
+        "{total} bytes taken by streams nobody reads, bound {bound}"
+    );
+    assert!(
+        total >= config.link_budget / 2,
+        "only {total} bytes: the flood did not reach the budget"
+    );
+    if honest {
+        // A stream that is read still carries data both ways.
+        tokio::time::timeout(Duration::from_secs(30), echo_through(&p.edge, 512 * 1024))
+            .await
+            .expect("an honest stream stalled behind the unread ones");
+    }
+    drop(streams);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_streams_nobody_reads_hold_at_most_the_link_budget() {
+    the_link_budget_holds(TransportChoice::Tcp, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quic_streams_nobody_reads_hold_at_most_the_link_budget() {
+    the_link_budget_holds(TransportChoice::Quic, false).await;
+}

@@ -90,7 +90,7 @@ pub(crate) async fn run(agent: Arc<AgentConn>, shared: Arc<EdgeShared>) {
                     Ok(n) => n,
                 };
                 if let Err(e) = lines.push(&chunk[..n]) {
-                    tracing::warn!(site = %agent.site, agent = %agent.instance, error = %e, "health stream closed");
+                    tracing::warn!(event = "health_stream_closed", reason = "line_too_long", site = %agent.site, agent = %agent.instance, error = %e, "health stream closed");
                     break;
                 }
                 if !read_lines(&shared, &agent, &mut lines) {

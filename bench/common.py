@@ -42,12 +42,16 @@ def wait_port(port, timeout=15):
     raise SampleError(f"port {port} never opened")
 
 
-def rss_kb(pid):
+def rss_kb(pid, field="VmRSS"):
+    """A memory figure of /proc/PID/status in kB: VmRSS (everything resident,
+    the binary's code pages too), RssAnon (heap and stacks: what the process
+    allocated) or RssFile (mapped files, mostly code, shared between
+    processes of one binary)."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1])
-    raise SampleError(f"no VmRSS for pid {pid}")
+    raise SampleError(f"no {field} for pid {pid}")
 
 
 def run_tool(args, timeout, **kw):

@@ -11,7 +11,10 @@ round), so a slow stretch of this shared machine hits every path alike:
 
 Metrics: iperf3 1 and 4 streams (Gbit/s), wrk c50 keep-alive and
 `Connection: close` (req/s), RSS of the tunnel's processes idle (once,
-before any traffic) and holding 1,000 open connections (once, after the rounds).
+before any traffic) and holding 1,000 open connections (once, after the rounds):
+VmRSS, and RssAnon (what the process allocated, without the code pages of its
+binary; Warren's edge and agent are one 20 MiB binary whose resident code is
+most of their VmRSS, while rathole's is small).
 """
 import json, socket, time
 
@@ -35,13 +38,15 @@ def iperf(port, streams, duration):
     return {"gbps": bps / 1e9}
 
 
-def rss_at_connections(port, pids, n):
-    """RSS of `pids` (kB) while `n` connections through `port` are open."""
+def rss_at_connections(port, pids, n, anon):
+    """VmRSS of `pids` (kB) while `n` connections through `port` are open;
+    their RssAnon at the same moment goes into `anon`."""
     socks = []
     try:
         for _ in range(n):
             socks.append(socket.create_connection(("127.0.0.1", port), timeout=5))
         time.sleep(1.0)
+        anon.update({f"{name}_kb": rss_kb(pid, "RssAnon") for name, pid in pids.items()})
         return {f"{name}_kb": rss_kb(pid) for name, pid in pids.items()}
     except OSError as e:
         raise SampleError(f"connection {len(socks) + 1} of {n}: {e}")
@@ -82,6 +87,8 @@ def run(run, args, procs, work):
     for p in paths:
         if ends[p]["pids"]:
             run.measure(0, p, "idle_rss", lambda: {f"{k}_kb": rss_kb(pid) for k, pid in ends[p]["pids"].items()})
+            run.measure(0, p, "idle_anon",
+                        lambda: {f"{k}_kb": rss_kb(pid, "RssAnon") for k, pid in ends[p]["pids"].items()})
     d = args.duration
     metrics = [
         ("iperf_1", lambda e: iperf(e["iperf"], 1, d)),
@@ -104,4 +111,8 @@ def run(run, args, procs, work):
     # handshake timeouts), which failed all its later samples.
     for p in paths:
         if ends[p]["pids"]:
-            run.measure(0, p, "rss_1000", lambda: rss_at_connections(ends[p]["web"], ends[p]["pids"], 1000), procs)
+            anon = {}
+            run.measure(0, p, "rss_1000", lambda: rss_at_connections(ends[p]["web"], ends[p]["pids"], 1000, anon),
+                        procs)
+            if anon:
+                run.measure(0, p, "anon_1000", lambda: dict(anon))

@@ -268,3 +268,47 @@ async fn a_tcp_connection_to_an_unreachable_target_is_retried_on_another() {
         "the dead target was never tried"
     );
 }
+
+/// A POST whose body is still arriving when the agent refuses the target
+/// gets the 502 page. Left unread, the body made HTTP/2 reset the stream
+/// right after the page, and curl, still uploading, reported the reset
+/// ("HTTP/2 stream was not closed cleanly") with no status at all: the edge
+/// now takes in up to 64 KiB of such a body first, as nginx discards one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_post_still_uploading_to_a_dead_target_gets_the_502_page_not_a_reset() {
+    let dead = dead_target();
+    let web = web::start(
+        vec![ResourceSpec::http("post", "post.app.test", "home", dead)],
+        &[dead],
+    );
+    let body = std::env::temp_dir().join(format!("warren-post-{}", std::process::id()));
+    std::fs::write(&body, vec![b'x'; 40 * 1024]).unwrap();
+    let data = format!("@{}", body.display());
+    for version in ["--http2", "--http1.1"] {
+        // 40 KiB at 100 KiB/s: the upload is still going when the refusal
+        // comes back.
+        let r = web
+            .curl(
+                "post.app.test",
+                "/upload",
+                &[
+                    version,
+                    "-X",
+                    "POST",
+                    "--data-binary",
+                    &data,
+                    "--limit-rate",
+                    "100K",
+                ],
+            )
+            .await;
+        assert_eq!(
+            (r.status, r.exit),
+            (502, 0),
+            "{version}: {} (curl exit {})",
+            r.body,
+            r.exit
+        );
+    }
+    let _ = std::fs::remove_file(&body);
+}

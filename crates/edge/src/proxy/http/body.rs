@@ -1,6 +1,7 @@
 //! Response bodies: the one boxed body type every response of the HTTP path
 //! has, and [`TrackedBody`], which holds a stream's guards and reports the
-//! bytes sent when the body ends (for the access log and the metrics).
+//! bytes sent when the body ends (for the access log and the metrics); and
+//! [`discard`], for a request body no origin will read.
 
 use crate::proxy::dispatch::Guards;
 use bytes::Bytes;
@@ -13,6 +14,31 @@ use std::task::{Context, Poll};
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body of every response the HTTP path sends.
 pub(crate) type ResponseBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// Reads and drops what is left of a request body no origin will read (the
+/// request is answered with an error), at most `limit` bytes within `within`,
+/// as nginx discards a body before an error page. Left unread, HTTP/2 resets
+/// the stream right after the error response, and a client still sending
+/// (curl with `-d`) reports the reset instead of the answer; HTTP/1 would
+/// have to close the connection. A body over the bounds is left: the reset
+/// or close is then the right answer.
+pub(crate) async fn discard(
+    body: hyper::body::Incoming,
+    limit: usize,
+    within: std::time::Duration,
+) {
+    let mut body = std::pin::pin!(body);
+    let mut read = 0usize;
+    let _ = tokio::time::timeout(within, async {
+        while read <= limit {
+            match body.frame().await {
+                Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len()),
+                _ => return,
+            }
+        }
+    })
+    .await;
+}
 
 /// A whole body from bytes.
 pub(crate) fn full(body: impl Into<Bytes>) -> ResponseBody {

@@ -15,8 +15,9 @@ use crate::proxy::http::request::Head;
 use crate::proxy::http::route::Routed;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Version};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper_util::rt::TokioIo;
+use std::time::Duration;
 use warren_proto::TargetProtocol;
 use warren_transport::TunnelStream;
 
@@ -41,7 +42,7 @@ pub(crate) async fn forward(
     let headers = origin_headers(ctx, req.headers(), head);
     let pool = &ctx.shared.origin_pool;
     let poolable = head.upgrade.is_none();
-    let connected = connect_reusing(
+    let connected = match connect_reusing(
         &ctx.shared,
         &routed.slot,
         TargetProtocol::Tcp,
@@ -55,7 +56,17 @@ pub(crate) async fn forward(
         },
     )
     .await
-    .map_err(|e| ProxyError::dispatch(&resource.name, e))?;
+    {
+        Ok(connected) => connected,
+        Err(e) => {
+            // No origin will read the body: take it in before the error
+            // page, so the client gets the page rather than a reset.
+            if !req.body().is_end_stream() {
+                super::body::discard(req.into_body(), 64 * 1024, Duration::from_secs(1)).await;
+            }
+            return Err(ProxyError::dispatch(&resource.name, e));
+        }
+    };
     let mut guards = connected.guards;
     let target = connected.pick.target.clone();
     entry.target = target.address.clone();

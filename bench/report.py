@@ -14,7 +14,7 @@ the range of the per-round ratios (each round measured the paths back to
 back, so a round's ratio shares its stretch of machine load). Files named
 .failed.json (a sample failed) are never used.
 """
-import glob, json, os, re, statistics, sys
+import collections, glob, json, os, re, statistics, sys
 
 BENCH = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(BENCH, "results")
@@ -28,7 +28,9 @@ TABLES = {
                  ("HTTP keep-alive (wrk c50)", "http_keepalive", "rps", "req/s"),
                  ("new connections (Connection: close)", "http_close", "rps", "req/s"),
                  ("idle RSS (once, before traffic)", "idle_rss", "*", "MiB"),
-                 ("RSS at 1,000 connections", "rss_1000", "*", "MiB")],
+                 ("RSS at 1,000 connections", "rss_1000", "*", "MiB"),
+                 ("idle RssAnon (heap and stacks, no code pages)", "idle_anon", "*", "MiB"),
+                 ("RssAnon at 1,000 connections", "anon_1000", "*", "MiB")],
         "ratios": [("warren-tcp", "rathole"), ("warren-quic", "rathole"), ("warren-tcp", "rathole-noise")],
         "ratio_units": ("Gbit/s", "req/s"),
     },
@@ -117,7 +119,7 @@ def header(doc, path):
     rel = f"results/{os.path.basename(path)}"
     state = "clean tree" if not doc["dirty"] else f"uncommitted changes to {', '.join(doc['dirty_files'])}"
     p = doc["params"]
-    shape = (f"{p['reps']} interleaved rounds" + (f" of {p['duration_s']} s per sample" if "duration_s" in p else ""))
+    shape = (f"{p['reps']} {'rounds' if doc['suite'] == 'scale' else 'interleaved rounds'}" + (f" of {p['duration_s']} s per sample" if "duration_s" in p else ""))
     load = (f", load average {doc['loadavg_start'][0]:.2f} at the start and {doc['loadavg_end'][0]:.2f} at the end"
             if "loadavg_start" in doc and "loadavg_end" in doc else "")
     return (f"Raw data: [`bench/{rel}`]({rel}): commit `{doc['commit'][:7]}` (\"{doc['subject']}\"), {state}; "
@@ -139,8 +141,58 @@ def causes(doc):
     return "The agent's `edge_link_lost` cause per kill: " + "; ".join(cells) + "."
 
 
+def scale(doc, path):
+    """bench/scale.py: N agents on one edge, against the issue's targets."""
+    p, t = doc["params"], doc["params"]["targets"]
+    path_ = paths_of(doc)[0]
+    med = lambda metric, key, rounds=None: [v for r, v in values(doc, path_, metric, key).items()
+                                            if rounds is None or r in rounds]
+    mib = lambda xs: f"{statistics.median(xs) / 1024:.1f}" if xs else "n/a"
+    sec = lambda xs: f"{statistics.median(xs) / 1000:.2f}" if xs else "n/a"
+    rng = lambda xs, f: f"{f(min(xs))}-{f(max(xs))}" if xs else "n/a"
+    s = lambda v: f"{v / 1000:.2f}"
+    m = lambda v: f"{v / 1024:.1f}"
+    rows = [
+        ("edge restarted (listening) -> all agents connected", "s", sec(med("restart", "connected_ms")),
+         rng(med("restart", "connected_ms"), s), f"<= {t['connected_s']:g}"),
+        ("edge restarted (listening) -> all sites serving (an echo through each)", "s",
+         sec(med("restart", "serving_ms")), rng(med("restart", "serving_ms"), s), f"<= {t['connected_s']:g}"),
+        ("kill -9 -> restarted edge listening", "s", sec(med("restart", "down_ms")),
+         rng(med("restart", "down_ms"), s), ""),
+        (f"edge VmRSS with {p['agents']:,} agents connected", "MiB", mib(med("edge_rss", "vmrss_kb")),
+         rng(med("edge_rss", "vmrss_kb"), m), f"<= {t['edge_rss_mib']}"),
+        ("edge RssAnon (heap: what the agents cost)", "MiB", mib(med("edge_rss", "rssanon_kb")),
+         rng(med("edge_rss", "rssanon_kb"), m), ""),
+        ("idle agent VmRSS, median of all agents", "MiB", mib(med("agent_rss", "median_vmrss_kb")),
+         rng(med("agent_rss", "median_vmrss_kb"), m), f"<= {t['agent_rss_mib']}"),
+        ("idle agent VmRSS, largest agent", "MiB", mib(med("agent_rss", "max_vmrss_kb")),
+         rng(med("agent_rss", "max_vmrss_kb"), m), f"<= {t['agent_rss_mib']}"),
+        ("idle agent RssAnon (its own heap and stacks), median / largest", "MiB",
+         f"{mib(med('agent_rss', 'median_rssanon_kb'))} / {mib(med('agent_rss', 'max_rssanon_kb'))}", "", ""),
+        ("idle agent RssFile (the binary's pages, shared between processes), median", "MiB",
+         mib(med("agent_rss", "median_rssfile_kb")), "", ""),
+        ("first start: all agents launched -> all serving", "s", sec(med("start", "serving_ms")), "", ""),
+    ]
+    refused = collections.Counter()
+    for smp in doc["samples"]:
+        refused.update(smp.get("edge_handshake_failures") or smp.get("edge_refusals") or {})
+    sources = med("start", "sources")
+    out = [header(doc, path), "",
+           f"{p['agents']:,} `warren site` processes over {p['transport']}, one site and one TCP resource each, "
+           f"{'each from its own loopback source address' if p['sources'] == 'per-agent' else 'all from 127.0.0.1'}"
+           f"{f' ({sources[0]:,} distinct seen by the edge)' if sources else ''}; {p['reps']} edge restart{'s' if p['reps'] != 1 else ''} "
+           "(SIGKILL, same ports and data directory); memory read once before the restarts and after each.", "",
+           "| measure | unit | median | range | target |", "|---|---|---|---|---|"]
+    out += [f"| {a} | {b} | {c} | {d} | {e} |" for a, b, c, d, e in rows]
+    out += ["", "Tunnel handshakes the restarted edges failed or refused (their /metrics, by reason): " +
+            (", ".join(f"{k} x{v}" for k, v in sorted(refused.items())) if refused else "none") + "."]
+    return "\n".join(out)
+
+
 def render(doc, path):
     suite = doc["suite"]
+    if suite == "scale":
+        return scale(doc, path)
     spec = TABLES.get(suite)
     if spec is None:
         return generic(doc, path)

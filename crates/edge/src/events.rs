@@ -25,6 +25,8 @@ pub(crate) enum RefuseCause {
     TooManyFromSource,
     /// Too many slow (legacy argon2) credential checks are waiting.
     Busy,
+    /// Right credentials, but the site has as many links as it may.
+    TooManyAgents,
 }
 
 impl RefuseCause {
@@ -38,6 +40,7 @@ impl RefuseCause {
             RefuseCause::BadCredentials => "bad_credentials",
             RefuseCause::TooManyFromSource => "too_many_from_source",
             RefuseCause::Busy => "busy",
+            RefuseCause::TooManyAgents => "too_many_agents",
         }
     }
 }

@@ -1,10 +1,21 @@
-//! Reconnect delays: exponential backoff with full jitter.
+//! Reconnect delays: exponential backoff with full jitter, after a quick phase.
 //!
-//! Attempt *n* waits a uniformly random time in `[0, min(cap, initial·2ⁿ)]`
-//! (AWS's "full jitter"), so a fleet of agents that lost the same edge does not
-//! come back in lockstep. A healthy link resets the sequence.
+//! Attempt *n* waits a uniformly random time in `[0, ceiling(n)]` (AWS's
+//! "full jitter"), so a fleet of agents that lost the same edge does not come
+//! back in lockstep. The ceilings double from `initial`, but stay at
+//! [`QUICK_CEILING`] for the first [`QUICK_ATTEMPTS`] attempts (about five
+//! seconds): an edge that restarts is back within a second or two, and its
+//! agents should be too (1,000 agents within 2 s, `bench/scale.py`); each
+//! retry meanwhile costs a refused TCP connect. Only an edge that stays away
+//! longer sees the ceilings grow on to `cap`. A healthy link resets the
+//! sequence.
 
 use std::time::Duration;
+
+/// The ceiling of the quick phase.
+pub const QUICK_CEILING: Duration = Duration::from_secs(1);
+/// Attempts in the quick phase (including the doubling up to its ceiling).
+pub const QUICK_ATTEMPTS: u32 = 10;
 
 /// The delay sequence. Pure: the caller supplies the randomness.
 #[derive(Clone, Debug)]
@@ -26,8 +37,16 @@ impl Backoff {
 
     /// The ceiling of the next delay.
     pub fn ceiling(&self) -> Duration {
-        let factor = 1u32.checked_shl(self.attempt.min(31)).unwrap_or(u32::MAX);
-        self.initial.saturating_mul(factor).min(self.cap)
+        let doubled = |base: Duration, n: u32| {
+            let factor = 1u32.checked_shl(n.min(31)).unwrap_or(u32::MAX);
+            base.saturating_mul(factor)
+        };
+        let quick = QUICK_CEILING.max(self.initial);
+        if self.attempt < QUICK_ATTEMPTS {
+            doubled(self.initial, self.attempt).min(quick).min(self.cap)
+        } else {
+            doubled(quick, self.attempt - QUICK_ATTEMPTS + 1).min(self.cap)
+        }
     }
 
     /// The next delay, given `unit` uniformly random in `[0, 1)`.
@@ -48,7 +67,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ceilings_double_then_cap() {
+    fn ceilings_stay_at_a_second_for_a_restart_then_double_to_the_cap() {
         let mut b = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
         let ceilings: Vec<u64> = (0..10)
             .map(|_| {
@@ -59,8 +78,16 @@ mod tests {
             .collect();
         assert_eq!(
             ceilings,
-            [250, 500, 1000, 2000, 4000, 8000, 16000, 30000, 30000, 30000]
+            [250, 500, 1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000]
         );
+        let later: Vec<u64> = (0..6)
+            .map(|_| {
+                let c = b.ceiling().as_millis() as u64;
+                b.next_delay(0.5);
+                c
+            })
+            .collect();
+        assert_eq!(later, [2000, 4000, 8000, 16000, 30000, 30000]);
         for _ in 0..100 {
             b.next_delay(0.9);
         }

@@ -194,6 +194,18 @@ impl FakeEdge {
 
 /// Dials a real edge at `tunnel` as an agent of `site` (TCP+TLS).
 pub async fn fake_agent(tunnel: SocketAddr, pin: &str, site: &str, secret: &str) -> Link {
+    try_fake_agent(tunnel, pin, site, secret)
+        .await
+        .expect("the fake agent was refused")
+}
+
+/// [`fake_agent`], returning the edge's refusal instead of failing.
+pub async fn try_fake_agent(
+    tunnel: SocketAddr,
+    pin: &str,
+    site: &str,
+    secret: &str,
+) -> Result<Link, warren_transport::DialError> {
     let pin = tls::parse_pin(pin).expect("pin");
     let config = DialConfig {
         endpoint: Endpoint {
@@ -207,16 +219,13 @@ pub async fn fake_agent(tunnel: SocketAddr, pin: &str, site: &str, secret: &str)
             secret: secret.into(),
             agent_version: env!("CARGO_PKG_VERSION").into(),
             platform: "fake".into(),
-            instance: "fake-agent".into(),
+            instance: format!("fake-agent-{}", rand::random::<u32>()),
         },
         protocol_version: warren_proto::PROTOCOL_VERSION,
         session: SessionConfig::default(),
         connect_timeout: Duration::from_secs(5),
     };
-    let (link, _) = warren_transport::dial(&config)
-        .await
-        .expect("the fake agent's credentials are refused");
-    link
+    warren_transport::dial(&config).await.map(|(link, _)| link)
 }
 
 /// A TCP address on 127.0.0.1 whose connects hang: a listener whose accept

@@ -11,7 +11,9 @@ use common::bin;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use warren_proto::{Frame, OpenRequest, TargetProtocol};
-use warren_testkit::peers::{fake_agent, flood, FakeEdge, HangingTarget, RawFakeEdge};
+use warren_testkit::peers::{
+    fake_agent, flood, try_fake_agent, FakeEdge, HangingTarget, RawFakeEdge,
+};
 use warren_testkit::{echo_tcp, EdgeProcess, EdgeSpec, Process, ResourceSpec};
 
 fn open(stream: u32, target: &str, protocol: TargetProtocol) -> Frame {
@@ -225,4 +227,53 @@ async fn a_hostile_agent_flooding_health_reports_loses_that_stream_and_the_edge_
     let addr = edge.resource_addr("echo");
     let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
     echo_through(&mut c, 1 << 20).await;
+}
+
+/// A leaked site secret cannot fill the edge with links: a site may have 32
+/// at once; the next is refused with a reason the agent logs, and counted,
+/// and the site's honest agent keeps its link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leaked_secret_cannot_open_more_than_32_links_for_its_site() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = echo_tcp().await;
+    let spec = EdgeSpec::new().resource(ResourceSpec::tcp("echo", "home", echo));
+    let edge = EdgeProcess::start(bin(), dir.path(), &spec);
+    let honest = edge.start_agent("agent", "tcp", &[&format!("{echo}/tcp")]);
+    let mut links = Vec::new();
+    for _ in 1..32 {
+        links.push(fake_agent(edge.tunnel, &edge.pin, "home", "S3CRET-for-tests").await);
+    }
+    assert_eq!(edge.agent_count("home"), 32);
+    let refused = try_fake_agent(edge.tunnel, &edge.pin, "home", "S3CRET-for-tests").await;
+    match refused {
+        Err(warren_transport::DialError::Refused(r)) => {
+            assert_eq!(r.code, warren_proto::RefusalCode::Unavailable);
+            assert!(r.message.contains("already has 32 agents"), "{}", r.message);
+        }
+        Err(e) => panic!("refused for the wrong reason: {e}"),
+        Ok(_) => panic!("a 33rd link for one site was admitted"),
+    }
+    let logged = edge.process.wait_event("agent_refused");
+    assert_eq!(logged["reason"], "too_many_agents", "{logged}");
+    let metrics = edge.metrics();
+    assert_eq!(
+        metrics
+            .get(r#"warren_edge_tunnel_handshake_failures_total{reason="too_many_agents"}"#)
+            .map(String::as_str),
+        Some("1"),
+        "{metrics:?}"
+    );
+    assert_eq!(edge.agent_count("home"), 32);
+    // One leaves: there is room again.
+    links.pop().unwrap().close("test");
+    common::within("the edge to see the link close", || async {
+        edge.agent_count("home") == 31
+    })
+    .await;
+    try_fake_agent(edge.tunnel, &edge.pin, "home", "S3CRET-for-tests")
+        .await
+        .expect("with a link gone, a new one is admitted");
+    // The honest agent kept its link throughout.
+    assert!(honest.events("edge_link_lost").is_empty());
+    drop(links);
 }

@@ -51,6 +51,10 @@ const MAX_HANDSHAKES: usize = 256;
 /// /64) at once; more are closed at once. One anonymous host cannot hold
 /// the slots real agents need.
 const MAX_HANDSHAKES_PER_SOURCE: usize = 8;
+/// Links one site may have at once (active-active sites run two or three
+/// agents). A leaked secret cannot fill the edge with links: each costs TLS
+/// state and up to the link budget of buffered data.
+pub(crate) const MAX_AGENTS_PER_SITE: usize = 32;
 
 pub(crate) async fn serve(
     listener: TunnelListener,
@@ -287,6 +291,28 @@ async fn admit(accepted: Accepted, shared: Arc<EdgeShared>, pre_auth: PreAuth) {
                 code: RefusalCode::BadCredentials,
                 message: format!(
                     "unknown site id or wrong secret for site `{}`",
+                    hello.site_id
+                ),
+            })
+            .await;
+        return;
+    }
+    let connected = shared.registry.agents_of(&hello.site_id).len();
+    if connected >= MAX_AGENTS_PER_SITE {
+        AgentRefused {
+            remote,
+            transport: Some(transport),
+            site: Some(&hello.site_id),
+            cause: RefuseCause::TooManyAgents,
+            detail: &format!("the site already has {connected} agents connected"),
+        }
+        .emit(&shared);
+        pending
+            .refuse(Refusal {
+                code: RefusalCode::Unavailable,
+                message: format!(
+                    "site `{}` already has {MAX_AGENTS_PER_SITE} agents connected, the most a site may have; \
+                     stop one (or rotate the secret if you do not know them all)",
                     hello.site_id
                 ),
             })

@@ -4,18 +4,18 @@
 //! "full jitter"), so a fleet of agents that lost the same edge does not come
 //! back in lockstep. The ceilings double from `initial`, but stay at
 //! [`QUICK_CEILING`] for the first [`QUICK_ATTEMPTS`] attempts (about five
-//! seconds): an edge that restarts is back within a second or two, and its
-//! agents should be too (1,000 agents within 2 s, `bench/scale.py`); each
-//! retry meanwhile costs a refused TCP connect. Only an edge that stays away
+//! seconds): an edge that restarts is back within a second, and its agents
+//! should be too (1,000 agents within 2 s, `bench/scale.py`); each retry
+//! meanwhile costs a refused TCP connect. Only an edge that stays away
 //! longer sees the ceilings grow on to `cap`. A healthy link resets the
 //! sequence.
 
 use std::time::Duration;
 
 /// The ceiling of the quick phase.
-pub const QUICK_CEILING: Duration = Duration::from_secs(1);
+pub const QUICK_CEILING: Duration = Duration::from_millis(500);
 /// Attempts in the quick phase (including the doubling up to its ceiling).
-pub const QUICK_ATTEMPTS: u32 = 10;
+pub const QUICK_ATTEMPTS: u32 = 20;
 
 /// The delay sequence. Pure: the caller supplies the randomness.
 #[derive(Clone, Debug)]
@@ -78,8 +78,12 @@ mod tests {
             .collect();
         assert_eq!(
             ceilings,
-            [250, 500, 1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000]
+            [250, 500, 500, 500, 500, 500, 500, 500, 500, 500]
         );
+        for _ in 0..10 {
+            assert_eq!(b.ceiling(), Duration::from_millis(500));
+            b.next_delay(0.5);
+        }
         let later: Vec<u64> = (0..6)
             .map(|_| {
                 let c = b.ceiling().as_millis() as u64;
@@ -87,7 +91,7 @@ mod tests {
                 c
             })
             .collect();
-        assert_eq!(later, [2000, 4000, 8000, 16000, 30000, 30000]);
+        assert_eq!(later, [1000, 2000, 4000, 8000, 16000, 30000]);
         for _ in 0..100 {
             b.next_delay(0.9);
         }
@@ -101,6 +105,6 @@ mod tests {
         let mut b = Backoff::new(Duration::from_millis(250), Duration::from_secs(30));
         assert_eq!(b.next_delay(0.0), Duration::ZERO);
         assert_eq!(b.next_delay(1.0), Duration::from_millis(500));
-        assert_eq!(b.next_delay(7.0), Duration::from_secs(1));
+        assert_eq!(b.next_delay(7.0), Duration::from_millis(500));
     }
 }

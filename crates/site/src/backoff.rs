@@ -76,10 +76,7 @@ mod tests {
                 c
             })
             .collect();
-        assert_eq!(
-            ceilings,
-            [250, 500, 500, 500, 500, 500, 500, 500, 500, 500]
-        );
+        assert_eq!(ceilings, [250, 500, 500, 500, 500, 500, 500, 500, 500, 500]);
         for _ in 0..10 {
             assert_eq!(b.ceiling(), Duration::from_millis(500));
             b.next_delay(0.5);

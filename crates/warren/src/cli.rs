@@ -44,6 +44,11 @@ pub(crate) enum Command {
     },
     /// All-in-one quickstart: an edge with its state in ./warren-data.
     Up(UpArgs),
+    /// Who may reach what: check a policy file, run its tests, explain a decision.
+    Policy {
+        #[command(subcommand)]
+        command: crate::policy_cmd::PolicyCommand,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -13,6 +13,7 @@ mod duration;
 mod edge_cmd;
 mod egress;
 mod log_writer;
+mod policy_cmd;
 mod site_cmd;
 mod status_cmd;
 mod up_cmd;
@@ -91,6 +92,7 @@ fn main() -> ExitCode {
             Command::Status(s) => status_cmd::run(s).await,
             Command::Egress { command } => egress::run(*command).await,
             Command::Up(args) => up_cmd::run(args).await,
+            Command::Policy { command } => policy_cmd::run(command),
         }
     });
     // Do not wait for tasks still holding sockets: the work is done.

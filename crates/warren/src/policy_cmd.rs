@@ -1,0 +1,121 @@
+//! `warren policy check|test|explain`: the policy file, without an edge.
+//!
+//! `check` prints every error with its path (exit 2 if any); `test` also
+//! runs the file's `[[tests]]` (exit 1 if one fails); `explain` says which
+//! grant allows a principal to reach a target, or why none does.
+
+use crate::Failure;
+use clap::Subcommand;
+use std::path::{Path, PathBuf};
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum PolicyCommand {
+    /// Validate a policy file: every error at once, each with its path (exit 2).
+    Check {
+        /// The policy file (TOML).
+        file: PathBuf,
+    },
+    /// Validate, then run the file's embedded tests (exit 1 if any fails).
+    Test {
+        /// The policy file (TOML).
+        file: PathBuf,
+    },
+    /// Which grant lets a principal reach a target, or why nothing does.
+    Explain {
+        /// The principal: `alice@corp.com`, `tag:NAME` or `key:ID`.
+        #[arg(long)]
+        src: String,
+        /// The target: `RESOURCE[:PORT][/udp]`, `tag:NAME:PORT`, `host:NAME:PORT`,
+        /// `ADDRESS:PORT`, then optionally ` METHOD /path` for an http request.
+        #[arg(long)]
+        dst: String,
+        /// Groups the user's SSO claims would name (repeatable).
+        #[arg(long = "group")]
+        groups: Vec<String>,
+        /// The policy file (TOML). Asking a running edge (`--api`) is not
+        /// there yet: the edge does not load a policy yet.
+        #[arg(long)]
+        file: PathBuf,
+    },
+}
+
+fn load(file: &Path) -> Result<warren_policy::Policy, Failure> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Failure::Usage(format!("reading {}: {e}", file.display())))?;
+    warren_policy::compile(&text).map_err(|errors| {
+        Failure::Usage(format!(
+            "{}: {} error{}:\n{errors}",
+            file.display(),
+            errors.0.len(),
+            if errors.0.len() == 1 { "" } else { "s" }
+        ))
+    })
+}
+
+pub(crate) fn run(command: PolicyCommand) -> Result<(), Failure> {
+    match command {
+        PolicyCommand::Check { file } => {
+            let policy = load(&file)?;
+            let f = policy.file();
+            println!(
+                "{}: valid ({} grant{}, {} group{}, {} tag{}, {} test{})",
+                file.display(),
+                f.grants.len(),
+                plural(f.grants.len()),
+                f.groups.len(),
+                plural(f.groups.len()),
+                f.tags.len(),
+                plural(f.tags.len()),
+                f.tests.len(),
+                plural(f.tests.len())
+            );
+            Ok(())
+        }
+        PolicyCommand::Test { file } => {
+            let policy = load(&file)?;
+            let failures = warren_policy::run_tests(&policy);
+            let tests = policy.file().tests.len();
+            if failures.is_empty() {
+                println!("{}: {tests} test{} passed", file.display(), plural(tests));
+                return Ok(());
+            }
+            for f in &failures {
+                println!("tests[{}]: {}", f.test, f.message);
+            }
+            Err(Failure::Other(anyhow::anyhow!(
+                "{}: {} expectation{} not met",
+                file.display(),
+                failures.len(),
+                plural(failures.len())
+            )))
+        }
+        PolicyCommand::Explain {
+            src,
+            dst,
+            groups,
+            file,
+        } => {
+            let policy = load(&file)?;
+            let target = warren_policy::TestTarget::parse(&dst, policy.file())
+                .map_err(|e| Failure::Usage(format!("--dst: {e}")))?;
+            for g in &groups {
+                if !policy.file().groups.contains_key(g) {
+                    return Err(Failure::Usage(format!(
+                        "--group: group \"{g}\" is not defined in [groups]"
+                    )));
+                }
+            }
+            let who = warren_policy::Who::new(&src, &groups);
+            println!("{}", warren_policy::explain(&policy, &who, &target));
+            Ok(())
+        }
+    }
+}
+
+fn plural(n: usize) -> &'static str {
+    if n == 1 {
+        ""
+    } else {
+        "s"
+    }
+}

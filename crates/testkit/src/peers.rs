@@ -25,7 +25,9 @@ use warren_proto::{Hello, SessionConfig, Welcome};
 use warren_transport::tls::{self, EdgeTrust};
 use warren_transport::{DialConfig, Endpoint, Link, TransportChoice, TunnelListener};
 
-fn self_signed() -> (Arc<rustls::ServerConfig>, String) {
+/// A TLS server config with a fresh self-signed certificate for
+/// `localhost`, and the certificate's pin (for `warren site --pin`).
+pub fn self_signed() -> (Arc<rustls::ServerConfig>, String) {
     use rustls::pki_types::pem::PemObject;
     let cert = tls::generate_self_signed(vec!["localhost".into()]).expect("certificate");
     let certs = vec![

@@ -81,19 +81,23 @@ fn serve_echo(agent: Link) {
                         .unwrap();
                     return;
                 }
-                let mut s = inc.accept().await.unwrap();
-                let mut buf = vec![0u8; 32 * 1024];
-                loop {
-                    let n = s.read(&mut buf).await.unwrap();
-                    if n == 0 {
-                        break;
-                    }
-                    s.write_all(&buf[..n]).await.unwrap();
-                }
-                s.shutdown().await.unwrap();
+                echo(inc.accept().await.unwrap()).await;
             });
         }
     });
+}
+
+/// Sends back what a stream carries until its end.
+async fn echo(mut s: warren_transport::TunnelStream) {
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let n = s.read(&mut buf).await.unwrap();
+        if n == 0 {
+            break;
+        }
+        s.write_all(&buf[..n]).await.unwrap();
+    }
+    s.shutdown().await.unwrap();
 }
 
 fn req(target: &str) -> OpenRequest {
@@ -207,18 +211,7 @@ fn serve_stuck(agent: Link) -> tokio::sync::mpsc::UnboundedReceiver<()> {
         let mut stuck = Vec::new();
         while let Some(inc) = agent.accept().await {
             if inc.request.target == "echo:1" {
-                tokio::spawn(async move {
-                    let mut s = inc.accept().await.unwrap();
-                    let mut buf = vec![0u8; 32 * 1024];
-                    loop {
-                        let n = s.read(&mut buf).await.unwrap();
-                        if n == 0 {
-                            break;
-                        }
-                        s.write_all(&buf[..n]).await.unwrap();
-                    }
-                    s.shutdown().await.unwrap();
-                });
+                tokio::spawn(async move { echo(inc.accept().await.unwrap()).await });
             } else {
                 stuck.push(inc.accept().await.unwrap());
                 let _ = held_tx.send(());

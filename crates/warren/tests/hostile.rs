@@ -122,13 +122,8 @@ async fn an_agent_older_than_the_edge_supports_is_told_what_to_upgrade() {
 
 /// A fake edge that answers every agent with `reply`, once per connection.
 async fn fake_edge(reply: Vec<u8>) -> (u16, String) {
-    let cert = tls::generate_self_signed(vec!["localhost".into()]).unwrap();
-    use rustls::pki_types::pem::PemObject;
-    let certs =
-        vec![rustls::pki_types::CertificateDer::from_pem_slice(cert.cert_pem.as_bytes()).unwrap()];
-    let pin = tls::pin_of(&certs[0]);
-    let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(cert.key_pem.as_bytes()).unwrap();
-    let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(certs, key).unwrap());
+    let (config, pin) = warren_testkit::peers::self_signed();
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let reply = Arc::new(reply);

@@ -7,7 +7,10 @@ use common::bin;
 use std::process::Command;
 
 fn warren(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(bin()).args(args).output().expect("warren runs");
+    let out = Command::new(bin())
+        .args(args)
+        .output()
+        .expect("warren runs");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -43,30 +46,70 @@ fn check_test_and_explain_a_policy_file() {
 
     let (code, out, _) = warren(&["policy", "check", f]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains("valid (2 grants, 1 group, 0 tags, 1 test)"), "{out}");
+    assert!(
+        out.contains("valid (2 grants, 1 group, 0 tags, 1 test)"),
+        "{out}"
+    );
 
     let (code, out, _) = warren(&["policy", "test", f]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("1 test passed"), "{out}");
 
-    let (code, out, _) = warren(&["policy", "explain", "--src", "alice@corp.com", "--dst", "grafana:443", "--file", f]);
+    let (code, out, _) = warren(&[
+        "policy",
+        "explain",
+        "--src",
+        "alice@corp.com",
+        "--dst",
+        "grafana:443",
+        "--file",
+        f,
+    ]);
     assert_eq!(code, 0);
-    assert_eq!(out.trim(), "alice@corp.com -> grafana:443 (tcp): ALLOWED by grants[0]");
-    let (_, out, _) = warren(&["policy", "explain", "--src", "bob@corp.com", "--dst", "db:5432/udp", "--file", f]);
+    assert_eq!(
+        out.trim(),
+        "alice@corp.com -> grafana:443 (tcp): ALLOWED by grants[0]"
+    );
+    let (_, out, _) = warren(&[
+        "policy",
+        "explain",
+        "--src",
+        "bob@corp.com",
+        "--dst",
+        "db:5432/udp",
+        "--file",
+        f,
+    ]);
     assert_eq!(
         out.trim(),
         "bob@corp.com -> db:5432/udp (udp): DENIED: no grant allows it; closest is grants[1]: it is for another protocol"
     );
 
     // A test that fails: exit 1, the message names the grant.
-    std::fs::write(&file, POLICY.replace("deny = [\"db:5432\"]", "deny = [\"grafana:443\"]\naccept = [\"db:5432\"]").replace("accept = [\"grafana:443\"]\n", "")).unwrap();
+    std::fs::write(
+        &file,
+        POLICY
+            .replace(
+                "deny = [\"db:5432\"]",
+                "deny = [\"grafana:443\"]\naccept = [\"db:5432\"]",
+            )
+            .replace("accept = [\"grafana:443\"]\n", ""),
+    )
+    .unwrap();
     let (code, out, _) = warren(&["policy", "test", f]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("tests[0]: alice@corp.com -> grafana:443 (tcp): expected DENIED, got ALLOWED (grants[0])"), "{out}");
-    assert!(out.contains("tests[0]: alice@corp.com -> db:5432 (tcp): expected ALLOWED, got DENIED"), "{out}");
+    assert!(
+        out.contains("tests[0]: alice@corp.com -> db:5432 (tcp): expected ALLOWED, got DENIED"),
+        "{out}"
+    );
 
     // Every error at once, with its path: exit 2.
-    std::fs::write(&file, "[[grants]]\nsrc = [\"group:nope\"]\ndst = [\"tag:web\"]\nport = 1\n").unwrap();
+    std::fs::write(
+        &file,
+        "[[grants]]\nsrc = [\"group:nope\"]\ndst = [\"tag:web\"]\nport = 1\n",
+    )
+    .unwrap();
     let (code, _, err) = warren(&["policy", "check", f]);
     assert_eq!(code, 2, "{err}");
     for line in [

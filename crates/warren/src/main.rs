@@ -10,12 +10,14 @@ mod admin_cmd;
 mod api_client;
 mod cli;
 mod duration;
+#[cfg(feature = "edge")]
 mod edge_cmd;
 mod egress;
 mod log_writer;
 mod policy_cmd;
 mod site_cmd;
 mod status_cmd;
+#[cfg(feature = "edge")]
 mod up_cmd;
 
 use clap::Parser;
@@ -66,6 +68,16 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// `warren edge` or `up` in a build for sites.
+#[cfg(not(feature = "edge"))]
+fn no_edge() -> Failure {
+    Failure::Usage(
+        "this warren is built for sites only (without the `edge` feature): \
+         `warren edge` and `warren up` are not in it"
+            .into(),
+    )
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
@@ -82,7 +94,10 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Edge(args) => match args.command {
                 Some(EdgeCommand::Status(s)) => status_cmd::run(s).await,
+                #[cfg(feature = "edge")]
                 None => edge_cmd::run(args).await,
+                #[cfg(not(feature = "edge"))]
+                None => Err(no_edge()),
             },
             Command::Site(args) => match args.command {
                 Some(cmd) => admin_cmd::site(cmd).await,
@@ -91,7 +106,10 @@ fn main() -> ExitCode {
             Command::Resource { command } => admin_cmd::resource(*command).await,
             Command::Status(s) => status_cmd::run(s).await,
             Command::Egress { command } => egress::run(*command).await,
+            #[cfg(feature = "edge")]
             Command::Up(args) => up_cmd::run(args).await,
+            #[cfg(not(feature = "edge"))]
+            Command::Up(_) => Err(no_edge()),
             Command::Policy { command } => policy_cmd::run(command),
         }
     });

@@ -24,6 +24,7 @@ pub mod certs;
 pub mod config;
 pub mod tunnel;
 
+mod access;
 mod api;
 mod catalog;
 mod events;
@@ -271,6 +272,7 @@ impl Edge {
             http = %http_addr.map(|a| a.to_string()).unwrap_or_default(),
             sites = config.sites.len(), resources = config.resources.len(), "edge started"
         );
+        announce_policy(&config);
         Ok(Edge {
             shared,
             tunnel_addr,
@@ -335,6 +337,7 @@ impl Edge {
         let old = self.shared.config.load_full();
         serving.load(&self.shared, config.clone()).await?;
         drop(serving);
+        announce_policy(&config);
         // Only what serves is recorded. Reconciling bumps the store's
         // version, so the sync loop passes the new version on to agents.
         match state::reconcile(&self.shared.store, &config).await {
@@ -445,4 +448,27 @@ fn acme_hosts(config: &EdgeConfig) -> Vec<String> {
     hosts.sort();
     hosts.dedup();
     hosts
+}
+
+/// Says at start and at every reload who decides access: with no policy,
+/// that every resource is open to whoever reaches it.
+fn announce_policy(config: &EdgeConfig) {
+    match &config.policy {
+        None => tracing::warn!(
+            event = "policy_none",
+            "no [policy] file: every resource is open to whoever reaches its port (see the README, \"Who may reach what\")"
+        ),
+        Some(p) => {
+            let public = config
+                .resources
+                .iter()
+                .filter(|r| r.auth == config::Auth::Public)
+                .count();
+            tracing::info!(
+                event = "policy_loaded", file = %p.file.display(),
+                grants = p.policy.file().grants.len(), public,
+                "policy loaded: default deny; {public} public resource(s) open to anyone, the others only as its grants allow"
+            );
+        }
+    }
 }

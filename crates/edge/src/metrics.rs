@@ -92,6 +92,8 @@ pub(crate) struct EdgeMetrics {
     pub(crate) http_errors: Family<HttpErrorLabels, Counter>,
     /// Streams an agent refused, by resource and the agent's reason.
     pub(crate) stream_refusals: Family<RefusalLabels, Counter>,
+    /// Connections and requests the policy denied, by resource.
+    pub(crate) access_denied: Family<ResourceLabels, Counter>,
 }
 
 impl EdgeMetrics {
@@ -133,7 +135,14 @@ impl EdgeMetrics {
             "streams an agent refused, by resource and the agent's reason",
             stream_refusals.clone(),
         );
+        let access_denied = Family::<ResourceLabels, Counter>::default();
+        registry.register(
+            "access_denied",
+            "connections and requests the policy denied, by resource",
+            access_denied.clone(),
+        );
         EdgeMetrics {
+            access_denied,
             stream_refusals,
             registry,
             handshake_failures,

@@ -248,6 +248,8 @@ pub struct EdgeSpec {
     pub edge_extra: String,
     /// The `[tls]` table's lines, if any.
     pub tls: String,
+    /// `[policy] file`, if any.
+    pub policy_file: Option<String>,
 }
 
 impl EdgeSpec {
@@ -259,6 +261,7 @@ impl EdgeSpec {
             tunnel_listen: "127.0.0.1:0".into(),
             edge_extra: String::new(),
             tls: String::new(),
+            policy_file: None,
         }
     }
 
@@ -276,6 +279,9 @@ impl EdgeSpec {
         );
         if !self.tls.is_empty() {
             t += &format!("[tls]\n{}\n\n", self.tls);
+        }
+        if let Some(f) = &self.policy_file {
+            t += &format!("[policy]\nfile = \"{f}\"\n\n");
         }
         for (id, secret) in &self.sites {
             t += &format!("[[site]]\nid = \"{id}\"\nsecret = \"{secret}\"\n\n");

@@ -167,6 +167,27 @@ pub struct Resource {
     /// http: pass paths with an escaped slash (`%2F`) on (true) or refuse
     /// them with a 400 (false, the default).
     pub keep_encoded_slashes: bool,
+    /// Who may reach it once a policy is loaded.
+    pub auth: Auth,
+}
+
+/// A resource's `auth` key.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Auth {
+    /// With a policy loaded, only as its grants allow (the default).
+    #[default]
+    Login,
+    /// Anyone, policy or not.
+    Public,
+}
+
+/// The `[policy]` table: the file and what it compiled to.
+#[derive(Clone, Debug)]
+pub struct PolicySettings {
+    /// The policy file.
+    pub file: PathBuf,
+    /// Its compiled form.
+    pub policy: std::sync::Arc<warren_policy::Policy>,
 }
 
 /// Static certificate files.
@@ -289,6 +310,8 @@ pub struct EdgeConfig {
     pub sites: BTreeMap<String, SiteConfig>,
     /// Resources, in file order.
     pub resources: Vec<Resource>,
+    /// Who may reach what; `None`: every resource is open.
+    pub policy: Option<PolicySettings>,
 }
 
 impl EdgeConfig {

@@ -16,6 +16,8 @@ pub(super) struct RawFile {
     /// `[notify.email]`; errors here are named by key alone.
     pub(super) notify: Option<RawNotify>,
     #[serde(default)]
+    pub(super) policy: Option<Spanned<RawPolicy>>,
+    #[serde(default)]
     pub(super) site: Vec<Spanned<RawSite>>,
     #[serde(default)]
     pub(super) resource: Vec<Spanned<RawResource>>,
@@ -76,6 +78,12 @@ pub(super) struct RawAcme {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(super) struct RawPolicy {
+    pub(super) file: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct RawSite {
     pub(super) id: String,
     pub(super) secret: Option<Secret>,
@@ -111,7 +119,8 @@ pub struct RawResource {
     #[serde(default)]
     #[schema(value_type = Option<String>)]
     pub(super) proxy_protocol: Option<Spanned<toml::Value>>,
-    /// `public` (the only value this build supports).
+    /// `public`: anyone may reach it, even with a policy loaded; `login`
+    /// (the default): with a policy loaded, only as its grants allow.
     #[schema(value_type = Option<String>)]
     pub(super) auth: Option<Spanned<String>>,
     /// udp: a flow idle this long is closed (e.g. `60s`).

@@ -160,6 +160,7 @@ impl<'a> Validator<'a> {
             Some(t) => self.tls(t, &resolve),
             None => TlsSettings::default(),
         };
+        let policy = raw.policy.and_then(|p| self.policy(p, &resolve));
         let sites = self.sites(raw.site);
         let resources = self.resources(raw.resource, &sites, https_listen.is_some());
         if https_listen.is_none() && edge.https_listen.is_none() && tls != TlsSettings::default() {
@@ -196,6 +197,45 @@ impl<'a> Validator<'a> {
             notify,
             sites,
             resources,
+            policy,
+        }
+    }
+
+    /// `[policy] file`: read and compiled now, so a bad policy is refused
+    /// with the rest of the file (every error, named by the policy's path).
+    fn policy(
+        &mut self,
+        raw: Spanned<super::raw::RawPolicy>,
+        resolve: &dyn Fn(PathBuf) -> PathBuf,
+    ) -> Option<super::PolicySettings> {
+        let span = Some(raw.span());
+        let file = resolve(raw.into_inner().file);
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) => {
+                self.error(
+                    span,
+                    "policy.file",
+                    format!("reading {}: {e}", file.display()),
+                );
+                return None;
+            }
+        };
+        match warren_policy::compile(&text) {
+            Ok(policy) => Some(super::PolicySettings {
+                file,
+                policy: std::sync::Arc::new(policy),
+            }),
+            Err(errors) => {
+                for e in errors.0 {
+                    self.error(
+                        span.clone(),
+                        "policy.file",
+                        format!("{}: {e}", file.display()),
+                    );
+                }
+                None
+            }
         }
     }
 
@@ -586,18 +626,6 @@ impl<'a> Validator<'a> {
             }
             (_, true) => None,
         };
-        if let Some(a) = &res.auth {
-            if a.get_ref() != "public" {
-                self.error(
-                    Some(a.span()),
-                    format!("{key}.auth"),
-                    format!(
-                        "auth `{}` is not supported yet by this build (only `public`)",
-                        a.get_ref()
-                    ),
-                );
-            }
-        }
         let proxy_protocol = res.proxy_protocol.as_ref().and_then(|p| match p.get_ref() {
             toml::Value::Boolean(false) => None,
             toml::Value::Boolean(true) => Some(ProxyVersion::V2),
@@ -662,6 +690,18 @@ impl<'a> Validator<'a> {
                 false
             }
         };
+        let auth = match res.auth.as_ref().map(|v| (v.span(), v.get_ref().as_str())) {
+            None | Some((_, "login")) => super::Auth::Login,
+            Some((_, "public")) => super::Auth::Public,
+            Some((s, other)) => {
+                self.error(
+                    Some(s),
+                    format!("{key}.auth"),
+                    format!("`{other}` is not one of login, public"),
+                );
+                super::Auth::Login
+            }
+        };
         // Returned even when something above was wrong, so that the rules
         // across resources (duplicate ports and routes) are checked too; a
         // file with any error never becomes a configuration.
@@ -685,6 +725,7 @@ impl<'a> Validator<'a> {
             fail_closed: res.fail_closed,
             idle_timeout,
             keep_encoded_slashes,
+            auth,
         })
     }
 

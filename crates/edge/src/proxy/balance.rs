@@ -244,6 +244,7 @@ mod tests {
             balance,
             fail_closed: false,
             keep_encoded_slashes: false,
+            auth: crate::config::Auth::Login,
             idle_timeout: Duration::from_secs(60),
         }
     }

@@ -110,6 +110,11 @@ async fn handle(mut tcp: TcpStream, peer: SocketAddr, shared: Arc<EdgeShared>) {
         if let Route::Found(slot) = table.tls.route(host, "/") {
             let slot = slot.clone();
             drop(table);
+            let resource = slot.resource.load_full();
+            if crate::access::check(&shared, &resource, peer) == crate::access::Access::Denied {
+                super::tcp::reset_on_close(&tcp);
+                return;
+            }
             passthrough(tcp, peer, prefix, slot, &shared).await;
             return;
         }

@@ -38,6 +38,10 @@ async fn handle(
 ) {
     let _ = client.set_nodelay(true);
     let resource = slot.resource.load_full();
+    if crate::access::check(&shared, &resource, peer) == crate::access::Access::Denied {
+        reset_on_close(&client);
+        return;
+    }
     let connected = match connect(&shared, &slot, TargetProtocol::Tcp, peer, None, true).await {
         Ok(c) => c,
         Err(e) => {

@@ -98,6 +98,11 @@ async fn run_flow(
     stop: CancellationToken,
 ) {
     let resource = slot.resource.load_full();
+    if crate::access::check(&shared, &resource, peer) == crate::access::Access::Denied {
+        // Dropped, quietly, until the flow goes idle: one log line a flow.
+        while let Ok(Some(_)) = tokio::time::timeout(resource.idle_timeout, rx.recv()).await {}
+        return;
+    }
     let Connected {
         stream,
         guards: _guards,

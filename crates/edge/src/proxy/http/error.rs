@@ -46,6 +46,9 @@ pub(crate) enum ProxyError {
     /// No resource at this host and path.
     #[error("nothing is published at this address")]
     NoRoute,
+    /// The policy grants this visitor nothing here.
+    #[error("`{resource}` is not open to you: the edge's policy grants it only to signed-in users, and this edge has no sign-in yet")]
+    Denied { resource: String },
     /// Every target is down and the resource fails closed.
     #[error("`{resource}` has no healthy target right now")]
     NoHealthyTarget { resource: String },
@@ -116,7 +119,9 @@ impl ProxyError {
     pub(crate) fn public(&self) -> String {
         match self {
             ProxyError::BadRequest(why) => why.clone(),
-            ProxyError::Misdirected | ProxyError::NoRoute => self.to_string(),
+            ProxyError::Misdirected | ProxyError::NoRoute | ProxyError::Denied { .. } => {
+                self.to_string()
+            }
             ProxyError::NoHealthyTarget { resource } => {
                 format!("`{resource}` has no healthy target right now")
             }
@@ -142,9 +147,10 @@ impl ProxyError {
     /// Who failed.
     pub(crate) fn source(&self) -> Source {
         match self {
-            ProxyError::BadRequest(_) | ProxyError::Misdirected | ProxyError::NoRoute => {
-                Source::Client
-            }
+            ProxyError::BadRequest(_)
+            | ProxyError::Misdirected
+            | ProxyError::NoRoute
+            | ProxyError::Denied { .. } => Source::Client,
             ProxyError::NoAgent { .. }
             | ProxyError::LinkFailed { .. }
             | ProxyError::TunnelTimeout { .. } => Source::Tunnel,
@@ -160,6 +166,7 @@ impl ProxyError {
             ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ProxyError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::Denied { .. } => StatusCode::FORBIDDEN,
             ProxyError::NoHealthyTarget { .. } | ProxyError::NoAgent { .. } => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
@@ -182,6 +189,7 @@ impl ProxyError {
             ProxyError::BadRequest(_)
             | ProxyError::Misdirected
             | ProxyError::NoRoute
+            | ProxyError::Denied { .. }
             | ProxyError::NoHealthyTarget { .. } => false,
         }
     }

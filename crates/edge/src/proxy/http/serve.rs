@@ -104,8 +104,13 @@ async fn phases(
     let routed = route::route(&ctx.shared, &head)?;
     entry.resource = routed.resource.name.clone();
 
-    let decision = access::decide(&head, &routed.resource);
+    let decision = access::decide(ctx, &head, &routed.resource);
     entry.access = Some(decision.as_str());
+    if decision == crate::access::Access::Denied {
+        return Err(ProxyError::Denied {
+            resource: routed.resource.name.clone(),
+        });
+    }
 
     let sticky = sticky_from_cookies(req.headers(), &sticky_cookie_name(&routed.resource.name));
     let client_upgrade = head.upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));

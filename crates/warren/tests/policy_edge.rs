@@ -1,0 +1,104 @@
+//! The edge with a policy: default deny. A resource marked `auth = "public"`
+//! is open to anyone; any other only as grants allow a principal, and
+//! visitors carry no identity yet, so they are refused, logged and counted.
+//! Without a policy the edge says at start that every resource is open.
+
+mod common;
+
+use common::{bin, echo_ok};
+use warren_testkit::{echo_tcp, EdgeProcess, EdgeSpec, ResourceSpec};
+
+const POLICY: &str = r#"
+[groups]
+"group:ops" = ["alice@corp.com"]
+
+[[grants]]
+src = ["group:ops"]
+dst = ["private"]
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_policy_only_public_resources_are_open_to_anonymous_visitors() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.toml"), POLICY).unwrap();
+    let echo = echo_tcp().await;
+    let mut spec = EdgeSpec::new()
+        .resource(ResourceSpec::tcp("public", "home", echo).with("auth = \"public\""))
+        .resource(ResourceSpec::tcp("private", "home", echo));
+    spec.policy_file = Some("policy.toml".into());
+    let edge = EdgeProcess::start(bin(), dir.path(), &spec);
+    let loaded = edge.process.wait_event("policy_loaded");
+    assert_eq!(loaded["grants"], 1, "{loaded}");
+    assert_eq!(loaded["public"], 1, "{loaded}");
+    let _agent = edge.start_agent("agent", "tcp", &[&format!("{echo}/tcp")]);
+
+    echo_ok(edge.resource_addr("public"), b"hello")
+        .await
+        .expect("a public resource is open");
+    let refused = echo_ok(edge.resource_addr("private"), b"hello").await;
+    assert!(
+        refused.is_err(),
+        "an anonymous visitor reached a private resource"
+    );
+    let denied = edge.process.wait_event("access_denied");
+    assert_eq!(denied["resource"], "private", "{denied}");
+    assert_eq!(
+        edge.metrics()
+            .get(r#"warren_edge_access_denied_total{resource="private"}"#)
+            .map(String::as_str),
+        Some("1")
+    );
+    // Nothing was opened towards the site for it.
+    assert!(
+        edge.process
+            .events("stream_refused")
+            .iter()
+            .all(|e| e["resource"] != "private"),
+        "a denied connection reached the site"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_policy_the_edge_says_every_resource_is_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let echo = echo_tcp().await;
+    let spec = EdgeSpec::new().resource(ResourceSpec::tcp("private", "home", echo));
+    let edge = EdgeProcess::start(bin(), dir.path(), &spec);
+    let said = edge.process.wait_event("policy_none");
+    assert!(
+        said["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("every resource is open")),
+        "{said}"
+    );
+    let _agent = edge.start_agent("agent", "tcp", &[&format!("{echo}/tcp")]);
+    echo_ok(edge.resource_addr("private"), b"hello")
+        .await
+        .expect("without a policy, resources are open");
+}
+
+#[test]
+fn a_bad_policy_file_is_refused_with_the_config_every_error_named() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        "[[grants]]\nsrc = [\"group:nope\"]\ndst = [\"tag:web\"]\n",
+    )
+    .unwrap();
+    let mut spec = EdgeSpec::new();
+    spec.policy_file = Some("policy.toml".into());
+    std::fs::write(dir.path().join("edge.toml"), spec.to_toml()).unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["edge", "--config", "edge.toml", "--check"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for line in [
+        "grants[0].src[0]: group \"group:nope\" is not defined in [groups]",
+        "grants[0].dst[0]: tag \"tag:web\" has no owner: declare it in [tags]",
+    ] {
+        assert!(err.contains(line), "missing {line:?} in:\n{err}");
+    }
+}

@@ -4,9 +4,10 @@
 //! Without a policy the edge says at start that every resource is open.
 
 mod common;
+mod web;
 
 use common::{bin, echo_ok};
-use warren_testkit::{echo_tcp, EdgeProcess, EdgeSpec, ResourceSpec};
+use warren_testkit::{echo_tcp, http_backend, EdgeProcess, EdgeSpec, ResourceSpec};
 
 const POLICY: &str = r#"
 [groups]
@@ -101,4 +102,72 @@ fn a_bad_policy_file_is_refused_with_the_config_every_error_named() {
     ] {
         assert!(err.contains(line), "missing {line:?} in:\n{err}");
     }
+}
+
+/// Over HTTP a denial is a 403 page naming the resource (nothing internal),
+/// recorded in the access log as `"access": "denied"`; a public resource on
+/// the same edge answers, with `"access": "public"`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_request_to_a_private_resource_gets_a_403_and_is_logged_denied() {
+    let live = http_backend("live").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("policy.toml"), POLICY).unwrap();
+    let mut spec = web::web_spec(
+        vec![
+            ResourceSpec::http("www", "app.test", "home", live.addr).with("auth = \"public\""),
+            ResourceSpec::http("private", "api.test", "home", live.addr),
+        ],
+        dir.path(),
+    );
+    spec.policy_file = Some("policy.toml".into());
+    let edge = EdgeProcess::start(bin(), dir.path(), &spec);
+    let agent = edge.start_agent("agent", "tcp", &[&format!("{}/tcp", live.addr)]);
+    let web = web::Web {
+        ca: dir.path().join("cert.pem"),
+        edge,
+        agent,
+        dir,
+    };
+    let open = web.curl("app.test", "/", &[]).await;
+    assert_eq!(open.status, 200, "{}", open.body);
+    let denied = web.curl("api.test", "/", &[]).await;
+    assert_eq!(denied.status, 403, "{}", denied.body);
+    assert!(
+        denied.body.contains("`private` is not open to you"),
+        "{}",
+        denied.body
+    );
+    assert!(
+        !denied.body.contains(&live.addr.to_string()),
+        "{}",
+        denied.body
+    );
+    let path = web.dir.path().join("access.log");
+    common::within("two access log lines", || async {
+        std::fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .count()
+            >= 2
+    })
+    .await;
+    let log = std::fs::read_to_string(&path).unwrap();
+    let access: Vec<(String, String)> = log
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["resource"].as_str().unwrap_or("").to_owned(),
+                v["access"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    assert!(
+        access.contains(&("www".into(), "public".into())),
+        "{access:?}"
+    );
+    assert!(
+        access.contains(&("private".into(), "denied".into())),
+        "{access:?}"
+    );
 }

@@ -75,6 +75,9 @@ pub struct SiteConfig {
     pub id: String,
     /// Its secret, plain or hashed.
     pub secret: SiteSecret,
+    /// `tag:NAME`s the policy may name it (and its resources) by; with a
+    /// policy loaded, each must be one the policy declares.
+    pub tags: Vec<String>,
 }
 
 /// What a resource publishes.

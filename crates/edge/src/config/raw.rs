@@ -86,6 +86,8 @@ pub(super) struct RawPolicy {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSite {
     pub(super) id: String,
+    #[serde(default)]
+    pub(super) tags: Vec<String>,
     pub(super) secret: Option<Secret>,
     pub(super) secret_hash: Option<String>,
 }

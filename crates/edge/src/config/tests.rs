@@ -295,3 +295,39 @@ fn a_health_check_cannot_write_a_second_request() {
         );
     }
 }
+
+#[test]
+fn site_tags_are_named_and_must_be_declared_by_the_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        "[tags]\n\"tag:home\" = [\"ops@corp.com\"]\n",
+    )
+    .unwrap();
+    let text = |tags: &str| {
+        format!(
+            "[edge]\ntunnel_listen = \"127.0.0.1:0\"\n[policy]\nfile = \"policy.toml\"\n\
+             [[site]]\nid = \"home\"\nsecret = \"S3CRET\"\ntags = [{tags}]\n"
+        )
+    };
+    let c = EdgeConfig::parse(&text("\"tag:home\""), "edge.toml", dir.path()).unwrap();
+    assert_eq!(c.sites["home"].tags, ["tag:home"]);
+    let errors = EdgeConfig::parse(&text("\"tag:lab\", \"home\""), "edge.toml", dir.path())
+        .unwrap_err()
+        .0;
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["site[0].tags[0]", "site[0].tags[1]"], "{errors:?}");
+    assert!(
+        errors[0]
+            .message
+            .contains("not declared in the policy's [tags]"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[1].message.contains("a tag is named tag:NAME"),
+        "{errors:?}"
+    );
+    // Without a policy, tags are only checked for their form.
+    let no_policy = "[edge]\ntunnel_listen = \"127.0.0.1:0\"\n[[site]]\nid = \"home\"\nsecret = \"S3CRET\"\ntags = [\"tag:lab\"]\n";
+    assert_eq!(parse(no_policy).unwrap().sites["home"].tags, ["tag:lab"]);
+}

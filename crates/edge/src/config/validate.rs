@@ -161,7 +161,7 @@ impl<'a> Validator<'a> {
             None => TlsSettings::default(),
         };
         let policy = raw.policy.and_then(|p| self.policy(p, &resolve));
-        let sites = self.sites(raw.site);
+        let sites = self.sites(raw.site, policy.as_ref());
         let resources = self.resources(raw.resource, &sites, https_listen.is_some());
         if https_listen.is_none() && edge.https_listen.is_none() && tls != TlsSettings::default() {
             self.error(
@@ -377,7 +377,11 @@ impl<'a> Validator<'a> {
         })
     }
 
-    fn sites(&mut self, raw: Vec<Spanned<RawSite>>) -> BTreeMap<String, SiteConfig> {
+    fn sites(
+        &mut self,
+        raw: Vec<Spanned<RawSite>>,
+        policy: Option<&super::PolicySettings>,
+    ) -> BTreeMap<String, SiteConfig> {
         let mut sites = BTreeMap::new();
         for (i, site) in raw.into_iter().enumerate() {
             let span = site.span();
@@ -423,6 +427,33 @@ impl<'a> Validator<'a> {
                     None
                 }
             };
+            for (j, tag) in site.tags.iter().enumerate() {
+                let named = tag.strip_prefix("tag:").is_some_and(|n| {
+                    !n.is_empty()
+                        && n.len() <= 64
+                        && n.chars().all(|c| {
+                            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'
+                        })
+                });
+                if !named {
+                    self.error(
+                        Some(span.clone()),
+                        format!("{key}.tags[{j}]"),
+                        format!("`{tag}`: a tag is named tag:NAME (NAME: a-z, 0-9, - and _)"),
+                    );
+                } else if let Some(p) = policy {
+                    if !p.policy.file().tags.contains_key(tag) {
+                        self.error(
+                            Some(span.clone()),
+                            format!("{key}.tags[{j}]"),
+                            format!(
+                                "tag `{tag}` is not declared in the policy's [tags] ({}): a tag needs an owner there",
+                                p.file.display()
+                            ),
+                        );
+                    }
+                }
+            }
             if sites.contains_key(&site.id) {
                 self.error(
                     Some(span),
@@ -437,6 +468,7 @@ impl<'a> Validator<'a> {
                     SiteConfig {
                         id: site.id,
                         secret,
+                        tags: site.tags,
                     },
                 );
             }

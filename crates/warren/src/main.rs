@@ -110,7 +110,7 @@ fn main() -> ExitCode {
             Command::Up(args) => up_cmd::run(args).await,
             #[cfg(not(feature = "edge"))]
             Command::Up(_) => Err(no_edge()),
-            Command::Policy { command } => policy_cmd::run(command),
+            Command::Policy { command } => policy_cmd::run(command).await,
         }
     });
     // Do not wait for tasks still holding sockets: the work is done.

@@ -2,7 +2,9 @@
 //!
 //! `check` prints every error with its path (exit 2 if any); `test` also
 //! runs the file's `[[tests]]` (exit 1 if one fails); `explain` says which
-//! grant allows a principal to reach a target, or why none does.
+//! grant allows a principal to reach a target, or why none does, for a
+//! file or for the policy a running edge decides with (`--api`, read from
+//! `GET /api/v1/policy` and explained here, by the same code).
 
 use crate::Failure;
 use clap::Subcommand;
@@ -32,27 +34,47 @@ pub(crate) enum PolicyCommand {
         /// Groups the user's SSO claims would name (repeatable).
         #[arg(long = "group")]
         groups: Vec<String>,
-        /// The policy file (TOML). Asking a running edge (`--api`) is not
-        /// there yet: the edge does not load a policy yet.
+        /// The policy file (TOML); without it, the live policy of the edge
+        /// at `--api`.
         #[arg(long)]
-        file: PathBuf,
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        api: crate::api_client::ApiArgs,
     },
 }
 
 fn load(file: &Path) -> Result<warren_policy::Policy, Failure> {
     let text = std::fs::read_to_string(file)
         .map_err(|e| Failure::Usage(format!("reading {}: {e}", file.display())))?;
-    warren_policy::compile(&text).map_err(|errors| {
+    compile(&text, &file.display().to_string())
+}
+
+fn compile(text: &str, source: &str) -> Result<warren_policy::Policy, Failure> {
+    warren_policy::compile(text).map_err(|errors| {
         Failure::Usage(format!(
-            "{}: {} error{}:\n{errors}",
-            file.display(),
+            "{source}: {} error{}:\n{errors}",
             errors.0.len(),
             if errors.0.len() == 1 { "" } else { "s" }
         ))
     })
 }
 
-pub(crate) fn run(command: PolicyCommand) -> Result<(), Failure> {
+/// The policy a running edge decides with.
+async fn live(api: &crate::api_client::ApiArgs) -> Result<warren_policy::Policy, Failure> {
+    let live = api.call(hyper::Method::GET, "/api/v1/policy", None).await?;
+    let text = live["text"]
+        .as_str()
+        .ok_or_else(|| Failure::Other(anyhow::anyhow!("the edge sent no policy text")))?;
+    compile(
+        text,
+        &format!(
+            "the edge's policy ({})",
+            live["file"].as_str().unwrap_or("?")
+        ),
+    )
+}
+
+pub(crate) async fn run(command: PolicyCommand) -> Result<(), Failure> {
     match command {
         PolicyCommand::Check { file } => {
             let policy = load(&file)?;
@@ -94,8 +116,12 @@ pub(crate) fn run(command: PolicyCommand) -> Result<(), Failure> {
             dst,
             groups,
             file,
+            api,
         } => {
-            let policy = load(&file)?;
+            let policy = match &file {
+                Some(f) => load(f)?,
+                None => live(&api).await?,
+            };
             let target = warren_policy::TestTarget::parse(&dst, policy.file())
                 .map_err(|e| Failure::Usage(format!("--dst: {e}")))?;
             for g in &groups {

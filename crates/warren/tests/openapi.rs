@@ -56,6 +56,13 @@ async fn openapi_document_is_valid_complete_and_matches_the_answers() {
     let dir = tempfile::tempdir().unwrap();
     let mut spec = EdgeSpec::new();
     spec.edge_extra = "https_listen = \"127.0.0.1:0\"".into();
+    // A policy, so that GET /api/v1/policy has one to answer with.
+    std::fs::write(
+        dir.path().join("policy.toml"),
+        "[[grants]]\nsrc = [\"ops@corp.com\"]\ndst = [\"echo\"]\n",
+    )
+    .unwrap();
+    spec.policy_file = Some("policy.toml".into());
     let edge = EdgeProcess::start(bin(), dir.path(), &spec);
     let _agent = edge.start_agent("agent", "tcp", &[&format!("{echo}/tcp")]);
     let token = edge.token.clone().unwrap();
@@ -116,6 +123,7 @@ async fn openapi_document_is_valid_complete_and_matches_the_answers() {
         ("PUT", "/api/v1/resources/{name}"),
         ("DELETE", "/api/v1/resources/{name}"),
         ("GET", "/api/v1/status"),
+        ("GET", "/api/v1/policy"),
         ("GET", "/api/v1/events"),
         ("GET", "/api/v1/audit"),
         ("GET", "/api/v1/agents"),

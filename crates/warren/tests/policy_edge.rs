@@ -49,6 +49,28 @@ async fn with_a_policy_only_public_resources_are_open_to_anonymous_visitors() {
             .map(String::as_str),
         Some("1")
     );
+    // The live policy, read back and explained by the command line.
+    let live = edge.admin_get("/api/v1/policy");
+    assert_eq!(live["text"], POLICY);
+    let out = std::process::Command::new(bin())
+        .args([
+            "policy",
+            "explain",
+            "--src",
+            "alice@corp.com",
+            "--dst",
+            "private:22",
+        ])
+        .args(["--api", &format!("http://{}", edge.admin)])
+        .env("WARREN_TOKEN", edge.token.as_deref().unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "alice@corp.com -> private:22 (tcp): ALLOWED by grants[0]",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Nothing was opened towards the site for it.
     assert!(
         edge.process
@@ -76,6 +98,12 @@ async fn without_a_policy_the_edge_says_every_resource_is_open() {
     echo_ok(edge.resource_addr("private"), b"hello")
         .await
         .expect("without a policy, resources are open");
+    let (status, body) = edge.admin_request("GET", "/api/v1/policy", None, edge.token.as_deref());
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("no_policy")),
+        "{body}"
+    );
 }
 
 #[test]

@@ -75,6 +75,7 @@ pub(crate) fn api() -> (Router<Arc<EdgeShared>>, utoipa::openapi::OpenApi) {
             resources::delete
         ))
         .routes(routes!(crate::api::status::status))
+        .routes(routes!(crate::api::status::policy))
         .routes(routes!(events))
         .routes(routes!(audit))
         .routes(routes!(agents_seen))

@@ -2,6 +2,9 @@
 //! the oldest agent it admits, the configuration version, every site with
 //! its agents (version, platform, config version applied, streams, bytes,
 //! old-secret flag) and every resource with its targets' health.
+//!
+//! `GET /api/v1/policy`: the policy the edge decides with, as loaded, for
+//! `warren policy explain --api`.
 
 use crate::api::error::ApiError;
 use crate::api::resources::{resource_status, ResourceStatus};
@@ -51,4 +54,38 @@ pub(crate) async fn status(State(shared): State<Arc<EdgeShared>>) -> Response {
         resources,
     })
     .into_response()
+}
+
+/// The live policy.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub(crate) struct LivePolicy {
+    /// The file it was loaded from.
+    file: String,
+    /// Its text, as loaded.
+    text: String,
+    /// How many grants and embedded tests it has.
+    grants: usize,
+    tests: usize,
+}
+
+/// The policy the edge decides with (404 `no_policy`: every resource is open).
+#[utoipa::path(get, path = "/api/v1/policy", tag = "status",
+    responses((status = 200, body = LivePolicy), (status = 401, body = ApiError),
+              (status = 404, body = ApiError)))]
+pub(crate) async fn policy(State(shared): State<Arc<EdgeShared>>) -> Response {
+    let config = shared.config.load();
+    match &config.policy {
+        Some(p) => Json(LivePolicy {
+            file: p.file.display().to_string(),
+            text: p.text.clone(),
+            grants: p.policy.file().grants.len(),
+            tests: p.policy.file().tests.len(),
+        })
+        .into_response(),
+        None => crate::api::error::error(
+            axum::http::StatusCode::NOT_FOUND,
+            "no_policy",
+            "this edge has no [policy] file: every resource is open".into(),
+        ),
+    }
 }

@@ -189,6 +189,8 @@ pub enum Auth {
 pub struct PolicySettings {
     /// The policy file.
     pub file: PathBuf,
+    /// Its text, as loaded (served by `GET /api/v1/policy`).
+    pub text: String,
     /// Its compiled form.
     pub policy: std::sync::Arc<warren_policy::Policy>,
 }

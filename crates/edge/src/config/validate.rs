@@ -224,6 +224,7 @@ impl<'a> Validator<'a> {
         match warren_policy::compile(&text) {
             Ok(policy) => Some(super::PolicySettings {
                 file,
+                text,
                 policy: std::sync::Arc::new(policy),
             }),
             Err(errors) => {

@@ -1303,6 +1303,41 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_the_peer_finished_is_never_granted_more() {
+        let mut p = budget_pair(1000);
+        let a = open_granted(&mut p);
+        let b = open_granted(&mut p);
+        // a holds the whole budget, unread; b waits for the rest of its window.
+        let credit = p.edge.take_credit(a, usize::MAX);
+        p.agent.handle(Pair::data(credit, a), p.now).unwrap();
+        // The edge finishes b: it will send nothing more there.
+        p.agent.handle(Frame::Fin { stream: b }, p.now).unwrap();
+        // a is read: the budget frees, and only a is granted.
+        p.agent.consumed(a, credit, p.now);
+        assert_eq!(p.flush_agent(), vec![Event::Credit { stream: a }]);
+        assert_eq!(p.agent.link_held(), 1000);
+    }
+
+    #[test]
+    fn windows_grow_only_while_the_link_has_room_for_it() {
+        let mut p = budget_pair(2500);
+        let a = open_granted(&mut p);
+        let b = open_granted(&mut p);
+        // b's 1,000 bytes sit unread.
+        let credit = p.edge.take_credit(b, usize::MAX);
+        p.agent.handle(Pair::data(credit, b), p.now).unwrap();
+        // a is read at once, twice: quick enough to grow, but the link has
+        // 1,500 bytes of room and growing needs twice the 2,000 it would hold.
+        for _ in 0..2 {
+            let credit = p.edge.take_credit(a, usize::MAX);
+            p.agent.handle(Pair::data(credit, a), p.now).unwrap();
+            p.agent.consumed(a, credit, p.now);
+            p.flush_agent();
+        }
+        assert_eq!(p.agent.streams[&a].recv_window, 1000);
+    }
+
+    #[test]
     fn closing_streams_returns_their_budget() {
         let mut p = budget_pair(1500);
         let a = open_granted(&mut p);

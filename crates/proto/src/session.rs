@@ -1338,6 +1338,21 @@ mod tests {
     }
 
     #[test]
+    fn windows_do_grow_when_the_link_has_room_twice_over() {
+        // 10,000 bytes of budget: growing 1,000 -> 2,000 holds 2,000, and
+        // the link has 9,000 free, more than twice that.
+        let mut p = budget_pair(10_000);
+        let a = open_granted(&mut p);
+        for _ in 0..2 {
+            let credit = p.edge.take_credit(a, usize::MAX);
+            p.agent.handle(Pair::data(credit, a), p.now).unwrap();
+            p.agent.consumed(a, credit, p.now);
+            p.flush_agent();
+        }
+        assert_eq!(p.agent.streams[&a].recv_window, 2000);
+    }
+
+    #[test]
     fn closing_streams_returns_their_budget() {
         let mut p = budget_pair(1500);
         let a = open_granted(&mut p);

@@ -199,3 +199,44 @@ async fn an_http_request_to_a_private_resource_gets_a_403_and_is_logged_denied()
         "{access:?}"
     );
 }
+
+/// A reload (SIGHUP) applies a changed policy file at once, and refuses a
+/// broken one with its errors while the policy before it goes on deciding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_applies_a_changed_policy_and_refuses_a_broken_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("policy.toml");
+    std::fs::write(&policy, POLICY).unwrap();
+    let echo = echo_tcp().await;
+    let mut spec = EdgeSpec::new().resource(ResourceSpec::tcp("private", "home", echo));
+    spec.policy_file = Some("policy.toml".into());
+    let edge = EdgeProcess::start(bin(), dir.path(), &spec);
+    edge.process.wait_event("policy_loaded");
+
+    let changed = POLICY.replace("dst = [\"private\"]", "dst = [\"private:22\"]");
+    std::fs::write(&policy, &changed).unwrap();
+    edge.process.signal(1);
+    edge.process.wait_event("config_reloaded");
+    assert_eq!(edge.admin_get("/api/v1/policy")["text"], changed.as_str());
+
+    std::fs::write(
+        &policy,
+        "[[grants]]\nsrc = [\"group:nope\"]\ndst = [\"x\"]\n",
+    )
+    .unwrap();
+    edge.process.signal(1);
+    let refused = edge
+        .process
+        .wait_log("reload_refused", warren_testkit::EVENT_TIMEOUT, |v| {
+            v["event"] == "reload_refused"
+        });
+    assert!(
+        refused.to_string().contains("group:nope"),
+        "the refusal names the policy's error: {refused}"
+    );
+    assert_eq!(
+        edge.admin_get("/api/v1/policy")["text"],
+        changed.as_str(),
+        "the policy before the broken one still decides"
+    );
+}

@@ -144,7 +144,7 @@ def start_rathole(procs, exe, work, services, noise, name="rathole"):
     return public, {"server": server.pid, "client": client.pid}
 
 
-def start_warren(procs, exe, work, name, transport, resources_toml="", edge_extra="", allow=()):
+def start_warren(procs, exe, work, name, transport, resources_toml="", edge_extra="", allow=(), agent_exe=None):
     """A Warren edge (config: `edge_extra` under [edge], `resources_toml`
     after the site) and one agent dialing it over `transport`, allowed to
     reach `allow`. Returns {"dir", "admin", "token", "pids"} once the agent
@@ -159,7 +159,7 @@ def start_warren(procs, exe, work, name, transport, resources_toml="", edge_extr
     env = dict(os.environ, WARREN_LOG="error")
     edge = procs.start(f"{name}-edge", [exe, "edge", "--config", "edge.toml"], cwd=d, env=env)
     wait_port(admin)
-    args = [exe, "site", "--endpoint", f"https://127.0.0.1:{tunnel}", "--id", "bench", "--secret", SECRET,
+    args = [agent_exe or exe, "site", "--endpoint", f"https://127.0.0.1:{tunnel}", "--id", "bench", "--secret", SECRET,
             "--pin", pin, "--transport", transport]
     for a in allow:
         args += ["--allow", a]

@@ -370,7 +370,7 @@ fn grant(path: &str, t: &toml::Table, file: &PolicyFile, errors: &mut Errors) ->
 }
 
 /// A grant's source.
-fn source(s: &str, file: &PolicyFile) -> Result<Src, String> {
+pub(crate) fn source(s: &str, file: &PolicyFile) -> Result<Src, String> {
     if s == "*" {
         return Ok(Src::Anyone);
     }

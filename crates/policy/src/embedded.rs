@@ -27,6 +27,23 @@ impl Who {
         }
     }
 
+    /// From the written form, checked against the policy: one user
+    /// (email), a tag the policy declares, or `key:ID`; groups it declares.
+    pub fn parse(text: &str, groups: &[String], file: &crate::PolicyFile) -> Result<Who, String> {
+        match crate::check::source(text, file)? {
+            crate::Src::User(_) | crate::Src::Tag(_) | crate::Src::Key(_) => {}
+            _ => {
+                return Err(format!(
+                    "\"{text}\": ask about one principal: a user (email), tag: or key:"
+                ))
+            }
+        }
+        if let Some(g) = groups.iter().find(|g| !file.groups.contains_key(*g)) {
+            return Err(format!("group \"{g}\" is not defined in [groups]"));
+        }
+        Ok(Who::new(text, groups))
+    }
+
     /// The principal to ask about.
     pub fn principal(&self) -> Principal<'_> {
         if !self.tags.is_empty() {

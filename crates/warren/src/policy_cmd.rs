@@ -124,14 +124,8 @@ pub(crate) async fn run(command: PolicyCommand) -> Result<(), Failure> {
             };
             let target = warren_policy::TestTarget::parse(&dst, policy.file())
                 .map_err(|e| Failure::Usage(format!("--dst: {e}")))?;
-            for g in &groups {
-                if !policy.file().groups.contains_key(g) {
-                    return Err(Failure::Usage(format!(
-                        "--group: group \"{g}\" is not defined in [groups]"
-                    )));
-                }
-            }
-            let who = warren_policy::Who::new(&src, &groups);
+            let who = warren_policy::Who::parse(&src, &groups, policy.file())
+                .map_err(|e| Failure::Usage(format!("--src/--group: {e}")))?;
             println!("{}", warren_policy::explain(&policy, &who, &target));
             Ok(())
         }

@@ -85,6 +85,32 @@ fn check_test_and_explain_a_policy_file() {
         "bob@corp.com -> db:5432/udp (udp): DENIED: no grant allows it; closest is grants[1]: it is for another protocol"
     );
 
+    // Someone who is not one principal: a usage error, not a silent denial.
+    let (code, _, err) = warren(&[
+        "policy",
+        "explain",
+        "--src",
+        "alice",
+        "--dst",
+        "grafana:443",
+        "--file",
+        f,
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("\"alice\" is not a user (email)"), "{err}");
+    let (code, _, err) = warren(&[
+        "policy",
+        "explain",
+        "--src",
+        "group:ops",
+        "--dst",
+        "grafana:443",
+        "--file",
+        f,
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("ask about one principal"), "{err}");
+
     // A test that fails: exit 1, the message names the grant.
     std::fs::write(
         &file,

@@ -168,6 +168,12 @@ fn email(s: &str) -> Option<String> {
     ok.then(|| s.to_ascii_lowercase())
 }
 
+/// Whether `tag` is spelled `tag:NAME` (NAME: a-z, 0-9, - and _): the one
+/// rule for tags, in policies and wherever else they are written (sites).
+pub fn valid_tag(tag: &str) -> bool {
+    tag.strip_prefix("tag:").is_some_and(name_ok)
+}
+
 fn name_ok(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 64
@@ -221,15 +227,12 @@ fn tags(v: &toml::Value, errors: &mut Errors) -> BTreeMap<String, Vec<String>> {
     };
     for (key, owners) in t {
         let path = format!("tags.{}", quoted(key));
-        match key.strip_prefix("tag:") {
-            Some(n) if name_ok(n) => {}
-            _ => {
-                errors.at(
-                    &path,
-                    "a tag is named \"tag:NAME\" (NAME: a-z, 0-9, - and _)",
-                );
-                continue;
-            }
+        if !valid_tag(key) {
+            errors.at(
+                &path,
+                "a tag is named \"tag:NAME\" (NAME: a-z, 0-9, - and _)",
+            );
+            continue;
         }
         let list = strings(owners, &path, errors);
         if list.is_empty() {

@@ -42,6 +42,13 @@ fn acme_spec(pebble: &Pebble, https: u16, http: Option<u16>) -> EdgeSpec {
 
 /// curl `https://host/` through the edge, trusting only pebble's root, and
 /// how long it took.
+/// Pebble validating against the edge ports it returns: (https, http).
+fn pebble_for_edge_ports(dir: &std::path::Path) -> (Pebble, u16, u16) {
+    let ports = free_tcp_ports(2);
+    let (https, http) = (ports[0], ports[1]);
+    (Pebble::start(dir, http, https), https, http)
+}
+
 async fn timed_get(web: &Web, host: &str) -> (web::Reply, Duration) {
     let started = Instant::now();
     let reply = web.curl(host, "/first", &[]).await;
@@ -54,9 +61,7 @@ async fn http01_certificates_from_pebble_at_start_on_first_need_and_after_restar
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let ports = free_tcp_ports(2);
-    let (https, http) = (ports[0], ports[1]);
-    let pebble = Pebble::start(dir.path(), http, https);
+    let (pebble, https, http) = pebble_for_edge_ports(dir.path());
     let app = http_backend("app").await;
     let spec = acme_spec(&pebble, https, Some(http))
         .resource(ResourceSpec::http("app", "app.test", "home", app.addr));
@@ -243,9 +248,7 @@ async fn random_names_under_a_wildcard_order_no_certificate() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let ports = free_tcp_ports(2);
-    let (https, http) = (ports[0], ports[1]);
-    let pebble = Pebble::start(dir.path(), http, https);
+    let (pebble, https, http) = pebble_for_edge_ports(dir.path());
     let app = http_backend("app").await;
     let spec = acme_spec(&pebble, https, Some(http)).resource(ResourceSpec::http(
         "apps",

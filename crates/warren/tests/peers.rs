@@ -42,6 +42,12 @@ async fn settled_rss(p: &Process) -> u64 {
     last
 }
 
+/// How much the process's anonymous memory grew since `before` (KiB), once
+/// it has settled, in MiB.
+async fn grown_mib_since(p: &Process, before: u64) -> f64 {
+    settled_rss(p).await.saturating_sub(before) as f64 / 1024.0
+}
+
 /// Round trip of `n` bytes through an echo target on `stream`.
 async fn echo_through<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(
     stream: &mut S,
@@ -164,8 +170,7 @@ async fn a_hostile_edge_flooding_health_plans_loses_that_stream_and_the_link_kee
     let sent = flood(&mut health, 64 << 20, Duration::from_secs(3)).await;
     let closed = agent.wait_event("health_stream_closed");
     assert_eq!(closed["reason"], "line_too_long", "{closed}");
-    let during = settled_rss(&agent).await;
-    let grown_mib = during.saturating_sub(before) as f64 / 1024.0;
+    let grown_mib = grown_mib_since(&agent, before).await;
     eprintln!(
         "health flood: sent {} KiB before the agent closed the stream; agent RssAnon +{grown_mib:.1} MiB",
         sent / 1024
@@ -214,8 +219,7 @@ async fn a_hostile_agent_flooding_health_reports_loses_that_stream_and_the_edge_
     let closed = edge.process.wait_event("health_stream_closed");
     assert_eq!(closed["reason"], "line_too_long", "{closed}");
     assert_eq!(closed["site"], "thief", "{closed}");
-    let during = settled_rss(&edge.process).await;
-    let grown_mib = during.saturating_sub(before) as f64 / 1024.0;
+    let grown_mib = grown_mib_since(&edge.process, before).await;
     eprintln!(
         "health report flood: sent {} KiB; edge RssAnon +{grown_mib:.1} MiB",
         sent / 1024

@@ -429,14 +429,7 @@ impl<'a> Validator<'a> {
                 }
             };
             for (j, tag) in site.tags.iter().enumerate() {
-                let named = tag.strip_prefix("tag:").is_some_and(|n| {
-                    !n.is_empty()
-                        && n.len() <= 64
-                        && n.chars().all(|c| {
-                            c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'
-                        })
-                });
-                if !named {
+                if !warren_policy::valid_tag(tag) {
                     self.error(
                         Some(span.clone()),
                         format!("{key}.tags[{j}]"),

@@ -297,7 +297,7 @@ async fn admit(accepted: Accepted, shared: Arc<EdgeShared>, pre_auth: PreAuth) {
             .await;
         return;
     }
-    let connected = shared.registry.agents_of(&hello.site_id).len();
+    let connected = shared.registry.agent_count(&hello.site_id);
     if connected >= MAX_AGENTS_PER_SITE {
         AgentRefused {
             remote,

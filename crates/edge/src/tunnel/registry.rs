@@ -321,6 +321,12 @@ impl Registry {
             .sum()
     }
 
+    /// How many agents of `site` are connected.
+    pub fn agent_count(&self, site: &str) -> usize {
+        let sites = self.sites.lock().unwrap_or_else(|e| e.into_inner());
+        sites.get(site).map_or(0, |s| s.agents.len())
+    }
+
     /// The connected agents of `site`.
     pub fn agents_of(&self, site: &str) -> Vec<Arc<AgentConn>> {
         let sites = self.sites.lock().unwrap_or_else(|e| e.into_inner());

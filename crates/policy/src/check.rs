@@ -76,7 +76,7 @@ pub fn parse(text: &str) -> Result<PolicyFile, PolicyErrors> {
             "hosts" => file.hosts = hosts(value, &mut errors),
             "grants" | "tests" => {}
             other => errors.at(
-                other,
+                key_path(other),
                 "unknown key (expected groups, tags, hosts, grants, tests)",
             ),
         }
@@ -148,6 +148,20 @@ fn strings(v: &toml::Value, path: &str, errors: &mut Errors) -> Vec<String> {
             errors.at(path, "expected a string or an array of strings");
             Vec::new()
         }
+    }
+}
+
+/// A key as it would be written in TOML: bare when it can be, quoted (with
+/// escapes) otherwise, so an empty or odd key still names a path.
+fn key_path(key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if bare {
+        key.to_owned()
+    } else {
+        format!("{key:?}")
     }
 }
 
@@ -259,7 +273,7 @@ fn hosts(v: &toml::Value, errors: &mut Errors) -> BTreeMap<String, crate::model:
         return out;
     };
     for (key, addr) in t {
-        let path = format!("hosts.{key}");
+        let path = format!("hosts.{}", key_path(key));
         if !name_ok(key) {
             errors.at(&path, "a host name is a-z, 0-9, - and _");
             continue;

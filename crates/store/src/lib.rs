@@ -1,5 +1,6 @@
 //! The edge's state in SQL: orgs, sites and their secrets, resources and
-//! targets, API keys, agents seen, events and the audit log.
+//! targets, API keys, the policy's versions, agents seen, events and the
+//! audit log.
 //!
 //! Only this crate knows SQL. The same migrations (`migrations/`) and the
 //! same query text run on SQLite (embedded, the default, a file in
@@ -14,19 +15,22 @@
 //!   this?" about writes its audit row in the same transaction as the change:
 //!   there is no change without its audit row, and no audit row for a change
 //!   that rolled back.
-//! * Every change to sites, secrets or resources bumps `config_version` in
-//!   the same transaction, so an edge or agent holding version N knows
-//!   whether it is current.
-//! * Secrets and API keys are stored only as argon2 PHC strings made by the
-//!   caller; the store never sees a plaintext secret.
+//! * Every change to sites, secrets, resources or the policy bumps
+//!   `config_version` in the same transaction, so an edge or agent holding
+//!   version N knows whether it is current.
+//! * Secrets and API keys are stored only as hashes made by the caller
+//!   (`$sha256$` digests, or argon2 PHC strings from earlier versions); the
+//!   store never sees a plaintext secret.
 
 mod keys;
 mod log;
+mod policy;
 mod resources;
 mod sites;
 
 pub use keys::{ApiKeyRecord, Scope};
 pub use log::{AgentRecord, AuditRecord, EventRecord};
+pub use policy::{policy_diff, policy_sha256, NewPolicy, PolicyVersion};
 pub use resources::{ResourceRecord, TargetRecord};
 pub use sites::{SecretRecord, SiteRecord};
 

@@ -16,6 +16,8 @@ pub struct SiteRecord {
     pub name: String,
     /// File or API.
     pub managed_by: ManagedBy,
+    /// The `tag:NAME`s the policy may name it by.
+    pub tags: Vec<String>,
     /// Created (Unix ms).
     pub created_ms: i64,
     /// Last changed (Unix ms).
@@ -54,6 +56,8 @@ fn site_from_row(row: &AnyRow) -> Result<SiteRecord, StoreError> {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
         managed_by: ManagedBy::parse(&row.try_get::<String, _>("managed_by")?)?,
+        tags: serde_json::from_str(&row.try_get::<String, _>("tags")?)
+            .map_err(|e| StoreError::Corrupt(format!("sites.tags: {e}")))?,
         created_ms: row.try_get("created_ms")?,
         updated_ms: row.try_get("updated_ms")?,
     })
@@ -74,7 +78,7 @@ fn site_json(s: &SiteRecord) -> serde_json::Value {
 }
 
 impl Store {
-    /// Creates site `id` with its first secret (`secret_hash`, argon2).
+    /// Creates site `id` with its first secret (`secret_hash`) and `tags`.
     pub async fn create_site(
         &self,
         actor: &str,
@@ -82,24 +86,27 @@ impl Store {
         name: &str,
         managed_by: ManagedBy,
         secret_hash: &str,
+        tags: &[String],
     ) -> Result<SiteRecord, StoreError> {
         let now = now_ms();
         let site = SiteRecord {
             id: id.to_owned(),
             name: name.to_owned(),
             managed_by,
+            tags: tags.to_vec(),
             created_ms: now,
             updated_ms: now,
         };
         let mut tx = self.begin().await?;
         sqlx::query(
-            "INSERT INTO sites (id, org_id, name, managed_by, created_ms, updated_ms) \
-             VALUES ($1, 'default', $2, $3, $4, $4)",
+            "INSERT INTO sites (id, org_id, name, managed_by, created_ms, updated_ms, tags) \
+             VALUES ($1, 'default', $2, $3, $4, $4, $5)",
         )
         .bind(id.to_owned())
         .bind(name.to_owned())
         .bind(managed_by.as_str())
         .bind(now)
+        .bind(serde_json::to_string(tags).unwrap_or_else(|_| "[]".into()))
         .execute(&mut *tx)
         .await
         .map_err(|e| conflict_or(e, || format!("site `{id}` already exists")))?;

@@ -2,7 +2,9 @@
 //! (Debian's, started by the test): the same scenarios on both.
 
 use std::time::Duration;
-use warren_store::{ManagedBy, ResourceRecord, Scope, Store, StoreError, TargetRecord};
+use warren_store::{
+    policy_sha256, ManagedBy, NewPolicy, ResourceRecord, Scope, Store, StoreError, TargetRecord,
+};
 use warren_testkit::{postgres_installed, Postgres};
 
 /// A fresh PostgreSQL, or `None` where it is not installed, after
@@ -54,12 +56,20 @@ fn listener(name: &str, kind: &str, listen: &str, site: &str) -> ResourceRecord 
 async fn sites_and_rotation(store: &Store) {
     assert_eq!(store.config_version().await.unwrap(), 0);
     let site = store
-        .create_site("test", "home", "Home", ManagedBy::Api, HASH)
+        .create_site(
+            "test",
+            "home",
+            "Home",
+            ManagedBy::Api,
+            HASH,
+            &["tag:home".into()],
+        )
         .await
         .unwrap();
     assert_eq!(site.id, "home");
+    assert_eq!(store.site("home").await.unwrap().tags, ["tag:home"]);
     let dup = store
-        .create_site("test", "home", "Again", ManagedBy::Api, HASH)
+        .create_site("test", "home", "Again", ManagedBy::Api, HASH, &[])
         .await
         .unwrap_err();
     assert!(
@@ -133,7 +143,7 @@ async fn sites_and_rotation(store: &Store) {
 
 async fn resources_and_conflicts(store: &Store) {
     store
-        .create_site("test", "home", "Home", ManagedBy::File, HASH)
+        .create_site("test", "home", "Home", ManagedBy::File, HASH, &[])
         .await
         .unwrap();
     let v0 = store.config_version().await.unwrap();
@@ -373,6 +383,100 @@ async fn all(store: &Store) {
     }
     resources_and_conflicts(store).await;
     keys_agents_events(store).await;
+    policy_versions(store).await;
+}
+
+/// Versions count up from 1; a stale base is a conflict that writes
+/// nothing; every save has its audit row with the diff against the version
+/// it replaced; a rollback and a removal are versions too.
+async fn save(
+    store: &Store,
+    text: Option<&str>,
+    base: Option<i64>,
+    restored_from: Option<i64>,
+) -> Result<warren_store::PolicyVersion, StoreError> {
+    let new = NewPolicy {
+        text,
+        source: ManagedBy::Api,
+        base,
+        restored_from,
+    };
+    store.save_policy("key1", new).await
+}
+
+async fn policy_versions(store: &Store) {
+    assert_eq!(store.policy().await.unwrap(), None);
+    let config = store.config_version().await.unwrap();
+    let v1 = save(
+        store,
+        Some("[groups]\n\"group:a\" = [\"a@b.co\"]\n"),
+        Some(0),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(v1.version, 1);
+    assert_eq!(v1.sha256, policy_sha256(v1.text.as_deref()));
+    let v2 = save(
+        store,
+        Some("[groups]\n\"group:a\" = [\"c@d.co\"]\n"),
+        Some(1),
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(store.config_version().await.unwrap(), config + 2);
+    // A save based on version 1 after version 2 landed: refused, nothing written.
+    let stale = save(store, Some("x"), Some(1), None).await.unwrap_err();
+    assert!(
+        matches!(stale, StoreError::Conflict(ref m) if m.contains("version 2")),
+        "{stale}"
+    );
+    assert_eq!(store.policy().await.unwrap().unwrap(), v2);
+    let v3 = save(store, v1.text.as_deref(), None, Some(1))
+        .await
+        .unwrap();
+    assert_eq!((v3.version, v3.restored_from), (3, Some(1)));
+    assert_eq!(v3.text, v1.text);
+    let v4 = save(store, None, None, None).await.unwrap();
+    assert_eq!(v4.text, None);
+    let history = store.policy_history(None, 10).await.unwrap();
+    assert_eq!(
+        history.iter().map(|p| p.version).collect::<Vec<_>>(),
+        [4, 3, 2, 1]
+    );
+    assert!(
+        history.iter().all(|p| p.text.is_none()),
+        "history has no text"
+    );
+    let older = store.policy_history(Some(3), 1).await.unwrap();
+    assert_eq!(older.iter().map(|p| p.version).collect::<Vec<_>>(), [2]);
+    assert_eq!(store.policy_version(2).await.unwrap(), v2);
+    assert!(matches!(
+        store.policy_version(9).await,
+        Err(StoreError::NotFound { .. })
+    ));
+    let audit = store.audit_log(None, 1000).await.unwrap();
+    let rows: Vec<_> = audit.iter().filter(|a| a.object == "policy").collect();
+    let actions: Vec<&str> = rows.iter().map(|a| a.action.as_str()).collect();
+    assert_eq!(
+        actions,
+        [
+            "policy.update",
+            "policy.update",
+            "policy.rollback",
+            "policy.delete"
+        ]
+    );
+    let diff = rows[1].after.as_ref().unwrap()["diff"].as_str().unwrap();
+    assert!(diff.contains("--- policy v1\n+++ policy v2\n"), "{diff}");
+    assert!(
+        diff.contains("-\"group:a\" = [\"a@b.co\"]\n+\"group:a\" = [\"c@d.co\"]"),
+        "{diff}"
+    );
+    assert_eq!(rows[1].before.as_ref().unwrap()["version"], 1);
+    assert_eq!(rows[2].after.as_ref().unwrap()["restored_from"], 1);
+    assert_eq!(rows[0].before, None, "the first version replaced nothing");
 }
 
 #[tokio::test]
@@ -407,7 +511,7 @@ async fn sqlite_files_are_private_in_an_open_directory() {
     for path in [&path, &old] {
         let store = Store::open_sqlite(path).await.unwrap();
         store
-            .create_site("test", "home", "Home", ManagedBy::Api, HASH)
+            .create_site("test", "home", "Home", ManagedBy::Api, HASH, &[])
             .await
             .unwrap();
         let files: Vec<std::path::PathBuf> = ["", "-wal", "-shm"]
@@ -458,7 +562,7 @@ async fn a_site_secret_hash_is_rehashed_only_from_what_was_checked() {
         .await
         .unwrap();
     store
-        .create_site("test", "lab", "Lab", ManagedBy::Api, "$argon2id$old")
+        .create_site("test", "lab", "Lab", ManagedBy::Api, "$argon2id$old", &[])
         .await
         .unwrap();
     let secret = store.site_secrets("lab").await.unwrap().remove(0);

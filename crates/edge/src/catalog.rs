@@ -29,6 +29,8 @@ pub(crate) struct Credential {
 pub(crate) struct CatalogSite {
     /// Current first, then rotated-out ones in their grace period.
     pub(crate) credentials: Vec<Credential>,
+    /// The `tag:NAME`s the policy names it by.
+    pub(crate) tags: Vec<String>,
 }
 
 /// Who the edge knows.
@@ -58,6 +60,7 @@ impl Catalog {
                             until_ms: None,
                             stored: None,
                         }],
+                        tags: s.tags.clone(),
                     },
                 )
             })
@@ -83,7 +86,13 @@ impl Catalog {
                     }
                 })
                 .collect();
-            sites.insert(site.id, CatalogSite { credentials });
+            sites.insert(
+                site.id,
+                CatalogSite {
+                    credentials,
+                    tags: site.tags,
+                },
+            );
         }
         Catalog { sites }
     }
@@ -113,6 +122,27 @@ impl Catalog {
         })
     }
 
+    /// The tags of the sites serving `resource` (their union, sorted): what
+    /// the policy's `tag:` destinations match it by.
+    pub(crate) fn tags_of(&self, resource: &crate::config::Resource) -> Vec<String> {
+        let mut tags: Vec<String> = resource
+            .targets
+            .iter()
+            .filter_map(|t| self.sites.get(&t.site))
+            .flat_map(|s| s.tags.iter().cloned())
+            .collect();
+        tags.sort();
+        tags.dedup();
+        tags
+    }
+
+    /// Every site's tags, by site id.
+    pub(crate) fn site_tags(&self) -> impl Iterator<Item = (&str, &[String])> {
+        self.sites
+            .iter()
+            .map(|(id, s)| (id.as_str(), s.tags.as_slice()))
+    }
+
     /// Whether `site` exists.
     pub(crate) fn has_site(&self, site: &str) -> bool {
         self.sites.contains_key(site)
@@ -130,6 +160,7 @@ mod tests {
             id: id.into(),
             name: id.into(),
             managed_by,
+            tags: Vec::new(),
             created_ms: 0,
             updated_ms: 0,
         }

@@ -272,7 +272,7 @@ impl Edge {
             http = %http_addr.map(|a| a.to_string()).unwrap_or_default(),
             sites = config.sites.len(), resources = config.resources.len(), "edge started"
         );
-        announce_policy(&config);
+        announce_policy(&shared.config.load());
         Ok(Edge {
             shared,
             tunnel_addr,
@@ -337,7 +337,7 @@ impl Edge {
         let old = self.shared.config.load_full();
         serving.load(&self.shared, config.clone()).await?;
         drop(serving);
-        announce_policy(&config);
+        announce_policy(&self.shared.config.load());
         // Only what serves is recorded. Reconciling bumps the store's
         // version, so the sync loop passes the new version on to agents.
         match state::reconcile(&self.shared.store, &config).await {
@@ -456,7 +456,7 @@ fn announce_policy(config: &EdgeConfig) {
     match &config.policy {
         None => tracing::warn!(
             event = "policy_none",
-            "no [policy] file: every resource is open to whoever reaches its port (see the README, \"Who may reach what\")"
+            "no policy (no [policy] file, none saved through the API): every resource is open to whoever reaches its port (see the README, \"Who may reach what\")"
         ),
         Some(p) => {
             let public = config
@@ -465,7 +465,7 @@ fn announce_policy(config: &EdgeConfig) {
                 .filter(|r| r.auth == config::Auth::Public)
                 .count();
             tracing::info!(
-                event = "policy_loaded", file = %p.file.display(),
+                event = "policy_loaded", source = %p.source, version = p.version,
                 grants = p.policy.file().grants.len(), public,
                 "policy loaded: default deny; {public} public resource(s) open to anyone, the others only as its grants allow"
             );

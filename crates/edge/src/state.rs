@@ -114,6 +114,7 @@ pub(crate) async fn reconcile(store: &Store, config: &EdgeConfig) -> Result<usiz
                         id,
                         ManagedBy::File,
                         &secret_for_store(&site.secret),
+                        &site.tags,
                     )
                     .await?;
                 changed += 1;

@@ -2,9 +2,10 @@
 //!
 //! `check` prints every error with its path (exit 2 if any); `test` also
 //! runs the file's `[[tests]]` (exit 1 if one fails); `explain` says which
-//! grant allows a principal to reach a target, or why none does, for a
-//! file or for the policy a running edge decides with (`--api`, read from
-//! `GET /api/v1/policy` and explained here, by the same code).
+//! grant allows a principal to reach a target, or why none does. Each works
+//! on a file, or without one on the policy a running edge decides with
+//! (`--api`, read from `GET /api/v1/policy` and checked here, by the same
+//! code).
 
 use crate::Failure;
 use clap::Subcommand;
@@ -14,13 +15,19 @@ use std::path::{Path, PathBuf};
 pub(crate) enum PolicyCommand {
     /// Validate a policy file: every error at once, each with its path (exit 2).
     Check {
-        /// The policy file (TOML).
-        file: PathBuf,
+        /// The policy file (TOML); without it, the live policy of the edge
+        /// at `--api`.
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        api: crate::api_client::ApiArgs,
     },
     /// Validate, then run the file's embedded tests (exit 1 if any fails).
     Test {
-        /// The policy file (TOML).
-        file: PathBuf,
+        /// The policy file (TOML); without it, the live policy of the edge
+        /// at `--api`.
+        file: Option<PathBuf>,
+        #[command(flatten)]
+        api: crate::api_client::ApiArgs,
     },
     /// Which grant lets a principal reach a target, or why nothing does.
     Explain {
@@ -59,29 +66,39 @@ fn compile(text: &str, source: &str) -> Result<warren_policy::Policy, Failure> {
     })
 }
 
-/// The policy a running edge decides with.
-async fn live(api: &crate::api_client::ApiArgs) -> Result<warren_policy::Policy, Failure> {
+/// The policy a running edge decides with, and how to name it.
+async fn live(
+    api: &crate::api_client::ApiArgs,
+) -> Result<(warren_policy::Policy, String), Failure> {
     let live = api.call(hyper::Method::GET, "/api/v1/policy", None).await?;
     let text = live["text"]
         .as_str()
         .ok_or_else(|| Failure::Other(anyhow::anyhow!("the edge sent no policy text")))?;
-    compile(
-        text,
-        &format!(
-            "the edge's policy ({})",
-            live["file"].as_str().unwrap_or("?")
-        ),
-    )
+    let name = match live["file"].as_str() {
+        Some(file) => format!("the edge's policy (version {}, {file})", live["version"]),
+        None => format!("the edge's policy (version {})", live["version"]),
+    };
+    Ok((compile(text, &name)?, name))
+}
+
+/// The policy in `file`, or the live one at `api`, and how to name it.
+async fn file_or_live(
+    file: Option<&Path>,
+    api: &crate::api_client::ApiArgs,
+) -> Result<(warren_policy::Policy, String), Failure> {
+    match file {
+        Some(f) => Ok((load(f)?, f.display().to_string())),
+        None => live(api).await,
+    }
 }
 
 pub(crate) async fn run(command: PolicyCommand) -> Result<(), Failure> {
     match command {
-        PolicyCommand::Check { file } => {
-            let policy = load(&file)?;
+        PolicyCommand::Check { file, api } => {
+            let (policy, name) = file_or_live(file.as_deref(), &api).await?;
             let f = policy.file();
             println!(
-                "{}: valid ({} grant{}, {} group{}, {} tag{}, {} test{})",
-                file.display(),
+                "{name}: valid ({} grant{}, {} group{}, {} tag{}, {} test{})",
                 f.grants.len(),
                 plural(f.grants.len()),
                 f.groups.len(),
@@ -93,20 +110,19 @@ pub(crate) async fn run(command: PolicyCommand) -> Result<(), Failure> {
             );
             Ok(())
         }
-        PolicyCommand::Test { file } => {
-            let policy = load(&file)?;
+        PolicyCommand::Test { file, api } => {
+            let (policy, name) = file_or_live(file.as_deref(), &api).await?;
             let failures = warren_policy::run_tests(&policy);
             let tests = policy.file().tests.len();
             if failures.is_empty() {
-                println!("{}: {tests} test{} passed", file.display(), plural(tests));
+                println!("{name}: {tests} test{} passed", plural(tests));
                 return Ok(());
             }
             for f in &failures {
                 println!("tests[{}]: {}", f.test, f.message);
             }
             Err(Failure::Other(anyhow::anyhow!(
-                "{}: {} expectation{} not met",
-                file.display(),
+                "{name}: {} expectation{} not met",
                 failures.len(),
                 plural(failures.len())
             )))
@@ -118,10 +134,7 @@ pub(crate) async fn run(command: PolicyCommand) -> Result<(), Failure> {
             file,
             api,
         } => {
-            let policy = match &file {
-                Some(f) => load(f)?,
-                None => live(&api).await?,
-            };
+            let (policy, _) = file_or_live(file.as_deref(), &api).await?;
             let target = warren_policy::TestTarget::parse(&dst, policy.file())
                 .map_err(|e| Failure::Usage(format!("--dst: {e}")))?;
             let who = warren_policy::Who::parse(&src, &groups, policy.file())

@@ -124,6 +124,11 @@ async fn openapi_document_is_valid_complete_and_matches_the_answers() {
         ("DELETE", "/api/v1/resources/{name}"),
         ("GET", "/api/v1/status"),
         ("GET", "/api/v1/policy"),
+        ("PUT", "/api/v1/policy"),
+        ("DELETE", "/api/v1/policy"),
+        ("POST", "/api/v1/policy/rollback"),
+        ("GET", "/api/v1/policy/versions"),
+        ("GET", "/api/v1/policy/versions/{version}"),
         ("GET", "/api/v1/events"),
         ("GET", "/api/v1/audit"),
         ("GET", "/api/v1/agents"),
@@ -139,14 +144,17 @@ async fn openapi_document_is_valid_complete_and_matches_the_answers() {
     // Every documented route is served (never the 404/405 of an unknown
     // route), and every GET's answer matches its documented schema.
     for (method, path) in &documented {
-        let concrete = path.replace("{name}", "echo").replace(
-            "{id}",
-            if path.contains("keys") {
-                "nokey"
-            } else {
-                "lab"
-            },
-        );
+        let concrete = path
+            .replace("{name}", "echo")
+            .replace("{version}", "1")
+            .replace(
+                "{id}",
+                if path.contains("keys") {
+                    "nokey"
+                } else {
+                    "lab"
+                },
+            );
         let op = &doc["paths"][path][method.to_lowercase()];
         if method == "GET" {
             let (status, body) = call("GET", &concrete, &Value::Null);
@@ -156,7 +164,10 @@ async fn openapi_document_is_valid_complete_and_matches_the_answers() {
             check_against(&doc, schema, &body, &format!("GET {concrete}"));
         } else {
             // An empty object: each route answers with its own checks.
-            let target = path.replace("{name}", "missing").replace("{id}", "missing");
+            let target = path
+                .replace("{name}", "missing")
+                .replace("{id}", "missing")
+                .replace("{version}", "1");
             let (status, body) = call(method, &target, &json!({}));
             assert!(
                 ![405].contains(&status) && body["message"] != "no such endpoint",

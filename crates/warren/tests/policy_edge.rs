@@ -217,7 +217,42 @@ async fn a_reload_applies_a_changed_policy_and_refuses_a_broken_one() {
     std::fs::write(&policy, &changed).unwrap();
     edge.process.signal(1);
     edge.process.wait_event("config_reloaded");
-    assert_eq!(edge.admin_get("/api/v1/policy")["text"], changed.as_str());
+    let live = edge.admin_get("/api/v1/policy");
+    assert_eq!(live["text"], changed.as_str());
+    assert_eq!(
+        (&live["source"], &live["version"]),
+        (&serde_json::json!("file"), &serde_json::json!(2))
+    );
+    // The file's changes are versions too, with their diff; the API cannot
+    // change a policy the file names.
+    let history = edge.admin_get("/api/v1/policy/versions");
+    let actors: Vec<(&str, &str)> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["actor"].as_str().unwrap(), v["source"].as_str().unwrap()))
+        .collect();
+    assert_eq!(actors, [("config-file", "file"), ("config-file", "file")]);
+    let audit = edge.admin_get("/api/v1/audit?limit=1000");
+    let diff = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .rfind(|r| r["object"] == "policy")
+        .map(|r| r["after"]["diff"].as_str().unwrap().to_owned())
+        .unwrap();
+    assert!(
+        diff.contains("-dst = [\"private\"]\n+dst = [\"private:22\"]\n"),
+        "{diff}"
+    );
+    let body = serde_json::json!({ "text": POLICY }).to_string();
+    let (status, refused) =
+        edge.admin_request("PUT", "/api/v1/policy", Some(&body), edge.token.as_deref());
+    assert_eq!(
+        (status, refused["code"].as_str()),
+        (409, Some("managed_by_file")),
+        "{refused}"
+    );
 
     std::fs::write(
         &policy,
@@ -239,4 +274,27 @@ async fn a_reload_applies_a_changed_policy_and_refuses_a_broken_one() {
         changed.as_str(),
         "the policy before the broken one still decides"
     );
+
+    // Taking `[policy]` out of the file does not reopen the edge: the last
+    // version stays live, now changed through the API.
+    let toml = std::fs::read_to_string(dir.path().join("edge.toml")).unwrap();
+    let without = toml.replace("[policy]\nfile = \"policy.toml\"\n", "");
+    assert_ne!(without, toml);
+    std::fs::write(dir.path().join("edge.toml"), without).unwrap();
+    edge.process.signal(1);
+    edge.process
+        .wait_event_nth("config_reloaded", 1, warren_testkit::EVENT_TIMEOUT);
+    let live = edge.admin_get("/api/v1/policy");
+    assert_eq!(
+        (live["text"].as_str(), &live["source"]),
+        (Some(changed.as_str()), &serde_json::json!("api"))
+    );
+    let _agent = edge.start_agent("agent", "tcp", &[&format!("{echo}/tcp")]);
+    let refused = echo_ok(edge.resource_addr("private"), b"hello").await;
+    assert!(
+        refused.is_err(),
+        "the edge reopened when [policy] left the file"
+    );
+    let denied = edge.process.wait_event("access_denied");
+    assert_eq!(denied["resource"], "private", "{denied}");
 }

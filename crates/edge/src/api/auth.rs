@@ -24,7 +24,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use subtle::ConstantTimeEq;
 use warren_proto::Secret;
-use warren_store::{now_ms, Scope, Store};
+use warren_store::{now_ms, ApiKeyRecord, Scope, Store};
 
 const PREFIX: &str = "wrn_";
 const CACHE_FOR: Duration = Duration::from_secs(60);
@@ -133,6 +133,21 @@ impl ApiAuth {
             .or_else(|| header.strip_prefix("bearer "))
             .ok_or(AuthError::Missing)?
             .trim();
+        let key = self.authenticate(store, text).await?;
+        if write && key.scope == Scope::Read {
+            return Err(AuthError::ReadOnly(key.id));
+        }
+        Ok(Caller { key_id: key.id })
+    }
+
+    /// The live key a token (`wrn_...`) is for: right secret, not expired.
+    /// Used by the API and by the access phase (a key as the policy's
+    /// principal), with the same cost for a wrong id as a wrong secret.
+    pub(crate) async fn authenticate(
+        &self,
+        store: &Store,
+        text: &str,
+    ) -> Result<ApiKeyRecord, AuthError> {
         let token = Token::parse(text).ok_or(AuthError::Malformed)?;
         let key = store.api_key(&token.id).await?;
         let digest: [u8; 32] = Sha256::digest(token.secret.expose().as_bytes()).into();
@@ -180,10 +195,7 @@ impl ApiAuth {
         if key.expires_ms.is_some_and(|t| t <= now_ms()) {
             return Err(AuthError::Expired(key.id));
         }
-        if write && key.scope == Scope::Read {
-            return Err(AuthError::ReadOnly(key.id));
-        }
-        Ok(Caller { key_id: key.id })
+        Ok(key)
     }
 
     /// Forgets a deleted key at once (other edges sharing the database

@@ -14,11 +14,13 @@ pub(crate) struct ApiError {
     /// Stable, for programs: `unauthenticated`, `invalid_token`,
     /// `key_expired`, `read_only_key`, `invalid_json`, `invalid_field`,
     /// `not_found`, `conflict`, `port_in_use`, `managed_by_file`,
-    /// `store_unavailable`, `internal`.
+    /// `no_policy`, `invalid_policy`, `policy_tests_failed`,
+    /// `undeclared_tags`, `store_unavailable`, `internal`.
     code: String,
     /// For people.
     message: String,
-    /// `invalid_field`: every problem, by field.
+    /// `invalid_field`, `invalid_policy`, `policy_tests_failed`: every
+    /// problem, by field (or policy path, or `tests[i]`).
     #[serde(skip_serializing_if = "Option::is_none")]
     errors: Option<Vec<FieldError>>,
 }
@@ -45,8 +47,17 @@ pub(crate) fn error(status: StatusCode, code: &'static str, message: String) -> 
 
 /// [`error`] with the problems of each field.
 pub(crate) fn field_errors(message: String, errors: Vec<FieldError>) -> Response {
+    coded_errors("invalid_field", message, errors)
+}
+
+/// A 422 with `code` and every problem, by path.
+pub(crate) fn coded_errors(
+    code: &'static str,
+    message: String,
+    errors: Vec<FieldError>,
+) -> Response {
     let body = ApiError {
-        code: "invalid_field".to_owned(),
+        code: code.to_owned(),
         message,
         errors: Some(errors),
     };

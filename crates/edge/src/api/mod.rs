@@ -11,7 +11,8 @@
 //! `GET /api/v1/agents` lists every agent ever seen;
 //! `GET|POST /api/v1/keys`, `DELETE /api/v1/keys/{id}` manage API keys;
 //! `POST /api/v1/sites`, `DELETE /api/v1/sites/{id}` and
-//! `POST /api/v1/sites/{id}/rotate` manage sites ([`crate::api::sites`]).
+//! `POST /api/v1/sites/{id}/rotate` manage sites ([`crate::api::sites`]);
+//! `/api/v1/policy` and its versions, the policy ([`crate::api::policy`]).
 //! Without a key: `GET /metrics`, the Prometheus text exposition
 //! ([`crate::metrics`]), and `GET /healthz`. Bind the listener to loopback
 //! or a private network (the default is loopback).
@@ -19,6 +20,7 @@
 pub(crate) mod auth;
 pub(crate) mod error;
 pub(crate) mod keys;
+pub(crate) mod policy;
 pub(crate) mod resources;
 pub(crate) mod sites;
 pub(crate) mod status;
@@ -75,7 +77,10 @@ pub(crate) fn api() -> (Router<Arc<EdgeShared>>, utoipa::openapi::OpenApi) {
             resources::delete
         ))
         .routes(routes!(crate::api::status::status))
-        .routes(routes!(crate::api::status::policy))
+        .routes(routes!(policy::get, policy::put, policy::delete))
+        .routes(routes!(policy::rollback))
+        .routes(routes!(policy::versions))
+        .routes(routes!(policy::version))
         .routes(routes!(events))
         .routes(routes!(audit))
         .routes(routes!(agents_seen))

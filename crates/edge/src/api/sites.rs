@@ -7,7 +7,7 @@
 
 use crate::api::auth::Caller;
 use crate::api::error::{bad_json, duration_field, store_error};
-use crate::api::error::{error, ApiError};
+use crate::api::error::{error, field_errors, ApiError, FieldError};
 use crate::tunnel::credentials::{generate_secret, hash_secret};
 use crate::EdgeShared;
 use axum::extract::rejection::JsonRejection;
@@ -38,6 +38,10 @@ pub(crate) struct NewSite {
     id: String,
     /// A display name (default: the id).
     name: Option<String>,
+    /// `tag:NAME`s the policy may name it by; with a policy loaded, each
+    /// must be one its `[tags]` declares.
+    #[serde(default)]
+    tags: Vec<String>,
 }
 
 /// A new site with its secret, shown this once.
@@ -81,7 +85,31 @@ pub(crate) async fn create(
             "`id` must be 1 to 64 of a-z, 0-9, `-`, `_`".into(),
         );
     }
-    if shared.config.load().sites.contains_key(&new.id) {
+    let config = shared.config.load();
+    let mut bad = Vec::new();
+    for (i, tag) in new.tags.iter().enumerate() {
+        let message = if !warren_policy::valid_tag(tag) {
+            format!("`{tag}`: a tag is named tag:NAME (NAME: a-z, 0-9, - and _)")
+        } else if config
+            .policy
+            .as_ref()
+            .is_some_and(|p| !p.policy.file().tags.contains_key(tag))
+        {
+            format!(
+                "tag `{tag}` is not declared in the policy's [tags]: a tag needs an owner there"
+            )
+        } else {
+            continue;
+        };
+        bad.push(FieldError {
+            field: format!("tags[{i}]"),
+            message,
+        });
+    }
+    if !bad.is_empty() {
+        return field_errors("the site's tags are not usable".into(), bad);
+    }
+    if config.sites.contains_key(&new.id) {
         return store_error(StoreError::Conflict(format!(
             "site `{}` already exists (in the config file)",
             new.id
@@ -92,7 +120,14 @@ pub(crate) async fn create(
     let name = new.name.unwrap_or_else(|| new.id.clone());
     match shared
         .store
-        .create_site(&caller.key_id, &new.id, &name, ManagedBy::Api, &hash)
+        .create_site(
+            &caller.key_id,
+            &new.id,
+            &name,
+            ManagedBy::Api,
+            &hash,
+            &new.tags,
+        )
         .await
     {
         Ok(site) => {

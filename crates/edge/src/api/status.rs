@@ -55,37 +55,3 @@ pub(crate) async fn status(State(shared): State<Arc<EdgeShared>>) -> Response {
     })
     .into_response()
 }
-
-/// The live policy.
-#[derive(serde::Serialize, utoipa::ToSchema)]
-pub(crate) struct LivePolicy {
-    /// The file it was loaded from.
-    file: String,
-    /// Its text, as loaded.
-    text: String,
-    /// How many grants and embedded tests it has.
-    grants: usize,
-    tests: usize,
-}
-
-/// The policy the edge decides with (404 `no_policy`: every resource is open).
-#[utoipa::path(get, path = "/api/v1/policy", tag = "status",
-    responses((status = 200, body = LivePolicy), (status = 401, body = ApiError),
-              (status = 404, body = ApiError)))]
-pub(crate) async fn policy(State(shared): State<Arc<EdgeShared>>) -> Response {
-    let config = shared.config.load();
-    match &config.policy {
-        Some(p) => Json(LivePolicy {
-            file: p.file.display().to_string(),
-            text: p.text.clone(),
-            grants: p.policy.file().grants.len(),
-            tests: p.policy.file().tests.len(),
-        })
-        .into_response(),
-        None => crate::api::error::error(
-            axum::http::StatusCode::NOT_FOUND,
-            "no_policy",
-            "this edge has no [policy] file: every resource is open".into(),
-        ),
-    }
-}

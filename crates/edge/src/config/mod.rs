@@ -184,15 +184,36 @@ pub enum Auth {
     Public,
 }
 
-/// The `[policy]` table: the file and what it compiled to.
+/// The policy the edge decides with: where it came from, its text and what
+/// it compiled to.
 #[derive(Clone, Debug)]
 pub struct PolicySettings {
-    /// The policy file.
-    pub file: PathBuf,
+    /// The config file's `[policy] file`, or the store.
+    pub source: PolicySource,
+    /// Its version in the store (0 until it is recorded there).
+    pub version: i64,
     /// Its text, as loaded (served by `GET /api/v1/policy`).
     pub text: String,
     /// Its compiled form.
     pub policy: std::sync::Arc<warren_policy::Policy>,
+}
+
+/// Where the live policy comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PolicySource {
+    /// The config file's `[policy] file`; the API cannot change it.
+    File(PathBuf),
+    /// Saved through the API (or kept from a file no longer named).
+    Store,
+}
+
+impl fmt::Display for PolicySource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PolicySource::File(path) => write!(f, "{}", path.display()),
+            PolicySource::Store => f.write_str("the store"),
+        }
+    }
 }
 
 /// Static certificate files.

@@ -223,7 +223,8 @@ impl<'a> Validator<'a> {
         };
         match warren_policy::compile(&text) {
             Ok(policy) => Some(super::PolicySettings {
-                file,
+                source: super::PolicySource::File(file),
+                version: 0,
                 text,
                 policy: std::sync::Arc::new(policy),
             }),
@@ -442,7 +443,7 @@ impl<'a> Validator<'a> {
                             format!("{key}.tags[{j}]"),
                             format!(
                                 "tag `{tag}` is not declared in the policy's [tags] ({}): a tag needs an owner there",
-                                p.file.display()
+                                p.source
                             ),
                         );
                     }

@@ -1,7 +1,8 @@
 //! What the edge serves, and the one path every change takes to get there.
 //!
 //! The serving configuration is the config file's with the API's resources
-//! appended. It changes in three ways, all through [`Serving::apply`]:
+//! appended and the live policy ([`crate::access::live`]). It changes in
+//! three ways, all through [`Serving::apply`]:
 //!
 //! * a reload of the file ([`crate::Edge::reload`]);
 //! * a write through the API ([`Serving::write`]): the new resource is
@@ -82,6 +83,11 @@ impl Serving {
         self.listeners.addr_of(name)
     }
 
+    /// The config file as last loaded.
+    pub(crate) fn file(&self) -> &EdgeConfig {
+        &self.file
+    }
+
     /// Whether the config file declares resource `name`.
     pub(crate) fn declared_in_file(&self, name: &str) -> bool {
         self.file.resources.iter().any(|r| r.name == name)
@@ -120,9 +126,10 @@ impl Serving {
         shared: &Arc<EdgeShared>,
         file: EdgeConfig,
     ) -> Result<(), EdgeError> {
+        crate::access::live::record_file_policy(&shared.store, &file).await?;
         let version = shared.store.config_version().await?;
         let catalog = Catalog::load(&shared.store, &file).await?;
-        let serving = with_api_resources(shared, &file, &catalog).await?;
+        let serving = serving_config(shared, &file, &catalog).await?;
         self.apply(shared, serving, version).await?;
         shared.catalog.store(Arc::new(catalog));
         self.file = Arc::new(file);
@@ -136,7 +143,7 @@ impl Serving {
             return Ok(false);
         }
         let catalog = Catalog::load(&shared.store, &self.file).await?;
-        let serving = with_api_resources(shared, &self.file, &catalog).await?;
+        let serving = serving_config(shared, &self.file, &catalog).await?;
         self.apply(shared, serving, version).await?;
         shared.catalog.store(Arc::new(catalog));
         Ok(true)
@@ -266,10 +273,11 @@ impl Serving {
     }
 }
 
-/// `file` with the store's API resources appended. One that no longer
-/// validates (the file now claims its host, its site is gone) is left out
-/// with a warning: the file wins.
-async fn with_api_resources(
+/// `file` with the store's API resources appended and the live policy
+/// ([`crate::access::live::compose`]). A resource that no longer validates
+/// (the file now claims its host, its site is gone) is left out with a
+/// warning: the file wins.
+async fn serving_config(
     shared: &EdgeShared,
     file: &EdgeConfig,
     catalog: &Catalog,
@@ -292,6 +300,9 @@ async fn with_api_resources(
             ),
         }
     }
+    let current = shared.config.load();
+    serving.policy =
+        crate::access::live::compose(&shared.store, file, current.policy.as_ref()).await?;
     Ok(serving)
 }
 

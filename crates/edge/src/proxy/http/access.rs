@@ -2,17 +2,26 @@
 //!
 //! The edge's answer ([`crate::access`]): without a policy every resource
 //! is open; with one, a public resource is, and any other only as the
-//! policy's grants allow a principal. Requests carry no identity yet
-//! (sign-in, sessions and share links are issue 16; they plug in here and
-//! ask the same policy), so today a denial is a 403 page. The access log
-//! records the answer: `"access": "open"`, `"public"` or `"denied"`.
+//! policy's grants allow a principal: today an API key presented as
+//! `Warren-Key` (sign-in, sessions and share links are issue 16; they plug
+//! in here and ask the same policy). A denial is a 403 page. The access
+//! log records the answer (`"access": "open"`, `"public"`, `"granted"` or
+//! `"denied"`), the principal and the grant that allowed it.
 
-use crate::access::Access;
+use crate::access::{HttpAccess, KEY_HEADER};
 use crate::config::Resource;
 use crate::proxy::http::conn::ConnContext;
 use crate::proxy::http::request::Head;
+use http::HeaderMap;
 
 /// Decides whether the request may go on to the upstream phase.
-pub(crate) fn decide(ctx: &ConnContext, _head: &Head, resource: &Resource) -> Access {
-    crate::access::check(&ctx.shared, resource, ctx.client)
+pub(crate) async fn decide(
+    ctx: &ConnContext,
+    head: &Head,
+    method: &str,
+    headers: &HeaderMap,
+    resource: &Resource,
+) -> HttpAccess {
+    let key = headers.get(KEY_HEADER).map(|v| v.as_bytes());
+    crate::access::check_http(&ctx.shared, resource, ctx.client, key, method, &head.path).await
 }

@@ -67,6 +67,10 @@ impl AccessLogger {
             #[serde(skip_serializing_if = "Option::is_none")]
             access: Option<&'a str>,
             #[serde(skip_serializing_if = "Option::is_none")]
+            principal: Option<&'a str>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            grant: Option<usize>,
+            #[serde(skip_serializing_if = "Option::is_none")]
             error_source: Option<&'a str>,
             #[serde(skip_serializing_if = "Option::is_none")]
             error: Option<&'a str>,
@@ -85,6 +89,8 @@ impl AccessLogger {
             upstream: &entry.target,
             agent: &entry.agent,
             access: entry.access,
+            principal: entry.principal.as_deref(),
+            grant: entry.grant,
             error_source: entry.error.as_ref().map(|(s, _)| *s),
             error: entry.error.as_ref().map(|(_, e)| e.as_str()),
         };
@@ -108,6 +114,10 @@ pub(crate) struct AccessEntry {
     pub(crate) agent: String,
     /// The access phase's decision, once the request got that far.
     pub(crate) access: Option<&'static str>,
+    /// Who the policy was asked about (`key:ID`), when not anonymous.
+    pub(crate) principal: Option<String>,
+    /// The grant that allowed it.
+    pub(crate) grant: Option<usize>,
     /// When the request ended at the edge: who failed, and why.
     pub(crate) error: Option<(&'static str, String)>,
 }
@@ -124,6 +134,8 @@ impl AccessEntry {
             target: String::new(),
             agent: String::new(),
             access: None,
+            principal: None,
+            grant: None,
             error: None,
         }
     }

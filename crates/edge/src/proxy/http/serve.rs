@@ -8,7 +8,7 @@
 //!  → request.rs   host: authority or Host, agreeing with each other (400) and the SNI (421);
 //!                 path normalised (400); the router and the origin see the same path
 //!  → route.rs     host + longest prefix (404 when nothing matches)
-//!  → access.rs    who may pass (today: every resource is open, and the log says so)
+//!  → access.rs    who may pass: the policy, for the principal the request carries
 //!  → upstream.rs  headers for the origin; target by health and balance; kept or fresh
 //!                 stream; request sent (502/503/504 by who failed: error.rs)
 //!  → response.rs  headers for the visitor, sticky cookie; Upgrade spliced after 101
@@ -104,9 +104,20 @@ async fn phases(
     let routed = route::route(&ctx.shared, &head)?;
     entry.resource = routed.resource.name.clone();
 
-    let decision = access::decide(ctx, &head, &routed.resource);
-    entry.access = Some(decision.as_str());
-    if decision == crate::access::Access::Denied {
+    let decision = access::decide(
+        ctx,
+        &head,
+        req.method().as_str(),
+        req.headers(),
+        &routed.resource,
+    )
+    .await;
+    entry.access = Some(decision.access.as_str());
+    entry.principal = decision.principal;
+    if let crate::access::Access::Granted { grant } = decision.access {
+        entry.grant = Some(grant);
+    }
+    if decision.access == crate::access::Access::Denied {
         return Err(ProxyError::Denied {
             resource: routed.resource.name.clone(),
         });

@@ -210,9 +210,14 @@ fn hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// Headers a client may not set for the origin to believe.
+/// Headers the origin must not get from the client: the forwarding ones
+/// the edge sets itself, and the visitor's `Warren-Key` credential.
 fn spoofable(name: &HeaderName) -> bool {
     let n = name.as_str();
-    n == "forwarded" || n == "x-real-ip" || n.starts_with("x-forwarded-")
+    n == "forwarded"
+        || n == "x-real-ip"
+        || n.starts_with("x-forwarded-")
+        || n == crate::access::KEY_HEADER
 }
 
 /// Removes hop-by-hop headers and those the `Connection` header names.

@@ -1,0 +1,159 @@
+//! Who may reach a resource, asked before a byte goes to a site.
+//!
+//! Without a policy, every resource is open (the edge says so at start).
+//! With one ([`live`]: the config file's or the API's), default deny: a
+//! resource marked `auth = "public"` is open to anyone; any other is
+//! reachable only as the policy's grants allow a principal. The principals
+//! the edge knows today are API keys, presented on an http request as
+//! `Warren-Key: wrn_...` (a machine's credential, like a service token;
+//! the header never reaches the origin). People sign in with issue 16 and
+//! ask the same [`warren_policy::Policy::decide`]. To the policy, an http
+//! resource is `NAME:443` (tcp), carrying its sites' tags.
+//!
+//! Every denial is logged (`access_denied`, with the reason) and counted
+//! (`warren_edge_access_denied_total`); every http decision is in the
+//! access log with its principal and the grant that allowed it.
+
+pub(crate) mod live;
+
+use crate::config::{Auth, EdgeConfig, Resource};
+use crate::EdgeShared;
+use std::net::SocketAddr;
+use warren_policy::{Action, Decision, Method, Principal, Proto, Target};
+
+/// The request header a key is presented in.
+pub(crate) const KEY_HEADER: &str = "warren-key";
+
+/// The port an http resource has to the policy.
+pub(crate) const HTTP_PORT: u16 = 443;
+
+/// The answer for one connection or request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// No policy is loaded: every resource is open.
+    Open,
+    /// The resource is `auth = "public"`.
+    Public,
+    /// A policy is loaded and `grants[grant]` allows this principal.
+    Granted {
+        /// Index into the policy's grants.
+        grant: usize,
+    },
+    /// A policy is loaded and nothing grants this visitor the resource.
+    Denied,
+}
+
+impl Access {
+    /// The access log's `access` field.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Access::Open => "open",
+            Access::Public => "public",
+            Access::Granted { .. } => "granted",
+            Access::Denied => "denied",
+        }
+    }
+}
+
+/// The answer for a visitor without an identity.
+pub(crate) fn anonymous(config: &EdgeConfig, resource: &Resource) -> Access {
+    match (&config.policy, resource.auth) {
+        (None, _) => Access::Open,
+        (Some(_), Auth::Public) => Access::Public,
+        (Some(_), Auth::Login) => Access::Denied,
+    }
+}
+
+/// Asks for a visitor without an identity (tcp, udp, tls passthrough),
+/// and logs and counts a denial.
+pub(crate) fn check(shared: &EdgeShared, resource: &Resource, client: SocketAddr) -> Access {
+    let access = anonymous(&shared.config.load(), resource);
+    if access == Access::Denied {
+        denied(shared, resource, client, "anonymous", "no_grant");
+    }
+    access
+}
+
+/// The answer for an http request, with the principal it was asked for
+/// (`key:ID`) when a key was presented.
+pub(crate) struct HttpAccess {
+    pub(crate) access: Access,
+    pub(crate) principal: Option<String>,
+}
+
+/// Asks for an http request: `key` is the `Warren-Key` header's value,
+/// `method` and `path` (normalised) the request's.
+pub(crate) async fn check_http(
+    shared: &EdgeShared,
+    resource: &Resource,
+    client: SocketAddr,
+    key: Option<&[u8]>,
+    method: &str,
+    path: &str,
+) -> HttpAccess {
+    let config = shared.config.load_full();
+    let access = anonymous(&config, resource);
+    let (Access::Denied, Some(key), Some(settings)) = (access, key, &config.policy) else {
+        if access == Access::Denied {
+            denied(shared, resource, client, "anonymous", "no_grant");
+        }
+        return HttpAccess {
+            access,
+            principal: None,
+        };
+    };
+    let text = std::str::from_utf8(key).unwrap_or("").trim();
+    let key = match shared.api_auth.authenticate(&shared.store, text).await {
+        Ok(key) => key,
+        Err(e) => {
+            // The visitor learns only that it was denied; the log says why.
+            tracing::info!(event = "access_key_refused", resource = %resource.name, client = %client, error = %e, "a Warren-Key that is not a live key");
+            denied(shared, resource, client, "invalid key", "invalid_key");
+            return HttpAccess {
+                access: Access::Denied,
+                principal: None,
+            };
+        }
+    };
+    let principal = format!("key:{}", key.id);
+    let tags = shared.catalog.load().tags_of(resource);
+    let target = Target {
+        resource: Some(&resource.name),
+        tags: &tags,
+        addr: None,
+        port: HTTP_PORT,
+        proto: Proto::Tcp,
+    };
+    let action = Action {
+        request: Method::parse(method).map(|m| (m, path)),
+    };
+    let access = match settings
+        .policy
+        .decide(&Principal::Key(&key.id), &target, &action)
+    {
+        Decision::Allowed { grant } => Access::Granted { grant },
+        Decision::Denied => {
+            denied(shared, resource, client, &principal, "no_grant");
+            Access::Denied
+        }
+    };
+    HttpAccess {
+        access,
+        principal: Some(principal),
+    }
+}
+
+fn denied(shared: &EdgeShared, resource: &Resource, client: SocketAddr, who: &str, reason: &str) {
+    tracing::info!(
+        event = "access_denied", resource = %resource.name, client = %client,
+        principal = who, reason,
+        "denied by the policy: no grant lets {who} reach this resource"
+    );
+    shared
+        .metrics
+        .access_denied
+        .get_or_create(&crate::metrics::ResourceLabels {
+            resource: resource.name.clone(),
+        })
+        .inc();
+}

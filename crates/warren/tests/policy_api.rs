@@ -305,6 +305,41 @@ async fn a_policy_saved_through_the_api_decides_the_next_request_and_rolls_back(
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // A site made through the API carries tags the live policy declares.
+    let (status, body) = api.call(
+        "POST",
+        "/api/v1/sites",
+        Some(json!({ "id": "lab", "tags": ["tag:nope"] })),
+    );
+    assert_eq!(
+        (status, &body["errors"][0]["field"]),
+        (422, &json!("tags[0]")),
+        "{body}"
+    );
+    let (status, body) = api.call(
+        "POST",
+        "/api/v1/sites",
+        Some(json!({ "id": "lab", "tags": ["tag:home"] })),
+    );
+    assert_eq!(
+        (status, &body["tags"]),
+        (201, &json!(["tag:home"])),
+        "{body}"
+    );
+    // ... and a policy that drops the tag is refused, naming both sites.
+    let (status, body) = api.put("", 4);
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("undeclared_tags")),
+        "{body}"
+    );
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("site `home` has `tag:home`")
+            && message.contains("site `lab` has `tag:home`"),
+        "{body}"
+    );
+
     // Removing the policy is a version too, and opens everything again.
     let (status, saved) = api.call("DELETE", "/api/v1/policy?base_version=4", None);
     assert_eq!((status, &saved["version"]), (200, &json!(5)), "{saved}");

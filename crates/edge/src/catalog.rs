@@ -2,8 +2,8 @@
 //! function ([`Catalog::build`]) from the config file and the store, and
 //! swapped whole (`EdgeShared::catalog`, an `ArcSwap`). Admission, routing
 //! of agents to sites, the status API and the metrics read it; none of them
-//! awaits the database. Today it holds the sites with their credentials;
-//! users, grants and devices join it later.
+//! awaits the database. Today it holds the sites with their credentials
+//! and tags, and the API keys; users and devices join it later.
 //!
 //! It is rebuilt wherever the serving configuration is (start, reload, the
 //! store's `config_version` moving, an API write), under the same lock.
@@ -11,7 +11,7 @@
 use crate::config::EdgeConfig;
 use crate::tunnel::credentials::SiteSecret;
 use std::collections::BTreeMap;
-use warren_store::{ManagedBy, SecretRecord, SiteRecord, Store, StoreError};
+use warren_store::{ApiKeyRecord, ManagedBy, SecretRecord, SiteRecord, Store, StoreError};
 
 /// One secret a site's agents may present.
 #[derive(Clone, Debug)]
@@ -37,6 +37,9 @@ pub(crate) struct CatalogSite {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Catalog {
     pub(crate) sites: BTreeMap<String, CatalogSite>,
+    /// API keys by id (with their hashes), for the access phase: a key
+    /// presented on the data path is checked without awaiting the store.
+    pub(crate) keys: BTreeMap<String, ApiKeyRecord>,
 }
 
 impl Catalog {
@@ -47,6 +50,7 @@ impl Catalog {
     pub(crate) fn build(
         file: &EdgeConfig,
         store_sites: Vec<(SiteRecord, Vec<SecretRecord>)>,
+        keys: Vec<ApiKeyRecord>,
     ) -> Catalog {
         let mut sites: BTreeMap<String, CatalogSite> = file
             .sites
@@ -94,7 +98,8 @@ impl Catalog {
                 },
             );
         }
-        Catalog { sites }
+        let keys = keys.into_iter().map(|k| (k.id.clone(), k)).collect();
+        Catalog { sites, keys }
     }
 
     /// Reads what [`Catalog::build`] needs from the store.
@@ -107,7 +112,11 @@ impl Catalog {
             let secrets = store.site_secrets(&site.id).await?;
             with_secrets.push((site, secrets));
         }
-        Ok(Catalog::build(file, with_secrets))
+        Ok(Catalog::build(
+            file,
+            with_secrets,
+            store.list_api_keys().await?,
+        ))
     }
 
     /// The credentials an agent of `site` may present at `now_ms`; `None`
@@ -202,6 +211,7 @@ mod tests {
                 ),
                 (record("file-made", ManagedBy::File), vec![]),
             ],
+            vec![],
         );
         assert_eq!(catalog.sites.keys().collect::<Vec<_>>(), ["home", "lab"]);
         let home = catalog.credentials("home", 0).unwrap();

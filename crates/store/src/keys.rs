@@ -100,6 +100,7 @@ impl Store {
         .execute(&mut *tx)
         .await
         .map_err(|e| crate::conflict_or(e, || format!("API key `{id}` already exists")))?;
+        crate::bump_config_version(&mut tx).await?;
         let after = serde_json::to_value(&key).unwrap_or_default();
         audit(
             &mut tx,
@@ -183,6 +184,7 @@ impl Store {
             .bind(id.to_owned())
             .execute(&mut *tx)
             .await?;
+        crate::bump_config_version(&mut tx).await?;
         let b = serde_json::to_value(&before).unwrap_or_default();
         audit(
             &mut tx,

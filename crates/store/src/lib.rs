@@ -15,7 +15,7 @@
 //!   this?" about writes its audit row in the same transaction as the change:
 //!   there is no change without its audit row, and no audit row for a change
 //!   that rolled back.
-//! * Every change to sites, secrets, resources or the policy bumps
+//! * Every change to sites, secrets, resources, API keys or the policy bumps
 //!   `config_version` in the same transaction, so an edge or agent holding
 //!   version N knows whether it is current.
 //! * Secrets and API keys are stored only as hashes made by the caller

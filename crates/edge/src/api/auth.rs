@@ -150,6 +150,29 @@ impl ApiAuth {
     ) -> Result<ApiKeyRecord, AuthError> {
         let token = Token::parse(text).ok_or(AuthError::Malformed)?;
         let key = store.api_key(&token.id).await?;
+        self.verify(store, key, token).await
+    }
+
+    /// [`ApiAuth::authenticate`] against the catalog's copy of the keys
+    /// (the data path: no store read; the store is written only to
+    /// re-store a legacy hash after a good check).
+    pub(crate) async fn authenticate_known(
+        &self,
+        store: &Store,
+        keys: &std::collections::BTreeMap<String, ApiKeyRecord>,
+        text: &str,
+    ) -> Result<ApiKeyRecord, AuthError> {
+        let token = Token::parse(text).ok_or(AuthError::Malformed)?;
+        let key = keys.get(&token.id).cloned();
+        self.verify(store, key, token).await
+    }
+
+    async fn verify(
+        &self,
+        store: &Store,
+        key: Option<ApiKeyRecord>,
+        token: Token,
+    ) -> Result<ApiKeyRecord, AuthError> {
         let digest: [u8; 32] = Sha256::digest(token.secret.expose().as_bytes()).into();
         let cached = {
             let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());

@@ -128,19 +128,23 @@ pub(crate) async fn create(
         )
         .await
     {
-        Ok(key) => (
-            StatusCode::CREATED,
-            Json(CreatedKey {
-                key,
-                token: token.reveal(),
-            }),
-        )
-            .into_response(),
+        Ok(key) => {
+            crate::api::serve_now(&shared).await;
+            (
+                StatusCode::CREATED,
+                Json(CreatedKey {
+                    key,
+                    token: token.reveal(),
+                }),
+            )
+                .into_response()
+        }
         Err(e) => store_error(e),
     }
 }
 
-/// Deletes an API key (other edges honour it within 60 s).
+/// Deletes an API key (other edges honour it within 60 s on the API, 1 s
+/// on the data path).
 #[utoipa::path(delete, path = "/api/v1/keys/{id}", tag = "keys",
     params(("id" = String, Path, description = "key id")),
     responses((status = 204), (status = 404, body = ApiError)))]
@@ -152,6 +156,7 @@ pub(crate) async fn delete(
     match shared.store.delete_api_key(&caller.key_id, &id).await {
         Ok(()) => {
             shared.api_auth.forget(&id);
+            crate::api::serve_now(&shared).await;
             StatusCode::NO_CONTENT.into_response()
         }
         Err(e) => store_error(e),

@@ -117,6 +117,16 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<EdgeShared>, stop: 
         .await;
 }
 
+/// Makes a stored change (a site, a key) count on this edge now rather
+/// than at its next sync: the catalog is rebuilt from the store under the
+/// serving lock, before any agent is disconnected (so its reconnection
+/// meets the change).
+pub(crate) async fn serve_now(shared: &Arc<EdgeShared>) {
+    if let Err(e) = shared.serving.lock().await.refresh(shared).await {
+        tracing::warn!(error = %e, "the change is stored; this edge applies it at its next sync");
+    }
+}
+
 /// Every site (config file and API) with its connected agents.
 #[utoipa::path(get, path = "/api/v1/sites", tag = "sites",
     responses((status = 200, body = Vec<SiteStatus>), (status = 401, body = ApiError)))]

@@ -131,7 +131,7 @@ pub(crate) async fn create(
         .await
     {
         Ok(site) => {
-            serve_now(&shared).await;
+            crate::api::serve_now(&shared).await;
             (
                 StatusCode::CREATED,
                 Json(CreatedSite {
@@ -142,15 +142,6 @@ pub(crate) async fn create(
                 .into_response()
         }
         Err(e) => store_error(e),
-    }
-}
-
-/// Makes a stored site change count on this edge now rather than at its
-/// next sync: the catalog is rebuilt from the store under the serving lock,
-/// before any agent is disconnected (so its reconnection meets the change).
-async fn serve_now(shared: &Arc<EdgeShared>) {
-    if let Err(e) = shared.serving.lock().await.refresh(shared).await {
-        tracing::warn!(error = %e, "the site change is stored; this edge applies it at its next sync");
     }
 }
 
@@ -181,7 +172,7 @@ pub(crate) async fn delete(
     }
     match shared.store.delete_site(&caller.key_id, &id).await {
         Ok(()) => {
-            serve_now(&shared).await;
+            crate::api::serve_now(&shared).await;
             shared.registry.disconnect_site(&id);
             tracing::info!(event = "site_removed", site = %id, actor = %caller.key_id, "site deleted through the API; its agents were disconnected");
             StatusCode::NO_CONTENT.into_response()
@@ -231,7 +222,7 @@ pub(crate) async fn rotate(
         .await
     {
         Ok(_) => {
-            serve_now(&shared).await;
+            crate::api::serve_now(&shared).await;
             shared.recorder.event(
                 "secret_rotated",
                 format!("site/{id}"),

@@ -345,7 +345,11 @@ async fn a_policy_saved_through_the_api_decides_the_next_request_and_rolls_back(
     assert_eq!(get(posted()).await.status, 200);
     let (status, body) = api.call("DELETE", &format!("/api/v1/keys/{id}"), None);
     assert_eq!(status, 204, "{body}");
-    assert_eq!(get(posted()).await.status, 403, "a deleted key still passed");
+    assert_eq!(
+        get(posted()).await.status,
+        403,
+        "a deleted key still passed"
+    );
 
     // Removing the policy is a version too, and opens everything again.
     let (status, saved) = api.call("DELETE", "/api/v1/policy?base_version=4", None);

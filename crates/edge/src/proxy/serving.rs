@@ -210,6 +210,10 @@ impl Serving {
         if let Some(r) = &resource {
             serving.resources.push(r.clone());
         }
+        // The order a reload from the store gives: the file's resources in
+        // file order, then the API's by name.
+        let api_from = self.file.resources.len().min(serving.resources.len());
+        serving.resources[api_from..].sort_by(|a, b| a.name.cmp(&b.name));
         let version = self.version;
         self.apply(shared, serving, version)
             .await

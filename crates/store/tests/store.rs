@@ -4,6 +4,7 @@
 use std::time::Duration;
 use warren_store::{
     policy_sha256, ManagedBy, NewPolicy, ResourceRecord, Scope, Store, StoreError, TargetRecord,
+    UserChange,
 };
 use warren_testkit::{postgres_installed, Postgres};
 
@@ -384,6 +385,57 @@ async fn all(store: &Store) {
     resources_and_conflicts(store).await;
     keys_agents_events(store).await;
     policy_versions(store).await;
+    users(store).await;
+}
+
+/// Users: one per email (any case), changes audited and bumping the
+/// version; the shared key is made once, whoever asks.
+async fn users(store: &Store) {
+    let v = store.config_version().await.unwrap();
+    let alice = store
+        .create_user("key1", "a1", "alice@corp.com", "Alice", Some("$argon2id$x"))
+        .await
+        .unwrap();
+    assert!(alice.has_password && !alice.disabled);
+    let dup = store
+        .create_user("key1", "a2", "alice@corp.com", "Again", None)
+        .await
+        .unwrap_err();
+    assert!(matches!(dup, StoreError::Conflict(_)), "{dup}");
+    assert_eq!(store.user("ALICE@corp.com").await.unwrap().id, "a1");
+    assert_eq!(store.user("a1").await.unwrap().email, "alice@corp.com");
+    let off = store
+        .change_user("key1", "a1", UserChange::Disabled(true))
+        .await
+        .unwrap();
+    assert!(
+        off.disabled && off.sessions_after_ms > 0,
+        "disabling ends sessions"
+    );
+    assert_eq!(store.user("a1").await.unwrap(), off);
+    let on = store
+        .change_user("key1", "alice@corp.com", UserChange::Disabled(false))
+        .await
+        .unwrap();
+    assert!(!on.disabled);
+    assert_eq!(store.config_version().await.unwrap(), v + 3);
+    let audit = store.audit_log(None, 1000).await.unwrap();
+    let actions: Vec<&str> = audit
+        .iter()
+        .filter(|a| a.object == "user/a1")
+        .map(|a| a.action.as_str())
+        .collect();
+    assert_eq!(actions, ["user.create", "user.disable", "user.enable"]);
+    assert!(
+        audit.iter().all(|a| !a
+            .after
+            .as_ref()
+            .is_some_and(|v| v.to_string().contains("argon2"))),
+        "no password hash in the audit log"
+    );
+    let k1 = store.edge_key("session", || "first".into()).await.unwrap();
+    let k2 = store.edge_key("session", || "second".into()).await.unwrap();
+    assert_eq!((k1.as_str(), k2.as_str()), ("first", "first"));
 }
 
 /// Versions count up from 1; a stale base is a conflict that writes

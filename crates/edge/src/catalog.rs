@@ -3,7 +3,7 @@
 //! swapped whole (`EdgeShared::catalog`, an `ArcSwap`). Admission, routing
 //! of agents to sites, the status API and the metrics read it; none of them
 //! awaits the database. Today it holds the sites with their credentials
-//! and tags, and the API keys; users and devices join it later.
+//! and tags, the API keys and the users; devices join it later.
 //!
 //! It is rebuilt wherever the serving configuration is (start, reload, the
 //! store's `config_version` moving, an API write), under the same lock.
@@ -11,7 +11,9 @@
 use crate::config::EdgeConfig;
 use crate::tunnel::credentials::SiteSecret;
 use std::collections::BTreeMap;
-use warren_store::{ApiKeyRecord, ManagedBy, SecretRecord, SiteRecord, Store, StoreError};
+use warren_store::{
+    ApiKeyRecord, ManagedBy, SecretRecord, SiteRecord, Store, StoreError, UserRecord,
+};
 
 /// One secret a site's agents may present.
 #[derive(Clone, Debug)]
@@ -40,6 +42,8 @@ pub(crate) struct Catalog {
     /// API keys by id (with their hashes), for the access phase: a key
     /// presented on the data path is checked without awaiting the store.
     pub(crate) keys: BTreeMap<String, ApiKeyRecord>,
+    /// Users by id (with their password hashes), for sign-in and sessions.
+    pub(crate) users: BTreeMap<String, UserRecord>,
 }
 
 impl Catalog {
@@ -51,6 +55,7 @@ impl Catalog {
         file: &EdgeConfig,
         store_sites: Vec<(SiteRecord, Vec<SecretRecord>)>,
         keys: Vec<ApiKeyRecord>,
+        users: Vec<UserRecord>,
     ) -> Catalog {
         let mut sites: BTreeMap<String, CatalogSite> = file
             .sites
@@ -99,7 +104,8 @@ impl Catalog {
             );
         }
         let keys = keys.into_iter().map(|k| (k.id.clone(), k)).collect();
-        Catalog { sites, keys }
+        let users = users.into_iter().map(|u| (u.id.clone(), u)).collect();
+        Catalog { sites, keys, users }
     }
 
     /// Reads what [`Catalog::build`] needs from the store.
@@ -116,6 +122,7 @@ impl Catalog {
             file,
             with_secrets,
             store.list_api_keys().await?,
+            store.list_users().await?,
         ))
     }
 
@@ -150,6 +157,11 @@ impl Catalog {
         self.sites
             .iter()
             .map(|(id, s)| (id.as_str(), s.tags.as_slice()))
+    }
+
+    /// The user with `email` (lower-case).
+    pub(crate) fn user_by_email(&self, email: &str) -> Option<&UserRecord> {
+        self.users.values().find(|u| u.email == email)
     }
 
     /// Whether `site` exists.
@@ -211,6 +223,7 @@ mod tests {
                 ),
                 (record("file-made", ManagedBy::File), vec![]),
             ],
+            vec![],
             vec![],
         );
         assert_eq!(catalog.sites.keys().collect::<Vec<_>>(), ["home", "lab"]);

@@ -26,6 +26,7 @@ pub mod tunnel;
 
 mod access;
 mod api;
+mod auth;
 mod catalog;
 mod events;
 mod metrics;
@@ -114,6 +115,8 @@ pub(crate) struct EdgeShared {
     pub(crate) acme: Option<Arc<certs::acme::AcmeIssuer>>,
     /// Bearer-key checks for `/api/v1`.
     pub(crate) api_auth: api::auth::ApiAuth,
+    /// Sign-in: the session key (shared through the store), limits.
+    pub(crate) auth: auth::AuthState,
     /// Counters and histograms for `/metrics`.
     pub(crate) metrics: metrics::EdgeMetrics,
     /// Sites, resources, keys, agents seen, events, audit log.
@@ -213,6 +216,17 @@ impl Edge {
             ),
             None => None,
         };
+        // The key every edge on this store signs sessions with.
+        let session_key = hex::decode(
+            store
+                .edge_key("session", || hex::encode(rand::random::<[u8; 32]>()))
+                .await?,
+        )
+        .map_err(|e| {
+            EdgeError::Store(warren_store::StoreError::Corrupt(format!(
+                "edge_keys.session: {e}"
+            )))
+        })?;
         let shared = Arc::new(EdgeShared {
             config: ArcSwap::from_pointee(config.clone()),
             registry: Registry::default(),
@@ -228,6 +242,7 @@ impl Edge {
             acme: acme.clone(),
             origin_pool: Arc::default(),
             api_auth: api::auth::ApiAuth::default(),
+            auth: auth::AuthState::new(&session_key),
             metrics: metrics::EdgeMetrics::new(),
             recorder: state::Recorder::start(
                 store.clone(),
@@ -444,6 +459,7 @@ fn acme_hosts(config: &EdgeConfig) -> Vec<String> {
         .filter(|r| r.kind == config::ResourceKind::Http)
         .filter_map(|r| r.host.clone())
         .filter(|h| !h.starts_with("*."))
+        .chain(config.auth.as_ref().map(|a| a.host.clone()))
         .collect();
     hosts.sort();
     hosts.dedup();

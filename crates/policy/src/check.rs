@@ -182,6 +182,12 @@ fn email(s: &str) -> Option<String> {
     ok.then(|| s.to_ascii_lowercase())
 }
 
+/// Whether `s` is an email address the policy can name a user by: the
+/// one rule for user emails, in policies and wherever users are made.
+pub fn valid_email(s: &str) -> bool {
+    email(s).is_some()
+}
+
 /// Whether `tag` is spelled `tag:NAME` (NAME: a-z, 0-9, - and _): the one
 /// rule for tags, in policies and wherever else they are written (sites).
 pub fn valid_tag(tag: &str) -> bool {

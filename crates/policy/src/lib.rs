@@ -21,7 +21,7 @@ mod decide;
 mod embedded;
 mod model;
 
-pub use check::{parse, valid_tag, PolicyError, PolicyErrors, MAX_POLICY_LEN};
+pub use check::{parse, valid_email, valid_tag, PolicyError, PolicyErrors, MAX_POLICY_LEN};
 pub use decide::{path_under, Action, Decision, Miss, Policy, Principal, Target};
 pub use embedded::{decide_target, explain, run_tests, TestFailure, Who};
 pub use model::{

@@ -49,6 +49,11 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: crate::policy_cmd::PolicyCommand,
     },
+    /// People who sign in: add, list, disable, enable, logout (admin API).
+    User {
+        #[command(subcommand)]
+        command: crate::user_cmd::UserCommand,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -19,6 +19,7 @@ mod site_cmd;
 mod status_cmd;
 #[cfg(feature = "edge")]
 mod up_cmd;
+mod user_cmd;
 
 use clap::Parser;
 use cli::{Cli, Command, EdgeCommand, LogFormat};
@@ -111,6 +112,7 @@ fn main() -> ExitCode {
             #[cfg(not(feature = "edge"))]
             Command::Up(_) => Err(no_edge()),
             Command::Policy { command } => policy_cmd::run(command).await,
+            Command::User { command } => user_cmd::run(command).await,
         }
     });
     // Do not wait for tasks still holding sockets: the work is done.

@@ -135,6 +135,11 @@ async fn openapi_document_is_valid_complete_and_matches_the_answers() {
         ("GET", "/api/v1/keys"),
         ("POST", "/api/v1/keys"),
         ("DELETE", "/api/v1/keys/{id}"),
+        ("GET", "/api/v1/users"),
+        ("POST", "/api/v1/users"),
+        ("POST", "/api/v1/users/{id}/disable"),
+        ("POST", "/api/v1/users/{id}/enable"),
+        ("POST", "/api/v1/users/{id}/logout"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))

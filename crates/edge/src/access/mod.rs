@@ -3,12 +3,12 @@
 //! Without a policy, every resource is open (the edge says so at start).
 //! With one ([`live`]: the config file's or the API's), default deny: a
 //! resource marked `auth = "public"` is open to anyone; any other is
-//! reachable only as the policy's grants allow a principal. The principals
-//! the edge knows today are API keys, presented on an http request as
-//! `Warren-Key: wrn_...` (a machine's credential, like a service token;
-//! the header never reaches the origin). People sign in with issue 16 and
-//! ask the same [`warren_policy::Policy::decide`]. To the policy, an http
-//! resource is `NAME:443` (tcp), carrying its sites' tags.
+//! reachable only as the policy's grants allow a principal. On an http
+//! request the principal is the signed-in user of a live session cookie
+//! ([`crate::auth`]), else an API key presented as `Warren-Key: wrn_...`
+//! (a machine's credential, like a service token). Neither the cookie nor
+//! the header reaches the origin. To the policy, an http resource is
+//! `NAME:443` (tcp), carrying its sites' tags.
 //!
 //! Every denial is logged (`access_denied`, with the reason) and counted
 //! (`warren_edge_access_denied_total`); every http decision is in the
@@ -16,6 +16,7 @@
 
 pub(crate) mod live;
 
+use crate::auth::Identity;
 use crate::config::{Auth, EdgeConfig, Resource};
 use crate::EdgeShared;
 use std::net::SocketAddr;
@@ -75,35 +76,93 @@ pub(crate) fn check(shared: &EdgeShared, resource: &Resource, client: SocketAddr
 }
 
 /// The answer for an http request, with the principal it was asked for
-/// (`key:ID`) when a key was presented.
+/// (the user's email, or `key:ID`) and, for a signed-in person, who they are.
 pub(crate) struct HttpAccess {
     pub(crate) access: Access,
     pub(crate) principal: Option<String>,
+    pub(crate) identity: Option<Identity>,
 }
 
-/// Asks for an http request: `key` is the `Warren-Key` header's value,
-/// `method` and `path` (normalised) the request's.
+/// What an http request presented.
+pub(crate) struct Credentials<'a> {
+    /// The `Warren-Key` header's value.
+    pub(crate) key: Option<&'a [u8]>,
+    /// The session cookie's value.
+    pub(crate) session: Option<&'a str>,
+}
+
+/// Asks for an http request on `host`: a live session's user first, else a
+/// presented key; `method` and `path` (normalised) are the request's.
 pub(crate) async fn check_http(
     shared: &EdgeShared,
     resource: &Resource,
     client: SocketAddr,
-    key: Option<&[u8]>,
+    credentials: Credentials<'_>,
+    host: &str,
     method: &str,
     path: &str,
 ) -> HttpAccess {
     let config = shared.config.load_full();
     let access = anonymous(&config, resource);
-    let (Access::Denied, Some(key), Some(settings)) = (access, key, &config.policy) else {
-        if access == Access::Denied {
-            denied(shared, resource, client, "anonymous", "no_grant");
+    let settings = match (access, &config.policy) {
+        (Access::Denied, Some(settings)) => settings,
+        _ => {
+            return HttpAccess {
+                access,
+                principal: None,
+                identity: None,
+            }
         }
+    };
+    let catalog = shared.catalog.load_full();
+    let now = warren_store::now_ms();
+    let person = credentials
+        .session
+        .and_then(|cookie| shared.auth.identity(&catalog, cookie, host, now));
+    let tags = catalog.tags_of(resource);
+    let target = Target {
+        resource: Some(&resource.name),
+        tags: &tags,
+        addr: None,
+        port: HTTP_PORT,
+        proto: Proto::Tcp,
+    };
+    let action = Action {
+        request: Method::parse(method).map(|m| (m, path)),
+    };
+    let decide = |principal: &Principal<'_>, who: &str| match settings
+        .policy
+        .decide(principal, &target, &action)
+    {
+        Decision::Allowed { grant } => Access::Granted { grant },
+        Decision::Denied => {
+            denied(shared, resource, client, who, "no_grant");
+            Access::Denied
+        }
+    };
+    if let Some((who, _)) = person {
+        let access = decide(
+            &Principal::User {
+                email: &who.email,
+                groups: &who.groups,
+            },
+            &who.email,
+        );
+        return HttpAccess {
+            access,
+            principal: Some(who.email.clone()),
+            identity: Some(who),
+        };
+    }
+    let Some(key) = credentials.key else {
+        denied(shared, resource, client, "anonymous", "no_grant");
         return HttpAccess {
             access,
             principal: None,
+            identity: None,
         };
     };
     let text = std::str::from_utf8(key).unwrap_or("").trim();
-    let catalog = shared.catalog.load_full();
     let checked = shared
         .api_auth
         .authenticate_known(&shared.store, &catalog.keys, text)
@@ -117,34 +176,16 @@ pub(crate) async fn check_http(
             return HttpAccess {
                 access: Access::Denied,
                 principal: None,
+                identity: None,
             };
         }
     };
     let principal = format!("key:{}", key.id);
-    let tags = catalog.tags_of(resource);
-    let target = Target {
-        resource: Some(&resource.name),
-        tags: &tags,
-        addr: None,
-        port: HTTP_PORT,
-        proto: Proto::Tcp,
-    };
-    let action = Action {
-        request: Method::parse(method).map(|m| (m, path)),
-    };
-    let access = match settings
-        .policy
-        .decide(&Principal::Key(&key.id), &target, &action)
-    {
-        Decision::Allowed { grant } => Access::Granted { grant },
-        Decision::Denied => {
-            denied(shared, resource, client, &principal, "no_grant");
-            Access::Denied
-        }
-    };
+    let access = decide(&Principal::Key(&key.id), &principal);
     HttpAccess {
         access,
         principal: Some(principal),
+        identity: None,
     }
 }
 

@@ -12,7 +12,8 @@
 //! `GET|POST /api/v1/keys`, `DELETE /api/v1/keys/{id}` manage API keys;
 //! `POST /api/v1/sites`, `DELETE /api/v1/sites/{id}` and
 //! `POST /api/v1/sites/{id}/rotate` manage sites ([`crate::api::sites`]);
-//! `/api/v1/policy` and its versions, the policy ([`crate::api::policy`]).
+//! `/api/v1/policy` and its versions, the policy ([`crate::api::policy`]);
+//! `/api/v1/users`, people who sign in ([`crate::api::users`]).
 //! Without a key: `GET /metrics`, the Prometheus text exposition
 //! ([`crate::metrics`]), and `GET /healthz`. Bind the listener to loopback
 //! or a private network (the default is loopback).
@@ -24,6 +25,7 @@ pub(crate) mod policy;
 pub(crate) mod resources;
 pub(crate) mod sites;
 pub(crate) mod status;
+pub(crate) mod users;
 
 use crate::api::error::{error, store_error, ApiError};
 use crate::api::keys::require_key;
@@ -86,6 +88,10 @@ pub(crate) fn api() -> (Router<Arc<EdgeShared>>, utoipa::openapi::OpenApi) {
         .routes(routes!(agents_seen))
         .routes(routes!(keys::list, keys::create))
         .routes(routes!(keys::delete))
+        .routes(routes!(users::list, users::create))
+        .routes(routes!(users::disable))
+        .routes(routes!(users::enable))
+        .routes(routes!(users::logout))
         .split_for_parts()
 }
 

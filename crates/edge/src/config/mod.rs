@@ -198,6 +198,16 @@ pub struct PolicySettings {
     pub policy: std::sync::Arc<warren_policy::Policy>,
 }
 
+/// The `[auth]` table: where people sign in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthSettings {
+    /// The host the edge serves its sign-in pages on (`auth.example.com`),
+    /// on `https_listen`; a certificate must cover it.
+    pub host: String,
+    /// How long a session lasts after sign-in.
+    pub session_lifetime: Duration,
+}
+
 /// Where the live policy comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum PolicySource {
@@ -338,6 +348,9 @@ pub struct EdgeConfig {
     pub resources: Vec<Resource>,
     /// Who may reach what; `None`: every resource is open.
     pub policy: Option<PolicySettings>,
+    /// Sign-in for people; `None`: no sign-in (only keys and public
+    /// resources pass a policy).
+    pub auth: Option<AuthSettings>,
 }
 
 impl EdgeConfig {

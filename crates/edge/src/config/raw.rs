@@ -18,6 +18,8 @@ pub(super) struct RawFile {
     #[serde(default)]
     pub(super) policy: Option<Spanned<RawPolicy>>,
     #[serde(default)]
+    pub(super) auth: Option<Spanned<RawAuth>>,
+    #[serde(default)]
     pub(super) site: Vec<Spanned<RawSite>>,
     #[serde(default)]
     pub(super) resource: Vec<Spanned<RawResource>>,
@@ -80,6 +82,13 @@ pub(super) struct RawAcme {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPolicy {
     pub(super) file: PathBuf,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAuth {
+    pub(super) host: String,
+    pub(super) session_lifetime: Option<String>,
 }
 
 #[derive(Deserialize)]

@@ -170,6 +170,9 @@ impl<'a> Validator<'a> {
                 "[tls] is set but https_listen is not: nothing would use the certificates",
             );
         }
+        let auth = raw
+            .auth
+            .and_then(|a| self.auth(a, https_listen.is_some(), &resources));
         if let Some(default) = &tls.default_host {
             let routed = resources
                 .iter()
@@ -198,7 +201,64 @@ impl<'a> Validator<'a> {
             sites,
             resources,
             policy,
+            auth,
         }
+    }
+
+    /// `[auth]`: a host name of its own on the https listener.
+    fn auth(
+        &mut self,
+        raw: Spanned<super::raw::RawAuth>,
+        have_https: bool,
+        resources: &[Resource],
+    ) -> Option<super::AuthSettings> {
+        let span = Some(raw.span());
+        let raw = raw.into_inner();
+        let mut ok = true;
+        let host = match raw.host.strip_prefix("*.") {
+            Some(_) => None,
+            None => self.host_name(span.clone(), "auth.host", &raw.host),
+        };
+        let Some(host) = host else {
+            if raw.host.starts_with("*.") {
+                self.error(
+                    span,
+                    "auth.host",
+                    "the sign-in host is one name, not a wildcard",
+                );
+            }
+            return None;
+        };
+        if !have_https {
+            self.error(
+                span.clone(),
+                "auth.host",
+                "[auth] needs https_listen: sign-in pages are served over https only",
+            );
+            ok = false;
+        }
+        if let Some(r) = resources
+            .iter()
+            .find(|r| r.host.as_deref() == Some(host.as_str()))
+        {
+            self.error(
+                span.clone(),
+                "auth.host",
+                format!(
+                    "`{host}` is resource `{}`'s host; the sign-in host needs its own",
+                    r.name
+                ),
+            );
+            ok = false;
+        }
+        let session_lifetime = match &raw.session_lifetime {
+            Some(d) => self.duration(span.clone(), d, "auth.session_lifetime")?,
+            None => Duration::from_secs(24 * 3600),
+        };
+        ok.then_some(super::AuthSettings {
+            host,
+            session_lifetime,
+        })
     }
 
     /// `[policy] file`: read and compiled now, so a bad policy is refused

@@ -5,7 +5,8 @@
 //! - SNI of a `tls` resource: passes the untouched bytes through to a
 //!   target (optionally after a PROXY header), so the edge never holds that
 //!   service's key;
-//! - SNI of an `http` resource (or the configured default host): terminates
+//! - SNI of an `http` resource, the sign-in host (`[auth] host`) or the
+//!   configured default host: terminates
 //!   TLS, getting an ACME certificate first if needed, and serves HTTP
 //!   ([`crate::proxy::http::serve`]);
 //! - anything else: closes the connection.
@@ -42,12 +43,24 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<EdgeShared>, stop: 
     .await;
 }
 
+/// Whether `host` is the sign-in host (`[auth] host`), served like an
+/// http resource.
+fn is_sign_in_host(shared: &EdgeShared, host: &str) -> bool {
+    shared
+        .config
+        .load()
+        .auth
+        .as_ref()
+        .is_some_and(|a| a.host.eq_ignore_ascii_case(host))
+}
+
 /// Whether an ACME certificate may be ordered for `host`: it is the host
-/// of an http resource as written (not a wildcard's match) or the default
-/// host.
+/// of an http resource as written (not a wildcard's match), the sign-in
+/// host or the default host.
 fn orderable(shared: &EdgeShared, host: &str) -> bool {
     let config = shared.config.load();
     config.tls.default_host.as_deref() == Some(host)
+        || config.auth.as_ref().is_some_and(|a| a.host == host)
         || config
             .resources
             .iter()
@@ -120,7 +133,9 @@ async fn handle(mut tcp: TcpStream, peer: SocketAddr, shared: Arc<EdgeShared>) {
         }
     }
     let default_host = shared.certs.default_host();
-    let routed = sni.as_deref().is_some_and(|h| table.http.has_host(h));
+    let routed = sni
+        .as_deref()
+        .is_some_and(|h| table.http.has_host(h) || is_sign_in_host(&shared, h));
     drop(table);
     let cert_host = match (&sni, routed) {
         (Some(h), true) => h.clone(),

@@ -23,5 +23,16 @@ pub(crate) async fn decide(
     resource: &Resource,
 ) -> HttpAccess {
     let key = headers.get(KEY_HEADER).map(|v| v.as_bytes());
-    crate::access::check_http(&ctx.shared, resource, ctx.client, key, method, &head.path).await
+    let session = crate::auth::cookie(headers, crate::auth::SESSION_COOKIE);
+    let credentials = crate::access::Credentials { key, session };
+    crate::access::check_http(
+        &ctx.shared,
+        resource,
+        ctx.client,
+        credentials,
+        &head.host,
+        method,
+        &head.path,
+    )
+    .await
 }

@@ -1,6 +1,6 @@
 //! `http` resources: TLS terminated, one hyper server per connection
-//! ([`serve`]), each request through the phases [`request`] → [`route`] →
-//! [`access`] → [`upstream`] → [`response`] → [`access_log`], failures
+//! ([`serve`]), each request through the phases [`request`] → [`signin`]
+//! → [`route`] → [`access`] → [`upstream`] → [`response`] → [`access_log`], failures
 //! named by [`error`]; kept-alive origin connections ([`origin_pool`]); the
 //! plain-HTTP port's redirects and ACME challenges ([`plain`]).
 
@@ -16,4 +16,5 @@ pub(crate) mod request;
 pub(crate) mod response;
 pub(crate) mod route;
 pub(crate) mod serve;
+pub(crate) mod signin;
 pub(crate) mod upstream;

@@ -7,8 +7,10 @@
 //! hyper parse (header timeout, size limit: 431)
 //!  → request.rs   host: authority or Host, agreeing with each other (400) and the SNI (421);
 //!                 path normalised (400); the router and the origin see the same path
+//!  → signin.rs    the sign-in host's pages, a resource host's /.warren/ hand-off
 //!  → route.rs     host + longest prefix (404 when nothing matches)
 //!  → access.rs    who may pass: the policy, for the principal the request carries
+//!                 (a session cookie, a Warren-Key); a browser without one is sent to sign in
 //!  → upstream.rs  headers for the origin; target by health and balance; kept or fresh
 //!                 stream; request sent (502/503/504 by who failed: error.rs)
 //!  → response.rs  headers for the visitor, sticky cookie; Upgrade spliced after 101
@@ -29,7 +31,7 @@ use crate::proxy::http::conn::ConnContext;
 use crate::proxy::http::error::ProxyError;
 use crate::proxy::http::pages::error_page;
 use crate::proxy::http::response::{sticky_cookie_name, sticky_from_cookies};
-use crate::proxy::http::{access, request, response, route, upstream};
+use crate::proxy::http::{access, request, response, route, signin, upstream};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -94,12 +96,20 @@ async fn handle(ctx: Arc<ConnContext>, req: Request<Incoming>) -> Response<Respo
 
 async fn phases(
     ctx: &ConnContext,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     entry: &mut AccessEntry,
 ) -> Result<(Response<ResponseBody>, Option<Guards>), ProxyError> {
     let head = request::read(ctx, &req)?;
     entry.host = head.host.clone();
     entry.path = head.path.clone();
+
+    let mut req = match signin::intercept(ctx, req, &head).await {
+        Ok(answer) => {
+            entry.resource = "(sign-in)".into();
+            return Ok((answer, None));
+        }
+        Err(req) => req,
+    };
 
     let routed = route::route(&ctx.shared, &head)?;
     entry.resource = routed.resource.name.clone();
@@ -113,11 +123,16 @@ async fn phases(
     )
     .await;
     entry.access = Some(decision.access.as_str());
-    entry.principal = decision.principal;
+    entry.principal = decision.principal.clone();
     if let crate::access::Access::Granted { grant } = decision.access {
         entry.grant = Some(grant);
     }
     if decision.access == crate::access::Access::Denied {
+        if decision.principal.is_none() && routed.resource.auth == crate::config::Auth::Login {
+            if let Some(answer) = signin::challenge(ctx, &req, &head) {
+                return Ok((answer, None));
+            }
+        }
         return Err(ProxyError::Denied {
             resource: routed.resource.name.clone(),
         });
@@ -125,7 +140,16 @@ async fn phases(
 
     let sticky = sticky_from_cookies(req.headers(), &sticky_cookie_name(&routed.resource.name));
     let client_upgrade = head.upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
-    let answered = upstream::forward(ctx, req, &head, &routed, sticky.as_deref(), entry).await?;
+    let answered = upstream::forward(
+        ctx,
+        req,
+        &head,
+        &routed,
+        sticky.as_deref(),
+        decision.identity.as_ref(),
+        entry,
+    )
+    .await?;
 
     Ok(response::respond(
         answered,

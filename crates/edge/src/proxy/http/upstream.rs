@@ -5,6 +5,7 @@
 //! on a fresh stream if a kept connection turned out closed (hyper hands
 //! the unsent request back, so this is safe for any method).
 
+use crate::auth::Identity;
 use crate::config::Target;
 use crate::proxy::dispatch::{connect_reusing, open_to_site, Guards, Via};
 use crate::proxy::http::access_log::AccessEntry;
@@ -36,10 +37,11 @@ pub(crate) async fn forward(
     head: &Head,
     routed: &Routed,
     sticky: Option<&str>,
+    identity: Option<&Identity>,
     entry: &mut AccessEntry,
 ) -> Result<Answered, ProxyError> {
     let resource = &routed.resource;
-    let headers = origin_headers(ctx, req.headers(), head);
+    let headers = origin_headers(ctx, req.headers(), head, identity);
     let pool = &ctx.shared.origin_pool;
     let poolable = head.upgrade.is_none();
     let connected = match connect_reusing(
@@ -136,14 +138,24 @@ pub(crate) async fn forward(
     })
 }
 
-/// The headers the origin gets.
-fn origin_headers(ctx: &ConnContext, from_client: &HeaderMap, head: &Head) -> HeaderMap {
+/// The headers the origin gets: the client's, less hop-by-hop ones, the
+/// forwarding and identity headers only the edge may set, the visitor's
+/// Warren credentials (key header, session cookie); then the edge's own,
+/// with who the signed-in person is (`Remote-User`, `Remote-Email`,
+/// `Remote-Name`, `Remote-Groups`).
+fn origin_headers(
+    ctx: &ConnContext,
+    from_client: &HeaderMap,
+    head: &Head,
+    identity: Option<&Identity>,
+) -> HeaderMap {
     let mut headers = from_client.clone();
     strip_hop_by_hop(&mut headers);
     let spoofed: Vec<HeaderName> = headers.keys().filter(|n| spoofable(n)).cloned().collect();
     for n in spoofed {
         headers.remove(n);
     }
+    strip_warren_cookies(&mut headers);
     let client_ip = ctx.client.ip().to_canonical();
     let authority = &head.authority;
     let set = |headers: &mut HeaderMap, name: &'static str, value: String| {
@@ -167,6 +179,12 @@ fn origin_headers(ctx: &ConnContext, from_client: &HeaderMap, head: &Head) -> He
     );
     if let Ok(v) = HeaderValue::from_str(authority) {
         headers.insert(header::HOST, v);
+    }
+    if let Some(who) = identity {
+        set(&mut headers, "remote-user", who.email.clone());
+        set(&mut headers, "remote-email", who.email.clone());
+        set(&mut headers, "remote-name", who.name.clone());
+        set(&mut headers, "remote-groups", who.groups.join(","));
     }
     if let Some(up) = &head.upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -210,14 +228,42 @@ fn hop_by_hop(name: &HeaderName) -> bool {
 }
 
 /// Headers a client may not set for the origin to believe.
-/// Headers the origin must not get from the client: the forwarding ones
-/// the edge sets itself, and the visitor's `Warren-Key` credential.
+/// Headers the origin must not get from the client: the forwarding and
+/// identity ones the edge sets itself, and the visitor's `Warren-Key`
+/// credential. Checked on every request (public resources too).
 fn spoofable(name: &HeaderName) -> bool {
     let n = name.as_str();
     n == "forwarded"
         || n == "x-real-ip"
         || n.starts_with("x-forwarded-")
+        || n.starts_with("remote-")
         || n == crate::access::KEY_HEADER
+}
+
+/// Takes the edge's own cookies (`__Host-warren_...`) out of `Cookie`.
+fn strip_warren_cookies(headers: &mut HeaderMap) {
+    let values: Vec<HeaderValue> = headers.get_all(header::COOKIE).iter().cloned().collect();
+    if values.is_empty() {
+        return;
+    }
+    headers.remove(header::COOKIE);
+    for v in values {
+        let Ok(text) = v.to_str() else {
+            headers.append(header::COOKIE, v);
+            continue;
+        };
+        let kept: Vec<&str> = text
+            .split(';')
+            .map(str::trim)
+            .filter(|pair| !pair.is_empty() && !pair.starts_with("__Host-warren_"))
+            .collect();
+        if kept.is_empty() {
+            continue;
+        }
+        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+            headers.append(header::COOKIE, v);
+        }
+    }
 }
 
 /// Removes hop-by-hop headers and those the `Connection` header names.

@@ -1,0 +1,179 @@
+//! Who a person is: users' passwords, sign-in limits, signed sessions and
+//! the hand-off from the sign-in host to a resource's host. No HTTP here:
+//! the pages are `proxy::http::signin`, the decision `crate::access`.
+//!
+//! A session is a signed token ([`token`]) in a host-only cookie, checked
+//! inside the edge on every request with no store read: the signature, the
+//! expiry, the host, and the user in the catalog (not disabled, the
+//! session issued after their `sessions_after_ms`). Disabling a user or
+//! "logout everywhere" moves that time in the store; every edge's catalog
+//! follows within the 1 s sync, so those sessions die within it.
+//!
+//! Sign-in happens on one host of its own (`[auth] host`), which then hands
+//! the visitor to the resource's host with a one-use token valid for a
+//! minute; the resource's host turns it into its own session cookie.
+
+pub(crate) mod limits;
+pub(crate) mod password;
+pub(crate) mod return_url;
+pub(crate) mod token;
+
+use crate::catalog::Catalog;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use token::{Claims, Kind, Signer};
+
+/// The session cookie on a resource's host.
+pub(crate) const SESSION_COOKIE: &str = "__Host-warren_session";
+/// The session cookie on the sign-in host.
+pub(crate) const AUTH_COOKIE: &str = "__Host-warren_auth";
+/// The CSRF cookie of the sign-in forms.
+pub(crate) const CSRF_COOKIE: &str = "__Host-warren_csrf";
+/// How long a hand-off token lives.
+pub(crate) const HANDOFF_MS: i64 = 60_000;
+/// At most this many unexpired hand-offs are remembered as used.
+const MAX_USED_HANDOFFS: usize = 100_000;
+
+/// What the edge keeps for sign-in.
+pub(crate) struct AuthState {
+    pub(crate) signer: Signer,
+    pub(crate) limits: limits::Limits,
+    /// Password checks, two at a time, 32 waiting.
+    pub(crate) verifier: crate::tunnel::credentials::Verifier,
+    /// Hand-off nonces already redeemed, with their expiry.
+    used: Mutex<HashMap<String, i64>>,
+}
+
+/// A signed-in person, as the policy and the origin see them.
+#[derive(Clone, Debug)]
+pub(crate) struct Identity {
+    pub(crate) user_id: String,
+    pub(crate) email: String,
+    pub(crate) name: String,
+    pub(crate) groups: Vec<String>,
+}
+
+impl AuthState {
+    /// With the session key shared through the store.
+    pub(crate) fn new(session_key: &[u8]) -> AuthState {
+        AuthState {
+            signer: Signer::new(session_key),
+            limits: limits::Limits::default(),
+            verifier: crate::tunnel::credentials::Verifier::with_limits(2, 32),
+            used: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A session token for user `uid` on `host`, signed in at
+    /// `signed_in_ms`, valid `lifetime_ms` from then.
+    pub(crate) fn session(
+        &self,
+        uid: &str,
+        sid: &str,
+        host: &str,
+        signed_in_ms: i64,
+        lifetime_ms: i64,
+    ) -> String {
+        self.signer.sign(
+            Kind::Session,
+            &Claims {
+                sid: sid.to_owned(),
+                uid: uid.to_owned(),
+                host: host.to_owned(),
+                iat: signed_in_ms,
+                exp: signed_in_ms.saturating_add(lifetime_ms),
+                to: None,
+                nonce: None,
+            },
+        )
+    }
+
+    /// A one-use hand-off of session `sid` (signed in at `signed_in_ms`)
+    /// to `host`, landing on `to`. The resource's session keeps the sign-in
+    /// time, so "logout everywhere" reaches it however late it was redeemed.
+    pub(crate) fn handoff(
+        &self,
+        user_id: &str,
+        sid: &str,
+        signed_in_ms: i64,
+        host: &str,
+        to: &str,
+        now_ms: i64,
+    ) -> String {
+        self.signer.sign(
+            Kind::Handoff,
+            &Claims {
+                sid: sid.to_owned(),
+                uid: user_id.to_owned(),
+                host: host.to_owned(),
+                iat: signed_in_ms,
+                exp: now_ms + HANDOFF_MS,
+                to: Some(to.to_owned()),
+                nonce: Some(hex::encode(rand::random::<[u8; 16]>())),
+            },
+        )
+    }
+
+    /// Redeems a hand-off token on `host`: its claims, once.
+    pub(crate) fn redeem(
+        &self,
+        token: &str,
+        host: &str,
+        now_ms: i64,
+    ) -> Result<Claims, &'static str> {
+        let claims = self
+            .signer
+            .check(Kind::Handoff, token, now_ms, host)
+            .map_err(|_| "not a valid hand-off")?;
+        let nonce = claims.nonce.clone().ok_or("no nonce")?;
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        if used.len() >= MAX_USED_HANDOFFS {
+            used.retain(|_, exp| *exp > now_ms);
+            if used.len() >= MAX_USED_HANDOFFS {
+                return Err("too many hand-offs in flight");
+            }
+        }
+        if used.insert(nonce, claims.exp).is_some() {
+            return Err("already used");
+        }
+        Ok(claims)
+    }
+
+    /// The live person behind a session cookie's value on `host`, with the
+    /// time they signed in.
+    pub(crate) fn identity(
+        &self,
+        catalog: &Catalog,
+        cookie: &str,
+        host: &str,
+        now_ms: i64,
+    ) -> Option<(Identity, Claims)> {
+        let claims = self
+            .signer
+            .check(Kind::Session, cookie, now_ms, host)
+            .ok()?;
+        let user = catalog.users.get(&claims.uid)?;
+        if user.disabled || claims.iat < user.sessions_after_ms {
+            return None;
+        }
+        let identity = Identity {
+            user_id: user.id.clone(),
+            email: user.email.clone(),
+            name: user.name.clone(),
+            groups: Vec::new(),
+        };
+        Some((identity, claims))
+    }
+}
+
+/// The value of cookie `name` in a request's `Cookie` headers (the first).
+pub(crate) fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}

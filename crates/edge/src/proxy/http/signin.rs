@@ -1,0 +1,559 @@
+//! Phase 1b, sign-in: the requests the edge answers itself before routing.
+//!
+//! On the sign-in host (`[auth] host`):
+//! * `GET /login?rd=URL`: the form (or, already signed in there, straight
+//!   on to the hand-off). `rd` must be an https URL of a resource this edge
+//!   serves (`auth::return_url`); anything else is refused, never followed.
+//! * `POST /login`: CSRF token (double-submit, `__Host-` cookie) checked
+//!   first, then the limits per source and per account, then the password
+//!   (argon2id, bounded pool; an unknown email costs the same). On success
+//!   a session cookie for the sign-in host and a 303 to the resource's
+//!   host with a one-use hand-off token.
+//! * `GET /logout` (a form) and `POST /logout`: ends every session of the
+//!   user, on every edge (the store's `sessions_after_ms`).
+//!
+//! On a resource's host, `/.warren/session?token=` redeems a hand-off into
+//! that host's own session cookie and sends the browser on to where it was
+//! going; `/.warren/logout` goes to the sign-in host's logout.
+//!
+//! Every page is plain HTML, without JavaScript, and never cached.
+
+use crate::auth::{self, return_url, Identity, AUTH_COOKIE, CSRF_COOKIE, SESSION_COOKIE};
+use crate::config::AuthSettings;
+use crate::proxy::http::body::{full, ResponseBody};
+use crate::proxy::http::conn::ConnContext;
+use crate::proxy::http::request::Head;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use subtle::ConstantTimeEq;
+
+/// The largest sign-in form accepted.
+const MAX_FORM: usize = 16 * 1024;
+/// How long a client may take to send it.
+const FORM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Answers `req` if it is the sign-in phase's; otherwise hands it back to
+/// go on to routing.
+pub(crate) async fn intercept(
+    ctx: &ConnContext,
+    req: Request<Incoming>,
+    head: &Head,
+) -> Result<Response<ResponseBody>, Request<Incoming>> {
+    let config = ctx.shared.config.load_full();
+    let Some(settings) = config.auth.as_ref() else {
+        return Err(req);
+    };
+    let sign_in = SignIn {
+        ctx,
+        settings,
+        state: &ctx.shared.auth,
+    };
+    if head.host == settings.host {
+        return Ok(sign_in.auth_host(req, head).await);
+    }
+    if let Some(rest) = head.path.strip_prefix("/.warren/") {
+        return Ok(sign_in.resource_host(&req, head, rest));
+    }
+    Err(req)
+}
+
+/// The answer for a visitor the policy would refuse for want of a sign-in,
+/// on a resource behind a login: a browser goes to the sign-in page, any
+/// other client gets a 401.
+pub(crate) fn challenge(
+    ctx: &ConnContext,
+    req: &Request<Incoming>,
+    head: &Head,
+) -> Option<Response<ResponseBody>> {
+    let config = ctx.shared.config.load();
+    let settings = config.auth.as_ref()?;
+    let browser = req
+        .headers()
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/html"));
+    if !browser {
+        let mut resp = page(
+            StatusCode::UNAUTHORIZED,
+            "Sign-in required",
+            "<p>This resource needs a signed-in user.</p>",
+        );
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"warren\""),
+        );
+        return Some(resp);
+    }
+    let port = https_port(ctx);
+    let here = format!(
+        "https://{}{}",
+        with_port(&head.host, port),
+        head.uri.path_and_query().map_or("/", |p| p.as_str())
+    );
+    let login = format!(
+        "https://{}/login?rd={}",
+        with_port(&settings.host, port),
+        encode(&here)
+    );
+    Some(redirect(StatusCode::FOUND, &login))
+}
+
+struct SignIn<'a> {
+    ctx: &'a ConnContext,
+    settings: &'a AuthSettings,
+    state: &'a auth::AuthState,
+}
+
+impl SignIn<'_> {
+    async fn auth_host(&self, req: Request<Incoming>, head: &Head) -> Response<ResponseBody> {
+        let query = query_map(head);
+        let (parts, body) = req.into_parts();
+        match (parts.method.clone(), head.path.as_str()) {
+            (Method::GET, "/login") => self.login_form(&parts.headers, &query, None),
+            (Method::POST, "/login") => self.login(&parts.headers, body).await,
+            (Method::GET, "/logout") => self.logout_form(&parts.headers),
+            (Method::POST, "/logout") => self.logout(&parts.headers, body).await,
+            _ => page(StatusCode::NOT_FOUND, "Not found", "<p>No such page.</p>"),
+        }
+    }
+
+    fn return_to(&self, rd: Option<&String>) -> Result<return_url::Return, &'static str> {
+        let rd = rd.ok_or("no return address")?;
+        let table = self.ctx.shared.resources.load();
+        return_url::parse(rd, https_port(self.ctx), |h| table.http.has_host(h))
+    }
+
+    /// The signed-in user of the sign-in host, with their sign-in time.
+    fn signed_in(&self, headers: &HeaderMap) -> Option<(Identity, auth::token::Claims)> {
+        let value = auth::cookie(headers, AUTH_COOKIE)?;
+        let catalog = self.ctx.shared.catalog.load();
+        self.state
+            .identity(&catalog, value, &self.settings.host, warren_store::now_ms())
+    }
+
+    fn login_form(
+        &self,
+        headers: &HeaderMap,
+        query: &HashMap<String, String>,
+        problem: Option<&str>,
+    ) -> Response<ResponseBody> {
+        let back = match self.return_to(query.get("rd")) {
+            Ok(b) => b,
+            Err(why) => return bad_return(why),
+        };
+        if problem.is_none() {
+            if let Some((who, claims)) = self.signed_in(headers) {
+                return self.hand_off(&who, &claims.sid, claims.iat, &back, None);
+            }
+        }
+        let (csrf, set) = match auth::cookie(headers, CSRF_COOKIE) {
+            Some(c) if c.len() == 32 => (c.to_owned(), None),
+            _ => {
+                let c = hex::encode(rand::random::<[u8; 16]>());
+                let set = cookie_header(CSRF_COOKIE, &c, None);
+                (c, Some(set))
+            }
+        };
+        let problem = problem
+            .map(|p| format!("<p role=\"alert\" class=\"problem\">{}</p>", escape(p)))
+            .unwrap_or_default();
+        let body = format!(
+            "<p>to reach <strong>{host}</strong></p>{problem}\
+             <form method=\"post\" action=\"/login\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <input type=\"hidden\" name=\"rd\" value=\"{rd}\">\
+             <label for=\"email\">Email</label>\
+             <input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" required autofocus>\
+             <label for=\"password\">Password</label>\
+             <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
+             <button type=\"submit\">Sign in</button></form>",
+            host = escape(&back.host),
+            rd = escape(&back.url(https_port(self.ctx))),
+        );
+        let status = if problem.is_empty() {
+            StatusCode::OK
+        } else {
+            StatusCode::UNAUTHORIZED
+        };
+        let mut resp = page(status, "Sign in", &body);
+        if let Some(set) = set {
+            resp.headers_mut().append(header::SET_COOKIE, set);
+        }
+        resp
+    }
+
+    async fn login(&self, headers: &HeaderMap, body: Incoming) -> Response<ResponseBody> {
+        let form = match read_form(body).await {
+            Ok(f) => f,
+            Err(status) => return page(status, "Sign in", "<p>The form could not be read.</p>"),
+        };
+        if !csrf_ok(headers, &form) {
+            return page(
+                StatusCode::FORBIDDEN,
+                "Sign in",
+                "<p>The form has expired or did not come from this page. Go back and try again.</p>",
+            );
+        }
+        let back = match self.return_to(form.get("rd")) {
+            Ok(b) => b,
+            Err(why) => return bad_return(why),
+        };
+        let email = form
+            .get("email")
+            .map(|e| e.trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        let password = form.get("password").cloned().unwrap_or_default();
+        let rd_query: HashMap<String, String> =
+            [("rd".to_owned(), back.url(https_port(self.ctx)))].into();
+        let client = self.ctx.client.ip();
+        if let Err(refused) = self.state.limits.attempt(client, &email, Instant::now()) {
+            tracing::warn!(event = "sign_in_limited", client = %client, email = %email, refused = ?refused, "sign-in refused by the limits");
+            let mut resp = page(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Sign in",
+                "<p>Too many attempts. Wait a minute and try again.</p>",
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            return resp;
+        }
+        let user = self
+            .ctx
+            .shared
+            .catalog
+            .load()
+            .user_by_email(&email)
+            .cloned();
+        let hash = user
+            .as_ref()
+            .filter(|u| !u.disabled)
+            .and_then(|u| u.password_hash.clone());
+        let ok = match auth::password::check(&self.state.verifier, hash.as_deref(), &password).await
+        {
+            Ok(ok) => ok,
+            Err(_busy) => {
+                return page(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "Sign in",
+                    "<p>Too many sign-ins at once. Try again in a moment.</p>",
+                )
+            }
+        };
+        let Some(user) = user.filter(|_| ok) else {
+            self.state.limits.failed(&email, Instant::now());
+            tracing::info!(event = "sign_in_failed", client = %client, email = %email, "wrong email or password");
+            return self.login_form(headers, &rd_query, Some("Wrong email or password."));
+        };
+        self.state.limits.succeeded(&email);
+        let now = warren_store::now_ms();
+        let sid = hex::encode(rand::random::<[u8; 16]>());
+        let lifetime = self.settings.session_lifetime.as_millis() as i64;
+        let token = self
+            .state
+            .session(&user.id, &sid, &self.settings.host, now, lifetime);
+        tracing::info!(event = "signed_in", client = %client, user = %user.email, method = "password", "signed in");
+        let who = Identity {
+            user_id: user.id.clone(),
+            email: user.email.clone(),
+            name: user.name.clone(),
+            groups: Vec::new(),
+        };
+        let set = cookie_header(AUTH_COOKIE, &token, Some(self.settings.session_lifetime));
+        self.hand_off(&who, &sid, now, &back, Some(set))
+    }
+
+    fn hand_off(
+        &self,
+        who: &Identity,
+        sid: &str,
+        signed_in_ms: i64,
+        back: &return_url::Return,
+        set: Option<HeaderValue>,
+    ) -> Response<ResponseBody> {
+        let token = self.state.handoff(
+            &who.user_id,
+            sid,
+            signed_in_ms,
+            &back.host,
+            &back.path,
+            warren_store::now_ms(),
+        );
+        let port = https_port(self.ctx);
+        let to = format!(
+            "https://{}/.warren/session?token={}",
+            with_port(&back.host, port),
+            encode(&token)
+        );
+        let mut resp = redirect(StatusCode::SEE_OTHER, &to);
+        if let Some(set) = set {
+            resp.headers_mut().append(header::SET_COOKIE, set);
+        }
+        resp
+    }
+
+    fn logout_form(&self, headers: &HeaderMap) -> Response<ResponseBody> {
+        let csrf = auth::cookie(headers, CSRF_COOKIE)
+            .filter(|c| c.len() == 32)
+            .map(str::to_owned);
+        let (csrf, set) = match csrf {
+            Some(c) => (c, None),
+            None => {
+                let c = hex::encode(rand::random::<[u8; 16]>());
+                let set = cookie_header(CSRF_COOKIE, &c, None);
+                (c, Some(set))
+            }
+        };
+        let body = format!(
+            "<p>Sign out of every resource, on every device?</p>\
+             <form method=\"post\" action=\"/logout\">\
+             <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+             <button type=\"submit\">Sign out</button></form>"
+        );
+        let mut resp = page(StatusCode::OK, "Sign out", &body);
+        if let Some(set) = set {
+            resp.headers_mut().append(header::SET_COOKIE, set);
+        }
+        resp
+    }
+
+    async fn logout(&self, headers: &HeaderMap, body: Incoming) -> Response<ResponseBody> {
+        let form = match read_form(body).await {
+            Ok(f) => f,
+            Err(status) => return page(status, "Sign out", "<p>The form could not be read.</p>"),
+        };
+        if !csrf_ok(headers, &form) {
+            return page(
+                StatusCode::FORBIDDEN,
+                "Sign out",
+                "<p>The form has expired or did not come from this page.</p>",
+            );
+        }
+        if let Some((who, _)) = self.signed_in(headers) {
+            let actor = format!("user:{}", who.email);
+            let store = &self.ctx.shared.store;
+            match store
+                .change_user(&actor, &who.user_id, warren_store::UserChange::EndSessions)
+                .await
+            {
+                Ok(_) => {
+                    crate::api::serve_now(&self.ctx.shared).await;
+                    tracing::info!(event = "signed_out", user = %who.email, "every session ended");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not end the sessions");
+                    return page(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "Sign out",
+                        "<p>Signing out failed; try again.</p>",
+                    );
+                }
+            }
+        }
+        let mut resp = page(
+            StatusCode::OK,
+            "Signed out",
+            "<p>You are signed out everywhere.</p>",
+        );
+        resp.headers_mut()
+            .append(header::SET_COOKIE, clear_cookie(AUTH_COOKIE));
+        resp
+    }
+
+    fn resource_host(
+        &self,
+        req: &Request<Incoming>,
+        head: &Head,
+        rest: &str,
+    ) -> Response<ResponseBody> {
+        let port = https_port(self.ctx);
+        match (req.method(), rest) {
+            (&Method::GET, "session") => {
+                let query = query_map(head);
+                let token = query.get("token").map(String::as_str).unwrap_or("");
+                let claims = match self.state.redeem(token, &head.host, warren_store::now_ms()) {
+                    Ok(c) => c,
+                    Err(why) => {
+                        tracing::info!(event = "handoff_refused", client = %self.ctx.client, host = %head.host, reason = why, "a sign-in hand-off was refused");
+                        return page(
+                            StatusCode::FORBIDDEN,
+                            "Sign in",
+                            "<p>This sign-in link is not valid (it may have been used already, or expired). Open the resource again.</p>",
+                        );
+                    }
+                };
+                let to = claims
+                    .to
+                    .as_deref()
+                    .filter(|p| return_url::safe_path(p))
+                    .unwrap_or("/");
+                let lifetime = self.settings.session_lifetime.as_millis() as i64;
+                let token =
+                    self.state
+                        .session(&claims.uid, &claims.sid, &head.host, claims.iat, lifetime);
+                let remaining = Duration::from_millis(
+                    (claims.iat + lifetime - warren_store::now_ms()).max(0) as u64,
+                );
+                let mut resp = redirect(StatusCode::SEE_OTHER, to);
+                resp.headers_mut().append(
+                    header::SET_COOKIE,
+                    cookie_header(SESSION_COOKIE, &token, Some(remaining)),
+                );
+                resp
+            }
+            (&Method::GET, "logout") => {
+                let mut resp = redirect(
+                    StatusCode::SEE_OTHER,
+                    &format!("https://{}/logout", with_port(&self.settings.host, port)),
+                );
+                resp.headers_mut()
+                    .append(header::SET_COOKIE, clear_cookie(SESSION_COOKIE));
+                resp
+            }
+            _ => page(StatusCode::NOT_FOUND, "Not found", "<p>No such page.</p>"),
+        }
+    }
+}
+
+fn https_port(ctx: &ConnContext) -> u16 {
+    ctx.shared
+        .https_port
+        .load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn with_port(host: &str, port: u16) -> String {
+    if port == 443 {
+        host.to_owned()
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+fn encode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn query_map(head: &Head) -> HashMap<String, String> {
+    head.uri
+        .query()
+        .map(|q| {
+            url::form_urlencoded::parse(q.as_bytes())
+                .into_owned()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Reads an `application/x-www-form-urlencoded` body: at most
+/// [`MAX_FORM`] bytes within [`FORM_TIMEOUT`].
+async fn read_form(body: Incoming) -> Result<HashMap<String, String>, StatusCode> {
+    let limited = http_body_util::Limited::new(body, MAX_FORM);
+    let bytes: Bytes = match tokio::time::timeout(FORM_TIMEOUT, limited.collect()).await {
+        Ok(Ok(collected)) => collected.to_bytes(),
+        Ok(Err(_)) => return Err(StatusCode::PAYLOAD_TOO_LARGE),
+        Err(_) => return Err(StatusCode::REQUEST_TIMEOUT),
+    };
+    let mut out = HashMap::new();
+    for (k, v) in url::form_urlencoded::parse(&bytes) {
+        // The first of a repeated field counts, as the CSRF check expects.
+        out.entry(k.into_owned()).or_insert_with(|| v.into_owned());
+    }
+    Ok(out)
+}
+
+/// The form's `csrf` equals the `__Host-` cookie (compared in constant time).
+fn csrf_ok(headers: &HeaderMap, form: &HashMap<String, String>) -> bool {
+    match (auth::cookie(headers, CSRF_COOKIE), form.get("csrf")) {
+        (Some(c), Some(f)) if c.len() == 32 => bool::from(c.as_bytes().ct_eq(f.as_bytes())),
+        _ => false,
+    }
+}
+
+fn bad_return(why: &str) -> Response<ResponseBody> {
+    page(
+        StatusCode::BAD_REQUEST,
+        "Sign in",
+        &format!(
+            "<p>Sign-in starts from a resource of this edge (the return address is refused: {}).</p>",
+            escape(why)
+        ),
+    )
+}
+
+/// `Set-Cookie` for a host-only, secure, HTTP-only cookie; a session
+/// cookie when `max_age` is `None`.
+fn cookie_header(name: &str, value: &str, max_age: Option<Duration>) -> HeaderValue {
+    let age = max_age
+        .map(|d| format!("; Max-Age={}", d.as_secs()))
+        .unwrap_or_default();
+    HeaderValue::from_str(&format!(
+        "{name}={value}; Path=/; Secure; HttpOnly; SameSite=Lax{age}"
+    ))
+    .expect("cookie values are base64url and hex")
+}
+
+fn clear_cookie(name: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "{name}=; Path=/; Secure; HttpOnly; SameSite=Lax; Max-Age=0"
+    ))
+    .expect("a fixed cookie")
+}
+
+fn redirect(status: StatusCode, to: &str) -> Response<ResponseBody> {
+    let mut resp = Response::new(full(Bytes::new()));
+    *resp.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(to) {
+        resp.headers_mut().insert(header::LOCATION, v);
+    }
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+pub(crate) fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// A sign-in page: `body` is trusted HTML (callers escape what they put in).
+fn page(status: StatusCode, title: &str, body: &str) -> Response<ResponseBody> {
+    let html = format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title} · Warren</title><style>\
+         body{{font:16px/1.5 system-ui,sans-serif;max-width:24rem;margin:4rem auto;padding:0 1rem;color:#111}}\
+         label{{display:block;margin-top:1rem;font-weight:600}}\
+         input{{width:100%;padding:.5rem;font:inherit;box-sizing:border-box}}\
+         button{{margin-top:1.5rem;padding:.6rem 1.2rem;font:inherit}}\
+         .problem{{color:#a00;font-weight:600}}</style></head>\
+         <body><main><h1>{title}</h1>{body}</main></body></html>\n",
+        title = escape(title)
+    );
+    let mut resp = Response::new(full(html));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        header::HeaderName::from_static("x-frame-options"),
+        HeaderValue::from_static("DENY"),
+    );
+    h.insert(
+        header::HeaderName::from_static("content-security-policy"),
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'",
+        ),
+    );
+    resp
+}

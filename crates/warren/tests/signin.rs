@@ -1,0 +1,417 @@
+//! People signing in, through the real edge, agent, origin and curl: the
+//! sign-in host's form, the one-use hand-off to the resource's host, the
+//! session cookie decided inside the edge, the policy refusing a user it
+//! does not grant, identity to the origin (spoofed copies stripped), and a
+//! disabled user's session dead within 5 s. The attacks come first where
+//! they belong: open redirects, a replayed hand-off, a forged or foreign
+//! cookie, login without the CSRF token, brute force.
+
+mod common;
+mod web;
+
+use common::bin;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use warren_testkit::{http_backend, EdgeProcess, ResourceSpec};
+
+const AUTH: &str = "auth.app.test";
+
+/// One curl run: status, headers (lower-case names), body.
+struct Got {
+    status: u16,
+    headers: HashMap<String, Vec<String>>,
+    body: String,
+}
+
+impl Got {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.first())
+            .map(String::as_str)
+    }
+}
+
+struct Browser {
+    ca: PathBuf,
+    port: u16,
+    jar: PathBuf,
+}
+
+impl Browser {
+    fn new(dir: &Path, name: &str, ca: PathBuf, port: u16) -> Browser {
+        Browser {
+            ca,
+            port,
+            jar: dir.join(format!("{name}.jar")),
+        }
+    }
+
+    fn url(&self, host: &str, path: &str) -> String {
+        format!("https://{host}:{}{path}", self.port)
+    }
+
+    async fn get(&self, url: &str, args: &[&str]) -> Got {
+        self.run(url, args).await
+    }
+
+    async fn run(&self, url: &str, args: &[&str]) -> Got {
+        let dir = tempfile::tempdir().unwrap();
+        let (head, body) = (dir.path().join("h"), dir.path().join("b"));
+        let mut cmd = tokio::process::Command::new("curl");
+        cmd.args(["-sS", "--max-time", "20", "--cacert"])
+            .arg(&self.ca)
+            .args(["-b"])
+            .arg(&self.jar)
+            .args(["-c"])
+            .arg(&self.jar)
+            .args(["-D"])
+            .arg(&head)
+            .args(["-o"])
+            .arg(&body);
+        for host in ["api.test", "app.test", AUTH, "other.app.test"] {
+            cmd.arg("--resolve")
+                .arg(format!("{host}:{}:127.0.0.1", self.port));
+        }
+        let out = cmd.args(args).arg(url).output().await.unwrap();
+        assert!(
+            out.status.success(),
+            "curl {url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let head = std::fs::read_to_string(head).unwrap();
+        let mut headers: HashMap<String, Vec<String>> = HashMap::new();
+        let mut status = 0;
+        for line in head.lines() {
+            if let Some(rest) = line.strip_prefix("HTTP/") {
+                status = rest
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                headers.clear();
+            } else if let Some((k, v)) = line.split_once(':') {
+                headers
+                    .entry(k.trim().to_ascii_lowercase())
+                    .or_default()
+                    .push(v.trim().to_owned());
+            }
+        }
+        Got {
+            status,
+            headers,
+            body: std::fs::read_to_string(body).unwrap_or_default(),
+        }
+    }
+
+    /// The whole browser sign-in: resource → login page → form → hand-off →
+    /// resource. Returns the last answer and how many redirects it took.
+    async fn sign_in(&self, path: &str, email: &str, password: &str) -> (Got, usize) {
+        let html = ["-H", "Accept: text/html"];
+        let first = self.get(&self.url("api.test", path), &html).await;
+        assert_eq!(first.status, 302, "{}", first.body);
+        let login = first.header("location").unwrap().to_owned();
+        let form = self.get(&login, &html).await;
+        assert_eq!(form.status, 200, "{}", form.body);
+        let csrf = field(&form.body, "csrf");
+        let rd = field(&form.body, "rd");
+        let posted = self
+            .get(
+                &self.url(AUTH, "/login"),
+                &[
+                    "--data-urlencode",
+                    &format!("csrf={csrf}"),
+                    "--data-urlencode",
+                    &format!("rd={rd}"),
+                    "--data-urlencode",
+                    &format!("email={email}"),
+                    "--data-urlencode",
+                    &format!("password={password}"),
+                ],
+            )
+            .await;
+        if posted.status != 303 {
+            return (posted, 1);
+        }
+        let handoff = posted.header("location").unwrap().to_owned();
+        let landed = self.get(&handoff, &html).await;
+        assert_eq!(landed.status, 303, "{}", landed.body);
+        let back = landed.header("location").unwrap().to_owned();
+        assert_eq!(back, path, "back where the visitor was going");
+        let last = self.get(&self.url("api.test", &back), &html).await;
+        (last, 3)
+    }
+}
+
+/// The value of a hidden form field (HTML-escaped `&amp;` undone).
+fn field(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {html}"))
+        + marker.len();
+    let end = html[start..].find('"').unwrap() + start;
+    html[start..end].replace("&amp;", "&")
+}
+
+fn user_add(edge: &EdgeProcess, dir: &Path, email: &str, password: &str) {
+    let file = dir.join(format!("{email}.pw"));
+    std::fs::write(&file, format!("{password}\n")).unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["user", "add", email, "--password-file"])
+        .arg(&file)
+        .args(["--api", &format!("http://{}", edge.admin)])
+        .env("WARREN_TOKEN", edge.token.as_deref().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_person_signs_in_reaches_what_the_policy_grants_and_is_cut_off_when_disabled() {
+    let live = http_backend("live").await;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = web::web_spec(
+        vec![
+            ResourceSpec::http("app", "api.test", "home", live.addr),
+            ResourceSpec::http("other", "other.app.test", "home", live.addr),
+        ],
+        dir.path(),
+    );
+    let toml = format!("{}\n[auth]\nhost = \"{AUTH}\"\n", spec.to_toml());
+    std::fs::write(dir.path().join("edge.toml"), toml).unwrap();
+    let edge = EdgeProcess::start_existing(bin(), dir.path());
+    let _agent = edge.start_agent("agent", "tcp", &[&format!("{}/tcp", live.addr)]);
+    let port = edge.https.unwrap().port();
+    let ca = dir.path().join("cert.pem");
+    let policy = "[[grants]]\nsrc = [\"alice@corp.com\"]\ndst = [\"app\"]\n\n\
+                  [[tests]]\nsrc = \"alice@corp.com\"\naccept = [\"app:443\"]\ndeny = [\"other:443\"]\n";
+    let (status, body) = edge.admin_request(
+        "PUT",
+        "/api/v1/policy",
+        Some(&json!({ "text": policy }).to_string()),
+        edge.token.as_deref(),
+    );
+    assert_eq!(status, 200, "{body}");
+    user_add(&edge, dir.path(), "alice@corp.com", "correct horse battery");
+    user_add(&edge, dir.path(), "bob@corp.com", "bob's long password");
+
+    let alice = Browser::new(dir.path(), "alice", ca.clone(), port);
+
+    // A script gets a 401, never a redirect to a login page.
+    let script = alice.get(&alice.url("api.test", "/"), &[]).await;
+    assert_eq!(script.status, 401, "{}", script.body);
+    assert!(script.header("www-authenticate").is_some());
+
+    // Open redirects: the sign-in host sends nobody anywhere but a resource
+    // of this edge, over https, on its port.
+    for rd in [
+        "https://evil.example/".to_owned(),
+        format!("https://api.test.evil.example:{port}/"),
+        format!("http://api.test:{port}/"),
+        format!("https://user@api.test:{port}/"),
+        "https://api.test:1/".to_owned(),
+        "//evil.example/".to_owned(),
+        "javascript:alert(1)".to_owned(),
+    ] {
+        let url = format!("{}?rd={}", alice.url(AUTH, "/login"), urlencode(&rd));
+        let got = alice.get(&url, &[]).await;
+        assert_eq!(got.status, 400, "rd={rd}: {}", got.body);
+        assert!(got.header("location").is_none(), "rd={rd}");
+    }
+
+    // Alice signs in: three redirects and she is there, the origin seeing
+    // who she is and nothing of the edge's cookies or her forged headers.
+    let started = Instant::now();
+    let (landed, redirects) = alice
+        .sign_in("/page?x=1", "alice@corp.com", "correct horse battery")
+        .await;
+    eprintln!("sign-in: {redirects} redirects, {:?}", started.elapsed());
+    assert_eq!(landed.status, 200, "{}", landed.body);
+    let seen = alice
+        .get(
+            &alice.url("api.test", "/page"),
+            &[
+                "-H",
+                "Remote-User: root@corp.com",
+                "-H",
+                "Remote-Groups: admins",
+            ],
+        )
+        .await;
+    assert_eq!(seen.status, 200, "{}", seen.body);
+    let origin: Value = serde_json::from_str(&seen.body).unwrap();
+    let h = &origin["headers"];
+    assert_eq!(h["remote-user"], json!(["alice@corp.com"]), "{origin}");
+    assert_eq!(h["remote-email"], json!(["alice@corp.com"]), "{origin}");
+    assert_eq!(h["remote-groups"], json!([""]), "{origin}");
+    assert!(
+        !h.to_string().contains("warren_"),
+        "the origin saw an edge cookie: {origin}"
+    );
+
+    // Her cookie for api.test is no key to other.app.test.
+    let jar = std::fs::read_to_string(&alice.jar).unwrap();
+    let session = jar
+        .lines()
+        .find(|l| l.contains("__Host-warren_session"))
+        .and_then(|l| l.split('\t').nth(6))
+        .unwrap()
+        .to_owned();
+    let stranger = Browser::new(dir.path(), "stranger", ca.clone(), port);
+    let foreign = stranger
+        .get(
+            &stranger.url("other.app.test", "/"),
+            &["-H", &format!("Cookie: __Host-warren_session={session}")],
+        )
+        .await;
+    assert_eq!(foreign.status, 401, "another host's cookie was accepted");
+    // A forged one (signature changed) is nobody either.
+    let forged = format!("{}x", &session[..session.len() - 1]);
+    let got = stranger
+        .get(
+            &stranger.url("api.test", "/"),
+            &["-H", &format!("Cookie: __Host-warren_session={forged}")],
+        )
+        .await;
+    assert_eq!(got.status, 401, "a forged cookie was accepted");
+
+    // A hand-off is good once.
+    let html = ["-H", "Accept: text/html"];
+    let first = stranger.get(&stranger.url("api.test", "/"), &html).await;
+    let login = first.header("location").unwrap().to_owned();
+    let form = alice.get(&login, &html).await;
+    assert_eq!(
+        form.status, 303,
+        "already signed in there: straight to the hand-off"
+    );
+    let handoff = form.header("location").unwrap().to_owned();
+    assert_eq!(stranger.get(&handoff, &[]).await.status, 303);
+    assert_eq!(
+        stranger.get(&handoff, &[]).await.status,
+        403,
+        "a replayed hand-off"
+    );
+
+    // Bob signs in fine, and the policy does not let him in.
+    let bob = Browser::new(dir.path(), "bob", ca.clone(), port);
+    let (bob_got, _) = bob
+        .sign_in("/", "bob@corp.com", "bob's long password")
+        .await;
+    assert_eq!(bob_got.status, 403, "{}", bob_got.body);
+    let denied = edge
+        .process
+        .wait_log("bob denied", warren_testkit::EVENT_TIMEOUT, |v| {
+            v["event"] == "access_denied" && v["principal"] == "bob@corp.com"
+        });
+    assert_eq!(denied["resource"], "app");
+
+    // A wrong password, and the login form without its CSRF cookie.
+    let eve = Browser::new(dir.path(), "eve", ca.clone(), port);
+    let (wrong, _) = eve.sign_in("/", "alice@corp.com", "wrong password").await;
+    assert_eq!(wrong.status, 401, "{}", wrong.body);
+    assert!(wrong.body.contains("Wrong email or password"));
+    let rd = urlencode(&alice.url("api.test", "/"));
+    let csrfless = Browser::new(dir.path(), "csrfless", ca.clone(), port)
+        .get(
+            &alice.url(AUTH, "/login"),
+            &["--data", &format!("csrf=0123456789abcdef0123456789abcdef&rd={rd}&email=alice%40corp.com&password=correct+horse+battery")],
+        )
+        .await;
+    assert_eq!(csrfless.status, 403, "a login without the CSRF cookie");
+
+    // Disabled: Alice's session is dead within 5 s.
+    let out = std::process::Command::new(bin())
+        .args([
+            "user",
+            "disable",
+            "alice@corp.com",
+            "--api",
+            &format!("http://{}", edge.admin),
+        ])
+        .env("WARREN_TOKEN", edge.token.as_deref().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let disabled_at = Instant::now();
+    loop {
+        let got = alice.get(&alice.url("api.test", "/page"), &[]).await;
+        if got.status == 401 {
+            break;
+        }
+        assert_eq!(got.status, 200);
+        assert!(
+            disabled_at.elapsed() < Duration::from_secs(5),
+            "still in after 5 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("disabled -> refused: {:?}", disabled_at.elapsed());
+}
+
+/// Brute force: an account locks after its free failures, whatever the
+/// source; a source is limited whatever the account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_guessing_is_limited_per_account() {
+    let live = http_backend("live").await;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = web::web_spec(
+        vec![ResourceSpec::http("app", "api.test", "home", live.addr)],
+        dir.path(),
+    );
+    let toml = format!("{}\n[auth]\nhost = \"{AUTH}\"\n", spec.to_toml());
+    std::fs::write(dir.path().join("edge.toml"), toml).unwrap();
+    let edge = EdgeProcess::start_existing(bin(), dir.path());
+    let (status, body) = edge.admin_request(
+        "PUT",
+        "/api/v1/policy",
+        Some(
+            &json!({ "text": "[[grants]]\nsrc = [\"alice@corp.com\"]\ndst = [\"app\"]\n" })
+                .to_string(),
+        ),
+        edge.token.as_deref(),
+    );
+    assert_eq!(status, 200, "{body}");
+    user_add(&edge, dir.path(), "alice@corp.com", "correct horse battery");
+    let port = edge.https.unwrap().port();
+    let b = Browser::new(dir.path(), "guesser", dir.path().join("cert.pem"), port);
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let (got, _) = b
+            .sign_in("/", "alice@corp.com", &format!("guess {i}"))
+            .await;
+        statuses.push(got.status);
+    }
+    assert_eq!(
+        statuses,
+        [401, 401, 401, 401, 401, 429],
+        "five free failures, then locked"
+    );
+    // Locked: even the right password is refused for now.
+    let (got, _) = b
+        .sign_in("/", "alice@corp.com", "correct horse battery")
+        .await;
+    assert_eq!(got.status, 429);
+    assert!(edge.process.events("sign_in_limited").len() >= 2);
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -5,7 +5,8 @@
 //! A session is a signed token ([`token`]) in a host-only cookie, checked
 //! inside the edge on every request with no store read: the signature, the
 //! expiry, the host, and the user in the catalog (not disabled, the
-//! session issued after their `sessions_after_ms`). Disabling a user or
+//! session issued after their `sessions_after_ms`). The parsing and
+//! signing are `warren-identity`'s (sans I/O, fuzzed). Disabling a user or
 //! "logout everywhere" moves that time in the store; every edge's catalog
 //! follows within the 1 s sync, so those sessions die within it.
 //!
@@ -13,10 +14,9 @@
 //! the visitor to the resource's host with a one-use token valid for a
 //! minute; the resource's host turns it into its own session cookie.
 
-pub(crate) mod limits;
 pub(crate) mod password;
-pub(crate) mod return_url;
-pub(crate) mod token;
+
+pub(crate) use warren_identity::{limits, return_url, token};
 
 use crate::catalog::Catalog;
 use std::collections::HashMap;

@@ -16,16 +16,16 @@ use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub(crate) const WINDOW: Duration = Duration::from_secs(60);
-pub(crate) const PER_SOURCE: u32 = 10;
-pub(crate) const FREE_FAILURES: u32 = 5;
-pub(crate) const FIRST_LOCK: Duration = Duration::from_secs(60);
-pub(crate) const MAX_LOCK: Duration = Duration::from_secs(3600);
-pub(crate) const MAX_ENTRIES: usize = 10_000;
+pub const WINDOW: Duration = Duration::from_secs(60);
+pub const PER_SOURCE: u32 = 10;
+pub const FREE_FAILURES: u32 = 5;
+pub const FIRST_LOCK: Duration = Duration::from_secs(60);
+pub const MAX_LOCK: Duration = Duration::from_secs(3600);
+pub const MAX_ENTRIES: usize = 10_000;
 
 /// Why an attempt was refused before any check.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Refused {
+pub enum Refused {
     /// This source tried too often; retry after this long.
     Source(Duration),
     /// This account is locked; retry after this long.
@@ -45,13 +45,13 @@ struct Failures {
 
 /// The two tables.
 #[derive(Default)]
-pub(crate) struct Limits {
+pub struct Limits {
     sources: Mutex<HashMap<IpAddr, Window>>,
     accounts: Mutex<HashMap<String, Failures>>,
 }
 
 /// The key of a source: an IPv4 address, or an IPv6 address's /64.
-pub(crate) fn source_key(ip: IpAddr) -> IpAddr {
+pub fn source_key(ip: IpAddr) -> IpAddr {
     match ip.to_canonical() {
         IpAddr::V6(v6) => {
             let s = v6.segments();
@@ -64,7 +64,7 @@ pub(crate) fn source_key(ip: IpAddr) -> IpAddr {
 impl Limits {
     /// Counts an attempt from `ip` on `account`; refused if either is over
     /// its limit at `now`.
-    pub(crate) fn attempt(&self, ip: IpAddr, account: &str, now: Instant) -> Result<(), Refused> {
+    pub fn attempt(&self, ip: IpAddr, account: &str, now: Instant) -> Result<(), Refused> {
         {
             let accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
             if let Some(f) = accounts.get(account) {
@@ -101,7 +101,7 @@ impl Limits {
     }
 
     /// A wrong password for `account`.
-    pub(crate) fn failed(&self, account: &str, now: Instant) {
+    pub fn failed(&self, account: &str, now: Instant) {
         let mut accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
         if !accounts.contains_key(account) && accounts.len() >= MAX_ENTRIES {
             accounts.retain(|_, f| {
@@ -126,7 +126,7 @@ impl Limits {
     }
 
     /// A right password for `account`: its failures are forgotten.
-    pub(crate) fn succeeded(&self, account: &str) {
+    pub fn succeeded(&self, account: &str) {
         self.accounts
             .lock()
             .unwrap_or_else(|e| e.into_inner())

@@ -7,17 +7,16 @@
 //! unless the edge signed it. The kind is in the MAC, so a hand-off token
 //! is never a session and a session never a hand-off.
 
-use aws_lc_rs::hmac;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 /// The longest token accepted (longer: refused before any work).
-pub(crate) const MAX_TOKEN: usize = 1024;
+pub const MAX_TOKEN: usize = 1024;
 
 /// What a token is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
+pub enum Kind {
     /// A session cookie on one host.
     Session,
     /// The hand-off from the auth host to a resource's host: one use, a
@@ -36,70 +35,87 @@ impl Kind {
 
 /// What a token says.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Claims {
+pub struct Claims {
     /// Session id (random), shared by the auth host's session and every
     /// resource session it handed off.
-    pub(crate) sid: String,
+    pub sid: String,
     /// The user's id.
-    pub(crate) uid: String,
+    pub uid: String,
     /// The host it is valid on.
-    pub(crate) host: String,
+    pub host: String,
     /// Issued (Unix ms).
-    pub(crate) iat: i64,
+    pub iat: i64,
     /// Expires (Unix ms).
-    pub(crate) exp: i64,
+    pub exp: i64,
     /// For a hand-off: where to go on the resource's host (a path).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) to: Option<String>,
+    pub to: Option<String>,
     /// For a hand-off: its one-use nonce.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) nonce: Option<String>,
+    pub nonce: Option<String>,
 }
 
 /// Why a token was refused. The visitor is told none of it.
 #[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub(crate) enum TokenError {
+pub enum TokenError {
+    /// Over [`MAX_TOKEN`].
     #[error("longer than {MAX_TOKEN} bytes")]
     TooLong,
+    /// Not `base64url.base64url`.
     #[error("not two base64url parts")]
     Malformed,
+    /// Not signed by this key as this kind.
     #[error("bad signature")]
     BadSignature,
+    /// Signed, but its payload does not parse (another version's).
     #[error("signed, but not a token of this version")]
     BadPayload,
+    /// Past its expiry.
     #[error("expired")]
     Expired,
+    /// Signed for another host.
     #[error("for another host")]
     WrongHost,
 }
 
+type HmacSha256 = hmac::Hmac<sha2::Sha256>;
+
 /// Signs and checks tokens with one key.
-pub(crate) struct Signer {
-    key: hmac::Key,
+pub struct Signer {
+    key: Vec<u8>,
 }
 
 impl Signer {
     /// A signer with `secret` (at least 32 bytes of randomness).
-    pub(crate) fn new(secret: &[u8]) -> Signer {
+    pub fn new(secret: &[u8]) -> Signer {
         Signer {
-            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            key: secret.to_vec(),
         }
     }
 
+    fn mac(&self, kind: Kind, payload: &[u8]) -> HmacSha256 {
+        use hmac::Mac;
+        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
+        mac.update(kind.label());
+        mac.update(payload);
+        mac
+    }
+
     /// The token for `claims`.
-    pub(crate) fn sign(&self, kind: Kind, claims: &Claims) -> String {
+    pub fn sign(&self, kind: Kind, claims: &Claims) -> String {
+        use hmac::Mac;
         let payload = serde_json::to_vec(claims).expect("claims serialise");
-        let tag = hmac::sign(&self.key, &[kind.label(), &payload].concat());
+        let tag = self.mac(kind, &payload).finalize().into_bytes();
         format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(&payload),
-            URL_SAFE_NO_PAD.encode(tag.as_ref())
+            URL_SAFE_NO_PAD.encode(tag)
         )
     }
 
     /// The claims of `token` if this key signed it as `kind`, it has not
     /// expired at `now_ms`, and it is for `host`.
-    pub(crate) fn check(
+    pub fn check(
         &self,
         kind: Kind,
         token: &str,
@@ -116,8 +132,12 @@ impl Signer {
         let tag = URL_SAFE_NO_PAD
             .decode(tag)
             .map_err(|_| TokenError::Malformed)?;
-        hmac::verify(&self.key, &[kind.label(), &payload].concat(), &tag)
-            .map_err(|_| TokenError::BadSignature)?;
+        {
+            use hmac::Mac;
+            self.mac(kind, &payload)
+                .verify_slice(&tag)
+                .map_err(|_| TokenError::BadSignature)?;
+        }
         let claims: Claims =
             serde_json::from_slice(&payload).map_err(|_| TokenError::BadPayload)?;
         if now_ms >= claims.exp {
@@ -127,5 +147,67 @@ impl Signer {
             return Err(TokenError::WrongHost);
         }
         Ok(claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims() -> Claims {
+        Claims {
+            sid: "s".into(),
+            uid: "u".into(),
+            host: "app.example.com".into(),
+            iat: 1_000,
+            exp: 2_000,
+            to: None,
+            nonce: None,
+        }
+    }
+
+    #[test]
+    fn a_token_checks_only_as_signed_for_its_kind_host_and_time() {
+        let signer = Signer::new(&[7; 32]);
+        let t = signer.sign(Kind::Session, &claims());
+        assert_eq!(
+            signer.check(Kind::Session, &t, 1_500, "APP.example.com"),
+            Ok(claims())
+        );
+        assert_eq!(
+            signer.check(Kind::Handoff, &t, 1_500, "app.example.com"),
+            Err(TokenError::BadSignature),
+            "a session is no hand-off"
+        );
+        assert_eq!(
+            signer.check(Kind::Session, &t, 2_000, "app.example.com"),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            signer.check(Kind::Session, &t, 1_500, "other.example.com"),
+            Err(TokenError::WrongHost)
+        );
+        let other = Signer::new(&[8; 32]);
+        assert_eq!(
+            other.check(Kind::Session, &t, 1_500, "app.example.com"),
+            Err(TokenError::BadSignature),
+            "another key"
+        );
+        // One character of the payload changed: the signature no longer holds.
+        let mut bytes = t.into_bytes();
+        bytes[3] = if bytes[3] == b'A' { b'B' } else { b'A' };
+        let tampered = String::from_utf8(bytes).unwrap();
+        assert_eq!(
+            signer.check(Kind::Session, &tampered, 1_500, "app.example.com"),
+            Err(TokenError::BadSignature)
+        );
+        assert_eq!(
+            signer.check(Kind::Session, &"a".repeat(MAX_TOKEN + 1), 0, "x"),
+            Err(TokenError::TooLong)
+        );
+        assert_eq!(
+            signer.check(Kind::Session, "no-dot", 0, "x"),
+            Err(TokenError::Malformed)
+        );
     }
 }

@@ -1,0 +1,18 @@
+//! Who a person is, sans I/O: the pieces of sign-in that parse what a
+//! visitor sends, kept apart from the edge so they can be fuzzed and
+//! reasoned about alone.
+//!
+//! * [`token`]: signed tokens (the session cookie, the one-use hand-off
+//!   from the sign-in host to a resource's host): HMAC-SHA256, checked in
+//!   constant time before anything in them is parsed.
+//! * [`return_url`]: where a visitor may be sent after signing in (only a
+//!   resource of this edge, over https).
+//! * [`limits`]: brute-force limits per source and per account, bounded.
+//!
+//! Invariants: no clock (every function takes the time), no I/O, no
+//! randomness except what the caller passes in; every input bounded before
+//! it is decoded.
+
+pub mod limits;
+pub mod return_url;
+pub mod token;

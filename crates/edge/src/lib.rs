@@ -227,6 +227,13 @@ impl Edge {
                 "edge_keys.session: {e}"
             )))
         })?;
+        let assertions =
+            auth::jwt::Assertions::new(&store.edge_key("jwt-es256", auth::jwt::new_key).await?)
+                .map_err(|e| {
+                    EdgeError::Store(warren_store::StoreError::Corrupt(format!(
+                        "edge_keys.jwt-es256: {e}"
+                    )))
+                })?;
         let shared = Arc::new(EdgeShared {
             config: ArcSwap::from_pointee(config.clone()),
             registry: Registry::default(),
@@ -242,7 +249,7 @@ impl Edge {
             acme: acme.clone(),
             origin_pool: Arc::default(),
             api_auth: api::auth::ApiAuth::default(),
-            auth: auth::AuthState::new(&session_key),
+            auth: auth::AuthState::new(&session_key, assertions),
             metrics: metrics::EdgeMetrics::new(),
             recorder: state::Recorder::start(
                 store.clone(),

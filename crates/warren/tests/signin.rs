@@ -255,6 +255,21 @@ async fn a_person_signs_in_reaches_what_the_policy_grants_and_is_cut_off_when_di
         !h.to_string().contains("warren_"),
         "the origin saw an edge cookie: {origin}"
     );
+    // The signed assertion verifies with the key the sign-in host publishes.
+    let jwt = h["warren-jwt-assertion"][0].as_str().unwrap();
+    assert_eq!(
+        h["warren-jwt-assertion"].as_array().unwrap().len(),
+        1,
+        "the forged copy was kept"
+    );
+    let jwks = alice
+        .get(&alice.url(AUTH, "/.well-known/warren/jwks.json"), &[])
+        .await;
+    assert_eq!(jwks.status, 200);
+    let claims = verify_jwt(jwt, &serde_json::from_str(&jwks.body).unwrap());
+    assert_eq!(claims["aud"], "app");
+    assert_eq!(claims["email"], "alice@corp.com");
+    assert_eq!(claims["iss"], format!("https://{AUTH}:{port}"));
 
     // Her cookie for api.test is no key to other.app.test.
     let jar = std::fs::read_to_string(&alice.jar).unwrap();
@@ -403,6 +418,37 @@ async fn password_guessing_is_limited_per_account() {
         .await;
     assert_eq!(got.status, 429);
     assert!(edge.process.events("sign_in_limited").len() >= 2);
+}
+
+/// Checks an ES256 JWT against a JWKS document; its claims.
+fn verify_jwt(jwt: &str, jwks: &Value) -> Value {
+    use aws_lc_rs::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
+    let b64 = |s: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s)
+            .unwrap()
+    };
+    let parts: Vec<&str> = jwt.split('.').collect();
+    assert_eq!(parts.len(), 3, "{jwt}");
+    let header: Value = serde_json::from_slice(&b64(parts[0])).unwrap();
+    assert_eq!(header["alg"], "ES256");
+    let key = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == header["kid"])
+        .expect("the JWT's kid is published");
+    let mut point = vec![4u8];
+    point.extend(b64(key["x"].as_str().unwrap()));
+    point.extend(b64(key["y"].as_str().unwrap()));
+    UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, &point)
+        .verify(
+            format!("{}.{}", parts[0], parts[1]).as_bytes(),
+            &b64(parts[2]),
+        )
+        .expect("the assertion verifies");
+    serde_json::from_slice(&b64(parts[1])).unwrap()
 }
 
 fn urlencode(s: &str) -> String {

@@ -14,6 +14,7 @@
 //! the visitor to the resource's host with a one-use token valid for a
 //! minute; the resource's host turns it into its own session cookie.
 
+pub(crate) mod jwt;
 pub(crate) mod password;
 
 pub(crate) use warren_identity::{limits, return_url, token};
@@ -42,11 +43,15 @@ pub(crate) struct AuthState {
     pub(crate) verifier: crate::tunnel::credentials::Verifier,
     /// Hand-off nonces already redeemed, with their expiry.
     used: Mutex<HashMap<String, i64>>,
+    /// Signed assertions of identity for origins.
+    pub(crate) assertions: jwt::Assertions,
 }
 
 /// A signed-in person, as the policy and the origin see them.
 #[derive(Clone, Debug)]
 pub(crate) struct Identity {
+    /// The session (shared by the sign-in host's and every resource's).
+    pub(crate) session: String,
     pub(crate) user_id: String,
     pub(crate) email: String,
     pub(crate) name: String,
@@ -54,9 +59,11 @@ pub(crate) struct Identity {
 }
 
 impl AuthState {
-    /// With the session key shared through the store.
-    pub(crate) fn new(session_key: &[u8]) -> AuthState {
+    /// With the session key and the assertion key pair shared through the
+    /// store.
+    pub(crate) fn new(session_key: &[u8], assertions: jwt::Assertions) -> AuthState {
         AuthState {
+            assertions,
             signer: Signer::new(session_key),
             limits: limits::Limits::default(),
             verifier: crate::tunnel::credentials::Verifier::with_limits(2, 32),
@@ -157,6 +164,7 @@ impl AuthState {
             return None;
         }
         let identity = Identity {
+            session: claims.sid.clone(),
             user_id: user.id.clone(),
             email: user.email.clone(),
             name: user.name.clone(),

@@ -11,6 +11,8 @@
 //!   host with a one-use hand-off token.
 //! * `GET /logout` (a form) and `POST /logout`: ends every session of the
 //!   user, on every edge (the store's `sessions_after_ms`).
+//! * `GET /.well-known/warren/jwks.json`: the public key of the
+//!   `Warren-Jwt-Assertion` the origins get (`auth::jwt`).
 //!
 //! On a resource's host, `/.warren/session?token=` redeems a hand-off into
 //! that host's own session cookie and sends the browser on to where it was
@@ -119,6 +121,18 @@ impl SignIn<'_> {
             (Method::POST, "/login") => self.login(&parts.headers, body).await,
             (Method::GET, "/logout") => self.logout_form(&parts.headers),
             (Method::POST, "/logout") => self.logout(&parts.headers, body).await,
+            (Method::GET, "/.well-known/warren/jwks.json") => {
+                let mut resp = Response::new(full(self.state.assertions.jwks().to_string()));
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                resp.headers_mut().insert(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("max-age=300"),
+                );
+                resp
+            }
             _ => page(StatusCode::NOT_FOUND, "Not found", "<p>No such page.</p>"),
         }
     }
@@ -259,6 +273,7 @@ impl SignIn<'_> {
             .session(&user.id, &sid, &self.settings.host, now, lifetime);
         tracing::info!(event = "signed_in", client = %client, user = %user.email, method = "password", "signed in");
         let who = Identity {
+            session: sid.clone(),
             user_id: user.id.clone(),
             email: user.email.clone(),
             name: user.name.clone(),
@@ -418,6 +433,11 @@ impl SignIn<'_> {
             _ => page(StatusCode::NOT_FOUND, "Not found", "<p>No such page.</p>"),
         }
     }
+}
+
+/// The sign-in host's URL: the `iss` of the assertions origins get.
+pub(crate) fn issuer(ctx: &ConnContext, settings: &AuthSettings) -> String {
+    format!("https://{}", with_port(&settings.host, https_port(ctx)))
 }
 
 fn https_port(ctx: &ConnContext) -> u16 {

@@ -41,7 +41,7 @@ pub(crate) async fn forward(
     entry: &mut AccessEntry,
 ) -> Result<Answered, ProxyError> {
     let resource = &routed.resource;
-    let headers = origin_headers(ctx, req.headers(), head, identity);
+    let headers = origin_headers(ctx, req.headers(), head, &resource.name, identity);
     let pool = &ctx.shared.origin_pool;
     let poolable = head.upgrade.is_none();
     let connected = match connect_reusing(
@@ -142,11 +142,12 @@ pub(crate) async fn forward(
 /// forwarding and identity headers only the edge may set, the visitor's
 /// Warren credentials (key header, session cookie); then the edge's own,
 /// with who the signed-in person is (`Remote-User`, `Remote-Email`,
-/// `Remote-Name`, `Remote-Groups`).
+/// `Remote-Name`, `Remote-Groups`, and the signed `Warren-Jwt-Assertion`).
 fn origin_headers(
     ctx: &ConnContext,
     from_client: &HeaderMap,
     head: &Head,
+    resource: &str,
     identity: Option<&Identity>,
 ) -> HeaderMap {
     let mut headers = from_client.clone();
@@ -181,6 +182,17 @@ fn origin_headers(
         headers.insert(header::HOST, v);
     }
     if let Some(who) = identity {
+        let config = ctx.shared.config.load();
+        if let Some(settings) = &config.auth {
+            let jwt = ctx.shared.auth.assertions.assertion(
+                who,
+                &who.session,
+                resource,
+                &crate::proxy::http::signin::issuer(ctx, settings),
+                warren_store::now_ms(),
+            );
+            set(&mut headers, "warren-jwt-assertion", jwt);
+        }
         set(&mut headers, "remote-user", who.email.clone());
         set(&mut headers, "remote-email", who.email.clone());
         set(&mut headers, "remote-name", who.name.clone());
@@ -229,15 +241,16 @@ fn hop_by_hop(name: &HeaderName) -> bool {
 
 /// Headers a client may not set for the origin to believe.
 /// Headers the origin must not get from the client: the forwarding and
-/// identity ones the edge sets itself, and the visitor's `Warren-Key`
-/// credential. Checked on every request (public resources too).
+/// identity ones the edge sets itself (`Remote-*`, `Warren-*`: the
+/// assertion), and the visitor's `Warren-Key` credential. Checked on every
+/// request (public resources too).
 fn spoofable(name: &HeaderName) -> bool {
     let n = name.as_str();
     n == "forwarded"
         || n == "x-real-ip"
         || n.starts_with("x-forwarded-")
         || n.starts_with("remote-")
-        || n == crate::access::KEY_HEADER
+        || n.starts_with("warren-")
 }
 
 /// Takes the edge's own cookies (`__Host-warren_...`) out of `Cookie`.

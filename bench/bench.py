@@ -15,10 +15,10 @@ exits 1 naming each failure.
 import argparse, os, shutil, sys, tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import apply_bench, https_bench, report, tunnel_bench  # noqa: E402
+import apply_bench, auth_bench, https_bench, report, tunnel_bench  # noqa: E402
 from common import Procs, Run, file_sha256, resource_limit, run_meta, tool_version  # noqa: E402
 
-SUITES = {"tunnel": tunnel_bench, "https": https_bench, "apply": apply_bench}
+SUITES = {"tunnel": tunnel_bench, "https": https_bench, "apply": apply_bench, "auth": auth_bench}
 
 
 def params(args, suite):
@@ -29,6 +29,9 @@ def params(args, suite):
         extra = {"baseline_sha256": file_sha256(args.baseline)} if args.baseline else {}
         return dict(common, paths=https_bench.paths(args), wrk="-t2 -c64",
                     oha="-c16 at half warren-https's median peak", **extra)
+    if suite == "auth":
+        return dict(common, paths=auth_bench.PATHS, wrk="-t2 -c64",
+                    oha="-c16 at half warren-public's median peak")
     return {"reps": args.apply_reps, "paths": apply_bench.PATHS, "deadline_s": apply_bench.DEADLINE}
 
 
@@ -65,7 +68,7 @@ def main():
             ap.error(f"unknown suite {s!r} (known: {', '.join(SUITES)})")
     if {"tunnel", "https"} & set(suites) and not args.rathole:
         ap.error("the tunnel and https suites need --rathole")
-    if "https" in suites and not args.oha:
+    if {"https", "auth"} & set(suites) and not args.oha:
         ap.error("the https suite needs --oha")
     os.environ.setdefault("RUST_LOG", "error")
     resource_limit()

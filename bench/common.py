@@ -254,13 +254,14 @@ def _ms(text):
     return {"us": v / 1000, "ms": v, "s": v * 1000, "m": v * 60000}[unit]
 
 
-def wrk(url, duration, connections, close=False):
+def wrk(url, duration, connections, close=False, headers=()):
     """Saturating HTTP load with wrk (2 threads). Returns {rps, p50_ms,
     p99_ms, requests}; any socket error (connect, read, write, timeout) or
     non-2xx/3xx answer, a non-zero exit or no request at all is a SampleError."""
     args = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency"]
     if close:
         args += ["-H", "Connection: close"]
+    args += list(headers)
     out = run_tool(args + [url], duration + 30)
     done = re.search(r"^\s*(\d+) requests in", out, re.M)
     rps = re.search(r"^Requests/sec:\s*([\d.]+)", out, re.M)

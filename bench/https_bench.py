@@ -72,7 +72,7 @@ def start_warren_https(procs, exe, work, backend_port, name="warren-https"):
     return https
 
 
-def oha_fixed_rate(oha, port, duration, rate, connections=16):
+def oha_fixed_rate(oha, port, duration, rate, connections=16, url=None, headers=()):
     """Latency at a fixed offered rate (wrk can only saturate), with oha.
     Without --latency-correction: on this 2-core machine oha's own scheduling
     stalls, counted from when each request was due, put p99 at 25-65 ms for
@@ -80,8 +80,9 @@ def oha_fixed_rate(oha, port, duration, rate, connections=16):
     Any non-2xx answer or oha error is a SampleError."""
     # -w: requests still in flight at the deadline are waited for, not
     # counted as "aborted due to deadline" errors.
+    url = url or f"https://{HOST}:{port}/"
     out = run_tool([oha, "-z", f"{duration}s", "-w", "-c", str(connections), "-q", str(int(rate)),
-                    "--no-tui", "--insecure", "--output-format", "json", f"https://{HOST}:{port}/"], duration + 30)
+                    "--no-tui", "--insecure", "--output-format", "json", *headers, url], duration + 30)
     try:
         d = json.loads(out)
     except ValueError:
@@ -90,7 +91,7 @@ def oha_fixed_rate(oha, port, duration, rate, connections=16):
     bad = {c: n for c, n in codes.items() if not c.startswith("2")}
     errors = d.get("errorDistribution") or {}
     if bad or errors or not codes:
-        raise SampleError(f"oha https://{HOST}:{port}/: status codes {codes}, errors {errors}")
+        raise SampleError(f"oha {url}: status codes {codes}, errors {errors}")
     return {"rps": d["summary"]["requestsPerSec"], "p50_ms": d["latencyPercentiles"]["p50"] * 1000,
             "p99_ms": d["latencyPercentiles"]["p99"] * 1000, "offered_rps": int(rate)}
 

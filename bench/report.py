@@ -44,6 +44,15 @@ TABLES = {
         "ratio_units": ("req/s",),
         "diffs": [("warren-https", "nginx-tls")],
     },
+    "auth": {
+        "rows": [("keep-alive (wrk c64)", "keepalive", "rps", "req/s"),
+                 ("keep-alive p50", "keepalive", "p50_ms", "ms"), ("keep-alive p99", "keepalive", "p99_ms", "ms"),
+                 ("half of the public peak: achieved", "half_load", "rps", "req/s"),
+                 ("half load p50", "half_load", "p50_ms", "ms"), ("half load p99", "half_load", "p99_ms", "ms")],
+        "ratios": [("warren-signed-in", "warren-public")],
+        "ratio_units": ("req/s",),
+        "diffs": [("warren-signed-in", "warren-public")],
+    },
     "apply": {
         "rows": [("POST 201 -> first answer through the new listener", "create", "ms", "ms"),
                  ("PUT 200 -> the new target answers", "update", "ms", "ms"),

@@ -179,7 +179,10 @@ async fn a_person_signs_in_reaches_what_the_policy_grants_and_is_cut_off_when_di
     let dir = tempfile::tempdir().unwrap();
     let spec = web::web_spec(
         vec![
-            ResourceSpec::http("app", "api.test", "home", live.addr),
+            ResourceSpec::http("app", "api.test", "home", live.addr).with(
+                "rules = [{ action = \"bypass\", path = \"/health\", method = [\"GET\"] }, \
+                 { action = \"deny\", path = \"/admin\" }]",
+            ),
             ResourceSpec::http("other", "other.app.test", "home", live.addr),
         ],
         dir.path(),
@@ -340,6 +343,31 @@ async fn a_person_signs_in_reaches_what_the_policy_grants_and_is_cut_off_when_di
         )
         .await;
     assert_eq!(csrfless.status, 403, "a login without the CSRF cookie");
+
+    // Rules come before sign-in: /health is open to anyone (and still gets
+    // no identity a client made up); /admin is refused even to Alice.
+    let anyone = Browser::new(dir.path(), "anyone", ca.clone(), port);
+    let health = anyone
+        .get(
+            &stranger.url("api.test", "/health"),
+            &["-H", "Remote-User: root@corp.com"],
+        )
+        .await;
+    assert_eq!(health.status, 200, "{}", health.body);
+    let seen: Value = serde_json::from_str(&health.body).unwrap();
+    assert!(seen["headers"].get("remote-user").is_none(), "{seen}");
+    let post = anyone
+        .get(&anyone.url("api.test", "/health"), &["-X", "POST"])
+        .await;
+    assert_eq!(post.status, 401, "the bypass is for GET only");
+    let admin = alice.get(&alice.url("api.test", "/admin/x"), &[]).await;
+    assert_eq!(admin.status, 403, "{}", admin.body);
+    let rule_denied = edge
+        .process
+        .wait_log("rule denial", warren_testkit::EVENT_TIMEOUT, |v| {
+            v["event"] == "access_denied" && v["reason"] == "rules[1]"
+        });
+    assert_eq!(rule_denied["resource"], "app");
 
     // Disabled: Alice's session is dead within 5 s.
     let out = std::process::Command::new(bin())

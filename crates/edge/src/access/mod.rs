@@ -10,14 +10,19 @@
 //! the header reaches the origin. To the policy, an http resource is
 //! `NAME:443` (tcp), carrying its sites' tags.
 //!
+//! Before any of it, a resource's `rules` (`rules.rs`) may bypass sign-in
+//! and the policy, deny, or continue, by client network and, for http,
+//! path, method and header presence: the first rule that matches decides.
+//!
 //! Every denial is logged (`access_denied`, with the reason) and counted
 //! (`warren_edge_access_denied_total`); every http decision is in the
 //! access log with its principal and the grant that allowed it.
 
 pub(crate) mod live;
+pub(crate) mod rules;
 
 use crate::auth::Identity;
-use crate::config::{Auth, EdgeConfig, Resource};
+use crate::config::{Auth, EdgeConfig, Resource, RuleAction};
 use crate::EdgeShared;
 use std::net::SocketAddr;
 use warren_policy::{Action, Decision, Method, Principal, Proto, Target};
@@ -35,6 +40,11 @@ pub(crate) enum Access {
     Open,
     /// The resource is `auth = "public"`.
     Public,
+    /// The resource's `rules[rule]` lets it through without sign-in.
+    Bypassed {
+        /// Index into the resource's rules.
+        rule: usize,
+    },
     /// A policy is loaded and `grants[grant]` allows this principal.
     Granted {
         /// Index into the policy's grants.
@@ -51,6 +61,7 @@ impl Access {
             Access::Open => "open",
             Access::Public => "public",
             Access::Granted { .. } => "granted",
+            Access::Bypassed { .. } => "bypass",
             Access::Denied => "denied",
         }
     }
@@ -68,6 +79,20 @@ pub(crate) fn anonymous(config: &EdgeConfig, resource: &Resource) -> Access {
 /// Asks for a visitor without an identity (tcp, udp, tls passthrough),
 /// and logs and counts a denial.
 pub(crate) fn check(shared: &EdgeShared, resource: &Resource, client: SocketAddr) -> Access {
+    match rules::first_match(&resource.rules, client.ip(), None) {
+        Some((rule, RuleAction::Bypass)) => return Access::Bypassed { rule },
+        Some((rule, RuleAction::Deny)) => {
+            denied(
+                shared,
+                resource,
+                client,
+                "anonymous",
+                &format!("rules[{rule}]"),
+            );
+            return Access::Denied;
+        }
+        Some((_, RuleAction::Continue)) | None => {}
+    }
     let access = anonymous(&shared.config.load(), resource);
     if access == Access::Denied {
         denied(shared, resource, client, "anonymous", "no_grant");
@@ -79,12 +104,16 @@ pub(crate) fn check(shared: &EdgeShared, resource: &Resource, client: SocketAddr
 /// (the user's email, or `key:ID`) and, for a signed-in person, who they are.
 pub(crate) struct HttpAccess {
     pub(crate) access: Access,
+    /// The rule that decided, if one did (bypass or deny).
+    pub(crate) rule: Option<usize>,
     pub(crate) principal: Option<String>,
     pub(crate) identity: Option<Identity>,
 }
 
 /// What an http request presented.
 pub(crate) struct Credentials<'a> {
+    /// Method, path and headers, for the resource's rules.
+    pub(crate) facts: rules::RequestFacts<'a>,
     /// The `Warren-Key` header's value.
     pub(crate) key: Option<&'a [u8]>,
     /// The session cookie's value.
@@ -102,6 +131,32 @@ pub(crate) async fn check_http(
     method: &str,
     path: &str,
 ) -> HttpAccess {
+    match rules::first_match(&resource.rules, client.ip(), Some(&credentials.facts)) {
+        Some((rule, RuleAction::Bypass)) => {
+            return HttpAccess {
+                access: Access::Bypassed { rule },
+                rule: Some(rule),
+                principal: None,
+                identity: None,
+            }
+        }
+        Some((rule, RuleAction::Deny)) => {
+            denied(
+                shared,
+                resource,
+                client,
+                "anonymous",
+                &format!("rules[{rule}]"),
+            );
+            return HttpAccess {
+                access: Access::Denied,
+                rule: Some(rule),
+                principal: None,
+                identity: None,
+            };
+        }
+        Some((_, RuleAction::Continue)) | None => {}
+    }
     let config = shared.config.load_full();
     let access = anonymous(&config, resource);
     let settings = match (access, &config.policy) {
@@ -109,6 +164,7 @@ pub(crate) async fn check_http(
         _ => {
             return HttpAccess {
                 access,
+                rule: None,
                 principal: None,
                 identity: None,
             }
@@ -150,6 +206,7 @@ pub(crate) async fn check_http(
         );
         return HttpAccess {
             access,
+            rule: None,
             principal: Some(who.email.clone()),
             identity: Some(who),
         };
@@ -158,6 +215,7 @@ pub(crate) async fn check_http(
         denied(shared, resource, client, "anonymous", "no_grant");
         return HttpAccess {
             access,
+            rule: None,
             principal: None,
             identity: None,
         };
@@ -175,6 +233,7 @@ pub(crate) async fn check_http(
             denied(shared, resource, client, "invalid key", "invalid_key");
             return HttpAccess {
                 access: Access::Denied,
+                rule: None,
                 principal: None,
                 identity: None,
             };
@@ -184,6 +243,7 @@ pub(crate) async fn check_http(
     let access = decide(&Principal::Key(&key.id), &principal);
     HttpAccess {
         access,
+        rule: None,
         principal: Some(principal),
         identity: None,
     }

@@ -9,6 +9,7 @@
 
 mod api;
 mod raw;
+mod rules;
 pub(crate) mod smtp;
 #[cfg(test)]
 mod tests;
@@ -172,6 +173,35 @@ pub struct Resource {
     pub keep_encoded_slashes: bool,
     /// Who may reach it once a policy is loaded.
     pub auth: Auth,
+    /// Checked before sign-in and the policy, in order.
+    pub rules: Vec<Rule>,
+}
+
+/// A rule checked before sign-in: when every condition it gives holds, its
+/// action decides (the first such rule, in order).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    /// What happens on a match.
+    pub action: RuleAction,
+    /// Client networks (any, when empty).
+    pub cidrs: Vec<warren_policy::Net>,
+    /// A prefix of the normalised path (http).
+    pub path: Option<String>,
+    /// Methods, upper case (http; any, when empty).
+    pub methods: Vec<String>,
+    /// A header that must be present, lower case (http).
+    pub header: Option<String>,
+}
+
+/// A rule's action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuleAction {
+    /// Through without sign-in or policy (as a public resource).
+    Bypass,
+    /// Refused (403; a connection closed).
+    Deny,
+    /// On to sign-in and the policy (and no later rule).
+    Continue,
 }
 
 /// A resource's `auth` key.

@@ -91,6 +91,24 @@ pub(super) struct RawAuth {
     pub(super) session_lifetime: Option<String>,
 }
 
+/// A rule before sign-in: every condition given must hold.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRule {
+    /// `bypass`, `deny` or `continue`.
+    pub(super) action: String,
+    /// Client addresses or networks (`10.0.0.0/8`, `2001:db8::/32`).
+    #[serde(default)]
+    pub(super) cidr: Vec<String>,
+    /// http: a prefix of the normalised path (`/health`).
+    pub(super) path: Option<String>,
+    /// http: request methods (`GET`, `OPTIONS`...).
+    #[serde(default)]
+    pub(super) method: Vec<String>,
+    /// http: a request header that must be present.
+    pub(super) header: Option<String>,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawSite {
@@ -134,6 +152,11 @@ pub struct RawResource {
     /// (the default): with a policy loaded, only as its grants allow.
     #[schema(value_type = Option<String>)]
     pub(super) auth: Option<Spanned<String>>,
+    /// Checked before sign-in, in order; the first that matches decides:
+    /// `bypass` (no sign-in, no policy), `deny` (403) or `continue` (on to
+    /// sign-in and the policy).
+    #[serde(default)]
+    pub(super) rules: Vec<RawRule>,
     /// udp: a flow idle this long is closed (e.g. `60s`).
     #[schema(value_type = Option<String>)]
     pub(super) idle_timeout: Option<Spanned<String>>,

@@ -331,3 +331,38 @@ fn site_tags_are_named_and_must_be_declared_by_the_policy() {
     let no_policy = "[edge]\ntunnel_listen = \"127.0.0.1:0\"\n[[site]]\nid = \"home\"\nsecret = \"S3CRET\"\ntags = [\"tag:lab\"]\n";
     assert_eq!(parse(no_policy).unwrap().sites["home"].tags, ["tag:lab"]);
 }
+
+#[test]
+fn rules_are_checked_each_with_its_key() {
+    let good = GOOD.replace(
+        "listen = \"127.0.0.1:2222\"\ntargets = [{ site = \"home\", address = \"127.0.0.1:22\" }]",
+        "listen = \"127.0.0.1:2222\"\ntargets = [{ site = \"home\", address = \"127.0.0.1:22\" }]\nrules = [{ action = \"bypass\", cidr = [\"10.0.0.0/8\"] }, { action = \"deny\", cidr = [\"0.0.0.0/0\"] }]",
+    );
+    let c = parse(&good).unwrap();
+    assert_eq!(c.resources[0].rules.len(), 2);
+    assert_eq!(c.resources[0].rules[0].action, RuleAction::Bypass);
+    let bad = GOOD.replace(
+        "listen = \"127.0.0.1:2222\"\ntargets = [{ site = \"home\", address = \"127.0.0.1:22\" }]",
+        "listen = \"127.0.0.1:2222\"\ntargets = [{ site = \"home\", address = \"127.0.0.1:22\" }]\nrules = [{ action = \"allow\", cidr = [\"10.0.0.1/8\"] }, { action = \"bypass\", path = \"/health\" }, { action = \"deny\" }]",
+    );
+    let errors = parse(&bad).unwrap_err().0;
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "resource[0].rules[0].action",
+            "resource[0].rules[0].cidr[0]",
+            "resource[0].rules[1]",
+            "resource[0].rules[2]"
+        ],
+        "{errors:?}"
+    );
+    assert!(
+        errors[2].message.contains("for http resources"),
+        "{errors:?}"
+    );
+    assert!(
+        errors[3].message.contains("matches everything"),
+        "{errors:?}"
+    );
+}

@@ -13,7 +13,7 @@ pub(super) struct Validator<'a> {
     errors: Vec<ConfigError>,
 }
 
-type Span = Option<std::ops::Range<usize>>;
+pub(super) type Span = Option<std::ops::Range<usize>>;
 
 fn valid_id(id: &str) -> bool {
     !id.is_empty()
@@ -52,7 +52,7 @@ impl<'a> Validator<'a> {
             + 1
     }
 
-    fn error(&mut self, span: Span, key: impl Into<String>, message: impl Into<String>) {
+    pub(super) fn error(&mut self, span: Span, key: impl Into<String>, message: impl Into<String>) {
         let line = span
             .filter(|s| !(s.start == 0 && s.end == 0))
             .map(|s| self.line_of(s.start));
@@ -789,6 +789,7 @@ impl<'a> Validator<'a> {
                 super::Auth::Login
             }
         };
+        let rules = self.rules(res.rules, kind, span.clone(), key);
         // Returned even when something above was wrong, so that the rules
         // across resources (duplicate ports and routes) are checked too; a
         // file with any error never becomes a configuration.
@@ -813,6 +814,7 @@ impl<'a> Validator<'a> {
             idle_timeout,
             keep_encoded_slashes,
             auth,
+            rules,
         })
     }
 

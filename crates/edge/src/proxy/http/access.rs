@@ -24,7 +24,16 @@ pub(crate) async fn decide(
 ) -> HttpAccess {
     let key = headers.get(KEY_HEADER).map(|v| v.as_bytes());
     let session = crate::auth::cookie(headers, crate::auth::SESSION_COOKIE);
-    let credentials = crate::access::Credentials { key, session };
+    let facts = crate::access::rules::RequestFacts {
+        method,
+        path: &head.path,
+        headers,
+    };
+    let credentials = crate::access::Credentials {
+        facts,
+        key,
+        session,
+    };
     crate::access::check_http(
         &ctx.shared,
         resource,

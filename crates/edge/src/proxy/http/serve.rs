@@ -128,7 +128,10 @@ async fn phases(
         entry.grant = Some(grant);
     }
     if decision.access == crate::access::Access::Denied {
-        if decision.principal.is_none() && routed.resource.auth == crate::config::Auth::Login {
+        if decision.principal.is_none()
+            && decision.rule.is_none()
+            && routed.resource.auth == crate::config::Auth::Login
+        {
             if let Some(answer) = signin::challenge(ctx, &req, &head) {
                 return Ok((answer, None));
             }

@@ -11,7 +11,11 @@ fuzz_target!(|data: (&str, &str, i64, bool)| {
     // A token expiring after `now` must exist: `now` below the largest time.
     let now = now.min(i64::MAX - 1);
     let signer = Signer::new(&[42; 32]);
-    let kind = if handoff { Kind::Handoff } else { Kind::Session };
+    let kind = match (handoff, now % 2 == 0) {
+        (true, _) => Kind::Handoff,
+        (false, true) => Kind::Session,
+        (false, false) => Kind::Pending,
+    };
     // Arbitrary text is refused (a forgery would need the key).
     if let Ok(claims) = signer.check(kind, text, now, host) {
         panic!("accepted a token it never signed: {claims:?}");
@@ -25,6 +29,7 @@ fuzz_target!(|data: (&str, &str, i64, bool)| {
         exp: now.saturating_add(1),
         to: Some(text.chars().take(128).collect()),
         nonce: None,
+        totp: None,
     };
     let token = signer.sign(kind, &claims);
     if token.len() <= warren_identity::token::MAX_TOKEN {

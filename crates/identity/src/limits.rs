@@ -17,7 +17,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub const WINDOW: Duration = Duration::from_secs(60);
-pub const PER_SOURCE: u32 = 10;
+pub const PER_SOURCE: u32 = 30;
 pub const FREE_FAILURES: u32 = 5;
 pub const FIRST_LOCK: Duration = Duration::from_secs(60);
 pub const MAX_LOCK: Duration = Duration::from_secs(3600);

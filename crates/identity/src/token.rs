@@ -22,6 +22,8 @@ pub enum Kind {
     /// The hand-off from the auth host to a resource's host: one use, a
     /// minute at most.
     Handoff,
+    /// Between the password and the second factor, on the sign-in host.
+    Pending,
 }
 
 impl Kind {
@@ -29,6 +31,7 @@ impl Kind {
         match self {
             Kind::Session => b"warren-session-v1\0",
             Kind::Handoff => b"warren-handoff-v1\0",
+            Kind::Pending => b"warren-pending-v1\0",
         }
     }
 }
@@ -53,6 +56,9 @@ pub struct Claims {
     /// For a hand-off: its one-use nonce.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nonce: Option<String>,
+    /// While enrolling a second factor: the TOTP secret proposed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub totp: Option<String>,
 }
 
 /// Why a token was refused. The visitor is told none of it.
@@ -163,6 +169,7 @@ mod tests {
             exp: 2_000,
             to: None,
             nonce: None,
+            totp: None,
         }
     }
 

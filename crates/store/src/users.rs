@@ -21,6 +21,14 @@ pub struct UserRecord {
     pub password_hash: Option<String>,
     /// Whether a local password is set.
     pub has_password: bool,
+    /// The TOTP secret (base32); `None`: no second factor enrolled.
+    #[serde(skip)]
+    pub totp_secret: Option<String>,
+    /// Whether a second factor is enrolled.
+    pub has_totp: bool,
+    /// SHA-256 digests (hex) of the unused recovery codes.
+    #[serde(skip)]
+    pub recovery_hashes: Vec<String>,
     /// A disabled user cannot sign in, and their sessions are dead.
     pub disabled: bool,
     /// Sessions issued before this (Unix ms) are dead.
@@ -33,7 +41,12 @@ pub struct UserRecord {
 
 fn from_row(row: &AnyRow) -> Result<UserRecord, StoreError> {
     let password_hash: Option<String> = row.try_get("password_hash")?;
+    let totp_secret: Option<String> = row.try_get("totp_secret")?;
     Ok(UserRecord {
+        has_totp: totp_secret.is_some(),
+        totp_secret,
+        recovery_hashes: serde_json::from_str(&row.try_get::<String, _>("recovery_hashes")?)
+            .map_err(|e| StoreError::Corrupt(format!("users.recovery_hashes: {e}")))?,
         id: row.try_get("id")?,
         email: row.try_get("email")?,
         name: row.try_get("name")?,
@@ -59,6 +72,18 @@ pub enum UserChange<'a> {
     EndSessions,
     /// A new password hash (and every session ended).
     Password(&'a str),
+    /// A second factor enrolled: its secret and the digests of its
+    /// recovery codes.
+    Totp {
+        /// Base32.
+        secret: &'a str,
+        /// SHA-256 hex digests.
+        recovery_hashes: &'a [String],
+    },
+    /// The second factor removed (the user enrols again at next sign-in).
+    ResetTotp,
+    /// One recovery code used up (its digest).
+    UseRecovery(&'a str),
 }
 
 impl Store {
@@ -78,6 +103,9 @@ impl Store {
             name: name.to_owned(),
             password_hash: password_hash.map(str::to_owned),
             has_password: password_hash.is_some(),
+            totp_secret: None,
+            has_totp: false,
+            recovery_hashes: Vec::new(),
             disabled: false,
             sessions_after_ms: 0,
             created_ms: now,
@@ -141,7 +169,29 @@ impl Store {
         id: &str,
         change: UserChange<'_>,
     ) -> Result<UserRecord, StoreError> {
-        let before = self.user(id).await?;
+        // Read inside the write transaction (locked), so two uses of one
+        // recovery code cannot both succeed.
+        let mut tx = self.begin().await?;
+        let select = match self.backend {
+            crate::Backend::Sqlite => "SELECT * FROM users WHERE id = $1 OR email = $2",
+            crate::Backend::Postgres => {
+                "SELECT * FROM users WHERE id = $1 OR email = $2 FOR UPDATE"
+            }
+        };
+        let row = sqlx::query(select)
+            .bind(id.to_owned())
+            .bind(id.to_ascii_lowercase())
+            .fetch_optional(&mut *tx)
+            .await?;
+        let before = match row {
+            Some(row) => from_row(&row)?,
+            None => {
+                return Err(StoreError::NotFound {
+                    what: "user",
+                    id: id.to_owned(),
+                })
+            }
+        };
         let now = now_ms();
         let mut after = UserRecord {
             updated_ms: now,
@@ -169,16 +219,44 @@ impl Store {
                 after.sessions_after_ms = now;
                 "user.set_password"
             }
+            UserChange::Totp {
+                secret,
+                recovery_hashes,
+            } => {
+                after.totp_secret = Some(secret.to_owned());
+                after.has_totp = true;
+                after.recovery_hashes = recovery_hashes.to_vec();
+                "user.enrol_totp"
+            }
+            UserChange::ResetTotp => {
+                after.totp_secret = None;
+                after.has_totp = false;
+                after.recovery_hashes = Vec::new();
+                after.sessions_after_ms = now;
+                "user.reset_2fa"
+            }
+            UserChange::UseRecovery(digest) => {
+                let before_len = after.recovery_hashes.len();
+                after.recovery_hashes.retain(|h| h != digest);
+                if after.recovery_hashes.len() == before_len {
+                    return Err(StoreError::NotFound {
+                        what: "recovery code",
+                        id: "(given)".into(),
+                    });
+                }
+                "user.use_recovery_code"
+            }
         };
-        let mut tx = self.begin().await?;
         sqlx::query(
             "UPDATE users SET disabled = $1, sessions_after_ms = $2, password_hash = $3, \
-             updated_ms = $4 WHERE id = $5",
+             updated_ms = $4, totp_secret = $5, recovery_hashes = $6 WHERE id = $7",
         )
         .bind(i64::from(after.disabled))
         .bind(after.sessions_after_ms)
         .bind(after.password_hash.clone())
         .bind(now)
+        .bind(after.totp_secret.clone())
+        .bind(serde_json::to_string(&after.recovery_hashes).unwrap_or_else(|_| "[]".into()))
         .bind(before.id.clone())
         .execute(&mut *tx)
         .await?;

@@ -49,7 +49,7 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: crate::policy_cmd::PolicyCommand,
     },
-    /// People who sign in: add, list, disable, enable, logout (admin API).
+    /// People who sign in: add, list, disable, enable, logout, reset-2fa (admin API).
     User {
         #[command(subcommand)]
         command: crate::user_cmd::UserCommand,

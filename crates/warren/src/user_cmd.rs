@@ -1,4 +1,4 @@
-//! `warren user add|list|disable|enable|logout`: people who sign in, through
+//! `warren user add|list|disable|enable|logout|reset-2fa`: people who sign in, through
 //! the admin API.
 
 use crate::api_client::ApiArgs;
@@ -41,6 +41,14 @@ pub(crate) enum UserCommand {
     },
     /// Enable a disabled user.
     Enable {
+        /// Email or id.
+        user: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Remove a user's second factor (they enrol again at next sign-in) and end their sessions.
+    #[command(name = "reset-2fa")]
+    Reset2fa {
         /// Email or id.
         user: String,
         #[command(flatten)]
@@ -134,6 +142,15 @@ pub(crate) async fn run(cmd: UserCommand) -> Result<(), Failure> {
             api.call(Method::POST, &format!("/api/v1/users/{user}/enable"), None)
                 .await?;
             println!("user `{user}` enabled.");
+        }
+        UserCommand::Reset2fa { user, api } => {
+            api.call(
+                Method::POST,
+                &format!("/api/v1/users/{user}/reset-2fa"),
+                None,
+            )
+            .await?;
+            println!("the second factor of `{user}` is removed; their sessions ended.");
         }
         UserCommand::Logout { user, api } => {
             api.call(Method::POST, &format!("/api/v1/users/{user}/logout"), None)

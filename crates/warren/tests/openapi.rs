@@ -140,6 +140,7 @@ async fn openapi_document_is_valid_complete_and_matches_the_answers() {
         ("POST", "/api/v1/users/{id}/disable"),
         ("POST", "/api/v1/users/{id}/enable"),
         ("POST", "/api/v1/users/{id}/logout"),
+        ("POST", "/api/v1/users/{id}/reset-2fa"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))

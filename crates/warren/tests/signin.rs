@@ -489,3 +489,161 @@ fn urlencode(s: &str) -> String {
         })
         .collect()
 }
+
+/// Posts a second-factor code.
+async fn post_code(b: &Browser, code: &str, csrf: &str) -> Got {
+    b.get(
+        &b.url(AUTH, "/login/2fa"),
+        &[
+            "--data-urlencode",
+            &format!("csrf={csrf}"),
+            "--data-urlencode",
+            &format!("code={code}"),
+        ],
+    )
+    .await
+}
+
+/// The code an authenticator app would show for `secret` (base32) now.
+fn totp_now(secret: &str, offset_s: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let t = totp_rs::Builder::new()
+        .with_secret(totp_rs::Secret::try_from_base32(secret).unwrap())
+        .build()
+        .unwrap();
+    t.generate((now + offset_s) as u64).to_string()
+}
+
+/// With `require_2fa`, a user enrols at first sign-in (QR code, recovery
+/// codes shown once); afterwards the password alone is not enough, a code
+/// is good once, a recovery code is good once, and `reset-2fa` makes them
+/// enrol again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_factor_is_enrolled_then_required_and_each_code_works_once() {
+    let live = http_backend("live").await;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = web::web_spec(
+        vec![ResourceSpec::http("app", "api.test", "home", live.addr)],
+        dir.path(),
+    );
+    let toml = format!(
+        "{}\n[auth]\nhost = \"{AUTH}\"\nrequire_2fa = true\n",
+        spec.to_toml()
+    );
+    std::fs::write(dir.path().join("edge.toml"), toml).unwrap();
+    let edge = EdgeProcess::start_existing(bin(), dir.path());
+    let _agent = edge.start_agent("agent", "tcp", &[&format!("{}/tcp", live.addr)]);
+    let (status, body) = edge.admin_request(
+        "PUT",
+        "/api/v1/policy",
+        Some(
+            &json!({ "text": "[[grants]]\nsrc = [\"alice@corp.com\"]\ndst = [\"app\"]\n" })
+                .to_string(),
+        ),
+        edge.token.as_deref(),
+    );
+    assert_eq!(status, 200, "{body}");
+    user_add(&edge, dir.path(), "alice@corp.com", "correct horse battery");
+    let port = edge.https.unwrap().port();
+    let ca = dir.path().join("cert.pem");
+    let b = Browser::new(dir.path(), "alice", ca.clone(), port);
+
+    // The password is right: the enrolment page, with a QR code and the key.
+    let (page, _) = b
+        .sign_in("/", "alice@corp.com", "correct horse battery")
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("<svg"), "a QR code: {}", page.body);
+    let start = page.body.find("<code>").unwrap() + 6;
+    let secret = page.body[start..start + page.body[start..].find("</code>").unwrap()].to_owned();
+    let csrf = field(&page.body, "csrf");
+    let wrong = post_code(&b, "000000", &csrf).await;
+    assert_eq!(wrong.status, 401, "{}", wrong.body);
+    let enrolled = post_code(&b, &totp_now(&secret, 0), &csrf).await;
+    assert_eq!(enrolled.status, 200, "{}", enrolled.body);
+    let codes: Vec<String> = enrolled
+        .body
+        .split("<li><code>")
+        .skip(1)
+        .map(|s| s[..s.find("</code>").unwrap()].to_owned())
+        .collect();
+    assert_eq!(codes.len(), 10, "{}", enrolled.body);
+    let users = edge.admin_get("/api/v1/users");
+    assert_eq!(users[0]["has_totp"], true, "{users}");
+    assert!(
+        !users.to_string().contains(&secret),
+        "the secret never leaves the store"
+    );
+
+    // A second browser: password, then the code page (no enrolment now).
+    let second = Browser::new(dir.path(), "alice2", ca.clone(), port);
+    let (page, _) = second
+        .sign_in("/", "alice@corp.com", "correct horse battery")
+        .await;
+    assert_eq!(page.status, 200);
+    assert!(!page.body.contains("<svg"), "no second enrolment");
+    let csrf2 = field(&page.body, "csrf");
+    // The code just used to enrol is refused (good once); the next one passes.
+    let replayed = post_code(&second, &totp_now(&secret, 0), &csrf2).await;
+    assert_eq!(replayed.status, 401, "a replayed code");
+    let next = post_code(&second, &totp_now(&secret, 30), &csrf2).await;
+    assert_eq!(next.status, 303, "{}", next.body);
+
+    // A recovery code works once.
+    let third = Browser::new(dir.path(), "alice3", ca.clone(), port);
+    let (page, _) = third
+        .sign_in("/", "alice@corp.com", "correct horse battery")
+        .await;
+    let csrf3 = field(&page.body, "csrf");
+    let recovered = post_code(&third, &codes[0].to_uppercase(), &csrf3).await;
+    assert_eq!(recovered.status, 303, "{}", recovered.body);
+    let fourth = Browser::new(dir.path(), "alice4", ca.clone(), port);
+    let (page, _) = fourth
+        .sign_in("/", "alice@corp.com", "correct horse battery")
+        .await;
+    let again = post_code(&fourth, &codes[0], &field(&page.body, "csrf")).await;
+    assert_eq!(again.status, 401, "a recovery code used twice");
+
+    // Without the pending cookie, a code alone signs nobody in.
+    let bare = Browser::new(dir.path(), "bare", ca.clone(), port);
+    let form = bare
+        .get(
+            &bare.url(
+                AUTH,
+                &format!("/login?rd={}", urlencode(&bare.url("api.test", "/"))),
+            ),
+            &[],
+        )
+        .await;
+    let lone = post_code(&bare, &totp_now(&secret, 60), &field(&form.body, "csrf")).await;
+    assert_eq!(lone.status, 403, "{}", lone.body);
+
+    // reset-2fa: enrol again.
+    let out = std::process::Command::new(bin())
+        .args([
+            "user",
+            "reset-2fa",
+            "alice@corp.com",
+            "--api",
+            &format!("http://{}", edge.admin),
+        ])
+        .env("WARREN_TOKEN", edge.token.as_deref().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let fifth = Browser::new(dir.path(), "alice5", ca, port);
+    let (page, _) = fifth
+        .sign_in("/", "alice@corp.com", "correct horse battery")
+        .await;
+    assert!(
+        page.body.contains("<svg"),
+        "enrolment again after reset-2fa"
+    );
+}

@@ -92,6 +92,7 @@ pub(crate) fn api() -> (Router<Arc<EdgeShared>>, utoipa::openapi::OpenApi) {
         .routes(routes!(users::disable))
         .routes(routes!(users::enable))
         .routes(routes!(users::logout))
+        .routes(routes!(users::reset_2fa))
         .split_for_parts()
 }
 

@@ -1,5 +1,5 @@
 //! Users through the API: `GET|POST /api/v1/users`,
-//! `POST /api/v1/users/{id}/disable|enable|logout`. `{id}` is the user's
+//! `POST /api/v1/users/{id}/disable|enable|logout|reset-2fa`. `{id}` is the user's
 //! id or email.
 //!
 //! Passwords are hashed with argon2id on the blocking pool and stored only
@@ -160,6 +160,19 @@ pub(crate) async fn enable(
     Path(id): Path<String>,
 ) -> Response {
     change(&shared, &caller, &id, UserChange::Disabled(false)).await
+}
+
+/// Removes the user's second factor (they enrol again at their next
+/// sign-in when it is required) and ends their sessions.
+#[utoipa::path(post, path = "/api/v1/users/{id}/reset-2fa", tag = "users",
+    params(("id" = String, Path, description = "id or email")),
+    responses((status = 200, body = UserRecord), (status = 404, body = ApiError)))]
+pub(crate) async fn reset_2fa(
+    State(shared): State<Arc<EdgeShared>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
+    change(&shared, &caller, &id, UserChange::ResetTotp).await
 }
 
 /// Ends every session the user holds (logout everywhere).

@@ -16,6 +16,7 @@
 
 pub(crate) mod jwt;
 pub(crate) mod password;
+pub(crate) mod totp;
 
 pub(crate) use warren_identity::{limits, return_url, token};
 
@@ -28,6 +29,10 @@ use token::{Claims, Kind, Signer};
 pub(crate) const SESSION_COOKIE: &str = "__Host-warren_session";
 /// The session cookie on the sign-in host.
 pub(crate) const AUTH_COOKIE: &str = "__Host-warren_auth";
+/// Between password and second factor, on the sign-in host (5 minutes).
+pub(crate) const PENDING_COOKIE: &str = "__Host-warren_pending";
+/// How long the second factor may take.
+pub(crate) const PENDING_MS: i64 = 300_000;
 /// The CSRF cookie of the sign-in forms.
 pub(crate) const CSRF_COOKIE: &str = "__Host-warren_csrf";
 /// How long a hand-off token lives.
@@ -45,6 +50,8 @@ pub(crate) struct AuthState {
     used: Mutex<HashMap<String, i64>>,
     /// Signed assertions of identity for origins.
     pub(crate) assertions: jwt::Assertions,
+    /// TOTP steps already used.
+    pub(crate) replay: totp::Replay,
 }
 
 /// A signed-in person, as the policy and the origin see them.
@@ -64,6 +71,7 @@ impl AuthState {
     pub(crate) fn new(session_key: &[u8], assertions: jwt::Assertions) -> AuthState {
         AuthState {
             assertions,
+            replay: totp::Replay::default(),
             signer: Signer::new(session_key),
             limits: limits::Limits::default(),
             verifier: crate::tunnel::credentials::Verifier::with_limits(2, 32),
@@ -91,6 +99,7 @@ impl AuthState {
                 exp: signed_in_ms.saturating_add(lifetime_ms),
                 to: None,
                 nonce: None,
+                totp: None,
             },
         )
     }
@@ -117,6 +126,7 @@ impl AuthState {
                 exp: now_ms + HANDOFF_MS,
                 to: Some(to.to_owned()),
                 nonce: Some(hex::encode(rand::random::<[u8; 16]>())),
+                totp: None,
             },
         )
     }

@@ -236,6 +236,9 @@ pub struct AuthSettings {
     pub host: String,
     /// How long a session lasts after sign-in.
     pub session_lifetime: Duration,
+    /// Every user must pass a second factor (TOTP), enrolling at their
+    /// next sign-in; without it, only those who enrolled do.
+    pub require_2fa: bool,
 }
 
 /// Where the live policy comes from.

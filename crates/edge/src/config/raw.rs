@@ -89,6 +89,8 @@ pub(super) struct RawPolicy {
 pub(super) struct RawAuth {
     pub(super) host: String,
     pub(super) session_lifetime: Option<String>,
+    #[serde(default)]
+    pub(super) require_2fa: bool,
 }
 
 /// A rule before sign-in: every condition given must hold.

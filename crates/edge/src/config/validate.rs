@@ -258,6 +258,7 @@ impl<'a> Validator<'a> {
         ok.then_some(super::AuthSettings {
             host,
             session_lifetime,
+            require_2fa: raw.require_2fa,
         })
     }
 

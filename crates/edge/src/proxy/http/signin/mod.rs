@@ -8,7 +8,10 @@
 //!   first, then the limits per source and per account, then the password
 //!   (argon2id, bounded pool; an unknown email costs the same). On success
 //!   a session cookie for the sign-in host and a 303 to the resource's
-//!   host with a one-use hand-off token.
+//!   host with a one-use hand-off token; or, for a user with a second
+//!   factor (or everyone, with `require_2fa`), its page first
+//!   ([`second_factor`]: `POST /login/2fa`, TOTP or a recovery code, and
+//!   enrolment with a QR code and recovery codes shown once).
 //! * `GET /logout` (a form) and `POST /logout`: ends every session of the
 //!   user, on every edge (the store's `sessions_after_ms`).
 //! * `GET /.well-known/warren/jwks.json`: the public key of the
@@ -19,6 +22,8 @@
 //! going; `/.warren/logout` goes to the sign-in host's logout.
 //!
 //! Every page is plain HTML, without JavaScript, and never cached.
+
+mod second_factor;
 
 use crate::auth::{self, return_url, Identity, AUTH_COOKIE, CSRF_COOKIE, SESSION_COOKIE};
 use crate::config::AuthSettings;
@@ -119,6 +124,7 @@ impl SignIn<'_> {
         match (parts.method.clone(), head.path.as_str()) {
             (Method::GET, "/login") => self.login_form(&parts.headers, &query, None),
             (Method::POST, "/login") => self.login(&parts.headers, body).await,
+            (Method::POST, "/login/2fa") => self.second_factor(&parts.headers, body).await,
             (Method::GET, "/logout") => self.logout_form(&parts.headers),
             (Method::POST, "/logout") => self.logout(&parts.headers, body).await,
             (Method::GET, "/.well-known/warren/jwks.json") => {
@@ -166,14 +172,7 @@ impl SignIn<'_> {
                 return self.hand_off(&who, &claims.sid, claims.iat, &back, None);
             }
         }
-        let (csrf, set) = match auth::cookie(headers, CSRF_COOKIE) {
-            Some(c) if c.len() == 32 => (c.to_owned(), None),
-            _ => {
-                let c = hex::encode(rand::random::<[u8; 16]>());
-                let set = cookie_header(CSRF_COOKIE, &c, None);
-                (c, Some(set))
-            }
-        };
+        let (csrf, set) = Self::csrf_token(headers);
         let problem = problem
             .map(|p| format!("<p role=\"alert\" class=\"problem\">{}</p>", escape(p)))
             .unwrap_or_default();
@@ -264,23 +263,51 @@ impl SignIn<'_> {
             tracing::info!(event = "sign_in_failed", client = %client, email = %email, "wrong email or password");
             return self.login_form(headers, &rd_query, Some("Wrong email or password."));
         };
+        if user.totp_secret.is_some() || self.settings.require_2fa {
+            // The password was right; the attempt is not over until the
+            // second factor, so the account's failures are not cleared yet.
+            return self.second_factor_start(headers, &user, &back);
+        }
         self.state.limits.succeeded(&email);
+        let (who, set) = self.start_session(&user, "password");
+        self.hand_off(&who, &who.session, warren_store::now_ms(), &back, Some(set))
+    }
+
+    /// A new session on the sign-in host: who, and its cookie.
+    fn start_session(
+        &self,
+        user: &warren_store::UserRecord,
+        method: &'static str,
+    ) -> (Identity, HeaderValue) {
         let now = warren_store::now_ms();
         let sid = hex::encode(rand::random::<[u8; 16]>());
         let lifetime = self.settings.session_lifetime.as_millis() as i64;
         let token = self
             .state
             .session(&user.id, &sid, &self.settings.host, now, lifetime);
-        tracing::info!(event = "signed_in", client = %client, user = %user.email, method = "password", "signed in");
+        tracing::info!(event = "signed_in", client = %self.ctx.client, user = %user.email, method, "signed in");
         let who = Identity {
-            session: sid.clone(),
+            session: sid,
             user_id: user.id.clone(),
             email: user.email.clone(),
             name: user.name.clone(),
             groups: Vec::new(),
         };
         let set = cookie_header(AUTH_COOKIE, &token, Some(self.settings.session_lifetime));
-        self.hand_off(&who, &sid, now, &back, Some(set))
+        (who, set)
+    }
+
+    /// The CSRF token of a form: the visitor's `__Host-` cookie, or a new
+    /// one with its `Set-Cookie`.
+    fn csrf_token(headers: &HeaderMap) -> (String, Option<HeaderValue>) {
+        match auth::cookie(headers, CSRF_COOKIE) {
+            Some(c) if c.len() == 32 => (c.to_owned(), None),
+            _ => {
+                let c = hex::encode(rand::random::<[u8; 16]>());
+                let set = cookie_header(CSRF_COOKIE, &c, None);
+                (c, Some(set))
+            }
+        }
     }
 
     fn hand_off(
@@ -313,17 +340,7 @@ impl SignIn<'_> {
     }
 
     fn logout_form(&self, headers: &HeaderMap) -> Response<ResponseBody> {
-        let csrf = auth::cookie(headers, CSRF_COOKIE)
-            .filter(|c| c.len() == 32)
-            .map(str::to_owned);
-        let (csrf, set) = match csrf {
-            Some(c) => (c, None),
-            None => {
-                let c = hex::encode(rand::random::<[u8; 16]>());
-                let set = cookie_header(CSRF_COOKIE, &c, None);
-                (c, Some(set))
-            }
-        };
+        let (csrf, set) = Self::csrf_token(headers);
         let body = format!(
             "<p>Sign out of every resource, on every device?</p>\
              <form method=\"post\" action=\"/logout\">\

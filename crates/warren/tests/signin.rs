@@ -181,7 +181,7 @@ async fn a_person_signs_in_reaches_what_the_policy_grants_and_is_cut_off_when_di
         vec![
             ResourceSpec::http("app", "api.test", "home", live.addr).with(
                 "rules = [{ action = \"bypass\", path = \"/health\", method = [\"GET\"] }, \
-                 { action = \"deny\", path = \"/admin\" }]",
+                 { action = \"deny\", path = \"/admin\" }]\nauth = [\"login\", \"basic\"]",
             ),
             ResourceSpec::http("other", "other.app.test", "home", live.addr),
         ],
@@ -368,6 +368,49 @@ async fn a_person_signs_in_reaches_what_the_policy_grants_and_is_cut_off_when_di
             v["event"] == "access_denied" && v["reason"] == "rules[1]"
         });
     assert_eq!(rule_denied["resource"], "app");
+
+    // HTTP Basic, for scripts, on a resource that takes it: the origin
+    // gets who it is, never the credentials.
+    let script = Browser::new(dir.path(), "script", ca.clone(), port);
+    let basic = script
+        .get(
+            &script.url("api.test", "/page"),
+            &["-u", "alice@corp.com:correct horse battery"],
+        )
+        .await;
+    assert_eq!(basic.status, 200, "{}", basic.body);
+    let origin: Value = serde_json::from_str(&basic.body).unwrap();
+    assert_eq!(
+        origin["headers"]["remote-user"],
+        json!(["alice@corp.com"]),
+        "{origin}"
+    );
+    assert!(origin["headers"].get("authorization").is_none(), "{origin}");
+    let wrong = script
+        .get(
+            &script.url("api.test", "/page"),
+            &["-u", "alice@corp.com:nope"],
+        )
+        .await;
+    assert_eq!(wrong.status, 401);
+    assert!(
+        wrong
+            .header("www-authenticate")
+            .unwrap()
+            .starts_with("Basic"),
+        "{:?}",
+        wrong.headers
+    );
+    let bob_basic = script
+        .get(
+            &script.url("api.test", "/page"),
+            &["-u", "bob@corp.com:bob's long password"],
+        )
+        .await;
+    assert_eq!(
+        bob_basic.status, 403,
+        "Basic is a way in; the policy still decides"
+    );
 
     // Disabled: Alice's session is dead within 5 s.
     let out = std::process::Command::new(bin())

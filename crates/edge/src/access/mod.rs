@@ -118,6 +118,8 @@ pub(crate) struct Credentials<'a> {
     pub(crate) key: Option<&'a [u8]>,
     /// The session cookie's value.
     pub(crate) session: Option<&'a str>,
+    /// `Authorization`, when the resource takes HTTP Basic.
+    pub(crate) basic: Option<&'a [u8]>,
 }
 
 /// Asks for an http request on `host`: a live session's user first, else a
@@ -172,9 +174,23 @@ pub(crate) async fn check_http(
     };
     let catalog = shared.catalog.load_full();
     let now = warren_store::now_ms();
-    let person = credentials
+    let mut person = credentials
         .session
-        .and_then(|cookie| shared.auth.identity(&catalog, cookie, host, now));
+        .and_then(|cookie| shared.auth.identity(&catalog, cookie, host, now))
+        .map(|(who, _)| who);
+    if let (None, Some(header)) = (&person, credentials.basic) {
+        let require_2fa = config.auth.as_ref().is_some_and(|a| a.require_2fa);
+        match shared
+            .auth
+            .basic(&catalog, header, client.ip(), require_2fa)
+            .await
+        {
+            Ok(who) => person = Some(who),
+            Err(why) => {
+                tracing::info!(event = "basic_refused", resource = %resource.name, client = %client, reason = why, "HTTP Basic credentials refused");
+            }
+        }
+    }
     let tags = catalog.tags_of(resource);
     let target = Target {
         resource: Some(&resource.name),
@@ -196,7 +212,7 @@ pub(crate) async fn check_http(
             Access::Denied
         }
     };
-    if let Some((who, _)) = person {
+    if let Some(who) = person {
         let access = decide(
             &Principal::User {
                 email: &who.email,

@@ -48,6 +48,8 @@ pub(crate) struct AuthState {
     pub(crate) verifier: crate::tunnel::credentials::Verifier,
     /// Hand-off nonces already redeemed, with their expiry.
     used: Mutex<HashMap<String, i64>>,
+    /// HTTP Basic credentials proven in the last minute: digest → (user, when).
+    basic_ok: Mutex<HashMap<[u8; 32], (String, std::time::Instant)>>,
     /// Signed assertions of identity for origins.
     pub(crate) assertions: jwt::Assertions,
     /// TOTP steps already used.
@@ -57,8 +59,11 @@ pub(crate) struct AuthState {
 /// A signed-in person, as the policy and the origin see them.
 #[derive(Clone, Debug)]
 pub(crate) struct Identity {
-    /// The session (shared by the sign-in host's and every resource's).
+    /// The session (shared by the sign-in host's and every resource's);
+    /// `basic:<user id>` for HTTP Basic.
     pub(crate) session: String,
+    /// Came as HTTP Basic (the edge's, not the origin's: not forwarded).
+    pub(crate) basic: bool,
     pub(crate) user_id: String,
     pub(crate) email: String,
     pub(crate) name: String,
@@ -76,6 +81,7 @@ impl AuthState {
             limits: limits::Limits::default(),
             verifier: crate::tunnel::credentials::Verifier::with_limits(2, 32),
             used: Mutex::new(HashMap::new()),
+            basic_ok: Mutex::new(HashMap::new()),
         }
     }
 
@@ -174,6 +180,7 @@ impl AuthState {
             return None;
         }
         let identity = Identity {
+            basic: false,
             session: claims.sid.clone(),
             user_id: user.id.clone(),
             email: user.email.clone(),
@@ -181,6 +188,105 @@ impl AuthState {
             groups: Vec::new(),
         };
         Some((identity, claims))
+    }
+}
+
+/// How long proven Basic credentials are trusted without argon2 again.
+const BASIC_CACHE: std::time::Duration = std::time::Duration::from_secs(60);
+/// The longest `Authorization` header read for Basic.
+const MAX_BASIC: usize = 1024;
+
+impl AuthState {
+    /// The user behind `Authorization: Basic ...` (email and password),
+    /// for scripts. Counts against the sign-in limits; refused for a user
+    /// who must pass a second factor (`require_2fa`, or one enrolled):
+    /// Basic cannot carry it. Proven credentials are remembered for a
+    /// minute (as a digest, compared in constant time by the map), so a
+    /// script's every request does not cost an argon2 check.
+    pub(crate) async fn basic(
+        &self,
+        catalog: &Catalog,
+        header: &[u8],
+        client: std::net::IpAddr,
+        require_2fa: bool,
+    ) -> Result<Identity, &'static str> {
+        use base64::Engine;
+        use sha2::Digest;
+        if header.len() > MAX_BASIC {
+            return Err("too long");
+        }
+        let text = std::str::from_utf8(header).map_err(|_| "not text")?;
+        let b64 = text
+            .strip_prefix("Basic ")
+            .or_else(|| text.strip_prefix("basic "))
+            .ok_or("not Basic")?;
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(b64.trim())
+            .map_err(|_| "not base64")?;
+        let decoded = String::from_utf8(decoded).map_err(|_| "not text")?;
+        let (email, password) = decoded.split_once(':').ok_or("no colon")?;
+        let email = email.trim().to_ascii_lowercase();
+        let user = catalog.user_by_email(&email).cloned();
+        if let Some(u) = &user {
+            if require_2fa || u.totp_secret.is_some() {
+                return Err("the user must pass a second factor, which Basic cannot carry");
+            }
+        }
+        let digest: [u8; 32] = sha2::Sha256::new()
+            .chain_update(email.as_bytes())
+            .chain_update([0])
+            .chain_update(password.as_bytes())
+            .finalize()
+            .into();
+        let cached = {
+            let cache = self.basic_ok.lock().unwrap_or_else(|e| e.into_inner());
+            cache
+                .get(&digest)
+                .filter(|(_, at)| at.elapsed() < BASIC_CACHE)
+                .map(|(uid, _)| uid.clone())
+        };
+        let live = |u: &warren_store::UserRecord| !u.disabled;
+        if let (Some(uid), Some(u)) = (&cached, &user) {
+            if *uid == u.id && live(u) {
+                return Ok(basic_identity(u));
+            }
+        }
+        let now = std::time::Instant::now();
+        self.limits
+            .attempt(client, &email, now)
+            .map_err(|_| "limited")?;
+        let hash = user
+            .as_ref()
+            .filter(|u| live(u))
+            .and_then(|u| u.password_hash.clone());
+        let ok = password::check(&self.verifier, hash.as_deref(), password)
+            .await
+            .map_err(|_| "busy")?;
+        let Some(user) = user.filter(|_| ok) else {
+            self.limits.failed(&email, now);
+            return Err("wrong email or password");
+        };
+        self.limits.succeeded(&email);
+        let mut cache = self.basic_ok.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() >= 10_000 {
+            cache.retain(|_, (_, at)| at.elapsed() < BASIC_CACHE);
+            if cache.len() >= 10_000 {
+                cache.clear();
+            }
+        }
+        cache.insert(digest, (user.id.clone(), now));
+        Ok(basic_identity(&user))
+    }
+}
+
+fn basic_identity(u: &warren_store::UserRecord) -> Identity {
+    Identity {
+        session: format!("basic:{}", u.id),
+        basic: true,
+        user_id: u.id.clone(),
+        email: u.email.clone(),
+        name: u.name.clone(),
+        groups: Vec::new(),
     }
 }
 

@@ -173,6 +173,8 @@ pub struct Resource {
     pub keep_encoded_slashes: bool,
     /// Who may reach it once a policy is loaded.
     pub auth: Auth,
+    /// http: HTTP Basic (a user's email and password) is accepted too.
+    pub basic: bool,
     /// Checked before sign-in and the policy, in order.
     pub rules: Vec<Rule>,
 }

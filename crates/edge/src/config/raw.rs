@@ -151,9 +151,11 @@ pub struct RawResource {
     #[schema(value_type = Option<String>)]
     pub(super) proxy_protocol: Option<Spanned<toml::Value>>,
     /// `public`: anyone may reach it, even with a policy loaded; `login`
-    /// (the default): with a policy loaded, only as its grants allow.
-    #[schema(value_type = Option<String>)]
-    pub(super) auth: Option<Spanned<String>>,
+    /// (the default): with a policy loaded, only as its grants allow; or a
+    /// list of the ways in it accepts: `["login", "basic"]` (HTTP Basic
+    /// with a user's email and password, for scripts).
+    #[schema(value_type = Option<Object>)]
+    pub(super) auth: Option<Spanned<toml::Value>>,
     /// Checked before sign-in, in order; the first that matches decides:
     /// `bypass` (no sign-in, no policy), `deny` (403) or `continue` (on to
     /// sign-in and the policy).

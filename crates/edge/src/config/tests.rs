@@ -366,3 +366,26 @@ fn rules_are_checked_each_with_its_key() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn auth_takes_public_login_or_a_list_of_ways_in() {
+    let with = |auth: &str| {
+        GOOD.replace(
+            "listen = \"127.0.0.1:2222\"\ntargets = [{ site = \"home\", address = \"127.0.0.1:22\" }]",
+            &format!("listen = \"127.0.0.1:2222\"\ntargets = [{{ site = \"home\", address = \"127.0.0.1:22\" }}]\nauth = {auth}"),
+        )
+    };
+    assert_eq!(parse(&with("\"public\"")).unwrap().resources[0].auth, Auth::Public);
+    let login = parse(&with("[\"login\"]")).unwrap();
+    assert_eq!((login.resources[0].auth, login.resources[0].basic), (Auth::Login, false));
+    for (bad, says) in [
+        ("[\"login\", \"basic\"]", "for http resources"),
+        ("[\"public\", \"login\"]", "stands alone"),
+        ("\"sso\"", "not one of public, login, basic"),
+    ] {
+        let errors = parse(&with(bad)).unwrap_err().0;
+        assert_eq!(errors.len(), 1, "{bad}: {errors:?}");
+        assert_eq!(errors[0].key, "resource[0].auth");
+        assert!(errors[0].message.contains(says), "{bad}: {errors:?}");
+    }
+}

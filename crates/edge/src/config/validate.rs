@@ -778,18 +778,7 @@ impl<'a> Validator<'a> {
                 false
             }
         };
-        let auth = match res.auth.as_ref().map(|v| (v.span(), v.get_ref().as_str())) {
-            None | Some((_, "login")) => super::Auth::Login,
-            Some((_, "public")) => super::Auth::Public,
-            Some((s, other)) => {
-                self.error(
-                    Some(s),
-                    format!("{key}.auth"),
-                    format!("`{other}` is not one of login, public"),
-                );
-                super::Auth::Login
-            }
-        };
+        let (auth, basic) = self.auth_methods(res.auth.as_ref(), kind, key);
         let rules = self.rules(res.rules, kind, span.clone(), key);
         // Returned even when something above was wrong, so that the rules
         // across resources (duplicate ports and routes) are checked too; a
@@ -815,8 +804,54 @@ impl<'a> Validator<'a> {
             idle_timeout,
             keep_encoded_slashes,
             auth,
+            basic,
             rules,
         })
+    }
+
+    /// A resource's `auth`: `"public"`, `"login"`, or a list of the ways in
+    /// it accepts (`login`, `basic`).
+    fn auth_methods(
+        &mut self,
+        raw: Option<&Spanned<toml::Value>>,
+        kind: ResourceKind,
+        key: &str,
+    ) -> (super::Auth, bool) {
+        let Some(raw) = raw else {
+            return (super::Auth::Login, false);
+        };
+        let span = Some(raw.span());
+        let names: Vec<&str> = match raw.get_ref() {
+            toml::Value::String(s) => vec![s.as_str()],
+            toml::Value::Array(a) => a.iter().map(|v| v.as_str().unwrap_or("?")).collect(),
+            _ => vec!["?"],
+        };
+        if names == ["public"] {
+            return (super::Auth::Public, false);
+        }
+        let mut basic = false;
+        for n in &names {
+            match *n {
+                "login" => {}
+                "basic" if kind == ResourceKind::Http => basic = true,
+                "basic" => self.error(
+                    span.clone(),
+                    format!("{key}.auth"),
+                    "`basic` is for http resources",
+                ),
+                "public" => self.error(
+                    span.clone(),
+                    format!("{key}.auth"),
+                    "`public` stands alone: a public resource needs no other way in",
+                ),
+                other => self.error(
+                    span.clone(),
+                    format!("{key}.auth"),
+                    format!("`{other}` is not one of public, login, basic"),
+                ),
+            }
+        }
+        (super::Auth::Login, basic)
     }
 
     fn health(

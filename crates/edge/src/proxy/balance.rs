@@ -245,6 +245,7 @@ mod tests {
             fail_closed: false,
             keep_encoded_slashes: false,
             auth: crate::config::Auth::Login,
+            basic: false,
             rules: Vec::new(),
             idle_timeout: Duration::from_secs(60),
         }

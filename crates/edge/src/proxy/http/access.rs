@@ -29,10 +29,15 @@ pub(crate) async fn decide(
         path: &head.path,
         headers,
     };
+    let basic = headers
+        .get(http::header::AUTHORIZATION)
+        .map(|v| v.as_bytes())
+        .filter(|_| resource.basic);
     let credentials = crate::access::Credentials {
         facts,
         key,
         session,
+        basic,
     };
     crate::access::check_http(
         &ctx.shared,

@@ -132,7 +132,7 @@ async fn phases(
             && decision.rule.is_none()
             && routed.resource.auth == crate::config::Auth::Login
         {
-            if let Some(answer) = signin::challenge(ctx, &req, &head) {
+            if let Some(answer) = signin::challenge(ctx, &req, &head, routed.resource.basic) {
                 return Ok((answer, None));
             }
         }

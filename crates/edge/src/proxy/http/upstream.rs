@@ -182,6 +182,10 @@ fn origin_headers(
         headers.insert(header::HOST, v);
     }
     if let Some(who) = identity {
+        if who.basic {
+            // The edge's credentials, not the origin's.
+            headers.remove(header::AUTHORIZATION);
+        }
         let config = ctx.shared.config.load();
         if let Some(settings) = &config.auth {
             let jwt = ctx.shared.auth.assertions.assertion(

@@ -71,11 +71,12 @@ pub(crate) async fn intercept(
 
 /// The answer for a visitor the policy would refuse for want of a sign-in,
 /// on a resource behind a login: a browser goes to the sign-in page, any
-/// other client gets a 401.
+/// other client gets a 401 (offering Basic where the resource takes it).
 pub(crate) fn challenge(
     ctx: &ConnContext,
     req: &Request<Incoming>,
     head: &Head,
+    basic: bool,
 ) -> Option<Response<ResponseBody>> {
     let config = ctx.shared.config.load();
     let settings = config.auth.as_ref()?;
@@ -93,7 +94,11 @@ pub(crate) fn challenge(
         );
         resp.headers_mut().insert(
             header::WWW_AUTHENTICATE,
-            HeaderValue::from_static("Bearer realm=\"warren\""),
+            HeaderValue::from_static(if basic {
+                "Basic realm=\"warren\", charset=\"UTF-8\""
+            } else {
+                "Bearer realm=\"warren\""
+            }),
         );
         return Some(resp);
     }
@@ -287,6 +292,7 @@ impl SignIn<'_> {
             .session(&user.id, &sid, &self.settings.host, now, lifetime);
         tracing::info!(event = "signed_in", client = %self.ctx.client, user = %user.email, method, "signed in");
         let who = Identity {
+            basic: false,
             session: sid,
             user_id: user.id.clone(),
             email: user.email.clone(),

@@ -7,9 +7,12 @@
 //!   [`FIRST_LOCK`], doubling with each further failure up to [`MAX_LOCK`];
 //!   a success clears it. The lock is per account, whatever the source, so
 //!   many sources cannot guess one password faster.
-//! * Each table holds at most [`MAX_ENTRIES`]; when full, stale entries go
-//!   first, and if none is stale a new source or account is refused (sign-in
+//! * Each table holds at most [`MAX_ENTRIES`]. Sources: when full, stale
+//!   entries go first, and if none is stale a new source is refused (sign-in
 //!   slows for everyone rather than the edge growing without bound).
+//!   Accounts: callers count failures only for accounts that exist (so made-up
+//!   emails cannot fill the table and switch the lockout off), and when full
+//!   the longest-idle unlocked entry makes room.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -100,7 +103,7 @@ impl Limits {
         Ok(())
     }
 
-    /// A wrong password for `account`.
+    /// A wrong password for `account` (one that exists: see the module docs).
     pub fn failed(&self, account: &str, now: Instant) {
         let mut accounts = self.accounts.lock().unwrap_or_else(|e| e.into_inner());
         if !accounts.contains_key(account) && accounts.len() >= MAX_ENTRIES {
@@ -108,7 +111,17 @@ impl Limits {
                 f.locked_until.is_some_and(|u| u > now) || now.duration_since(f.last) < MAX_LOCK
             });
             if accounts.len() >= MAX_ENTRIES {
-                return;
+                let idle = accounts
+                    .iter()
+                    .filter(|(_, f)| f.locked_until.is_none_or(|u| u <= now))
+                    .min_by_key(|(_, f)| f.last)
+                    .map(|(k, _)| k.clone());
+                match idle {
+                    Some(k) => {
+                        accounts.remove(&k);
+                    }
+                    None => return,
+                }
             }
         }
         let f = accounts.entry(account.to_owned()).or_insert(Failures {
@@ -155,6 +168,25 @@ mod tests {
         }
         assert!(l.attempt(v6b, "c", t).is_err());
         assert!(l.attempt(ip, "b", t + WINDOW).is_ok(), "a new window");
+    }
+
+    #[test]
+    fn a_full_account_table_makes_room_and_keeps_counting() {
+        let l = Limits::default();
+        let t = Instant::now();
+        for i in 0..MAX_ENTRIES {
+            l.failed(&format!("u{i}@corp.com"), t);
+        }
+        // A real account's failures still count, and lock it.
+        for _ in 0..FREE_FAILURES {
+            l.failed("alice@corp.com", t + Duration::from_secs(1));
+        }
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        assert!(matches!(
+            l.attempt(ip, "alice@corp.com", t + Duration::from_secs(1)),
+            Err(Refused::Account(_))
+        ));
+        assert!(l.accounts.lock().unwrap().len() <= MAX_ENTRIES);
     }
 
     #[test]

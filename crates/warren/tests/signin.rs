@@ -245,6 +245,10 @@ async fn a_person_signs_in_reaches_what_the_policy_grants_and_is_cut_off_when_di
                 "Remote-User: root@corp.com",
                 "-H",
                 "Remote-Groups: admins",
+                "-H",
+                "Warren-Jwt-Assertion: forged",
+                "-H",
+                "Remote_User: root@corp.com",
             ],
         )
         .await;
@@ -257,6 +261,10 @@ async fn a_person_signs_in_reaches_what_the_policy_grants_and_is_cut_off_when_di
     assert!(
         !h.to_string().contains("warren_"),
         "the origin saw an edge cookie: {origin}"
+    );
+    assert!(
+        h.get("remote_user").is_none(),
+        "an underscore spelling got through: {origin}"
     );
     // The signed assertion verifies with the key the sign-in host publishes.
     let jwt = h["warren-jwt-assertion"][0].as_str().unwrap();
@@ -356,6 +364,17 @@ async fn a_person_signs_in_reaches_what_the_policy_grants_and_is_cut_off_when_di
     assert_eq!(health.status, 200, "{}", health.body);
     let seen: Value = serde_json::from_str(&health.body).unwrap();
     assert!(seen["headers"].get("remote-user").is_none(), "{seen}");
+    // Basic credentials sent to a bypassed path of a resource that takes
+    // Basic are still the edge's: the origin does not get them.
+    let health = anyone
+        .get(
+            &anyone.url("api.test", "/health"),
+            &["-u", "alice@corp.com:correct horse battery"],
+        )
+        .await;
+    assert_eq!(health.status, 200);
+    let seen: Value = serde_json::from_str(&health.body).unwrap();
+    assert!(seen["headers"].get("authorization").is_none(), "{seen}");
     let post = anyone
         .get(&anyone.url("api.test", "/health"), &["-X", "POST"])
         .await;

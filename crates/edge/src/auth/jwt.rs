@@ -125,7 +125,6 @@ mod tests {
     fn an_assertion_verifies_with_the_published_key_and_names_its_audience() {
         let a = Assertions::new(&new_key()).unwrap();
         let who = Identity {
-            basic: false,
             session: "s1".into(),
             user_id: "u1".into(),
             email: "alice@corp.com".into(),

@@ -62,8 +62,6 @@ pub(crate) struct Identity {
     /// The session (shared by the sign-in host's and every resource's);
     /// `basic:<user id>` for HTTP Basic.
     pub(crate) session: String,
-    /// Came as HTTP Basic (the edge's, not the origin's: not forwarded).
-    pub(crate) basic: bool,
     pub(crate) user_id: String,
     pub(crate) email: String,
     pub(crate) name: String,
@@ -180,7 +178,6 @@ impl AuthState {
             return None;
         }
         let identity = Identity {
-            basic: false,
             session: claims.sid.clone(),
             user_id: user.id.clone(),
             email: user.email.clone(),
@@ -226,12 +223,14 @@ impl AuthState {
         let decoded = String::from_utf8(decoded).map_err(|_| "not text")?;
         let (email, password) = decoded.split_once(':').ok_or("no colon")?;
         let email = email.trim().to_ascii_lowercase();
-        let user = catalog.user_by_email(&email).cloned();
-        if let Some(u) = &user {
-            if require_2fa || u.totp_secret.is_some() {
-                return Err("the user must pass a second factor, which Basic cannot carry");
-            }
+        if email.len() > 254 {
+            return Err("email too long");
         }
+        let user = catalog.user_by_email(&email).cloned();
+        // Checked after the password, so that the answer's timing does not
+        // tell which emails exist.
+        let needs_second_factor =
+            |u: &warren_store::UserRecord| require_2fa || u.totp_secret.is_some();
         let digest: [u8; 32] = sha2::Sha256::new()
             .chain_update(email.as_bytes())
             .chain_update([0])
@@ -247,7 +246,7 @@ impl AuthState {
         };
         let live = |u: &warren_store::UserRecord| !u.disabled;
         if let (Some(uid), Some(u)) = (&cached, &user) {
-            if *uid == u.id && live(u) {
+            if *uid == u.id && live(u) && !needs_second_factor(u) {
                 return Ok(basic_identity(u));
             }
         }
@@ -262,10 +261,16 @@ impl AuthState {
         let ok = password::check(&self.verifier, hash.as_deref(), password)
             .await
             .map_err(|_| "busy")?;
+        let exists = user.is_some();
         let Some(user) = user.filter(|_| ok) else {
-            self.limits.failed(&email, now);
+            if exists {
+                self.limits.failed(&email, now);
+            }
             return Err("wrong email or password");
         };
+        if needs_second_factor(&user) {
+            return Err("the user must pass a second factor, which Basic cannot carry");
+        }
         self.limits.succeeded(&email);
         let mut cache = self.basic_ok.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() >= 10_000 {
@@ -282,7 +287,6 @@ impl AuthState {
 fn basic_identity(u: &warren_store::UserRecord) -> Identity {
     Identity {
         session: format!("basic:{}", u.id),
-        basic: true,
         user_id: u.id.clone(),
         email: u.email.clone(),
         name: u.name.clone(),

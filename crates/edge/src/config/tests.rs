@@ -375,9 +375,15 @@ fn auth_takes_public_login_or_a_list_of_ways_in() {
             &format!("listen = \"127.0.0.1:2222\"\ntargets = [{{ site = \"home\", address = \"127.0.0.1:22\" }}]\nauth = {auth}"),
         )
     };
-    assert_eq!(parse(&with("\"public\"")).unwrap().resources[0].auth, Auth::Public);
+    assert_eq!(
+        parse(&with("\"public\"")).unwrap().resources[0].auth,
+        Auth::Public
+    );
     let login = parse(&with("[\"login\"]")).unwrap();
-    assert_eq!((login.resources[0].auth, login.resources[0].basic), (Auth::Login, false));
+    assert_eq!(
+        (login.resources[0].auth, login.resources[0].basic),
+        (Auth::Login, false)
+    );
     for (bad, says) in [
         ("[\"login\", \"basic\"]", "for http resources"),
         ("[\"public\", \"login\"]", "stands alone"),

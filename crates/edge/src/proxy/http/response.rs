@@ -68,6 +68,7 @@ pub(crate) fn respond(
 
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
+    drop_warren_set_cookies(&mut parts.headers);
     let token = (resource.balance == Balance::Sticky)
         .then(|| target_token(&target))
         .filter(|t| sticky != Some(t.as_str()));
@@ -81,4 +82,31 @@ pub(crate) fn respond(
     parts.version = Version::HTTP_11;
     let body = body.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
     (Response::from_parts(parts, body), Some(guards))
+}
+
+/// An origin may not set or clear the edge's own cookies (a session planted
+/// by one origin would be another's visitor's).
+fn drop_warren_set_cookies(headers: &mut http::HeaderMap) {
+    let all: Vec<HeaderValue> = headers
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .cloned()
+        .collect();
+    if !all.iter().any(|v| {
+        v.as_bytes()
+            .trim_ascii_start()
+            .starts_with(b"__Host-warren_")
+    }) {
+        return;
+    }
+    headers.remove(header::SET_COOKIE);
+    for v in all {
+        if !v
+            .as_bytes()
+            .trim_ascii_start()
+            .starts_with(b"__Host-warren_")
+        {
+            headers.append(header::SET_COOKIE, v);
+        }
+    }
 }

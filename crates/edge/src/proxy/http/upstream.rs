@@ -41,7 +41,7 @@ pub(crate) async fn forward(
     entry: &mut AccessEntry,
 ) -> Result<Answered, ProxyError> {
     let resource = &routed.resource;
-    let headers = origin_headers(ctx, req.headers(), head, &resource.name, identity);
+    let headers = origin_headers(ctx, req.headers(), head, resource, identity);
     let pool = &ctx.shared.origin_pool;
     let poolable = head.upgrade.is_none();
     let connected = match connect_reusing(
@@ -147,7 +147,7 @@ fn origin_headers(
     ctx: &ConnContext,
     from_client: &HeaderMap,
     head: &Head,
-    resource: &str,
+    resource: &crate::config::Resource,
     identity: Option<&Identity>,
 ) -> HeaderMap {
     let mut headers = from_client.clone();
@@ -157,6 +157,16 @@ fn origin_headers(
         headers.remove(n);
     }
     strip_warren_cookies(&mut headers);
+    if resource.basic {
+        // On a resource that takes Basic, Basic credentials are Warren's,
+        // whoever they turned out to be (or not): never the origin's.
+        let basic = headers.get(header::AUTHORIZATION).is_some_and(|v| {
+            v.as_bytes().len() >= 6 && v.as_bytes()[..6].eq_ignore_ascii_case(b"basic ")
+        });
+        if basic {
+            headers.remove(header::AUTHORIZATION);
+        }
+    }
     let client_ip = ctx.client.ip().to_canonical();
     let authority = &head.authority;
     let set = |headers: &mut HeaderMap, name: &'static str, value: String| {
@@ -182,16 +192,12 @@ fn origin_headers(
         headers.insert(header::HOST, v);
     }
     if let Some(who) = identity {
-        if who.basic {
-            // The edge's credentials, not the origin's.
-            headers.remove(header::AUTHORIZATION);
-        }
         let config = ctx.shared.config.load();
         if let Some(settings) = &config.auth {
             let jwt = ctx.shared.auth.assertions.assertion(
                 who,
                 &who.session,
-                resource,
+                &resource.name,
                 &crate::proxy::http::signin::issuer(ctx, settings),
                 warren_store::now_ms(),
             );
@@ -249,7 +255,9 @@ fn hop_by_hop(name: &HeaderName) -> bool {
 /// assertion), and the visitor's `Warren-Key` credential. Checked on every
 /// request (public resources too).
 fn spoofable(name: &HeaderName) -> bool {
-    let n = name.as_str();
+    // `Remote_User` is `REMOTE_USER` to CGI-style origins too.
+    let n = name.as_str().replace('_', "-");
+    let n = n.as_str();
     n == "forwarded"
         || n == "x-real-ip"
         || n.starts_with("x-forwarded-")
@@ -257,7 +265,8 @@ fn spoofable(name: &HeaderName) -> bool {
         || n.starts_with("warren-")
 }
 
-/// Takes the edge's own cookies (`__Host-warren_...`) out of `Cookie`.
+/// Takes the edge's own cookies (`__Host-warren_...`) out of `Cookie`,
+/// working on bytes (a header with non-UTF-8 cookie values is cleaned too).
 fn strip_warren_cookies(headers: &mut HeaderMap) {
     let values: Vec<HeaderValue> = headers.get_all(header::COOKIE).iter().cloned().collect();
     if values.is_empty() {
@@ -265,19 +274,16 @@ fn strip_warren_cookies(headers: &mut HeaderMap) {
     }
     headers.remove(header::COOKIE);
     for v in values {
-        let Ok(text) = v.to_str() else {
-            headers.append(header::COOKIE, v);
-            continue;
-        };
-        let kept: Vec<&str> = text
-            .split(';')
-            .map(str::trim)
-            .filter(|pair| !pair.is_empty() && !pair.starts_with("__Host-warren_"))
+        let kept: Vec<&[u8]> = v
+            .as_bytes()
+            .split(|b| *b == b';')
+            .map(<[u8]>::trim_ascii)
+            .filter(|pair| !pair.is_empty() && !pair.starts_with(b"__Host-warren_"))
             .collect();
         if kept.is_empty() {
             continue;
         }
-        if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+        if let Ok(v) = HeaderValue::from_bytes(&kept.join(&b"; "[..])) {
             headers.append(header::COOKIE, v);
         }
     }

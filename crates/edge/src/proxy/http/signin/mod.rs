@@ -41,6 +41,8 @@ use subtle::ConstantTimeEq;
 
 /// The largest sign-in form accepted.
 const MAX_FORM: usize = 16 * 1024;
+/// The longest email looked at (longer: treated as unknown).
+pub(crate) const MAX_EMAIL: usize = 254;
 /// How long a client may take to send it.
 const FORM_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -225,6 +227,7 @@ impl SignIn<'_> {
         let email = form
             .get("email")
             .map(|e| e.trim().to_ascii_lowercase())
+            .filter(|e| e.len() <= MAX_EMAIL)
             .unwrap_or_default();
         let password = form.get("password").cloned().unwrap_or_default();
         let rd_query: HashMap<String, String> =
@@ -263,8 +266,11 @@ impl SignIn<'_> {
                 )
             }
         };
+        let exists = user.is_some();
         let Some(user) = user.filter(|_| ok) else {
-            self.state.limits.failed(&email, Instant::now());
+            if exists {
+                self.state.limits.failed(&email, Instant::now());
+            }
             tracing::info!(event = "sign_in_failed", client = %client, email = %email, "wrong email or password");
             return self.login_form(headers, &rd_query, Some("Wrong email or password."));
         };
@@ -292,7 +298,6 @@ impl SignIn<'_> {
             .session(&user.id, &sid, &self.settings.host, now, lifetime);
         tracing::info!(event = "signed_in", client = %self.ctx.client, user = %user.email, method, "signed in");
         let who = Identity {
-            basic: false,
             session: sid,
             user_id: user.id.clone(),
             email: user.email.clone(),

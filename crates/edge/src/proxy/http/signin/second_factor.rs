@@ -134,6 +134,14 @@ impl SignIn<'_> {
             .as_ref()
             .and_then(|p| self.ctx.shared.catalog.load().users.get(&p.uid).cloned())
             .filter(|u| !u.disabled);
+        // A pending sign-in from before a "logout everywhere" (or a password
+        // change) is dead; an enrolment started before a factor was set
+        // elsewhere cannot replace it.
+        let user = user.filter(|u| {
+            pending.as_ref().is_some_and(|p| {
+                p.iat >= u.sessions_after_ms && !(p.totp.is_some() && u.totp_secret.is_some())
+            })
+        });
         let (Some(pending), Some(user)) = (pending, user) else {
             return page(
                 StatusCode::FORBIDDEN,

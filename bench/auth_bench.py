@@ -36,10 +36,10 @@ def sign_in(port, work):
     if code != 302:
         raise SampleError(f"expected a redirect to sign in, got {code}")
     code, _, form = curl(port, login, jar)
-    fields = dict(re.findall(r'name="(csrf|rd)" value="([^"]*)"', form))
-    if code != 200 or len(fields) != 2:
+    fields = dict(re.findall(r'name="(csrf|rd|st)" value="([^"]*)"', form))
+    if code != 200 or len(fields) != 3:
         raise SampleError(f"no sign-in form ({code})")
-    data = urllib.parse.urlencode({"csrf": fields["csrf"], "rd": fields["rd"].replace("&amp;", "&"),
+    data = urllib.parse.urlencode({"csrf": fields["csrf"], "rd": fields["rd"].replace("&amp;", "&"), "st": fields["st"],
                                    "email": EMAIL, "password": PASSWORD})
     code, handoff, _ = curl(port, f"https://{AUTH_HOST}:{port}/login", jar, "--data", data)
     if code != 303:

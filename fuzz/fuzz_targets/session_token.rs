@@ -30,6 +30,7 @@ fuzz_target!(|data: (&str, &str, i64, bool)| {
         to: Some(text.chars().take(128).collect()),
         nonce: None,
         totp: None,
+        state: None,
     };
     let token = signer.sign(kind, &claims);
     if token.len() <= warren_identity::token::MAX_TOKEN {

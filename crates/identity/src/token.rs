@@ -59,6 +59,11 @@ pub struct Claims {
     /// While enrolling a second factor: the TOTP secret proposed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub totp: Option<String>,
+    /// For a hand-off (and the pending step before it): the SHA-256 (hex)
+    /// of the state cookie the resource's host set in the browser that
+    /// started the sign-in; only that browser can redeem it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
 }
 
 /// Why a token was refused. The visitor is told none of it.
@@ -170,6 +175,7 @@ mod tests {
             to: None,
             nonce: None,
             totp: None,
+            state: None,
         }
     }
 

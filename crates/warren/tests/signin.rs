@@ -126,6 +126,8 @@ impl Browser {
                     "--data-urlencode",
                     &format!("rd={rd}"),
                     "--data-urlencode",
+                    &format!("st={}", field(&form.body, "st")),
+                    "--data-urlencode",
                     &format!("email={email}"),
                     "--data-urlencode",
                     &format!("password={password}"),
@@ -323,6 +325,52 @@ async fn a_person_signs_in_reaches_what_the_policy_grants_and_is_cut_off_when_di
         stranger.get(&handoff, &[]).await.status,
         403,
         "a replayed hand-off"
+    );
+
+    // A hand-off link works only in the browser that started the sign-in:
+    // Bob cannot sign someone else's browser in as himself (login CSRF).
+    let mallory = Browser::new(dir.path(), "mallory", ca.clone(), port);
+    let start = mallory.get(&mallory.url("api.test", "/"), &html).await;
+    let form = mallory.get(start.header("location").unwrap(), &html).await;
+    let posted = mallory
+        .get(
+            &mallory.url(AUTH, "/login"),
+            &[
+                "--data-urlencode",
+                &format!("csrf={}", field(&form.body, "csrf")),
+                "--data-urlencode",
+                &format!("rd={}", field(&form.body, "rd")),
+                "--data-urlencode",
+                &format!("st={}", field(&form.body, "st")),
+                "--data-urlencode",
+                "email=bob@corp.com",
+                "--data-urlencode",
+                "password=bob's long password",
+            ],
+        )
+        .await;
+    assert_eq!(posted.status, 303, "{}", posted.body);
+    let victim = Browser::new(dir.path(), "victim", ca.clone(), port);
+    let forwarded = victim.get(posted.header("location").unwrap(), &[]).await;
+    assert_eq!(
+        forwarded.status, 403,
+        "a hand-off redeemed by another browser"
+    );
+    // A login page reached without starting from the resource sends the
+    // browser to the resource first (which starts it), never in a loop.
+    let direct = victim
+        .get(
+            &victim.url(
+                AUTH,
+                &format!("/login?rd={}", urlencode(&victim.url("api.test", "/"))),
+            ),
+            &[],
+        )
+        .await;
+    assert_eq!(direct.status, 302);
+    assert_eq!(
+        direct.header("location").unwrap(),
+        victim.url("api.test", "/")
     );
 
     // Bob signs in fine, and the policy does not let him in.
@@ -671,15 +719,10 @@ async fn a_second_factor_is_enrolled_then_required_and_each_code_works_once() {
 
     // Without the pending cookie, a code alone signs nobody in.
     let bare = Browser::new(dir.path(), "bare", ca.clone(), port);
-    let form = bare
-        .get(
-            &bare.url(
-                AUTH,
-                &format!("/login?rd={}", urlencode(&bare.url("api.test", "/"))),
-            ),
-            &[],
-        )
+    let start = bare
+        .get(&bare.url("api.test", "/"), &["-H", "Accept: text/html"])
         .await;
+    let form = bare.get(start.header("location").unwrap(), &[]).await;
     let lone = post_code(&bare, &totp_now(&secret, 60), &field(&form.body, "csrf")).await;
     assert_eq!(lone.status, 403, "{}", lone.body);
 

@@ -33,6 +33,8 @@ pub(crate) const AUTH_COOKIE: &str = "__Host-warren_auth";
 pub(crate) const PENDING_COOKIE: &str = "__Host-warren_pending";
 /// How long the second factor may take.
 pub(crate) const PENDING_MS: i64 = 300_000;
+/// On a resource's host: the browser that started a sign-in there.
+pub(crate) const STATE_COOKIE: &str = "__Host-warren_state";
 /// The CSRF cookie of the sign-in forms.
 pub(crate) const CSRF_COOKIE: &str = "__Host-warren_csrf";
 /// How long a hand-off token lives.
@@ -104,13 +106,17 @@ impl AuthState {
                 to: None,
                 nonce: None,
                 totp: None,
+                state: None,
             },
         )
     }
 
     /// A one-use hand-off of session `sid` (signed in at `signed_in_ms`)
-    /// to `host`, landing on `to`. The resource's session keeps the sign-in
-    /// time, so "logout everywhere" reaches it however late it was redeemed.
+    /// to `host`, landing on `to`, redeemable only by the browser holding
+    /// the state cookie hashed in `state`. The resource's session keeps the
+    /// sign-in time, so "logout everywhere" reaches it however late it was
+    /// redeemed.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn handoff(
         &self,
         user_id: &str,
@@ -118,6 +124,7 @@ impl AuthState {
         signed_in_ms: i64,
         host: &str,
         to: &str,
+        state: &str,
         now_ms: i64,
     ) -> String {
         self.signer.sign(
@@ -131,15 +138,18 @@ impl AuthState {
                 to: Some(to.to_owned()),
                 nonce: Some(hex::encode(rand::random::<[u8; 16]>())),
                 totp: None,
+                state: Some(state.to_owned()),
             },
         )
     }
 
-    /// Redeems a hand-off token on `host`: its claims, once.
+    /// Redeems a hand-off token on `host`, in the browser holding the
+    /// state cookie `state` (its value): its claims, once.
     pub(crate) fn redeem(
         &self,
         token: &str,
         host: &str,
+        state: Option<&str>,
         now_ms: i64,
     ) -> Result<Claims, &'static str> {
         let claims = self
@@ -147,6 +157,15 @@ impl AuthState {
             .check(Kind::Handoff, token, now_ms, host)
             .map_err(|_| "not a valid hand-off")?;
         let nonce = claims.nonce.clone().ok_or("no nonce")?;
+        let presented = state
+            .map(|s| hex::encode(<sha2::Sha256 as sha2::Digest>::digest(s.as_bytes())))
+            .unwrap_or_default();
+        let expected = claims.state.as_deref().unwrap_or("");
+        let same: bool =
+            subtle::ConstantTimeEq::ct_eq(presented.as_bytes(), expected.as_bytes()).into();
+        if expected.is_empty() || !same {
+            return Err("not the browser that started this sign-in");
+        }
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
         if used.len() >= MAX_USED_HANDOFFS {
             used.retain(|_, exp| *exp > now_ms);

@@ -25,7 +25,9 @@
 
 mod second_factor;
 
-use crate::auth::{self, return_url, Identity, AUTH_COOKIE, CSRF_COOKIE, SESSION_COOKIE};
+use crate::auth::{
+    self, return_url, Identity, AUTH_COOKIE, CSRF_COOKIE, SESSION_COOKIE, STATE_COOKIE,
+};
 use crate::config::AuthSettings;
 use crate::proxy::http::body::{full, ResponseBody};
 use crate::proxy::http::conn::ConnContext;
@@ -110,12 +112,20 @@ pub(crate) fn challenge(
         with_port(&head.host, port),
         head.uri.path_and_query().map_or("/", |p| p.as_str())
     );
+    // This browser's state: only it can redeem the hand-off that comes back.
+    let state = hex::encode(rand::random::<[u8; 16]>());
+    let st = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(state.as_bytes()));
     let login = format!(
-        "https://{}/login?rd={}",
+        "https://{}/login?rd={}&st={st}",
         with_port(&settings.host, port),
         encode(&here)
     );
-    Some(redirect(StatusCode::FOUND, &login))
+    let mut resp = redirect(StatusCode::FOUND, &login);
+    resp.headers_mut().append(
+        header::SET_COOKIE,
+        cookie_header(STATE_COOKIE, &state, Some(Duration::from_secs(600))),
+    );
+    Some(resp)
 }
 
 struct SignIn<'a> {
@@ -174,9 +184,13 @@ impl SignIn<'_> {
             Ok(b) => b,
             Err(why) => return bad_return(why),
         };
+        let Some(st) = query.get("st").filter(|s| valid_state(s)) else {
+            // Not started from the resource: go there, which starts it.
+            return redirect(StatusCode::FOUND, &back.url(https_port(self.ctx)));
+        };
         if problem.is_none() {
             if let Some((who, claims)) = self.signed_in(headers) {
-                return self.hand_off(&who, &claims.sid, claims.iat, &back, None);
+                return self.hand_off(&who, &claims.sid, claims.iat, &back, st, None);
             }
         }
         let (csrf, set) = Self::csrf_token(headers);
@@ -188,6 +202,7 @@ impl SignIn<'_> {
              <form method=\"post\" action=\"/login\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
              <input type=\"hidden\" name=\"rd\" value=\"{rd}\">\
+             <input type=\"hidden\" name=\"st\" value=\"{st}\">\
              <label for=\"email\">Email</label>\
              <input id=\"email\" name=\"email\" type=\"email\" autocomplete=\"username\" required autofocus>\
              <label for=\"password\">Password</label>\
@@ -195,6 +210,7 @@ impl SignIn<'_> {
              <button type=\"submit\">Sign in</button></form>",
             host = escape(&back.host),
             rd = escape(&back.url(https_port(self.ctx))),
+            st = escape(st),
         );
         let status = if problem.is_empty() {
             StatusCode::OK
@@ -230,8 +246,14 @@ impl SignIn<'_> {
             .filter(|e| e.len() <= MAX_EMAIL)
             .unwrap_or_default();
         let password = form.get("password").cloned().unwrap_or_default();
-        let rd_query: HashMap<String, String> =
-            [("rd".to_owned(), back.url(https_port(self.ctx)))].into();
+        let Some(st) = form.get("st").filter(|s| valid_state(s)).cloned() else {
+            return bad_return("the sign-in was not started from the resource");
+        };
+        let rd_query: HashMap<String, String> = [
+            ("rd".to_owned(), back.url(https_port(self.ctx))),
+            ("st".to_owned(), st.clone()),
+        ]
+        .into();
         let client = self.ctx.client.ip();
         if let Err(refused) = self.state.limits.attempt(client, &email, Instant::now()) {
             tracing::warn!(event = "sign_in_limited", client = %client, email = %email, refused = ?refused, "sign-in refused by the limits");
@@ -277,11 +299,18 @@ impl SignIn<'_> {
         if user.totp_secret.is_some() || self.settings.require_2fa {
             // The password was right; the attempt is not over until the
             // second factor, so the account's failures are not cleared yet.
-            return self.second_factor_start(headers, &user, &back);
+            return self.second_factor_start(headers, &user, &back, &st);
         }
         self.state.limits.succeeded(&email);
         let (who, set) = self.start_session(&user, "password");
-        self.hand_off(&who, &who.session, warren_store::now_ms(), &back, Some(set))
+        self.hand_off(
+            &who,
+            &who.session,
+            warren_store::now_ms(),
+            &back,
+            &st,
+            Some(set),
+        )
     }
 
     /// A new session on the sign-in host: who, and its cookie.
@@ -327,6 +356,7 @@ impl SignIn<'_> {
         sid: &str,
         signed_in_ms: i64,
         back: &return_url::Return,
+        st: &str,
         set: Option<HeaderValue>,
     ) -> Response<ResponseBody> {
         let token = self.state.handoff(
@@ -335,6 +365,7 @@ impl SignIn<'_> {
             signed_in_ms,
             &back.host,
             &back.path,
+            st,
             warren_store::now_ms(),
         );
         let port = https_port(self.ctx);
@@ -419,7 +450,13 @@ impl SignIn<'_> {
             (&Method::GET, "session") => {
                 let query = query_map(head);
                 let token = query.get("token").map(String::as_str).unwrap_or("");
-                let claims = match self.state.redeem(token, &head.host, warren_store::now_ms()) {
+                let state = auth::cookie(req.headers(), STATE_COOKIE);
+                let claims = match self.state.redeem(
+                    token,
+                    &head.host,
+                    state,
+                    warren_store::now_ms(),
+                ) {
                     Ok(c) => c,
                     Err(why) => {
                         tracing::info!(event = "handoff_refused", client = %self.ctx.client, host = %head.host, reason = why, "a sign-in hand-off was refused");
@@ -443,6 +480,8 @@ impl SignIn<'_> {
                     (claims.iat + lifetime - warren_store::now_ms()).max(0) as u64,
                 );
                 let mut resp = redirect(StatusCode::SEE_OTHER, to);
+                resp.headers_mut()
+                    .append(header::SET_COOKIE, clear_cookie(STATE_COOKIE));
                 resp.headers_mut().append(
                     header::SET_COOKIE,
                     cookie_header(SESSION_COOKIE, &token, Some(remaining)),
@@ -466,6 +505,11 @@ impl SignIn<'_> {
 /// The sign-in host's URL: the `iss` of the assertions origins get.
 pub(crate) fn issuer(ctx: &ConnContext, settings: &AuthSettings) -> String {
     format!("https://{}", with_port(&settings.host, https_port(ctx)))
+}
+
+/// A sign-in's state hash as the login URL carries it: 64 hex digits.
+fn valid_state(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn https_port(ctx: &ConnContext) -> u16 {

@@ -28,6 +28,7 @@ impl SignIn<'_> {
         headers: &HeaderMap,
         user: &UserRecord,
         back: &return_url::Return,
+        st: &str,
     ) -> Response<ResponseBody> {
         let now = warren_store::now_ms();
         let enrol = user.totp_secret.is_none().then(totp::new_secret);
@@ -40,6 +41,7 @@ impl SignIn<'_> {
             to: Some(back.url(https_port(self.ctx))),
             nonce: None,
             totp: enrol.clone(),
+            state: Some(st.to_owned()),
         };
         let token = self.state.signer.sign(Kind::Pending, &claims);
         let mut resp = self.code_page(headers, &user.email, enrol.as_deref(), None);
@@ -153,6 +155,7 @@ impl SignIn<'_> {
             Ok(b) => b,
             Err(why) => return bad_return(why),
         };
+        let st = pending.state.clone().unwrap_or_default();
         let client = self.ctx.client.ip();
         if let Err(refused) = self
             .state
@@ -225,7 +228,7 @@ impl SignIn<'_> {
                 .map(|c| format!("<li><code>{}</code></li>", escape(c)))
                 .collect();
             let onward = format!(
-                "/login?rd={}",
+                "/login?rd={}&st={st}",
                 super::encode(&back.url(https_port(self.ctx)))
             );
             let body = format!(
@@ -242,7 +245,7 @@ impl SignIn<'_> {
             return resp;
         }
         let (who, set) = self.start_session(&user, "password+totp");
-        let mut resp = self.hand_off(&who, &who.session, now, &back, Some(set));
+        let mut resp = self.hand_off(&who, &who.session, now, &back, &st, Some(set));
         resp.headers_mut()
             .append(header::SET_COOKIE, clear_cookie(PENDING_COOKIE));
         resp

@@ -23,9 +23,18 @@ pub fn pebble_installed() -> bool {
 /// for a child process to bind. (A child that cannot take `:0` and report
 /// its port back needs this.)
 pub fn free_tcp_ports(n: usize) -> Vec<u16> {
-    let held: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0").expect("bind"))
-        .collect();
+    // Below Linux's ephemeral range (32768-60999): a port from `:0` is in
+    // it, where every other test's `:0` listener and every outgoing
+    // connection's source port come from, so between this check and the
+    // edge binding it another socket could take it (seen: "Address already
+    // in use" in a full run). Picked at random, held while choosing.
+    let mut held: Vec<TcpListener> = Vec::new();
+    while held.len() < n {
+        let port = rand::random_range(20_000..32_000);
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+            held.push(l);
+        }
+    }
     held.iter()
         .map(|l| l.local_addr().expect("addr").port())
         .collect()

@@ -255,14 +255,28 @@ fn hop_by_hop(name: &HeaderName) -> bool {
 /// assertion), and the visitor's `Warren-Key` credential. Checked on every
 /// request (public resources too).
 fn spoofable(name: &HeaderName) -> bool {
-    // `Remote_User` is `REMOTE_USER` to CGI-style origins too.
-    let n = name.as_str().replace('_', "-");
-    let n = n.as_str();
-    n == "forwarded"
-        || n == "x-real-ip"
-        || n.starts_with("x-forwarded-")
-        || n.starts_with("remote-")
-        || n.starts_with("warren-")
+    // `Remote_User` is `REMOTE_USER` to CGI-style origins too: `_` counts
+    // as `-` (compared byte by byte, with no copy per header).
+    let n = name.as_str().as_bytes();
+    let is = |word: &[u8]| {
+        n.len() == word.len()
+            && n.iter()
+                .zip(word)
+                .all(|(a, b)| a == b || (*a == b'_' && *b == b'-'))
+    };
+    let starts = |word: &[u8]| n.len() >= word.len() && is_prefix(&n[..word.len()], word);
+    is(b"forwarded")
+        || is(b"x-real-ip")
+        || starts(b"x-forwarded-")
+        || starts(b"remote-")
+        || starts(b"warren-")
+}
+
+/// `a` spells `b`, with `_` for any `-`.
+fn is_prefix(a: &[u8], b: &[u8]) -> bool {
+    a.iter()
+        .zip(b)
+        .all(|(x, y)| x == y || (*x == b'_' && *y == b'-'))
 }
 
 /// Takes the edge's own cookies (`__Host-warren_...`) out of `Cookie`,
@@ -304,5 +318,39 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let hop: Vec<HeaderName> = headers.keys().filter(|n| hop_by_hop(n)).cloned().collect();
     for n in hop {
         headers.remove(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_and_forwarding_headers_are_spoofable_in_any_spelling() {
+        for n in [
+            "forwarded",
+            "x-real-ip",
+            "x_real_ip",
+            "x-forwarded-for",
+            "x_forwarded_host",
+            "remote-user",
+            "remote_user",
+            "remote-groups",
+            "warren-jwt-assertion",
+            "warren_key",
+            "warren-key",
+        ] {
+            assert!(spoofable(&HeaderName::from_static(n)), "{n}");
+        }
+        for n in [
+            "forwardedx",
+            "x-real",
+            "remoteuser",
+            "authorization",
+            "cookie",
+            "x-request-id",
+        ] {
+            assert!(!spoofable(&HeaderName::from_static(n)), "{n}");
+        }
     }
 }

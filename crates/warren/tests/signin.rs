@@ -752,3 +752,54 @@ async fn a_second_factor_is_enrolled_then_required_and_each_code_works_once() {
         "enrolment again after reset-2fa"
     );
 }
+
+/// `idle_timeout`: a session in use stays; one unused that long is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_session_ends_and_a_used_one_does_not() {
+    let live = http_backend("live").await;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = web::web_spec(
+        vec![ResourceSpec::http("app", "api.test", "home", live.addr)],
+        dir.path(),
+    );
+    let toml = format!(
+        "{}\n[auth]\nhost = \"{AUTH}\"\nidle_timeout = \"4s\"\n",
+        spec.to_toml()
+    );
+    std::fs::write(dir.path().join("edge.toml"), toml).unwrap();
+    let edge = EdgeProcess::start_existing(bin(), dir.path());
+    let _agent = edge.start_agent("agent", "tcp", &[&format!("{}/tcp", live.addr)]);
+    let (status, body) = edge.admin_request(
+        "PUT",
+        "/api/v1/policy",
+        Some(
+            &json!({ "text": "[[grants]]\nsrc = [\"alice@corp.com\"]\ndst = [\"app\"]\n" })
+                .to_string(),
+        ),
+        edge.token.as_deref(),
+    );
+    assert_eq!(status, 200, "{body}");
+    user_add(&edge, dir.path(), "alice@corp.com", "correct horse battery");
+    let b = Browser::new(
+        dir.path(),
+        "alice",
+        dir.path().join("cert.pem"),
+        edge.https.unwrap().port(),
+    );
+    let (landed, _) = b
+        .sign_in("/", "alice@corp.com", "correct horse battery")
+        .await;
+    assert_eq!(landed.status, 200, "{}", landed.body);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        b.get(&b.url("api.test", "/"), &[]).await.status,
+        200,
+        "in use: kept"
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        b.get(&b.url("api.test", "/"), &[]).await.status,
+        401,
+        "idle 5 s of 4: over"
+    );
+}

@@ -176,7 +176,14 @@ pub(crate) async fn check_http(
     let now = warren_store::now_ms();
     let mut person = credentials
         .session
-        .and_then(|cookie| shared.auth.identity(&catalog, cookie, host, now))
+        .and_then(|cookie| {
+            let idle = config
+                .auth
+                .as_ref()
+                .and_then(|a| a.idle_timeout)
+                .map(|d| d.as_millis() as i64);
+            shared.auth.identity(&catalog, cookie, host, now, idle)
+        })
         .map(|(who, _)| who);
     if let (None, Some(header)) = (&person, credentials.basic) {
         let require_2fa = config.auth.as_ref().is_some_and(|a| a.require_2fa);

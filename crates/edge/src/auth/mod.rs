@@ -39,6 +39,8 @@ pub(crate) const STATE_COOKIE: &str = "__Host-warren_state";
 pub(crate) const CSRF_COOKIE: &str = "__Host-warren_csrf";
 /// How long a hand-off token lives.
 pub(crate) const HANDOFF_MS: i64 = 60_000;
+/// At most this many sessions' last use is remembered.
+const MAX_ACTIVITY: usize = 100_000;
 /// At most this many unexpired hand-offs are remembered as used.
 const MAX_USED_HANDOFFS: usize = 100_000;
 
@@ -56,6 +58,8 @@ pub(crate) struct AuthState {
     pub(crate) assertions: jwt::Assertions,
     /// TOTP steps already used.
     pub(crate) replay: totp::Replay,
+    /// When each session was last used on this edge (for the idle timeout).
+    activity: Mutex<HashMap<String, i64>>,
 }
 
 /// A signed-in person, as the policy and the origin see them.
@@ -77,6 +81,7 @@ impl AuthState {
         AuthState {
             assertions,
             replay: totp::Replay::default(),
+            activity: Mutex::new(HashMap::new()),
             signer: Signer::new(session_key),
             limits: limits::Limits::default(),
             verifier: crate::tunnel::credentials::Verifier::with_limits(2, 32),
@@ -181,12 +186,17 @@ impl AuthState {
 
     /// The live person behind a session cookie's value on `host`, with the
     /// time they signed in.
+    ///
+    /// With `idle_ms`, a session unused that long on this edge is over. A
+    /// session this edge has not seen counts from its sign-in (so a restart
+    /// ends idle sessions rather than reviving them).
     pub(crate) fn identity(
         &self,
         catalog: &Catalog,
         cookie: &str,
         host: &str,
         now_ms: i64,
+        idle_ms: Option<i64>,
     ) -> Option<(Identity, Claims)> {
         let claims = self
             .signer
@@ -195,6 +205,23 @@ impl AuthState {
         let user = catalog.users.get(&claims.uid)?;
         if user.disabled || claims.iat < user.sessions_after_ms {
             return None;
+        }
+        if let Some(idle) = idle_ms {
+            let mut seen = self.activity.lock().unwrap_or_else(|e| e.into_inner());
+            let last = seen.get(&claims.sid).copied().unwrap_or(claims.iat);
+            if now_ms.saturating_sub(last) > idle {
+                seen.remove(&claims.sid);
+                return None;
+            }
+            if seen.len() >= MAX_ACTIVITY && !seen.contains_key(&claims.sid) {
+                seen.retain(|_, at| now_ms.saturating_sub(*at) <= idle);
+                if seen.len() >= MAX_ACTIVITY {
+                    // Forgotten sessions count from their sign-in: idle
+                    // ones end, none is kept alive.
+                    seen.clear();
+                }
+            }
+            seen.insert(claims.sid.clone(), now_ms);
         }
         let identity = Identity {
             session: claims.sid.clone(),

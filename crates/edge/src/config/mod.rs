@@ -238,6 +238,9 @@ pub struct AuthSettings {
     pub host: String,
     /// How long a session lasts after sign-in.
     pub session_lifetime: Duration,
+    /// A session unused this long ends (on each edge; `None`: only the
+    /// lifetime ends it).
+    pub idle_timeout: Option<Duration>,
     /// Every user must pass a second factor (TOTP), enrolling at their
     /// next sign-in; without it, only those who enrolled do.
     pub require_2fa: bool,

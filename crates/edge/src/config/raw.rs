@@ -89,6 +89,7 @@ pub(super) struct RawPolicy {
 pub(super) struct RawAuth {
     pub(super) host: String,
     pub(super) session_lifetime: Option<String>,
+    pub(super) idle_timeout: Option<String>,
     #[serde(default)]
     pub(super) require_2fa: bool,
 }

@@ -255,9 +255,14 @@ impl<'a> Validator<'a> {
             Some(d) => self.duration(span.clone(), d, "auth.session_lifetime")?,
             None => Duration::from_secs(24 * 3600),
         };
+        let idle_timeout = match &raw.idle_timeout {
+            Some(d) => Some(self.duration(span.clone(), d, "auth.idle_timeout")?),
+            None => None,
+        };
         ok.then_some(super::AuthSettings {
             host,
             session_lifetime,
+            idle_timeout,
             require_2fa: raw.require_2fa,
         })
     }

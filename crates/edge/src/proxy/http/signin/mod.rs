@@ -170,8 +170,13 @@ impl SignIn<'_> {
     fn signed_in(&self, headers: &HeaderMap) -> Option<(Identity, auth::token::Claims)> {
         let value = auth::cookie(headers, AUTH_COOKIE)?;
         let catalog = self.ctx.shared.catalog.load();
-        self.state
-            .identity(&catalog, value, &self.settings.host, warren_store::now_ms())
+        self.state.identity(
+            &catalog,
+            value,
+            &self.settings.host,
+            warren_store::now_ms(),
+            self.settings.idle_timeout.map(|d| d.as_millis() as i64),
+        )
     }
 
     fn login_form(

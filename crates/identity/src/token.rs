@@ -93,20 +93,22 @@ type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
 /// Signs and checks tokens with one key.
 pub struct Signer {
-    key: Vec<u8>,
+    /// Keyed once (the key's inner and outer pads hashed); cloned per token.
+    keyed: HmacSha256,
 }
 
 impl Signer {
     /// A signer with `secret` (at least 32 bytes of randomness).
     pub fn new(secret: &[u8]) -> Signer {
+        use hmac::Mac;
         Signer {
-            key: secret.to_vec(),
+            keyed: HmacSha256::new_from_slice(secret).expect("HMAC takes any key length"),
         }
     }
 
     fn mac(&self, kind: Kind, payload: &[u8]) -> HmacSha256 {
         use hmac::Mac;
-        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
+        let mut mac = self.keyed.clone();
         mac.update(kind.label());
         mac.update(payload);
         mac

@@ -512,19 +512,31 @@ async fn a_person_signs_in_reaches_what_the_policy_grants_and_is_cut_off_when_di
     eprintln!("disabled -> refused: {:?}", disabled_at.elapsed());
 }
 
-/// Brute force: an account locks after its free failures, whatever the
-/// source; a source is limited whatever the account.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn password_guessing_is_limited_per_account() {
+/// An edge with one http resource, `app` on api.test, behind sign-in
+/// (`[auth]` with `auth_extra`), its agent, a policy granting Alice, and
+/// Alice with her password.
+struct AliceEdge {
+    _live: warren_testkit::HttpBackend,
+    _agent: warren_testkit::Process,
+    dir: tempfile::TempDir,
+    edge: EdgeProcess,
+    port: u16,
+}
+
+async fn alice_edge(auth_extra: &str) -> AliceEdge {
     let live = http_backend("live").await;
     let dir = tempfile::tempdir().unwrap();
     let spec = web::web_spec(
         vec![ResourceSpec::http("app", "api.test", "home", live.addr)],
         dir.path(),
     );
-    let toml = format!("{}\n[auth]\nhost = \"{AUTH}\"\n", spec.to_toml());
+    let toml = format!(
+        "{}\n[auth]\nhost = \"{AUTH}\"\n{auth_extra}",
+        spec.to_toml()
+    );
     std::fs::write(dir.path().join("edge.toml"), toml).unwrap();
     let edge = EdgeProcess::start_existing(bin(), dir.path());
+    let agent = edge.start_agent("agent", "tcp", &[&format!("{}/tcp", live.addr)]);
     let (status, body) = edge.admin_request(
         "PUT",
         "/api/v1/policy",
@@ -537,6 +549,26 @@ async fn password_guessing_is_limited_per_account() {
     assert_eq!(status, 200, "{body}");
     user_add(&edge, dir.path(), "alice@corp.com", "correct horse battery");
     let port = edge.https.unwrap().port();
+    AliceEdge {
+        _live: live,
+        _agent: agent,
+        dir,
+        edge,
+        port,
+    }
+}
+
+/// Brute force: an account locks after its free failures, whatever the
+/// source; a source is limited whatever the account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_guessing_is_limited_per_account() {
+    let AliceEdge {
+        dir,
+        edge,
+        port,
+        _live,
+        _agent,
+    } = alice_edge("").await;
     let b = Browser::new(dir.path(), "guesser", dir.path().join("cert.pem"), port);
     let mut statuses = Vec::new();
     for i in 0..6 {
@@ -633,31 +665,13 @@ fn totp_now(secret: &str, offset_s: i64) -> String {
 /// enrol again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_second_factor_is_enrolled_then_required_and_each_code_works_once() {
-    let live = http_backend("live").await;
-    let dir = tempfile::tempdir().unwrap();
-    let spec = web::web_spec(
-        vec![ResourceSpec::http("app", "api.test", "home", live.addr)],
-        dir.path(),
-    );
-    let toml = format!(
-        "{}\n[auth]\nhost = \"{AUTH}\"\nrequire_2fa = true\n",
-        spec.to_toml()
-    );
-    std::fs::write(dir.path().join("edge.toml"), toml).unwrap();
-    let edge = EdgeProcess::start_existing(bin(), dir.path());
-    let _agent = edge.start_agent("agent", "tcp", &[&format!("{}/tcp", live.addr)]);
-    let (status, body) = edge.admin_request(
-        "PUT",
-        "/api/v1/policy",
-        Some(
-            &json!({ "text": "[[grants]]\nsrc = [\"alice@corp.com\"]\ndst = [\"app\"]\n" })
-                .to_string(),
-        ),
-        edge.token.as_deref(),
-    );
-    assert_eq!(status, 200, "{body}");
-    user_add(&edge, dir.path(), "alice@corp.com", "correct horse battery");
-    let port = edge.https.unwrap().port();
+    let AliceEdge {
+        dir,
+        edge,
+        port,
+        _live,
+        _agent,
+    } = alice_edge("require_2fa = true\n").await;
     let ca = dir.path().join("cert.pem");
     let b = Browser::new(dir.path(), "alice", ca.clone(), port);
 
@@ -756,36 +770,14 @@ async fn a_second_factor_is_enrolled_then_required_and_each_code_works_once() {
 /// `idle_timeout`: a session in use stays; one unused that long is over.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_session_ends_and_a_used_one_does_not() {
-    let live = http_backend("live").await;
-    let dir = tempfile::tempdir().unwrap();
-    let spec = web::web_spec(
-        vec![ResourceSpec::http("app", "api.test", "home", live.addr)],
-        dir.path(),
-    );
-    let toml = format!(
-        "{}\n[auth]\nhost = \"{AUTH}\"\nidle_timeout = \"4s\"\n",
-        spec.to_toml()
-    );
-    std::fs::write(dir.path().join("edge.toml"), toml).unwrap();
-    let edge = EdgeProcess::start_existing(bin(), dir.path());
-    let _agent = edge.start_agent("agent", "tcp", &[&format!("{}/tcp", live.addr)]);
-    let (status, body) = edge.admin_request(
-        "PUT",
-        "/api/v1/policy",
-        Some(
-            &json!({ "text": "[[grants]]\nsrc = [\"alice@corp.com\"]\ndst = [\"app\"]\n" })
-                .to_string(),
-        ),
-        edge.token.as_deref(),
-    );
-    assert_eq!(status, 200, "{body}");
-    user_add(&edge, dir.path(), "alice@corp.com", "correct horse battery");
-    let b = Browser::new(
-        dir.path(),
-        "alice",
-        dir.path().join("cert.pem"),
-        edge.https.unwrap().port(),
-    );
+    let AliceEdge {
+        dir,
+        edge: _edge,
+        port,
+        _live,
+        _agent,
+    } = alice_edge("idle_timeout = \"4s\"\n").await;
+    let b = Browser::new(dir.path(), "alice", dir.path().join("cert.pem"), port);
     let (landed, _) = b
         .sign_in("/", "alice@corp.com", "correct horse battery")
         .await;

@@ -79,19 +79,8 @@ pub(crate) fn anonymous(config: &EdgeConfig, resource: &Resource) -> Access {
 /// Asks for a visitor without an identity (tcp, udp, tls passthrough),
 /// and logs and counts a denial.
 pub(crate) fn check(shared: &EdgeShared, resource: &Resource, client: SocketAddr) -> Access {
-    match rules::first_match(&resource.rules, client.ip(), None) {
-        Some((rule, RuleAction::Bypass)) => return Access::Bypassed { rule },
-        Some((rule, RuleAction::Deny)) => {
-            denied(
-                shared,
-                resource,
-                client,
-                "anonymous",
-                &format!("rules[{rule}]"),
-            );
-            return Access::Denied;
-        }
-        Some((_, RuleAction::Continue)) | None => {}
+    if let Some((_, access)) = by_rule(shared, resource, client, None) {
+        return access;
     }
     let access = anonymous(&shared.config.load(), resource);
     if access == Access::Denied {
@@ -133,31 +122,13 @@ pub(crate) async fn check_http(
     method: &str,
     path: &str,
 ) -> HttpAccess {
-    match rules::first_match(&resource.rules, client.ip(), Some(&credentials.facts)) {
-        Some((rule, RuleAction::Bypass)) => {
-            return HttpAccess {
-                access: Access::Bypassed { rule },
-                rule: Some(rule),
-                principal: None,
-                identity: None,
-            }
-        }
-        Some((rule, RuleAction::Deny)) => {
-            denied(
-                shared,
-                resource,
-                client,
-                "anonymous",
-                &format!("rules[{rule}]"),
-            );
-            return HttpAccess {
-                access: Access::Denied,
-                rule: Some(rule),
-                principal: None,
-                identity: None,
-            };
-        }
-        Some((_, RuleAction::Continue)) | None => {}
+    if let Some((rule, access)) = by_rule(shared, resource, client, Some(&credentials.facts)) {
+        return HttpAccess {
+            access,
+            rule: Some(rule),
+            principal: None,
+            identity: None,
+        };
     }
     let config = shared.config.load_full();
     let access = anonymous(&config, resource);
@@ -269,6 +240,30 @@ pub(crate) async fn check_http(
         rule: None,
         principal: Some(principal),
         identity: None,
+    }
+}
+
+/// The resource's rules' answer, if one decides (bypass or deny; a deny
+/// logged and counted); `None`: on to the policy.
+fn by_rule(
+    shared: &EdgeShared,
+    resource: &Resource,
+    client: SocketAddr,
+    facts: Option<&rules::RequestFacts<'_>>,
+) -> Option<(usize, Access)> {
+    match rules::first_match(&resource.rules, client.ip(), facts)? {
+        (rule, RuleAction::Bypass) => Some((rule, Access::Bypassed { rule })),
+        (rule, RuleAction::Deny) => {
+            denied(
+                shared,
+                resource,
+                client,
+                "anonymous",
+                &format!("rules[{rule}]"),
+            );
+            Some((rule, Access::Denied))
+        }
+        (_, RuleAction::Continue) => None,
     }
 }
 

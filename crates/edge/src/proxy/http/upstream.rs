@@ -258,13 +258,8 @@ fn spoofable(name: &HeaderName) -> bool {
     // `Remote_User` is `REMOTE_USER` to CGI-style origins too: `_` counts
     // as `-` (compared byte by byte, with no copy per header).
     let n = name.as_str().as_bytes();
-    let is = |word: &[u8]| {
-        n.len() == word.len()
-            && n.iter()
-                .zip(word)
-                .all(|(a, b)| a == b || (*a == b'_' && *b == b'-'))
-    };
-    let starts = |word: &[u8]| n.len() >= word.len() && is_prefix(&n[..word.len()], word);
+    let is = |word: &[u8]| n.len() == word.len() && spells(n, word);
+    let starts = |word: &[u8]| n.len() >= word.len() && spells(n, word);
     is(b"forwarded")
         || is(b"x-real-ip")
         || starts(b"x-forwarded-")
@@ -272,8 +267,9 @@ fn spoofable(name: &HeaderName) -> bool {
         || starts(b"warren-")
 }
 
-/// `a` spells `b`, with `_` for any `-`.
-fn is_prefix(a: &[u8], b: &[u8]) -> bool {
+/// `a` begins with `b`'s spelling, `_` standing for any `-` (the caller
+/// checks the lengths).
+fn spells(a: &[u8], b: &[u8]) -> bool {
     a.iter()
         .zip(b)
         .all(|(x, y)| x == y || (*x == b'_' && *y == b'-'))

@@ -11,10 +11,11 @@ fuzz_target!(|data: (&str, &str, i64, bool)| {
     // A token expiring after `now` must exist: `now` below the largest time.
     let now = now.min(i64::MAX - 1);
     let signer = Signer::new(&[42; 32]);
-    let kind = match (handoff, now % 2 == 0) {
+    let kind = match (handoff, now.rem_euclid(3)) {
         (true, _) => Kind::Handoff,
-        (false, true) => Kind::Session,
-        (false, false) => Kind::Pending,
+        (false, 0) => Kind::Session,
+        (false, 1) => Kind::Pending,
+        (false, _) => Kind::Sso,
     };
     // Arbitrary text is refused (a forgery would need the key).
     if let Ok(claims) = signer.check(kind, text, now, host) {
@@ -31,6 +32,7 @@ fuzz_target!(|data: (&str, &str, i64, bool)| {
         nonce: None,
         totp: None,
         state: None,
+        pkce: None,
     };
     let token = signer.sign(kind, &claims);
     if token.len() <= warren_identity::token::MAX_TOKEN {

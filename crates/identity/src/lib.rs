@@ -8,11 +8,16 @@
 //! * [`return_url`]: where a visitor may be sent after signing in (only a
 //!   resource of this edge, over https).
 //! * [`limits`]: brute-force limits per source and per account, bounded.
+//! * [`email`]: an email from single sign-on, and its domain allowlist
+//!   (exact domains only).
+//! * [`claims`]: a provider's claims mapped to policy groups, bounded.
 //!
 //! Invariants: no clock (every function takes the time), no I/O, no
 //! randomness except what the caller passes in; every input bounded before
 //! it is decoded.
 
+pub mod claims;
+pub mod email;
 pub mod limits;
 pub mod return_url;
 pub mod token;

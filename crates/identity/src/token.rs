@@ -12,7 +12,11 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 
 /// The longest token accepted (longer: refused before any work).
-pub const MAX_TOKEN: usize = 1024;
+///
+/// Room for a return address of [`crate::return_url::MAX_RETURN`] bytes
+/// (base64 makes it a third longer) and still under a browser's 4 KiB
+/// cookie.
+pub const MAX_TOKEN: usize = 3584;
 
 /// What a token is for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,6 +28,11 @@ pub enum Kind {
     Handoff,
     /// Between the password and the second factor, on the sign-in host.
     Pending,
+    /// Between the redirect to a single sign-on provider and its answer,
+    /// on the sign-in host: `sid` is the OAuth `state`, `uid` the
+    /// provider's name, `nonce` the OpenID nonce, `pkce` the PKCE verifier,
+    /// `to` the return address and `state` the resource's state hash.
+    Sso,
 }
 
 impl Kind {
@@ -32,12 +41,13 @@ impl Kind {
             Kind::Session => b"warren-session-v1\0",
             Kind::Handoff => b"warren-handoff-v1\0",
             Kind::Pending => b"warren-pending-v1\0",
+            Kind::Sso => b"warren-sso-v1\0",
         }
     }
 }
 
 /// What a token says.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     /// Session id (random), shared by the auth host's session and every
     /// resource session it handed off.
@@ -64,6 +74,9 @@ pub struct Claims {
     /// started the sign-in; only that browser can redeem it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
+    /// For a single sign-on under way: the PKCE code verifier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pkce: Option<String>,
 }
 
 /// Why a token was refused. The visitor is told none of it.
@@ -178,6 +191,7 @@ mod tests {
             nonce: None,
             totp: None,
             state: None,
+            pkce: None,
         }
     }
 

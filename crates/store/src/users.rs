@@ -29,6 +29,9 @@ pub struct UserRecord {
     /// SHA-256 digests (hex) of the unused recovery codes.
     #[serde(skip)]
     pub recovery_hashes: Vec<String>,
+    /// The policy groups (`group:NAME`) their last single sign-on gave
+    /// (the provider's claims, mapped); empty for local sign-in.
+    pub groups: Vec<String>,
     /// A disabled user cannot sign in, and their sessions are dead.
     pub disabled: bool,
     /// Sessions issued before this (Unix ms) are dead.
@@ -47,6 +50,8 @@ fn from_row(row: &AnyRow) -> Result<UserRecord, StoreError> {
         totp_secret,
         recovery_hashes: serde_json::from_str(&row.try_get::<String, _>("recovery_hashes")?)
             .map_err(|e| StoreError::Corrupt(format!("users.recovery_hashes: {e}")))?,
+        groups: serde_json::from_str(&row.try_get::<String, _>("groups")?)
+            .map_err(|e| StoreError::Corrupt(format!("users.groups: {e}")))?,
         id: row.try_get("id")?,
         email: row.try_get("email")?,
         name: row.try_get("name")?,
@@ -84,6 +89,8 @@ pub enum UserChange<'a> {
     ResetTotp,
     /// One recovery code used up (its digest).
     UseRecovery(&'a str),
+    /// The groups a single sign-on gave (replacing the last ones).
+    Groups(&'a [String]),
 }
 
 impl Store {
@@ -106,6 +113,7 @@ impl Store {
             totp_secret: None,
             has_totp: false,
             recovery_hashes: Vec::new(),
+            groups: Vec::new(),
             disabled: false,
             sessions_after_ms: 0,
             created_ms: now,
@@ -246,10 +254,18 @@ impl Store {
                 }
                 "user.use_recovery_code"
             }
+            UserChange::Groups(groups) => {
+                if after.groups == groups {
+                    // Nothing changes: no write, no audit row.
+                    return Ok(before);
+                }
+                after.groups = groups.to_vec();
+                "user.sso_groups"
+            }
         };
         sqlx::query(
             "UPDATE users SET disabled = $1, sessions_after_ms = $2, password_hash = $3, \
-             updated_ms = $4, totp_secret = $5, recovery_hashes = $6 WHERE id = $7",
+             updated_ms = $4, totp_secret = $5, recovery_hashes = $6, groups = $7 WHERE id = $8",
         )
         .bind(i64::from(after.disabled))
         .bind(after.sessions_after_ms)
@@ -257,6 +273,7 @@ impl Store {
         .bind(now)
         .bind(after.totp_secret.clone())
         .bind(serde_json::to_string(&after.recovery_hashes).unwrap_or_else(|_| "[]".into()))
+        .bind(serde_json::to_string(&after.groups).unwrap_or_else(|_| "[]".into()))
         .bind(before.id.clone())
         .execute(&mut *tx)
         .await?;

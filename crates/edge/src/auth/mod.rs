@@ -15,6 +15,7 @@
 //! minute; the resource's host turns it into its own session cookie.
 
 pub(crate) mod jwt;
+pub(crate) mod oidc;
 pub(crate) mod password;
 pub(crate) mod totp;
 
@@ -60,6 +61,8 @@ pub(crate) struct AuthState {
     pub(crate) replay: totp::Replay,
     /// When each session was last used on this edge (for the idle timeout).
     activity: Mutex<HashMap<String, i64>>,
+    /// Single sign-on providers.
+    pub(crate) sso: oidc::Sso,
 }
 
 /// A signed-in person, as the policy and the origin see them.
@@ -82,6 +85,7 @@ impl AuthState {
             assertions,
             replay: totp::Replay::default(),
             activity: Mutex::new(HashMap::new()),
+            sso: oidc::Sso::default(),
             signer: Signer::new(session_key),
             limits: limits::Limits::default(),
             verifier: crate::tunnel::credentials::Verifier::with_limits(2, 32),
@@ -112,6 +116,7 @@ impl AuthState {
                 nonce: None,
                 totp: None,
                 state: None,
+                pkce: None,
             },
         )
     }
@@ -144,6 +149,7 @@ impl AuthState {
                 nonce: Some(hex::encode(rand::random::<[u8; 16]>())),
                 totp: None,
                 state: Some(state.to_owned()),
+                pkce: None,
             },
         )
     }
@@ -228,7 +234,7 @@ impl AuthState {
             user_id: user.id.clone(),
             email: user.email.clone(),
             name: user.name.clone(),
-            groups: Vec::new(),
+            groups: user.groups.clone(),
         };
         Some((identity, claims))
     }
@@ -336,7 +342,7 @@ fn basic_identity(u: &warren_store::UserRecord) -> Identity {
         user_id: u.id.clone(),
         email: u.email.clone(),
         name: u.name.clone(),
-        groups: Vec::new(),
+        groups: u.groups.clone(),
     }
 }
 

@@ -244,6 +244,50 @@ pub struct AuthSettings {
     /// Every user must pass a second factor (TOTP), enrolling at their
     /// next sign-in; without it, only those who enrolled do.
     pub require_2fa: bool,
+    /// Single sign-on providers, in the order the sign-in page offers them.
+    pub oidc: Vec<OidcProvider>,
+}
+
+/// An OpenID Connect provider (`[[auth.oidc]]`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OidcProvider {
+    /// In URLs (`/login/sso/NAME`): 1-32 of a-z 0-9 -.
+    pub name: String,
+    /// On the sign-in page's button.
+    pub display_name: String,
+    /// The issuer URL (https); its discovery document is read from
+    /// `ISSUER/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// The client registered with the provider.
+    pub client_id: String,
+    /// Its secret (`client_secret` or `client_secret_file`).
+    pub client_secret: warren_proto::Secret,
+    /// Scopes asked for (`openid` always among them).
+    pub scopes: Vec<String>,
+    /// Every value of this claim becomes a policy group of that name.
+    pub groups_claim: Option<String>,
+    /// Claim values that put a user in a policy group.
+    pub group_rules: Vec<GroupRule>,
+    /// Only emails in these domains (exactly; lower case) may sign in;
+    /// any, when empty.
+    pub allowed_domains: Vec<String>,
+    /// A verified email with no user yet becomes one (just in time);
+    /// otherwise only existing users may sign in this way.
+    pub create_users: bool,
+    /// Roots for the provider's certificate (the system's otherwise).
+    pub ca: Option<PathBuf>,
+}
+
+/// `{ claim = "groups", value = "ops", group = "ops" }`: a user whose
+/// `claim` is (or lists) `value` is in `group:ops`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupRule {
+    /// The claim's name.
+    pub claim: String,
+    /// The value it must be or contain.
+    pub value: String,
+    /// The policy group, with its `group:` prefix.
+    pub group: String,
 }
 
 /// Where the live policy comes from.

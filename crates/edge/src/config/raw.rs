@@ -92,6 +92,38 @@ pub(super) struct RawAuth {
     pub(super) idle_timeout: Option<String>,
     #[serde(default)]
     pub(super) require_2fa: bool,
+    #[serde(default)]
+    pub(super) oidc: Vec<RawOidc>,
+}
+
+/// `[[auth.oidc]]`: a single sign-on provider.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOidc {
+    pub(super) name: String,
+    pub(super) display_name: Option<String>,
+    pub(super) issuer: String,
+    pub(super) client_id: String,
+    pub(super) client_secret: Option<Secret>,
+    pub(super) client_secret_file: Option<PathBuf>,
+    pub(super) scopes: Option<Vec<String>>,
+    pub(super) groups_claim: Option<String>,
+    #[serde(default)]
+    pub(super) groups: Vec<RawGroupRule>,
+    #[serde(default)]
+    pub(super) allowed_domains: Vec<String>,
+    #[serde(default)]
+    pub(super) create_users: bool,
+    pub(super) ca: Option<PathBuf>,
+}
+
+/// A claim value that puts a user in a policy group.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawGroupRule {
+    pub(super) claim: String,
+    pub(super) value: String,
+    pub(super) group: String,
 }
 
 /// A rule before sign-in: every condition given must hold.

@@ -395,3 +395,68 @@ fn auth_takes_public_login_or_a_list_of_ways_in() {
         assert!(errors[0].message.contains(says), "{bad}: {errors:?}");
     }
 }
+
+#[test]
+fn single_sign_on_providers_are_checked_whole() {
+    let good = format!(
+        "{WEB}\n[auth]\nhost = \"auth.example.com\"\n\n[[auth.oidc]]\nname = \"corp\"\n\
+         issuer = \"https://idp.example.com/realms/corp\"\nclient_id = \"warren\"\n\
+         client_secret = \"s3cret\"\ngroups_claim = \"groups\"\n\
+         groups = [{{ claim = \"department\", value = \"finance\", group = \"money\" }}]\n\
+         allowed_domains = [\"@Corp.com\"]\n"
+    );
+    let c = parse(&good).unwrap();
+    let p = &c.auth.unwrap().oidc[0];
+    assert_eq!(p.display_name, "corp");
+    assert_eq!(p.scopes, ["openid", "email", "profile"]);
+    assert_eq!(p.allowed_domains, ["corp.com"]);
+    assert_eq!(p.group_rules[0].group, "group:money");
+    assert!(!p.create_users, "just-in-time users are opt-in");
+    for (from, to, key, says) in [
+        (
+            "name = \"corp\"",
+            "name = \"Corp SSO\"",
+            "auth.oidc[0].name",
+            "1-32 of",
+        ),
+        (
+            "https://idp.example.com/realms/corp",
+            "http://idp.example.com",
+            "auth.oidc[0].issuer",
+            "https URL",
+        ),
+        (
+            "client_secret = \"s3cret\"\n",
+            "",
+            "auth.oidc[0].client_secret",
+            "missing client_secret",
+        ),
+        (
+            "\"@Corp.com\"",
+            "\"*.corp.com\"",
+            "auth.oidc[0].allowed_domains[0]",
+            "not a wildcard",
+        ),
+        (
+            "group = \"money\"",
+            "group = \"two words\"",
+            "auth.oidc[0].groups[0]",
+            "needs a claim",
+        ),
+    ] {
+        let bad = good.replace(from, to);
+        let errors = parse(&bad).unwrap_err().0;
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.key == key && e.message.contains(says)),
+            "{to}: {errors:?}"
+        );
+    }
+    let twice = format!("{good}\n[[auth.oidc]]\nname = \"corp\"\nissuer = \"https://b.example.com\"\nclient_id = \"w\"\nclient_secret = \"s\"\n");
+    let errors = parse(&twice).unwrap_err().0;
+    assert!(
+        errors.iter().any(|e| e.message.contains("two providers")),
+        "{errors:?}"
+    );
+}

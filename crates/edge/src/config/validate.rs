@@ -172,7 +172,7 @@ impl<'a> Validator<'a> {
         }
         let auth = raw
             .auth
-            .and_then(|a| self.auth(a, https_listen.is_some(), &resources));
+            .and_then(|a| self.auth(a, https_listen.is_some(), &resources, &resolve));
         if let Some(default) = &tls.default_host {
             let routed = resources
                 .iter()
@@ -211,6 +211,7 @@ impl<'a> Validator<'a> {
         raw: Spanned<super::raw::RawAuth>,
         have_https: bool,
         resources: &[Resource],
+        resolve: &dyn Fn(PathBuf) -> PathBuf,
     ) -> Option<super::AuthSettings> {
         let span = Some(raw.span());
         let raw = raw.into_inner();
@@ -259,11 +260,174 @@ impl<'a> Validator<'a> {
             Some(d) => Some(self.duration(span.clone(), d, "auth.idle_timeout")?),
             None => None,
         };
+        let mut oidc = Vec::new();
+        for (i, p) in raw.oidc.into_iter().enumerate() {
+            match self.oidc(span.clone(), i, p, resolve) {
+                Some(p) if oidc.iter().any(|o: &super::OidcProvider| o.name == p.name) => {
+                    self.error(
+                        span.clone(),
+                        format!("auth.oidc[{i}].name"),
+                        format!("two providers are named `{}`", p.name),
+                    );
+                    ok = false;
+                }
+                Some(p) => oidc.push(p),
+                None => ok = false,
+            }
+        }
         ok.then_some(super::AuthSettings {
             host,
             session_lifetime,
             idle_timeout,
             require_2fa: raw.require_2fa,
+            oidc,
+        })
+    }
+
+    /// `[[auth.oidc]]`: one single sign-on provider.
+    fn oidc(
+        &mut self,
+        span: Span,
+        i: usize,
+        raw: super::raw::RawOidc,
+        resolve: &dyn Fn(PathBuf) -> PathBuf,
+    ) -> Option<super::OidcProvider> {
+        let key = format!("auth.oidc[{i}]");
+        let before = self.errors.len();
+        let name_ok = (1..=32).contains(&raw.name.len())
+            && raw
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if !name_ok {
+            self.error(
+                span.clone(),
+                format!("{key}.name"),
+                "1-32 of a-z 0-9 - (it is part of the sign-in URLs)",
+            );
+        }
+        match url::Url::parse(&raw.issuer) {
+            Ok(u) if u.scheme() == "https" && u.host().is_some() && u.query().is_none() => {}
+            Ok(_) => self.error(
+                span.clone(),
+                format!("{key}.issuer"),
+                "an https URL with no query (the provider's issuer, exactly as its discovery document names it)",
+            ),
+            Err(e) => self.error(span.clone(), format!("{key}.issuer"), format!("not a URL: {e}")),
+        }
+        if raw.client_id.is_empty() {
+            self.error(span.clone(), format!("{key}.client_id"), "empty");
+        }
+        let client_secret = match (raw.client_secret, raw.client_secret_file) {
+            (Some(s), None) => Some(s),
+            (None, Some(f)) => {
+                let f = resolve(f);
+                match std::fs::read_to_string(&f) {
+                    Ok(text) if !text.trim().is_empty() => {
+                        Some(warren_proto::Secret::new(text.trim().to_owned()))
+                    }
+                    Ok(_) => {
+                        self.error(
+                            span.clone(),
+                            format!("{key}.client_secret_file"),
+                            format!("{} is empty", f.display()),
+                        );
+                        None
+                    }
+                    Err(e) => {
+                        self.error(
+                            span.clone(),
+                            format!("{key}.client_secret_file"),
+                            format!("{}: {e}", f.display()),
+                        );
+                        None
+                    }
+                }
+            }
+            (Some(_), Some(_)) => {
+                self.error(
+                    span.clone(),
+                    format!("{key}.client_secret"),
+                    "give either client_secret or client_secret_file, not both",
+                );
+                None
+            }
+            (None, None) => {
+                self.error(
+                    span.clone(),
+                    format!("{key}.client_secret"),
+                    "missing client_secret (or client_secret_file)",
+                );
+                None
+            }
+        };
+        let mut scopes = raw
+            .scopes
+            .unwrap_or_else(|| vec!["openid".into(), "email".into(), "profile".into()]);
+        if !scopes.iter().any(|s| s == "openid") {
+            scopes.insert(0, "openid".into());
+        }
+        let group_name = |g: &str| {
+            let g = g.strip_prefix("group:").unwrap_or(g);
+            (!g.is_empty()
+                && g.len() <= 64
+                && g.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)))
+            .then(|| format!("group:{g}"))
+        };
+        let mut group_rules = Vec::new();
+        for (j, r) in raw.groups.into_iter().enumerate() {
+            match group_name(&r.group) {
+                Some(group) if !r.claim.is_empty() => group_rules.push(super::GroupRule {
+                    claim: r.claim,
+                    value: r.value,
+                    group,
+                }),
+                _ => self.error(
+                    span.clone(),
+                    format!("{key}.groups[{j}]"),
+                    "needs a claim and a group (1-64 of A-Z a-z 0-9 - _ .)",
+                ),
+            }
+        }
+        let mut allowed_domains = Vec::new();
+        for (j, d) in raw.allowed_domains.iter().enumerate() {
+            let d = d.trim_start_matches('@').to_ascii_lowercase();
+            match self.host_name(span.clone(), &format!("{key}.allowed_domains[{j}]"), &d) {
+                Some(d) if !d.starts_with("*.") => allowed_domains.push(d),
+                Some(_) => self.error(
+                    span.clone(),
+                    format!("{key}.allowed_domains[{j}]"),
+                    "a domain, not a wildcard (subdomains are not included; list each)",
+                ),
+                None => {}
+            }
+        }
+        let ca = raw.ca.map(resolve);
+        if let Some(ca) = &ca {
+            if let Err(err) = std::fs::metadata(ca) {
+                self.error(
+                    span.clone(),
+                    format!("{key}.ca"),
+                    format!("{}: {err}", ca.display()),
+                );
+            }
+        }
+        if self.errors.len() != before {
+            return None;
+        }
+        Some(super::OidcProvider {
+            display_name: raw.display_name.unwrap_or_else(|| raw.name.clone()),
+            name: raw.name,
+            issuer: raw.issuer,
+            client_id: raw.client_id,
+            client_secret: client_secret?,
+            scopes,
+            groups_claim: raw.groups_claim,
+            group_rules,
+            allowed_domains,
+            create_users: raw.create_users,
+            ca,
         })
     }
 

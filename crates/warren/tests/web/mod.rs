@@ -3,6 +3,8 @@
 //! and curl as the client.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod browser;
+
 use crate::common::bin;
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -24,6 +24,7 @@
 //! Every page is plain HTML, without JavaScript, and never cached.
 
 mod second_factor;
+mod sso;
 
 use crate::auth::{
     self, return_url, Identity, AUTH_COOKIE, CSRF_COOKIE, SESSION_COOKIE, STATE_COOKIE,
@@ -142,6 +143,16 @@ impl SignIn<'_> {
             (Method::GET, "/login") => self.login_form(&parts.headers, &query, None),
             (Method::POST, "/login") => self.login(&parts.headers, body).await,
             (Method::POST, "/login/2fa") => self.second_factor(&parts.headers, body).await,
+            (Method::GET, path) if path.starts_with("/login/sso/") => {
+                let rest = &path["/login/sso/".len()..];
+                match rest.split_once('/') {
+                    None => self.sso_start(rest, &query).await,
+                    Some((name, "callback")) => {
+                        self.sso_callback(name, &parts.headers, &query).await
+                    }
+                    Some(_) => page(StatusCode::NOT_FOUND, "Not found", "<p>No such page.</p>"),
+                }
+            }
             (Method::GET, "/logout") => self.logout_form(&parts.headers),
             (Method::POST, "/logout") => self.logout(&parts.headers, body).await,
             (Method::GET, "/.well-known/warren/jwks.json") => {
@@ -202,8 +213,10 @@ impl SignIn<'_> {
         let problem = problem
             .map(|p| format!("<p role=\"alert\" class=\"problem\">{}</p>", escape(p)))
             .unwrap_or_default();
+        let rd_url = back.url(https_port(self.ctx));
+        let sso = self.sso_buttons(&rd_url, st);
         let body = format!(
-            "<p>to reach <strong>{host}</strong></p>{problem}\
+            "<p>to reach <strong>{host}</strong></p>{problem}{sso}\
              <form method=\"post\" action=\"/login\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
              <input type=\"hidden\" name=\"rd\" value=\"{rd}\">\
@@ -214,7 +227,7 @@ impl SignIn<'_> {
              <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
              <button type=\"submit\">Sign in</button></form>",
             host = escape(&back.host),
-            rd = escape(&back.url(https_port(self.ctx))),
+            rd = escape(&rd_url),
             st = escape(st),
         );
         let status = if problem.is_empty() {
@@ -336,7 +349,7 @@ impl SignIn<'_> {
             user_id: user.id.clone(),
             email: user.email.clone(),
             name: user.name.clone(),
-            groups: Vec::new(),
+            groups: user.groups.clone(),
         };
         let set = cookie_header(AUTH_COOKIE, &token, Some(self.settings.session_lifetime));
         (who, set)

@@ -42,6 +42,7 @@ impl SignIn<'_> {
             nonce: None,
             totp: enrol.clone(),
             state: Some(st.to_owned()),
+            pkce: None,
         };
         let token = self.state.signer.sign(Kind::Pending, &claims);
         let mut resp = self.code_page(headers, &user.email, enrol.as_deref(), None);

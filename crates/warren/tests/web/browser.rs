@@ -1,0 +1,177 @@
+//! A browser made of curl: a cookie jar, the test hosts resolved to the
+//! edge, and the whole password sign-in.
+
+use crate::common::bin;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use warren_testkit::EdgeProcess;
+
+pub const AUTH: &str = "auth.app.test";
+
+/// One curl run: status, headers (lower-case names), body.
+pub struct Got {
+    pub status: u16,
+    pub headers: HashMap<String, Vec<String>>,
+    pub body: String,
+}
+
+impl Got {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.first())
+            .map(String::as_str)
+    }
+}
+
+pub struct Browser {
+    pub ca: PathBuf,
+    pub port: u16,
+    pub jar: PathBuf,
+}
+
+impl Browser {
+    pub fn new(dir: &Path, name: &str, ca: PathBuf, port: u16) -> Browser {
+        Browser {
+            ca,
+            port,
+            jar: dir.join(format!("{name}.jar")),
+        }
+    }
+
+    pub fn url(&self, host: &str, path: &str) -> String {
+        format!("https://{host}:{}{path}", self.port)
+    }
+
+    pub async fn get(&self, url: &str, args: &[&str]) -> Got {
+        self.run(url, args).await
+    }
+
+    pub async fn run(&self, url: &str, args: &[&str]) -> Got {
+        let dir = tempfile::tempdir().unwrap();
+        let (head, body) = (dir.path().join("h"), dir.path().join("b"));
+        let mut cmd = tokio::process::Command::new("curl");
+        cmd.args(["-sS", "--max-time", "20", "--cacert"])
+            .arg(&self.ca)
+            .args(["-b"])
+            .arg(&self.jar)
+            .args(["-c"])
+            .arg(&self.jar)
+            .args(["-D"])
+            .arg(&head)
+            .args(["-o"])
+            .arg(&body);
+        for host in ["api.test", "app.test", AUTH, "other.app.test"] {
+            cmd.arg("--resolve")
+                .arg(format!("{host}:{}:127.0.0.1", self.port));
+        }
+        let out = cmd.args(args).arg(url).output().await.unwrap();
+        assert!(
+            out.status.success(),
+            "curl {url}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let head = std::fs::read_to_string(head).unwrap();
+        let mut headers: HashMap<String, Vec<String>> = HashMap::new();
+        let mut status = 0;
+        for line in head.lines() {
+            if let Some(rest) = line.strip_prefix("HTTP/") {
+                status = rest
+                    .split(' ')
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or(0);
+                headers.clear();
+            } else if let Some((k, v)) = line.split_once(':') {
+                headers
+                    .entry(k.trim().to_ascii_lowercase())
+                    .or_default()
+                    .push(v.trim().to_owned());
+            }
+        }
+        Got {
+            status,
+            headers,
+            body: std::fs::read_to_string(body).unwrap_or_default(),
+        }
+    }
+
+    /// The whole browser sign-in: resource → login page → form → hand-off →
+    /// resource. Returns the last answer and how many redirects it took.
+    pub async fn sign_in(&self, path: &str, email: &str, password: &str) -> (Got, usize) {
+        let html = ["-H", "Accept: text/html"];
+        let first = self.get(&self.url("api.test", path), &html).await;
+        assert_eq!(first.status, 302, "{}", first.body);
+        let login = first.header("location").unwrap().to_owned();
+        let form = self.get(&login, &html).await;
+        assert_eq!(form.status, 200, "{}", form.body);
+        let csrf = field(&form.body, "csrf");
+        let rd = field(&form.body, "rd");
+        let posted = self
+            .get(
+                &self.url(AUTH, "/login"),
+                &[
+                    "--data-urlencode",
+                    &format!("csrf={csrf}"),
+                    "--data-urlencode",
+                    &format!("rd={rd}"),
+                    "--data-urlencode",
+                    &format!("st={}", field(&form.body, "st")),
+                    "--data-urlencode",
+                    &format!("email={email}"),
+                    "--data-urlencode",
+                    &format!("password={password}"),
+                ],
+            )
+            .await;
+        if posted.status != 303 {
+            return (posted, 1);
+        }
+        let handoff = posted.header("location").unwrap().to_owned();
+        let landed = self.get(&handoff, &html).await;
+        assert_eq!(landed.status, 303, "{}", landed.body);
+        let back = landed.header("location").unwrap().to_owned();
+        assert_eq!(back, path, "back where the visitor was going");
+        let last = self.get(&self.url("api.test", &back), &html).await;
+        (last, 3)
+    }
+}
+
+/// The value of a hidden form field (HTML-escaped `&amp;` undone).
+pub fn field(html: &str, name: &str) -> String {
+    let marker = format!("name=\"{name}\" value=\"");
+    let start = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {name} in {html}"))
+        + marker.len();
+    let end = html[start..].find('"').unwrap() + start;
+    html[start..end].replace("&amp;", "&")
+}
+
+pub fn user_add(edge: &EdgeProcess, dir: &Path, email: &str, password: &str) {
+    let file = dir.join(format!("{email}.pw"));
+    std::fs::write(&file, format!("{password}\n")).unwrap();
+    let out = std::process::Command::new(bin())
+        .args(["user", "add", email, "--password-file"])
+        .arg(&file)
+        .args(["--api", &format!("http://{}", edge.admin)])
+        .env("WARREN_TOKEN", edge.token.as_deref().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+pub fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -234,11 +234,22 @@ fn absolute(b: &Browser, url: &str) -> String {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn single_sign_on_with_a_real_provider() {
-    if !node_ready() {
-        return;
-    }
+/// An edge with one resource behind single sign-on (`app` on api.test,
+/// granted to group:ops) and the provider it trusts.
+struct SsoEdge {
+    edge: EdgeProcess,
+    _agent: warren_testkit::Process,
+    _live: warren_testkit::HttpBackend,
+    idp: Option<Idp>,
+    idp_port: u16,
+    port: u16,
+    redirect: String,
+    /// The edge's and the provider's certificates, for curl.
+    both: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+async fn sso_edge() -> SsoEdge {
     let live = http_backend("live").await;
     let dir = tempfile::tempdir().unwrap();
     let idp_port = warren_testkit::free_tcp_ports(1)[0];
@@ -258,10 +269,10 @@ async fn single_sign_on_with_a_real_provider() {
     );
     std::fs::write(dir.path().join("edge.toml"), toml).unwrap();
     let edge = EdgeProcess::start_existing(bin(), dir.path());
-    let _agent = edge.start_agent("agent", "tcp", &[&format!("{}/tcp", live.addr)]);
+    let agent = edge.start_agent("agent", "tcp", &[&format!("{}/tcp", live.addr)]);
     let port = edge.https.unwrap().port();
     let redirect = format!("https://{AUTH}:{port}/login/sso/corp/callback");
-    let mut idp = Idp::start(dir.path(), idp_port, "k1", &redirect);
+    let idp = Idp::start(dir.path(), idp_port, "k1", &redirect);
     // One CA file for curl: the edge's and the provider's certificates.
     let both = dir.path().join("both.pem");
     std::fs::write(
@@ -279,7 +290,26 @@ async fn single_sign_on_with_a_real_provider() {
         edge.token.as_deref(),
     );
     assert_eq!(status, 200, "{body}");
+    SsoEdge {
+        edge,
+        _agent: agent,
+        _live: live,
+        idp: Some(idp),
+        idp_port,
+        port,
+        redirect,
+        both,
+        dir,
+    }
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_sign_on_with_a_real_provider() {
+    if !node_ready() {
+        return;
+    }
+    let mut t = sso_edge().await;
+    let (edge, dir, both, port) = (&t.edge, &t.dir, &t.both, t.port);
     // A callback URL (code and state) carried to another browser is
     // refused: the state is bound to the browser that started the sign-on.
     let alice = Browser::new(dir.path(), "alice", both.clone(), port);
@@ -343,8 +373,8 @@ async fn single_sign_on_with_a_real_provider() {
 
     // The provider rotates its key (a restart with a new one): the edge
     // reads the keys again on the first token it cannot place.
-    drop(idp);
-    idp = Idp::start(dir.path(), idp_port, "k2", &redirect);
+    t.idp = None;
+    t.idp = Some(Idp::start(dir.path(), t.idp_port, "k2", &t.redirect));
     let again = Browser::new(dir.path(), "alice3", both.clone(), port);
     let (seen, _) = sso(&again, "alice", false).await;
     assert_eq!(
@@ -372,5 +402,58 @@ async fn single_sign_on_with_a_real_provider() {
     let last = seen.last().unwrap();
     assert_eq!(last.status, 403, "{}", last.body);
     assert!(last.body.contains("disabled"), "{}", last.body);
-    drop(idp);
+}
+
+/// Debian's Chromium, driven by playwright-core, through the whole single
+/// sign-on: the redirects it follows are counted (a loop would show), and
+/// Warren's sign-in page is kept as a screenshot in target/test-artifacts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn headless_chromium_signs_on_without_a_loop() {
+    if !node_ready() {
+        return;
+    }
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    if !Path::new(&chromium).exists() {
+        warren_testkit::skip("no Chromium (.ci/run installs Debian's chromium)");
+        return;
+    }
+    let t = sso_edge().await;
+    let artifacts = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/test-artifacts");
+    std::fs::create_dir_all(&artifacts).unwrap();
+    let shot = artifacts.join("sso-sign-in-page.png");
+    let _ = std::fs::remove_file(&shot);
+    let start = format!("https://api.test:{}/page?x=1", t.port);
+    let out = tokio::process::Command::new("node")
+        .arg(oidc_dir().join("browser.mjs"))
+        .args([start.as_str(), "alice"])
+        .arg(&shot)
+        .args(["api.test", AUTH])
+        .env("CHROMIUM", &chromium)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the browser run failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let run: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    eprintln!(
+        "chromium: {} redirects: {}; screenshot {}",
+        run["redirects"],
+        run["chain"],
+        shot.display()
+    );
+    assert_eq!(run["signInPage"]["title"], "Sign in · Warren", "{run}");
+    assert_eq!(run["url"], start, "{run}");
+    let origin: Value = serde_json::from_str(run["body"].as_str().unwrap()).unwrap();
+    assert_eq!(origin["headers"]["remote-user"], json!(["alice@corp.com"]));
+    // resource → sign-in page; button → provider → its form; form → /auth
+    // → callback → hand-off → resource: a fixed count, never a loop.
+    let redirects = run["redirects"].as_u64().unwrap();
+    assert!((5..=8).contains(&redirects), "{run}");
+    let png = std::fs::read(&shot).expect("the screenshot");
+    assert!(png.starts_with(b"\x89PNG") && png.len() > 2_000);
 }

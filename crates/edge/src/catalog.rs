@@ -3,7 +3,8 @@
 //! swapped whole (`EdgeShared::catalog`, an `ArcSwap`). Admission, routing
 //! of agents to sites, the status API and the metrics read it; none of them
 //! awaits the database. Today it holds the sites with their credentials
-//! and tags, the API keys and the users; devices join it later.
+//! and tags, the API keys, the users, and resources' own doors (password,
+//! PIN, live share links); devices join it later.
 //!
 //! It is rebuilt wherever the serving configuration is (start, reload, the
 //! store's `config_version` moving, an API write), under the same lock.
@@ -12,7 +13,8 @@ use crate::config::EdgeConfig;
 use crate::tunnel::credentials::SiteSecret;
 use std::collections::BTreeMap;
 use warren_store::{
-    ApiKeyRecord, ManagedBy, SecretRecord, SiteRecord, Store, StoreError, UserRecord,
+    ApiKeyRecord, ManagedBy, ResourceSecret, SecretKind, SecretRecord, ShareLink, SiteRecord,
+    Store, StoreError, UserRecord,
 };
 
 /// One secret a site's agents may present.
@@ -44,6 +46,10 @@ pub(crate) struct Catalog {
     pub(crate) keys: BTreeMap<String, ApiKeyRecord>,
     /// Users by id (with their password hashes), for sign-in and sessions.
     pub(crate) users: BTreeMap<String, UserRecord>,
+    /// Resources' passwords and PINs, by resource and kind.
+    pub(crate) secrets: BTreeMap<(String, SecretKind), ResourceSecret>,
+    /// Share links by the SHA-256 (hex) of their token.
+    pub(crate) links: BTreeMap<String, ShareLink>,
 }
 
 impl Catalog {
@@ -105,7 +111,12 @@ impl Catalog {
         }
         let keys = keys.into_iter().map(|k| (k.id.clone(), k)).collect();
         let users = users.into_iter().map(|u| (u.id.clone(), u)).collect();
-        Catalog { sites, keys, users }
+        Catalog {
+            sites,
+            keys,
+            users,
+            ..Catalog::default()
+        }
     }
 
     /// Reads what [`Catalog::build`] needs from the store.
@@ -118,12 +129,26 @@ impl Catalog {
             let secrets = store.site_secrets(&site.id).await?;
             with_secrets.push((site, secrets));
         }
-        Ok(Catalog::build(
+        let mut catalog = Catalog::build(
             file,
             with_secrets,
             store.list_api_keys().await?,
             store.list_users().await?,
-        ))
+        );
+        catalog.secrets = store
+            .resource_secrets()
+            .await?
+            .into_iter()
+            .map(|s| ((s.resource.clone(), s.kind), s))
+            .collect();
+        catalog.links = store
+            .share_links()
+            .await?
+            .into_iter()
+            .filter(|l| l.revoked_ms.is_none())
+            .map(|l| (l.token_hash.clone(), l))
+            .collect();
+        Ok(catalog)
     }
 
     /// The credentials an agent of `site` may present at `now_ms`; `None`

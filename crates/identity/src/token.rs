@@ -33,6 +33,10 @@ pub enum Kind {
     /// provider's name, `nonce` the OpenID nonce, `pkce` the PKCE verifier,
     /// `to` the return address and `state` the resource's state hash.
     Sso,
+    /// A resource's own door opened (password, PIN or share link), on that
+    /// resource's host: `sid` is the resource, `uid` the door (`pin`,
+    /// `password` or `link:ID`).
+    Pass,
 }
 
 impl Kind {
@@ -42,6 +46,7 @@ impl Kind {
             Kind::Handoff => b"warren-handoff-v1\0",
             Kind::Pending => b"warren-pending-v1\0",
             Kind::Sso => b"warren-sso-v1\0",
+            Kind::Pass => b"warren-pass-v1\0",
         }
     }
 }

@@ -22,6 +22,7 @@
 //!   (`$sha256$` digests, or argon2 PHC strings from earlier versions); the
 //!   store never sees a plaintext secret.
 
+mod doors;
 mod keys;
 mod log;
 mod policy;
@@ -29,6 +30,7 @@ mod resources;
 mod sites;
 mod users;
 
+pub use doors::{ResourceSecret, SecretKind, ShareLink};
 pub use keys::{ApiKeyRecord, Scope};
 pub use log::{AgentRecord, AuditRecord, EventRecord};
 pub use policy::{policy_diff, policy_sha256, NewPolicy, PolicyVersion};

@@ -141,6 +141,13 @@ async fn openapi_document_is_valid_complete_and_matches_the_answers() {
         ("POST", "/api/v1/users/{id}/enable"),
         ("POST", "/api/v1/users/{id}/logout"),
         ("POST", "/api/v1/users/{id}/reset-2fa"),
+        ("PUT", "/api/v1/resources/{name}/pin"),
+        ("DELETE", "/api/v1/resources/{name}/pin"),
+        ("PUT", "/api/v1/resources/{name}/password"),
+        ("DELETE", "/api/v1/resources/{name}/password"),
+        ("GET", "/api/v1/resources/{name}/links"),
+        ("POST", "/api/v1/resources/{name}/links"),
+        ("DELETE", "/api/v1/links/{id}"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))

@@ -10,6 +10,12 @@
 //! the header reaches the origin. To the policy, an http resource is
 //! `NAME:443` (tcp), carrying its sites' tags.
 //!
+//! A resource may also list its own doors in `auth` (`password`, `pin`,
+//! `link`): a visitor holding one open (a pass cookie, or a share link in
+//! `Warren-Link`) is let in as `Access::Pass` without asking the policy,
+//! which knows no one to ask about; a door admits to its resource only and
+//! identifies no one (no `Remote-User`).
+//!
 //! Before any of it, a resource's `rules` (`rules.rs`) may bypass sign-in
 //! and the policy, deny, or continue, by client network and, for http,
 //! path, method and header presence: the first rule that matches decides.
@@ -29,6 +35,9 @@ use warren_policy::{Action, Decision, Method, Principal, Proto, Target};
 
 /// The request header a key is presented in.
 pub(crate) const KEY_HEADER: &str = "warren-key";
+
+/// The request header a share link's token is presented in (machines).
+pub(crate) const LINK_HEADER: &str = "warren-link";
 
 /// The port an http resource has to the policy.
 pub(crate) const HTTP_PORT: u16 = 443;
@@ -50,6 +59,9 @@ pub(crate) enum Access {
         /// Index into the policy's grants.
         grant: usize,
     },
+    /// The resource's own door (password, PIN, share link) was opened:
+    /// its `auth` list admits the holder, who is no one the policy knows.
+    Pass,
     /// A policy is loaded and nothing grants this visitor the resource.
     Denied,
 }
@@ -62,6 +74,7 @@ impl Access {
             Access::Public => "public",
             Access::Granted { .. } => "granted",
             Access::Bypassed { .. } => "bypass",
+            Access::Pass => "pass",
             Access::Denied => "denied",
         }
     }
@@ -109,6 +122,10 @@ pub(crate) struct Credentials<'a> {
     pub(crate) session: Option<&'a str>,
     /// `Authorization`, when the resource takes HTTP Basic.
     pub(crate) basic: Option<&'a [u8]>,
+    /// The pass cookie's value (a door opened before).
+    pub(crate) pass: Option<&'a str>,
+    /// The `Warren-Link` header's value (a share link, for machines).
+    pub(crate) link: Option<&'a [u8]>,
 }
 
 /// Asks for an http request on `host`: a live session's user first, else a
@@ -145,8 +162,17 @@ pub(crate) async fn check_http(
     };
     let catalog = shared.catalog.load_full();
     let now = warren_store::now_ms();
+    if let Some(door) = door(shared, &catalog, resource, &credentials, host, now) {
+        return HttpAccess {
+            access: Access::Pass,
+            rule: None,
+            principal: Some(door),
+            identity: None,
+        };
+    }
     let mut person = credentials
         .session
+        .filter(|_| resource.login)
         .and_then(|cookie| {
             let idle = config
                 .auth
@@ -241,6 +267,30 @@ pub(crate) async fn check_http(
         principal: Some(principal),
         identity: None,
     }
+}
+
+/// The door this request holds open, if any: a pass cookie, or a share
+/// link's token in `Warren-Link` (`link:ID`).
+fn door(
+    shared: &EdgeShared,
+    catalog: &crate::catalog::Catalog,
+    resource: &Resource,
+    credentials: &Credentials<'_>,
+    host: &str,
+    now: i64,
+) -> Option<String> {
+    let doors = resource.doors;
+    if !(doors.page() || doors.link) {
+        return None;
+    }
+    if let Some(p) = credentials
+        .pass
+        .and_then(|c| shared.auth.check_pass(catalog, resource, c, host, now))
+    {
+        return Some(p);
+    }
+    let token = std::str::from_utf8(credentials.link?).ok()?.trim();
+    crate::auth::AuthState::link(catalog, resource, token, now).map(|l| format!("link:{}", l.id))
 }
 
 /// The resource's rules' answer, if one decides (bypass or deny; a deny

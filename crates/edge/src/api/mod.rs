@@ -19,6 +19,7 @@
 //! or a private network (the default is loopback).
 
 pub(crate) mod auth;
+pub(crate) mod doors;
 pub(crate) mod error;
 pub(crate) mod keys;
 pub(crate) mod policy;
@@ -93,6 +94,10 @@ pub(crate) fn api() -> (Router<Arc<EdgeShared>>, utoipa::openapi::OpenApi) {
         .routes(routes!(users::enable))
         .routes(routes!(users::logout))
         .routes(routes!(users::reset_2fa))
+        .routes(routes!(doors::set_pin, doors::remove_pin))
+        .routes(routes!(doors::set_password, doors::remove_password))
+        .routes(routes!(doors::links, doors::create_link))
+        .routes(routes!(doors::revoke_link))
         .split_for_parts()
 }
 

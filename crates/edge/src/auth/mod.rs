@@ -14,11 +14,13 @@
 //! the visitor to the resource's host with a one-use token valid for a
 //! minute; the resource's host turns it into its own session cookie.
 
+pub(crate) mod doors;
 pub(crate) mod jwt;
 pub(crate) mod oidc;
 pub(crate) mod password;
 pub(crate) mod totp;
 
+pub(crate) use doors::DoorRefused;
 pub(crate) use warren_identity::{limits, return_url, token};
 
 use crate::catalog::Catalog;
@@ -38,6 +40,8 @@ pub(crate) const PENDING_MS: i64 = 300_000;
 pub(crate) const STATE_COOKIE: &str = "__Host-warren_state";
 /// The CSRF cookie of the sign-in forms.
 pub(crate) const CSRF_COOKIE: &str = "__Host-warren_csrf";
+/// On a resource's host: its own door was opened (password, PIN, link).
+pub(crate) const PASS_COOKIE: &str = "__Host-warren_pass";
 /// How long a hand-off token lives.
 pub(crate) const HANDOFF_MS: i64 = 60_000;
 /// At most this many sessions' last use is remembered.

@@ -173,8 +173,13 @@ pub struct Resource {
     pub keep_encoded_slashes: bool,
     /// Who may reach it once a policy is loaded.
     pub auth: Auth,
+    /// A signed-in user's session is a way in (`login` or `sso` in `auth`;
+    /// the default). Without it, only the resource's own doors are.
+    pub login: bool,
     /// http: HTTP Basic (a user's email and password) is accepted too.
     pub basic: bool,
+    /// http: the resource's own doors (`password`, `pin`, `link`).
+    pub doors: Doors,
     /// Checked before sign-in and the policy, in order.
     pub rules: Vec<Rule>,
 }
@@ -204,6 +209,25 @@ pub enum RuleAction {
     Deny,
     /// On to sign-in and the policy (and no later rule).
     Continue,
+}
+
+/// A resource's own ways in, besides sign-in: what its `auth` list names.
+/// The password, PIN and links themselves are set through the API.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Doors {
+    /// Its password, typed on its own page.
+    pub password: bool,
+    /// Its PIN, typed on its own page.
+    pub pin: bool,
+    /// Its share links (`?warren_link=TOKEN`, or a `Warren-Link` header).
+    pub link: bool,
+}
+
+impl Doors {
+    /// Whether a password or a PIN page is offered.
+    pub fn page(&self) -> bool {
+        self.password || self.pin
+    }
 }
 
 /// A resource's `auth` key.

@@ -387,7 +387,7 @@ fn auth_takes_public_login_or_a_list_of_ways_in() {
     for (bad, says) in [
         ("[\"login\", \"basic\"]", "for http resources"),
         ("[\"public\", \"login\"]", "stands alone"),
-        ("\"sso\"", "not one of public, login, basic"),
+        ("\"sesame\"", "not one of public, login, sso, basic"),
     ] {
         let errors = parse(&with(bad)).unwrap_err().0;
         assert_eq!(errors.len(), 1, "{bad}: {errors:?}");

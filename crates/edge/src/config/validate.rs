@@ -947,7 +947,7 @@ impl<'a> Validator<'a> {
                 false
             }
         };
-        let (auth, basic) = self.auth_methods(res.auth.as_ref(), kind, key);
+        let (auth, ways) = self.auth_methods(res.auth.as_ref(), kind, key);
         let rules = self.rules(res.rules, kind, span.clone(), key);
         // Returned even when something above was wrong, so that the rules
         // across resources (duplicate ports and routes) are checked too; a
@@ -973,21 +973,28 @@ impl<'a> Validator<'a> {
             idle_timeout,
             keep_encoded_slashes,
             auth,
-            basic,
+            login: ways.login,
+            basic: ways.basic,
+            doors: ways.doors,
             rules,
         })
     }
 
-    /// A resource's `auth`: `"public"`, `"login"`, or a list of the ways in
-    /// it accepts (`login`, `basic`).
+    /// A resource's `auth`: `"public"`, `"login"` (or `"sso"`, the same),
+    /// or a list of the ways in it accepts (`login`, `basic`, `password`,
+    /// `pin`, `link`).
     fn auth_methods(
         &mut self,
         raw: Option<&Spanned<toml::Value>>,
         kind: ResourceKind,
         key: &str,
-    ) -> (super::Auth, bool) {
+    ) -> (super::Auth, Ways) {
+        let mut ways = Ways {
+            login: true,
+            ..Ways::default()
+        };
         let Some(raw) = raw else {
-            return (super::Auth::Login, false);
+            return (super::Auth::Login, ways);
         };
         let span = Some(raw.span());
         let names: Vec<&str> = match raw.get_ref() {
@@ -996,18 +1003,21 @@ impl<'a> Validator<'a> {
             _ => vec!["?"],
         };
         if names == ["public"] {
-            return (super::Auth::Public, false);
+            return (super::Auth::Public, ways);
         }
-        let mut basic = false;
+        ways.login = false;
         for n in &names {
             match *n {
-                "login" => {}
-                "basic" if kind == ResourceKind::Http => basic = true,
-                "basic" => self.error(
+                "login" | "sso" => ways.login = true,
+                "basic" | "password" | "pin" | "link" if kind != ResourceKind::Http => self.error(
                     span.clone(),
                     format!("{key}.auth"),
-                    "`basic` is for http resources",
+                    format!("`{n}` is for http resources"),
                 ),
+                "basic" => ways.basic = true,
+                "password" => ways.doors.password = true,
+                "pin" => ways.doors.pin = true,
+                "link" => ways.doors.link = true,
                 "public" => self.error(
                     span.clone(),
                     format!("{key}.auth"),
@@ -1016,11 +1026,13 @@ impl<'a> Validator<'a> {
                 other => self.error(
                     span.clone(),
                     format!("{key}.auth"),
-                    format!("`{other}` is not one of public, login, basic"),
+                    format!(
+                        "`{other}` is not one of public, login, sso, basic, password, pin, link"
+                    ),
                 ),
             }
         }
-        (super::Auth::Login, basic)
+        (super::Auth::Login, ways)
     }
 
     fn health(
@@ -1197,4 +1209,12 @@ fn check_target_address(address: &str) -> Result<(), String> {
         Ok(p) if p != 0 => Ok(()),
         _ => Err(format!("`{address}` has no valid port (1-65535)")),
     }
+}
+
+/// The ways into a resource its `auth` names.
+#[derive(Default)]
+struct Ways {
+    login: bool,
+    basic: bool,
+    doors: super::Doors,
 }

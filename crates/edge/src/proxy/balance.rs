@@ -245,7 +245,9 @@ mod tests {
             fail_closed: false,
             keep_encoded_slashes: false,
             auth: crate::config::Auth::Login,
+            login: true,
             basic: false,
+            doors: crate::config::Doors::default(),
             rules: Vec::new(),
             idle_timeout: Duration::from_secs(60),
         }

@@ -38,6 +38,10 @@ pub(crate) async fn decide(
         key,
         session,
         basic,
+        pass: crate::auth::cookie(headers, crate::auth::PASS_COOKIE),
+        link: headers
+            .get(crate::access::LINK_HEADER)
+            .map(|v| v.as_bytes()),
     };
     crate::access::check_http(
         &ctx.shared,

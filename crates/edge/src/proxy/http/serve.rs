@@ -113,6 +113,11 @@ async fn phases(
 
     let routed = route::route(&ctx.shared, &head)?;
     entry.resource = routed.resource.name.clone();
+    if routed.resource.doors.link {
+        if let Some(answer) = signin::door_link(ctx, &head, &routed.resource) {
+            return Ok((answer, None));
+        }
+    }
 
     let decision = access::decide(
         ctx,
@@ -132,7 +137,7 @@ async fn phases(
             && decision.rule.is_none()
             && routed.resource.auth == crate::config::Auth::Login
         {
-            if let Some(answer) = signin::challenge(ctx, &req, &head, routed.resource.basic) {
+            if let Some(answer) = signin::challenge(ctx, &req, &head, &routed.resource) {
                 return Ok((answer, None));
             }
         }

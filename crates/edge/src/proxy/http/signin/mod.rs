@@ -23,8 +23,11 @@
 //!
 //! Every page is plain HTML, without JavaScript, and never cached.
 
+mod doors;
 mod second_factor;
 mod sso;
+
+pub(crate) use doors::{link as door_link, LINK_PARAM};
 
 use crate::auth::{
     self, return_url, Identity, AUTH_COOKIE, CSRF_COOKIE, SESSION_COOKIE, STATE_COOKIE,
@@ -56,6 +59,11 @@ pub(crate) async fn intercept(
     req: Request<Incoming>,
     head: &Head,
 ) -> Result<Response<ResponseBody>, Request<Incoming>> {
+    if let Some(rest @ ("door" | "signin")) = head.path.strip_prefix("/.warren/") {
+        return Ok(doors::door(ctx, req, head, rest)
+            .await
+            .unwrap_or_else(|| page(StatusCode::NOT_FOUND, "Not found", "<p>No such page.</p>")));
+    }
     let config = ctx.shared.config.load_full();
     let Some(settings) = config.auth.as_ref() else {
         return Err(req);
@@ -74,23 +82,34 @@ pub(crate) async fn intercept(
     Err(req)
 }
 
-/// The answer for a visitor the policy would refuse for want of a sign-in,
-/// on a resource behind a login: a browser goes to the sign-in page, any
-/// other client gets a 401 (offering Basic where the resource takes it).
+/// The answer for a visitor the policy would refuse for want of a sign-in
+/// or a door: a browser goes to the resource's door page (where it takes a
+/// password or PIN) or to the sign-in page; any other client gets a 401
+/// (offering Basic where the resource takes it).
 pub(crate) fn challenge(
     ctx: &ConnContext,
     req: &Request<Incoming>,
     head: &Head,
-    basic: bool,
+    resource: &crate::config::Resource,
 ) -> Option<Response<ResponseBody>> {
-    let config = ctx.shared.config.load();
-    let settings = config.auth.as_ref()?;
     let browser = req
         .headers()
         .get_all(header::ACCEPT)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .any(|v| v.contains("text/html"));
+    let here = head.uri.path_and_query().map_or("/", |p| p.as_str());
+    if browser && resource.doors.page() {
+        return Some(redirect(
+            StatusCode::FOUND,
+            &format!("/.warren/door?rd={}", encode(here)),
+        ));
+    }
+    let signs_in = resource.login && ctx.shared.config.load().auth.is_some();
+    if !(signs_in || resource.basic || resource.doors.page() || resource.doors.link) {
+        // Nothing a visitor could present here: a plain refusal.
+        return None;
+    }
     if !browser {
         let mut resp = page(
             StatusCode::UNAUTHORIZED,
@@ -99,7 +118,7 @@ pub(crate) fn challenge(
         );
         resp.headers_mut().insert(
             header::WWW_AUTHENTICATE,
-            HeaderValue::from_static(if basic {
+            HeaderValue::from_static(if resource.basic {
                 "Basic realm=\"warren\", charset=\"UTF-8\""
             } else {
                 "Bearer realm=\"warren\""
@@ -107,12 +126,19 @@ pub(crate) fn challenge(
         );
         return Some(resp);
     }
+    if !resource.login {
+        return None;
+    }
+    login_redirect(ctx, &head.host, here)
+}
+
+/// A browser off to the sign-in host, to come back to `here` (a path and
+/// query) on `host`; `None` without `[auth]`.
+fn login_redirect(ctx: &ConnContext, host: &str, here: &str) -> Option<Response<ResponseBody>> {
+    let config = ctx.shared.config.load();
+    let settings = config.auth.as_ref()?;
     let port = https_port(ctx);
-    let here = format!(
-        "https://{}{}",
-        with_port(&head.host, port),
-        head.uri.path_and_query().map_or("/", |p| p.as_str())
-    );
+    let here = format!("https://{}{here}", with_port(host, port));
     // This browser's state: only it can redeem the hand-off that comes back.
     let state = hex::encode(rand::random::<[u8; 16]>());
     let st = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(state.as_bytes()));

@@ -117,6 +117,8 @@ pub(crate) struct EdgeShared {
     pub(crate) api_auth: api::auth::ApiAuth,
     /// Sign-in: the session key (shared through the store), limits.
     pub(crate) auth: auth::AuthState,
+    /// The audit trail of access decisions (written off the data path).
+    pub(crate) decisions: access::audit::DecisionLog,
     /// Counters and histograms for `/metrics`.
     pub(crate) metrics: metrics::EdgeMetrics,
     /// Sites, resources, keys, agents seen, events, audit log.
@@ -250,6 +252,7 @@ impl Edge {
             origin_pool: Arc::default(),
             api_auth: api::auth::ApiAuth::default(),
             auth: auth::AuthState::new(&session_key, assertions),
+            decisions: access::audit::DecisionLog::start(store.clone(), config.audit_retention),
             metrics: metrics::EdgeMetrics::new(),
             recorder: state::Recorder::start(
                 store.clone(),

@@ -219,6 +219,7 @@ impl EdgeMetrics {
 struct LiveState {
     sites: Vec<crate::tunnel::registry::SiteTotals>,
     health: Vec<(String, String, bool)>,
+    decisions_dropped: u64,
 }
 
 impl LiveState {
@@ -238,6 +239,7 @@ impl LiveState {
                 .registry
                 .site_totals(shared.catalog.load().sites.keys()),
             health: checked,
+            decisions_dropped: shared.decisions.dropped(),
         }
     }
 }
@@ -306,6 +308,13 @@ impl Collector for LiveState {
             let labels = vec![("resource", resource.clone()), ("target", target.clone())];
             ConstGauge::new(i64::from(*healthy)).encode(family.encode_family(&labels)?)?;
         }
+        let family = encoder.encode_descriptor(
+            "access_decisions_dropped",
+            "access decisions left out of the audit trail (its queue was full)",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.decisions_dropped).encode(family)?;
         Ok(())
     }
 }

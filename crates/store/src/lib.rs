@@ -22,6 +22,7 @@
 //!   (`$sha256$` digests, or argon2 PHC strings from earlier versions); the
 //!   store never sees a plaintext secret.
 
+mod decisions;
 mod doors;
 mod keys;
 mod log;
@@ -30,6 +31,7 @@ mod resources;
 mod sites;
 mod users;
 
+pub use decisions::{DecisionQuery, DecisionRecord};
 pub use doors::{ResourceSecret, SecretKind, ShareLink};
 pub use keys::{ApiKeyRecord, Scope};
 pub use log::{AgentRecord, AuditRecord, EventRecord};

@@ -386,6 +386,86 @@ async fn all(store: &Store) {
     keys_agents_events(store).await;
     policy_versions(store).await;
     users(store).await;
+    doors_and_decisions(store).await;
+}
+
+/// A resource's PIN and share links; the access decisions' trail, read by
+/// filter and pruned by age.
+async fn doors_and_decisions(store: &Store) {
+    use warren_store::{DecisionQuery, DecisionRecord, SecretKind, ShareLink};
+    store
+        .set_resource_secret("test", "app", SecretKind::Pin, Some("$argon2id$x"))
+        .await
+        .unwrap();
+    store
+        .set_resource_secret("test", "app", SecretKind::Pin, Some("$argon2id$y"))
+        .await
+        .unwrap();
+    let secrets = store.resource_secrets().await.unwrap();
+    assert_eq!(secrets.len(), 1, "one PIN per resource");
+    assert_eq!(secrets[0].hash, "$argon2id$y");
+    store
+        .set_resource_secret("test", "app", SecretKind::Pin, None)
+        .await
+        .unwrap();
+    assert!(store.resource_secrets().await.unwrap().is_empty());
+    let link = ShareLink {
+        id: "l1".into(),
+        resource: "app".into(),
+        token_hash: "ab".repeat(32),
+        note: String::new(),
+        created_by: "test".into(),
+        created_ms: 1,
+        expires_ms: None,
+        revoked_ms: None,
+    };
+    store.create_share_link("test", &link).await.unwrap();
+    assert!(store.share_links().await.unwrap()[0].live(i64::MAX - 1));
+    let revoked = store.revoke_share_link("test", "l1").await.unwrap();
+    assert!(!revoked.live(0));
+    assert!(store.revoke_share_link("test", "nope").await.is_err());
+
+    let row = |id: &str, at_ms: i64, principal: &str, decision: &str| DecisionRecord {
+        id: id.into(),
+        at_ms,
+        resource: "app".into(),
+        principal: principal.into(),
+        decision: decision.into(),
+        reason: "no_grant".into(),
+        method: "none".into(),
+        client: "192.0.2.1".into(),
+        count: 3,
+    };
+    store
+        .record_decisions(&[
+            row("d1", 1_000, "alice@corp.com", "allow"),
+            row("d2", 2_000, "anonymous", "deny"),
+            row("d3", 3_000, "alice@corp.com", "deny"),
+        ])
+        .await
+        .unwrap();
+    let q = |principal: Option<&str>, decision: Option<&str>| DecisionQuery {
+        since_ms: 0,
+        principal: principal.map(str::to_owned),
+        decision: decision.map(str::to_owned),
+        limit: 10,
+        ..DecisionQuery::default()
+    };
+    assert_eq!(store.decisions(&q(None, None)).await.unwrap().len(), 3);
+    let alice = store
+        .decisions(&q(Some("alice@corp.com"), None))
+        .await
+        .unwrap();
+    assert_eq!(
+        alice.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(),
+        ["d1", "d3"]
+    );
+    assert_eq!(
+        store.decisions(&q(None, Some("deny"))).await.unwrap().len(),
+        2
+    );
+    assert_eq!(store.prune_decisions(2_500).await.unwrap(), 2);
+    assert_eq!(store.decisions(&q(None, None)).await.unwrap()[0].id, "d3");
 }
 
 /// Users: one per email (any case), changes audited and bumping the

@@ -256,4 +256,61 @@ async fn pins_passwords_and_share_links_open_only_their_resource() {
         !listed.to_string().contains("wsl_"),
         "a token was listed: {listed}"
     );
+
+    // Every decision is in the audit trail (written within a second): the
+    // PIN's passes and the link's, the anonymous refusals.
+    let mut decisions = Value::Null;
+    for _ in 0..50 {
+        let (_, d) = api(
+            &edge,
+            "GET",
+            "/api/v1/decisions?since_ms=0&limit=1000",
+            None,
+        );
+        if d.to_string().contains("\"link:") {
+            decisions = d;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let rows = decisions.as_array().expect("decisions with a link in them");
+    let has = |principal: &str, decision: &str, reason: &str, method: &str| {
+        rows.iter().any(|r| {
+            r["resource"] == "app"
+                && r["principal"] == principal
+                && r["decision"] == decision
+                && r["reason"] == reason
+                && r["method"] == method
+                && r["client"] == "127.0.0.1"
+        })
+    };
+    assert!(has("pin", "allow", "door", "pin"), "{decisions}");
+    assert!(has("anonymous", "deny", "no_grant", "none"), "{decisions}");
+    let link_id = link["id"].as_str().unwrap();
+    assert!(
+        has(&format!("link:{link_id}"), "allow", "door", "link"),
+        "{decisions}"
+    );
+    // And exported as JSON lines, filtered.
+    let (status, text) = {
+        let mut s = std::net::TcpStream::connect(edge.admin).unwrap();
+        use std::io::{Read, Write};
+        write!(
+            s,
+            "GET /api/v1/decisions?since_ms=0&decision=deny&format=jsonl HTTP/1.0\r\nAuthorization: Bearer {}\r\n\r\n",
+            edge.token.as_deref().unwrap()
+        )
+        .unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let (head, body) = out.split_once("\r\n\r\n").unwrap();
+        (head.lines().next().unwrap().to_owned(), body.to_owned())
+    };
+    assert!(status.contains("200"), "{status}");
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(!lines.is_empty());
+    assert!(lines.iter().all(|l| l["decision"] == "deny"), "{text}");
 }

@@ -24,6 +24,7 @@
 //! (`warren_edge_access_denied_total`); every http decision is in the
 //! access log with its principal and the grant that allowed it.
 
+pub(crate) mod audit;
 pub(crate) mod live;
 pub(crate) mod rules;
 
@@ -99,7 +100,37 @@ pub(crate) fn check(shared: &EdgeShared, resource: &Resource, client: SocketAddr
     if access == Access::Denied {
         denied(shared, resource, client, "anonymous", "no_grant");
     }
+    audit(shared, resource, client, access, None, None, "none");
     access
+}
+
+/// Hands a decision made under a policy to the audit trail.
+fn audit(
+    shared: &EdgeShared,
+    resource: &Resource,
+    client: SocketAddr,
+    access: Access,
+    rule: Option<usize>,
+    principal: Option<&str>,
+    method: &'static str,
+) {
+    let reason = match (access, rule) {
+        (Access::Open, _) => return,
+        (_, Some(rule)) => format!("rules[{rule}]"),
+        (Access::Granted { grant }, _) => format!("grant[{grant}]"),
+        (Access::Public, _) => "public".to_owned(),
+        (Access::Pass, _) => "door".to_owned(),
+        (Access::Bypassed { rule }, _) => format!("rules[{rule}]"),
+        (Access::Denied, None) => "no_grant".to_owned(),
+    };
+    shared.decisions.record(audit::Decision {
+        resource: resource.name.clone(),
+        principal: principal.unwrap_or("anonymous").to_owned(),
+        allowed: access != Access::Denied,
+        reason,
+        method,
+        client: client.ip(),
+    });
 }
 
 /// The answer for an http request, with the principal it was asked for
@@ -128,9 +159,41 @@ pub(crate) struct Credentials<'a> {
     pub(crate) link: Option<&'a [u8]>,
 }
 
-/// Asks for an http request on `host`: a live session's user first, else a
-/// presented key; `method` and `path` (normalised) are the request's.
+/// Asks for an http request on `host`: a door held open first, then a live
+/// session's user, else a presented key; `method` and `path` (normalised)
+/// are the request's. The decision goes to the audit trail.
 pub(crate) async fn check_http(
+    shared: &EdgeShared,
+    resource: &Resource,
+    client: SocketAddr,
+    credentials: Credentials<'_>,
+    host: &str,
+    method: &str,
+    path: &str,
+) -> HttpAccess {
+    let answer = decide_http(shared, resource, client, credentials, host, method, path).await;
+    let via = match (&answer.identity, answer.principal.as_deref()) {
+        (Some(who), _) if who.session.starts_with("basic:") => "basic",
+        (Some(_), _) => "session",
+        (None, Some(p)) if p.starts_with("key:") => "key",
+        (None, Some(p)) if p.starts_with("link:") => "link",
+        (None, Some("pin")) => "pin",
+        (None, Some("password")) => "password",
+        _ => "none",
+    };
+    audit(
+        shared,
+        resource,
+        client,
+        answer.access,
+        answer.rule,
+        answer.principal.as_deref(),
+        via,
+    );
+    answer
+}
+
+async fn decide_http(
     shared: &EdgeShared,
     resource: &Resource,
     client: SocketAddr,

@@ -19,6 +19,7 @@
 //! or a private network (the default is loopback).
 
 pub(crate) mod auth;
+pub(crate) mod decisions;
 pub(crate) mod doors;
 pub(crate) mod error;
 pub(crate) mod keys;
@@ -98,6 +99,7 @@ pub(crate) fn api() -> (Router<Arc<EdgeShared>>, utoipa::openapi::OpenApi) {
         .routes(routes!(doors::set_password, doors::remove_password))
         .routes(routes!(doors::links, doors::create_link))
         .routes(routes!(doors::revoke_link))
+        .routes(routes!(decisions::list))
         .split_for_parts()
 }
 

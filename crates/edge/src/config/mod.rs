@@ -457,6 +457,9 @@ pub struct EdgeConfig {
     /// Sign-in for people; `None`: no sign-in (only keys and public
     /// resources pass a policy).
     pub auth: Option<AuthSettings>,
+    /// How long access decisions are kept in the store (`[audit]
+    /// retention`; 30 days by default).
+    pub audit_retention: Duration,
 }
 
 impl EdgeConfig {

@@ -19,6 +19,7 @@ pub(super) struct RawFile {
     pub(super) policy: Option<Spanned<RawPolicy>>,
     #[serde(default)]
     pub(super) auth: Option<Spanned<RawAuth>>,
+    pub(super) audit: Option<Spanned<RawAudit>>,
     #[serde(default)]
     pub(super) site: Vec<Spanned<RawSite>>,
     #[serde(default)]
@@ -82,6 +83,13 @@ pub(super) struct RawAcme {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPolicy {
     pub(super) file: PathBuf,
+}
+
+/// `[audit]`: how long access decisions are kept.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAudit {
+    pub(super) retention: Option<String>,
 }
 
 #[derive(Deserialize)]

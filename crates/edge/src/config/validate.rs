@@ -4,6 +4,9 @@
 use super::raw::{RawAcme, RawEdge, RawFile, RawHealth, RawNotify, RawResource, RawSite, RawTls};
 use super::*;
 use std::collections::HashSet;
+
+/// How long access decisions are kept without `[audit] retention`.
+const DEFAULT_AUDIT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 use toml::Spanned;
 use warren_ingress::router::Router;
 
@@ -185,7 +188,20 @@ impl<'a> Validator<'a> {
                 );
             }
         }
+        let audit_retention = match raw.audit {
+            Some(a) => {
+                let span = Some(a.span());
+                match a.into_inner().retention {
+                    Some(d) => self
+                        .duration(span, &d, "audit.retention")
+                        .unwrap_or_default(),
+                    None => DEFAULT_AUDIT_RETENTION,
+                }
+            }
+            None => DEFAULT_AUDIT_RETENTION,
+        };
         EdgeConfig {
+            audit_retention,
             source: self.source.to_owned(),
             data_dir: resolve(edge.data_dir),
             tunnel_listen: tunnel_listen.unwrap_or_else(|| ([0, 0, 0, 0], 0).into()),

@@ -347,6 +347,26 @@ impl Edge {
         self.shared.serving.lock().await.addr_of(name)
     }
 
+    /// The first user, `email`, made an admin by `warren up`: created with
+    /// a generated password (returned, to be shown once) when the store has
+    /// no user yet; `None` when it has.
+    pub async fn first_admin(&self, email: &str) -> Result<Option<String>, EdgeError> {
+        if !self.shared.store.list_users().await?.is_empty() {
+            return Ok(None);
+        }
+        let password = auth::password::generate();
+        let hash = auth::password::hash(password.clone())
+            .await
+            .map_err(|e| EdgeError::Store(warren_store::StoreError::Corrupt(e.to_string())))?;
+        let id = hex::encode(rand::random::<[u8; 6]>());
+        self.shared
+            .store
+            .create_user("warren up", &id, email, email, Some(&hash))
+            .await?;
+        api::serve_now(&self.shared).await;
+        Ok(Some(password))
+    }
+
     /// The live registry of agents.
     pub fn registry(&self) -> &Registry {
         &self.shared.registry

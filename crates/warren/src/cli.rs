@@ -161,4 +161,28 @@ pub(crate) struct UpArgs {
     /// Admin API address written into a new edge.toml (first run only).
     #[arg(long, default_value = "127.0.0.1:7080")]
     pub(crate) admin_listen: SocketAddr,
+    /// Your domain (first run only): listeners on 80 and 443, certificates
+    /// from Let's Encrypt (ACME), sign-in on auth.DOMAIN. Without it: a
+    /// self-signed local setup (https://NAME.localhost:8443, sign-in on
+    /// auth.localhost).
+    #[arg(long)]
+    pub(crate) domain: Option<String>,
+    /// The first admin's email, also the ACME account's (first run only;
+    /// needed with --domain).
+    #[arg(long)]
+    pub(crate) email: Option<String>,
+    /// HTTPS address (first run only; default 0.0.0.0:443 with --domain,
+    /// else 127.0.0.1:8443).
+    #[arg(long)]
+    pub(crate) https_listen: Option<SocketAddr>,
+    /// Plain-HTTP address for ACME and redirects (first run only, with
+    /// --domain; default 0.0.0.0:80).
+    #[arg(long)]
+    pub(crate) http_listen: Option<SocketAddr>,
+    /// The ACME directory (first run only; default Let's Encrypt's).
+    #[arg(long, default_value = "https://acme-v02.api.letsencrypt.org/directory")]
+    pub(crate) acme_directory: String,
+    /// Roots for the ACME server's certificate (a private or test CA).
+    #[arg(long)]
+    pub(crate) acme_ca: Option<PathBuf>,
 }

@@ -35,14 +35,14 @@ pub(crate) async fn run(args: EdgeArgs) -> Result<(), Failure> {
         println!("{}", cert.pin);
         return Ok(());
     }
-    serve(config, &path, |_| {}).await
+    serve(config, &path, async |_| {}).await
 }
 
 /// Runs an edge until SIGTERM/SIGINT; SIGHUP reloads `path`.
 pub(crate) async fn serve(
     config: EdgeConfig,
     path: &Path,
-    on_started: impl FnOnce(&Edge),
+    on_started: impl AsyncFnOnce(&Edge),
 ) -> Result<(), Failure> {
     // Handlers first: a signal during start-up waits for the loop below
     // (the default action would kill the process mid-start).
@@ -50,7 +50,7 @@ pub(crate) async fn serve(
     tokio::pin!(stop);
     let mut hup = signal(SignalKind::hangup()).context("installing the SIGHUP handler")?;
     let edge = Edge::start(config).await.context("starting the edge")?;
-    on_started(&edge);
+    on_started(&edge).await;
     loop {
         tokio::select! {
             _ = hup.recv() => reload(&edge, path).await,

@@ -1,6 +1,7 @@
 //! `warren up` as a newcomer uses it: the printed command works, state is reused.
 
 mod common;
+mod web;
 
 use common::{bin, echo_ok};
 use std::io::{BufRead, BufReader};
@@ -22,6 +23,10 @@ impl Drop for Up {
 }
 
 fn up(dir: &std::path::Path) -> (Up, String) {
+    up_with(dir, &["--https-listen", "127.0.0.1:0"])
+}
+
+fn up_with(dir: &std::path::Path, extra: &[&str]) -> (Up, String) {
     let mut child = Command::new(bin())
         .args([
             "up",
@@ -32,6 +37,7 @@ fn up(dir: &std::path::Path) -> (Up, String) {
             "--admin-listen",
             "127.0.0.1:0",
         ])
+        .args(extra)
         .current_dir(dir)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -198,4 +204,159 @@ async fn agent_metrics_and_health_endpoints() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// `warren up --domain`: HTTPS with certificates from a real ACME server
+/// (Debian's pebble), the sign-in host, the first admin and a policy
+/// granting them everything, so the first http resource is served over
+/// HTTPS behind a login with one command.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn up_with_a_domain_serves_https_behind_a_login() {
+    if !warren_testkit::pebble_installed() {
+        warren_testkit::skip("Debian's pebble is not installed (apt-get install pebble)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let ports = warren_testkit::free_tcp_ports(2);
+    let (https, http) = (ports[0], ports[1]);
+    let pebble = warren_testkit::Pebble::start(dir.path(), http, https);
+    let (https_at, http_at) = (format!("127.0.0.1:{https}"), format!("127.0.0.1:{http}"));
+    let ca = pebble.server_ca.display().to_string();
+    let (_up, banner) = up_with(
+        dir.path(),
+        &[
+            "--domain",
+            "example.test",
+            "--email",
+            "ops@example.test",
+            "--https-listen",
+            &https_at,
+            "--http-listen",
+            &http_at,
+            "--acme-directory",
+            &pebble.directory,
+            "--acme-ca",
+            &ca,
+        ],
+    );
+    let value = |prefix: &str| {
+        banner
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {banner}"))
+            .trim()
+            .to_owned()
+    };
+    let token = value("export WARREN_TOKEN=");
+    let password = value("password:");
+    assert_eq!(value("email:"), "ops@example.test");
+    let admin = banner
+        .split("warren status --api ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap()
+        .to_owned();
+
+    // The printed site command, allowed to an origin; then the resource,
+    // published through the API as the banner says.
+    let origin = warren_testkit::http_backend("origin").await;
+    let mut args = site_command(&banner);
+    let allow_at = args.iter().position(|a| a == "--allow").unwrap() + 1;
+    args[allow_at] = format!("{}/tcp", origin.addr);
+    let secret = value("export WARREN_SECRET=");
+    let secret_file = dir.path().join("site-secret");
+    std::fs::write(&secret_file, &secret).unwrap();
+    args.extend([
+        "--secret-file".to_owned(),
+        secret_file.display().to_string(),
+    ]);
+    let agent = Process::spawn("agent", bin(), &args, dir.path());
+    agent.wait_event("edge_connected");
+    let site = args[args.iter().position(|a| a == "--id").unwrap() + 1].clone();
+    let out = Command::new(bin())
+        .args([
+            "resource",
+            "create",
+            "web",
+            "--type",
+            "http",
+            "--host",
+            "web.example.test",
+        ])
+        .args(["--target", &format!("{site}={}", origin.addr)])
+        .args(["--api", &admin])
+        .env("WARREN_TOKEN", &token)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A browser: over HTTPS with pebble's certificate, to the sign-in
+    // page on auth.example.test, signed in as the first admin, at the app.
+    let b = web::browser::Browser::new(dir.path(), "ops", pebble.roots_pem.clone(), https);
+    let html = ["-H", "Accept: text/html"];
+    let mut first = None;
+    for _ in 0..100 {
+        // The certificate is ordered on first need: curl fails until then.
+        let got = b.try_get(&b.url("web.example.test", "/page"), &html).await;
+        if let Some(got) = got {
+            first = Some(got);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let first = first.expect("web.example.test served with a certificate from pebble");
+    assert_eq!(first.status, 302, "{}", first.body);
+    let login = first.header("location").unwrap().to_owned();
+    assert!(
+        login.starts_with(&format!("https://auth.example.test:{https}/login?")),
+        "{login}"
+    );
+    let mut form = None;
+    for _ in 0..100 {
+        if let Some(got) = b.try_get(&login, &html).await {
+            form = Some(got);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let form = form.expect("auth.example.test served with a certificate from pebble");
+    assert_eq!(form.status, 200, "{}", form.body);
+    let field = |name: &str| web::browser::field(&form.body, name);
+    let posted = b
+        .get(
+            &b.url("auth.example.test", "/login"),
+            &[
+                "--data-urlencode",
+                &format!("csrf={}", field("csrf")),
+                "--data-urlencode",
+                &format!("rd={}", field("rd")),
+                "--data-urlencode",
+                &format!("st={}", field("st")),
+                "--data-urlencode",
+                "email=ops@example.test",
+                "--data-urlencode",
+                &format!("password={password}"),
+            ],
+        )
+        .await;
+    assert_eq!(posted.status, 303, "{}", posted.body);
+    let landed = b.get(posted.header("location").unwrap(), &html).await;
+    assert_eq!(landed.status, 303, "{}", landed.body);
+    let page = b
+        .get(
+            &b.url("web.example.test", landed.header("location").unwrap()),
+            &html,
+        )
+        .await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("\"remote-user\":[\"ops@example.test\"]"),
+        "{}",
+        page.body
+    );
+    drop(agent);
 }

@@ -37,6 +37,12 @@ pub enum Kind {
     /// resource's host: `sid` is the resource, `uid` the door (`pin`,
     /// `password` or `link:ID`).
     Pass,
+    /// The command line's access token (`warren login`), an hour long:
+    /// `sid` the session, `uid` the user, `iat` the sign-in.
+    CliAccess,
+    /// The command line's refresh token, good for new access tokens until
+    /// its expiry or the user's sessions end.
+    CliRefresh,
 }
 
 impl Kind {
@@ -47,6 +53,8 @@ impl Kind {
             Kind::Pending => b"warren-pending-v1\0",
             Kind::Sso => b"warren-sso-v1\0",
             Kind::Pass => b"warren-pass-v1\0",
+            Kind::CliAccess => b"warren-cli-access-v1\0",
+            Kind::CliRefresh => b"warren-cli-refresh-v1\0",
         }
     }
 }

@@ -54,6 +54,9 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: crate::user_cmd::UserCommand,
     },
+    /// Sign the command line in (a code confirmed in your browser) for the
+    /// commands that follow; `--status` says who it is.
+    Login(crate::login_cmd::LoginArgs),
 }
 
 #[derive(Args, Debug)]

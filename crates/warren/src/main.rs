@@ -14,6 +14,7 @@ mod duration;
 mod edge_cmd;
 mod egress;
 mod log_writer;
+mod login_cmd;
 mod policy_cmd;
 mod site_cmd;
 mod status_cmd;
@@ -113,6 +114,7 @@ fn main() -> ExitCode {
             Command::Up(_) => Err(no_edge()),
             Command::Policy { command } => policy_cmd::run(command).await,
             Command::User { command } => user_cmd::run(command).await,
+            Command::Login(args) => login_cmd::run(args).await,
         }
     });
     // Do not wait for tasks still holding sockets: the work is done.

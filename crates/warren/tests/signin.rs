@@ -9,7 +9,7 @@
 mod common;
 mod web;
 
-use web::browser::{field, urlencode, user_add, Browser, Got, AUTH};
+use web::browser::{alice_edge, field, urlencode, user_add, AliceEdge, Browser, Got, AUTH};
 
 use common::bin;
 use serde_json::{json, Value};
@@ -356,49 +356,6 @@ async fn a_person_signs_in_reaches_what_the_policy_grants_and_is_cut_off_when_di
 /// An edge with one http resource, `app` on api.test, behind sign-in
 /// (`[auth]` with `auth_extra`), its agent, a policy granting Alice, and
 /// Alice with her password.
-struct AliceEdge {
-    _live: warren_testkit::HttpBackend,
-    _agent: warren_testkit::Process,
-    dir: tempfile::TempDir,
-    edge: EdgeProcess,
-    port: u16,
-}
-
-async fn alice_edge(auth_extra: &str) -> AliceEdge {
-    let live = http_backend("live").await;
-    let dir = tempfile::tempdir().unwrap();
-    let spec = web::web_spec(
-        vec![ResourceSpec::http("app", "api.test", "home", live.addr)],
-        dir.path(),
-    );
-    let toml = format!(
-        "{}\n[auth]\nhost = \"{AUTH}\"\n{auth_extra}",
-        spec.to_toml()
-    );
-    std::fs::write(dir.path().join("edge.toml"), toml).unwrap();
-    let edge = EdgeProcess::start_existing(bin(), dir.path());
-    let agent = edge.start_agent("agent", "tcp", &[&format!("{}/tcp", live.addr)]);
-    let (status, body) = edge.admin_request(
-        "PUT",
-        "/api/v1/policy",
-        Some(
-            &json!({ "text": "[[grants]]\nsrc = [\"alice@corp.com\"]\ndst = [\"app\"]\n" })
-                .to_string(),
-        ),
-        edge.token.as_deref(),
-    );
-    assert_eq!(status, 200, "{body}");
-    user_add(&edge, dir.path(), "alice@corp.com", "correct horse battery");
-    let port = edge.https.unwrap().port();
-    AliceEdge {
-        _live: live,
-        _agent: agent,
-        dir,
-        edge,
-        port,
-    }
-}
-
 /// Brute force: an account locks after its free failures, whatever the
 /// source; a source is limited whatever the account.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

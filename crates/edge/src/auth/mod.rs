@@ -14,6 +14,7 @@
 //! the visitor to the resource's host with a one-use token valid for a
 //! minute; the resource's host turns it into its own session cookie.
 
+pub(crate) mod cli;
 pub(crate) mod doors;
 pub(crate) mod jwt;
 pub(crate) mod oidc;
@@ -67,6 +68,8 @@ pub(crate) struct AuthState {
     activity: Mutex<HashMap<String, i64>>,
     /// Single sign-on providers.
     pub(crate) sso: oidc::Sso,
+    /// `warren login`'s codes waiting for a confirmation.
+    pub(crate) devices: cli::DeviceLogins,
 }
 
 /// A signed-in person, as the policy and the origin see them.
@@ -90,6 +93,7 @@ impl AuthState {
             replay: totp::Replay::default(),
             activity: Mutex::new(HashMap::new()),
             sso: oidc::Sso::default(),
+            devices: cli::DeviceLogins::default(),
             signer: Signer::new(session_key),
             limits: limits::Limits::default(),
             verifier: crate::tunnel::credentials::Verifier::with_limits(2, 32),

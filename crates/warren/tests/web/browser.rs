@@ -2,9 +2,11 @@
 //! edge, and the whole password sign-in.
 
 use crate::common::bin;
+use serde_json::json;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use warren_testkit::EdgeProcess;
+use warren_testkit::{http_backend, ResourceSpec};
 
 pub const AUTH: &str = "auth.app.test";
 
@@ -183,4 +185,49 @@ pub fn urlencode(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+/// An edge with `app` on api.test granted to alice@corp.com (a user with
+/// a password), `[auth]` on auth.app.test with `auth_extra`.
+pub struct AliceEdge {
+    pub _live: warren_testkit::HttpBackend,
+    pub _agent: warren_testkit::Process,
+    pub dir: tempfile::TempDir,
+    pub edge: EdgeProcess,
+    pub port: u16,
+}
+
+pub async fn alice_edge(auth_extra: &str) -> AliceEdge {
+    let live = http_backend("live").await;
+    let dir = tempfile::tempdir().unwrap();
+    let spec = super::web_spec(
+        vec![ResourceSpec::http("app", "api.test", "home", live.addr)],
+        dir.path(),
+    );
+    let toml = format!(
+        "{}\n[auth]\nhost = \"{AUTH}\"\n{auth_extra}",
+        spec.to_toml()
+    );
+    std::fs::write(dir.path().join("edge.toml"), toml).unwrap();
+    let edge = EdgeProcess::start_existing(bin(), dir.path());
+    let agent = edge.start_agent("agent", "tcp", &[&format!("{}/tcp", live.addr)]);
+    let (status, body) = edge.admin_request(
+        "PUT",
+        "/api/v1/policy",
+        Some(
+            &json!({ "text": "[[grants]]\nsrc = [\"alice@corp.com\"]\ndst = [\"app\"]\n" })
+                .to_string(),
+        ),
+        edge.token.as_deref(),
+    );
+    assert_eq!(status, 200, "{body}");
+    user_add(&edge, dir.path(), "alice@corp.com", "correct horse battery");
+    let port = edge.https.unwrap().port();
+    AliceEdge {
+        _live: live,
+        _agent: agent,
+        dir,
+        edge,
+        port,
+    }
 }

@@ -23,6 +23,7 @@
 //!
 //! Every page is plain HTML, without JavaScript, and never cached.
 
+mod device;
 mod doors;
 mod second_factor;
 mod sso;
@@ -179,6 +180,11 @@ impl SignIn<'_> {
                     Some(_) => page(StatusCode::NOT_FOUND, "Not found", "<p>No such page.</p>"),
                 }
             }
+            (Method::POST, "/cli/device") => self.device_start(),
+            (Method::POST, "/cli/token") => self.device_token(body).await,
+            (Method::GET, "/cli/whoami") => self.whoami(&parts.headers),
+            (Method::GET, "/device") => self.device_page(&parts.headers, &query, None),
+            (Method::POST, "/device") => self.device_confirm(&parts.headers, body).await,
             (Method::GET, "/logout") => self.logout_form(&parts.headers),
             (Method::POST, "/logout") => self.logout(&parts.headers, body).await,
             (Method::GET, "/.well-known/warren/jwks.json") => {
@@ -200,7 +206,10 @@ impl SignIn<'_> {
     fn return_to(&self, rd: Option<&String>) -> Result<return_url::Return, &'static str> {
         let rd = rd.ok_or("no return address")?;
         let table = self.ctx.shared.resources.load();
-        return_url::parse(rd, https_port(self.ctx), |h| table.http.has_host(h))
+        // A resource's host, or this host's own pages (`/device`).
+        return_url::parse(rd, https_port(self.ctx), |h| {
+            table.http.has_host(h) || h == self.settings.host
+        })
     }
 
     /// The signed-in user of the sign-in host, with their sign-in time.
@@ -403,6 +412,15 @@ impl SignIn<'_> {
         st: &str,
         set: Option<HeaderValue>,
     ) -> Response<ResponseBody> {
+        if back.host == self.settings.host {
+            // Back to a page of this host: its own session cookie is the
+            // one just set; no hand-off.
+            let mut resp = redirect(StatusCode::SEE_OTHER, &back.path);
+            if let Some(set) = set {
+                resp.headers_mut().append(header::SET_COOKIE, set);
+            }
+            return resp;
+        }
         let token = self.state.handoff(
             &who.user_id,
             sid,

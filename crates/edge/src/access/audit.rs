@@ -82,6 +82,11 @@ async fn writer(store: Store, mut rx: mpsc::Receiver<Decision>, retention: Durat
                 Some(d) => {
                     let now = warren_store::now_ms();
                     pending.entry(d).or_insert((now, 0)).1 += 1;
+                    if pending.len() >= QUEUE {
+                        // As many distinct decisions as the queue holds:
+                        // written now, so the fold stays bounded too.
+                        write(&store, &mut pending).await;
+                    }
                 }
                 None => break,
             },

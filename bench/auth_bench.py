@@ -1,6 +1,9 @@
 """Auth suite: what a signed-in request costs over a public one, on the same
 edge, agent and backend (23-byte body):
   warren-public     https://localhost/pub/  (auth = "public": no session check)
+  warren-public-bytes  the public path carrying the same bytes as a signed-in
+                    request: the session cookie (ignored there) and a header the size
+                    of the identity the edge sends the origin (IDENTITY_BYTES)
   warren-signed-in  https://localhost/      behind a login, with a live session cookie:
                     signature, expiry, host, the user in the catalog, the policy's
                     decision, identity headers and the signed assertion (cached)
@@ -14,7 +17,10 @@ import os, re, statistics, subprocess, tempfile, urllib.parse
 from common import SampleError, api, backends, run_tool, start_warren, wait_port, wrk
 from https_bench import make_cert, oha_fixed_rate, HOST
 
-PATHS = ["warren-public", "warren-signed-in"]
+PATHS = ["warren-public", "warren-public-bytes", "warren-signed-in"]
+# What the edge adds to a signed-in request towards the origin (Remote-User,
+# -Email, -Name, -Groups and the ES256 assertion), about this many bytes.
+IDENTITY_BYTES = 700
 AUTH_HOST = "auth.localhost"
 EMAIL, PASSWORD = "bench@example.com", "bench-password-123"
 
@@ -80,6 +86,8 @@ def run(run, args, procs, work):
             return run.abort(f"{method} {path}: {status} {reply}")
     cookie = sign_in(https, work)
     urls = {"warren-public": (f"https://{HOST}:{https}/pub/", []),
+            "warren-public-bytes": (f"https://{HOST}:{https}/pub/", ["-H", f"Cookie: __Host-warren_session={cookie}",
+                                                                     "-H", "X-Pad: " + "p" * IDENTITY_BYTES]),
             "warren-signed-in": (f"https://{HOST}:{https}/", ["-H", f"Cookie: __Host-warren_session={cookie}"])}
     d = args.duration
     for rnd in range(1, args.reps + 1):

@@ -49,9 +49,9 @@ TABLES = {
                  ("keep-alive p50", "keepalive", "p50_ms", "ms"), ("keep-alive p99", "keepalive", "p99_ms", "ms"),
                  ("half of the public peak: achieved", "half_load", "rps", "req/s"),
                  ("half load p50", "half_load", "p50_ms", "ms"), ("half load p99", "half_load", "p99_ms", "ms")],
-        "ratios": [("warren-signed-in", "warren-public")],
+        "ratios": [("warren-signed-in", "warren-public"), ("warren-signed-in", "warren-public-bytes")],
         "ratio_units": ("req/s",),
-        "diffs": [("warren-signed-in", "warren-public")],
+        "diffs": [("warren-signed-in", "warren-public"), ("warren-signed-in", "warren-public-bytes")],
     },
     "apply": {
         "rows": [("POST 201 -> first answer through the new listener", "create", "ms", "ms"),

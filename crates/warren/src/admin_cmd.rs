@@ -74,6 +74,16 @@ pub(crate) enum ResourceCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Set (`--file F`) or remove (`--remove`) the resource's PIN (its `auth` lists `pin`).
+    Pin(crate::door_cmd::SecretArgs),
+    /// Set or remove the resource's password (its `auth` lists `password`).
+    Password(crate::door_cmd::SecretArgs),
+    /// Make a share link (its `auth` lists `link`); the URL is shown once.
+    Share(crate::door_cmd::ShareArgs),
+    /// The resource's share links, live and dead.
+    Links(crate::door_cmd::LinksArgs),
+    /// Revoke a share link, and the cookies it gave.
+    Unshare(crate::door_cmd::UnshareArgs),
 }
 
 /// A resource, as flags or as a JSON file in the config file's shape.
@@ -291,6 +301,11 @@ pub(crate) async fn resource(cmd: ResourceCommand) -> Result<(), Failure> {
                 .await?;
             println!("resource `{name}` deleted.");
         }
+        ResourceCommand::Pin(args) => crate::door_cmd::secret("pin", args).await?,
+        ResourceCommand::Password(args) => crate::door_cmd::secret("password", args).await?,
+        ResourceCommand::Share(args) => crate::door_cmd::share(args).await?,
+        ResourceCommand::Links(args) => crate::door_cmd::links(args).await?,
+        ResourceCommand::Unshare(args) => crate::door_cmd::unshare(args).await?,
     }
     Ok(())
 }

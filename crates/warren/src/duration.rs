@@ -18,6 +18,19 @@ pub(crate) fn humantime_duration(s: &str) -> Result<std::time::Duration, String>
         .ok_or_else(refused)
 }
 
+/// Now, in Unix ms.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A Unix-ms time as RFC 3339 (UTC, seconds).
+pub(crate) fn unix_ms_text(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::humantime_duration;

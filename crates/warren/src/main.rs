@@ -9,6 +9,7 @@
 mod admin_cmd;
 mod api_client;
 mod cli;
+mod door_cmd;
 mod duration;
 #[cfg(feature = "edge")]
 mod edge_cmd;

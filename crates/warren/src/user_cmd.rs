@@ -63,7 +63,7 @@ pub(crate) enum UserCommand {
     },
 }
 
-fn read_password(path: &PathBuf) -> Result<String, Failure> {
+pub(crate) fn read_password(path: &PathBuf) -> Result<String, Failure> {
     let text = if path.as_os_str() == "-" {
         std::io::read_to_string(std::io::stdin())
     } else {

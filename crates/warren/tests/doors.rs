@@ -39,6 +39,22 @@ async fn open(b: &Browser, host: &str, kind: &str, secret: &str) -> Got {
     .await
 }
 
+/// `warren ARGS... --api ADMIN` with the edge's token: its output.
+fn cli(edge: &EdgeProcess, args: &[&str]) -> String {
+    let out = std::process::Command::new(common::bin())
+        .args(args)
+        .args(["--api", &format!("http://{}", edge.admin)])
+        .env("WARREN_TOKEN", edge.token.as_deref().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "warren {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn api(edge: &EdgeProcess, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
     edge.admin_request(
         method,
@@ -161,14 +177,21 @@ async fn pins_passwords_and_share_links_open_only_their_resource() {
         200
     );
 
-    // A new PIN ends the passes the old one gave.
-    let (status, _) = api(
+    // A new PIN (set from the command line, read from a file) ends the
+    // passes the old one gave.
+    let pin_file = dir.path().join("pin");
+    std::fs::write(&pin_file, "7391\n").unwrap();
+    let said = cli(
         &edge,
-        "PUT",
-        "/api/v1/resources/app/pin",
-        Some(json!({ "pin": "7391" })),
+        &[
+            "resource",
+            "pin",
+            "app",
+            "--file",
+            pin_file.to_str().unwrap(),
+        ],
     );
-    assert_eq!(status, 204);
+    assert!(said.contains("pin is set"), "{said}");
     let after = visitor.get(&visitor.url("api.test", "/page"), &HTML).await;
     assert_eq!(after.status, 302, "a pass outlived its PIN");
 
@@ -222,8 +245,14 @@ async fn pins_passwords_and_share_links_open_only_their_resource() {
 
     // Revoked: the cookie it gave and the header stop opening at once.
     let id = link["id"].as_str().unwrap();
-    let (status, _) = api(&edge, "DELETE", &format!("/api/v1/links/{id}"), None);
-    assert_eq!(status, 200);
+    let said = cli(&edge, &["resource", "unshare", id]);
+    assert!(said.contains("revoked"), "{said}");
+    let said = cli(&edge, &["resource", "links", "app"]);
+    assert!(
+        said.lines()
+            .any(|l| l.starts_with(id) && l.contains("revoked")),
+        "{said}"
+    );
     assert_eq!(
         friend.get(&friend.url("api.test", "/"), &[]).await.status,
         401
@@ -237,19 +266,18 @@ async fn pins_passwords_and_share_links_open_only_their_resource() {
     assert_eq!(got.status, 401);
     assert_eq!(friend.get(&url, &HTML).await.status, 403);
 
-    // An expiring link dies on time.
-    let (_, short) = api(
-        &edge,
-        "POST",
-        "/api/v1/resources/app/links",
-        Some(json!({ "expires_in": "1s" })),
-    );
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // An expiring link (made from the command line) dies on time.
+    let said = cli(&edge, &["resource", "share", "app", "--expires", "3s"]);
+    let short = said
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("https://"))
+        .map(|u| format!("https://{u}"))
+        .unwrap_or_else(|| panic!("no URL in {said}"));
     let late = Browser::new(dir.path(), "late", ca.clone(), port);
-    assert_eq!(
-        late.get(short["url"].as_str().unwrap(), &HTML).await.status,
-        403
-    );
+    let fresh = Browser::new(dir.path(), "fresh", ca.clone(), port);
+    assert_eq!(fresh.get(&short, &HTML).await.status, 303, "live at first");
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    assert_eq!(late.get(&short, &HTML).await.status, 403);
     let (_, listed) = api(&edge, "GET", "/api/v1/resources/app/links", None);
     assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
     assert!(

@@ -116,6 +116,11 @@ impl Browser {
         let login = first.header("location").unwrap().to_owned();
         let form = self.get(&login, &html).await;
         assert_eq!(form.status, 200, "{}", form.body);
+        assert!(
+            form.body.contains("to reach <strong>app</strong> (api.test)"),
+            "the page names the resource: {}",
+            form.body
+        );
         let csrf = field(&form.body, "csrf");
         let rd = field(&form.body, "rd");
         let posted = self

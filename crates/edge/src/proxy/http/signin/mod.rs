@@ -212,6 +212,17 @@ impl SignIn<'_> {
         })
     }
 
+    /// The name of the resource a return address leads to (its host when
+    /// it leads to none, as for the sign-in host's own pages).
+    fn resource_name(&self, back: &return_url::Return) -> String {
+        let table = self.ctx.shared.resources.load();
+        let path = back.path.split('?').next().unwrap_or("/");
+        match table.http.route(&back.host, path) {
+            warren_ingress::router::Route::Found(slot) => slot.resource.load().name.clone(),
+            _ => back.host.clone(),
+        }
+    }
+
     /// The signed-in user of the sign-in host, with their sign-in time.
     fn signed_in(&self, headers: &HeaderMap) -> Option<(Identity, auth::token::Claims)> {
         let value = auth::cookie(headers, AUTH_COOKIE)?;
@@ -251,7 +262,7 @@ impl SignIn<'_> {
         let rd_url = back.url(https_port(self.ctx));
         let sso = self.sso_buttons(&rd_url, st);
         let body = format!(
-            "<p>to reach <strong>{host}</strong></p>{problem}{sso}\
+            "<p>to reach <strong>{name}</strong> ({host})</p>{problem}{sso}\
              <form method=\"post\" action=\"/login\">\
              <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
              <input type=\"hidden\" name=\"rd\" value=\"{rd}\">\
@@ -262,6 +273,7 @@ impl SignIn<'_> {
              <input id=\"password\" name=\"password\" type=\"password\" autocomplete=\"current-password\" required>\
              <button type=\"submit\">Sign in</button></form>",
             host = escape(&back.host),
+            name = escape(&self.resource_name(&back)),
             rd = escape(&rd_url),
             st = escape(st),
         );

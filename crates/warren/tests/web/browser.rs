@@ -117,7 +117,8 @@ impl Browser {
         let form = self.get(&login, &html).await;
         assert_eq!(form.status, 200, "{}", form.body);
         assert!(
-            form.body.contains("to reach <strong>app</strong> (api.test)"),
+            form.body
+                .contains("to reach <strong>app</strong> (api.test)"),
             "the page names the resource: {}",
             form.body
         );

@@ -32,6 +32,7 @@ mod events;
 mod metrics;
 mod notify;
 mod proxy;
+mod ssh;
 mod state;
 
 use arc_swap::ArcSwap;

@@ -57,6 +57,11 @@ pub(crate) enum Command {
     /// Sign the command line in (a code confirmed in your browser) for the
     /// commands that follow; `--status` says who it is.
     Login(crate::login_cmd::LoginArgs),
+    /// SSH with short-lived certificates: `ca-key` so far.
+    Ssh {
+        #[command(subcommand)]
+        command: crate::ssh_cmd::SshCommand,
+    },
 }
 
 #[derive(Args, Debug)]

@@ -18,6 +18,7 @@ mod log_writer;
 mod login_cmd;
 mod policy_cmd;
 mod site_cmd;
+mod ssh_cmd;
 mod status_cmd;
 #[cfg(feature = "edge")]
 mod up_cmd;
@@ -116,6 +117,7 @@ fn main() -> ExitCode {
             Command::Policy { command } => policy_cmd::run(command).await,
             Command::User { command } => user_cmd::run(command).await,
             Command::Login(args) => login_cmd::run(args).await,
+            Command::Ssh { command } => ssh_cmd::run(command).await,
         }
     });
     // Do not wait for tasks still holding sockets: the work is done.

@@ -26,6 +26,7 @@ pub(crate) mod keys;
 pub(crate) mod policy;
 pub(crate) mod resources;
 pub(crate) mod sites;
+pub(crate) mod ssh;
 pub(crate) mod status;
 pub(crate) mod users;
 
@@ -100,6 +101,7 @@ pub(crate) fn api() -> (Router<Arc<EdgeShared>>, utoipa::openapi::OpenApi) {
         .routes(routes!(doors::links, doors::create_link))
         .routes(routes!(doors::revoke_link))
         .routes(routes!(decisions::list))
+        .routes(routes!(ssh::ca))
         .split_for_parts()
 }
 

@@ -1,0 +1,182 @@
+//! The organisation's SSH certificate authority: one ed25519 key pair,
+//! made by the first edge that needs it and shared through the store
+//! (`edge_keys`, name [`CA_KEY`]).
+//!
+//! **The private key is never in the store in clear.** It is sealed with
+//! AES-256-GCM (aws-lc-rs) under a key-encryption key that lives only in
+//! the edge's `data_dir/store.kek` (32 random bytes, hex, 0600, made on
+//! first use). A stolen database alone signs nothing. Edges sharing a
+//! PostgreSQL store need the same `store.kek`: an edge whose file does not
+//! open the stored key refuses to use it and says which file to copy.
+//!
+//! The public half is what hosts trust (`TrustedUserCAKeys`), printed by
+//! `warren ssh ca-key` from `GET /api/v1/ssh/ca`.
+
+use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey};
+use std::path::Path;
+
+/// The `edge_keys` row holding the sealed CA.
+pub(crate) const CA_KEY: &str = "ssh-ca-ed25519";
+/// The key-encryption key's file in `data_dir`.
+pub(crate) const KEK_FILE: &str = "store.kek";
+/// What the sealed private key is bound to (AEAD associated data).
+const AAD: &[u8] = b"warren ssh ca v1";
+
+/// Why the CA could not be had.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CaError {
+    /// The key-encryption key file is unreadable or malformed.
+    #[error("{path}: {why}")]
+    Kek { path: String, why: String },
+    /// The store's CA was sealed under another key-encryption key.
+    #[error("the stored SSH CA does not open with {path}: copy that file from the edge that made the CA")]
+    WrongKek { path: String },
+    /// The store refused.
+    #[error("store: {0}")]
+    Store(#[from] warren_store::StoreError),
+    /// The stored value is not a sealed CA of this version.
+    #[error("the stored SSH CA is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// The CA, opened.
+pub(crate) struct Ca {
+    key: PrivateKey,
+}
+
+/// The stored form: the public key in clear, the private key sealed.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Sealed {
+    public: String,
+    /// hex(nonce ‖ ciphertext ‖ tag) of the OpenSSH private key PEM.
+    private: String,
+}
+
+impl Ca {
+    /// The CA of `store`, made (and sealed under `data_dir`'s key) if there
+    /// is none yet.
+    pub(crate) async fn load_or_create(
+        store: &warren_store::Store,
+        data_dir: &Path,
+    ) -> Result<Ca, CaError> {
+        let kek_path = data_dir.join(KEK_FILE);
+        let kek = kek(&kek_path)?;
+        let stored = store
+            .edge_key(CA_KEY, || new_sealed(&kek).unwrap_or_default())
+            .await?;
+        let sealed: Sealed =
+            serde_json::from_str(&stored).map_err(|e| CaError::Corrupt(e.to_string()))?;
+        let pem = open(&kek, &sealed.private).ok_or_else(|| CaError::WrongKek {
+            path: kek_path.display().to_string(),
+        })?;
+        let key = PrivateKey::from_openssh(pem.as_bytes())
+            .map_err(|e| CaError::Corrupt(e.to_string()))?;
+        if key.public_key().to_openssh().ok().as_deref() != Some(sealed.public.as_str()) {
+            return Err(CaError::Corrupt("its public half does not match".into()));
+        }
+        Ok(Ca { key })
+    }
+
+    /// The public key, one OpenSSH line (`ssh-ed25519 AAAA... warren-ca`).
+    pub(crate) fn public_line(&self) -> String {
+        self.key.public_key().to_openssh().unwrap_or_default()
+    }
+
+    /// `SHA256:...`, as `ssh-keygen -l` and sshd's logs print it.
+    pub(crate) fn fingerprint(&self) -> String {
+        self.key
+            .public_key()
+            .fingerprint(HashAlg::Sha256)
+            .to_string()
+    }
+}
+
+/// The key-encryption key in `path`, made (0600) when the file is missing.
+fn kek(path: &Path) -> Result<[u8; 32], CaError> {
+    let err = |why: String| CaError::Kek {
+        path: path.display().to_string(),
+        why,
+    };
+    if !path.exists() {
+        let key: [u8; 32] = rand::random();
+        crate::certs::write_private(path, hex::encode(key).as_bytes())
+            .map_err(|e| err(e.to_string()))?;
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+    let bytes = hex::decode(text.trim()).map_err(|_| err("not hex".into()))?;
+    bytes
+        .try_into()
+        .map_err(|_| err("not 32 bytes of hex".into()))
+}
+
+fn sealing_key(kek: &[u8; 32]) -> LessSafeKey {
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, kek).expect("a 32-byte AES-256 key"))
+}
+
+/// A new CA, sealed; `None` only if the system's randomness fails.
+fn new_sealed(kek: &[u8; 32]) -> Option<String> {
+    let mut key = PrivateKey::random(&mut ssh_key::rand_core::OsRng, Algorithm::Ed25519).ok()?;
+    key.set_comment("warren-ca");
+    let public = key.public_key().to_openssh().ok()?;
+    let pem = key.to_openssh(LineEnding::LF).ok()?;
+    let nonce_bytes: [u8; NONCE_LEN] = rand::random();
+    let mut sealed = pem.as_bytes().to_vec();
+    sealing_key(kek)
+        .seal_in_place_append_tag(
+            Nonce::assume_unique_for_key(nonce_bytes),
+            Aad::from(AAD),
+            &mut sealed,
+        )
+        .ok()?;
+    let mut out = nonce_bytes.to_vec();
+    out.extend_from_slice(&sealed);
+    serde_json::to_string(&Sealed {
+        public,
+        private: hex::encode(out),
+    })
+    .ok()
+}
+
+/// The PEM inside a sealed private key, if `kek` opens it.
+fn open(kek: &[u8; 32], sealed_hex: &str) -> Option<zeroize::Zeroizing<String>> {
+    let mut bytes = hex::decode(sealed_hex).ok()?;
+    if bytes.len() < NONCE_LEN {
+        return None;
+    }
+    let mut body = bytes.split_off(NONCE_LEN);
+    let nonce = Nonce::try_assume_unique_for_key(&bytes).ok()?;
+    let plain = sealing_key(kek)
+        .open_in_place(nonce, Aad::from(AAD), &mut body)
+        .ok()?;
+    Some(zeroize::Zeroizing::new(
+        String::from_utf8(plain.to_vec()).ok()?,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_ca_opens_only_with_its_key() {
+        let kek = [7u8; 32];
+        let sealed: Sealed = serde_json::from_str(&new_sealed(&kek).unwrap()).unwrap();
+        assert!(sealed.public.starts_with("ssh-ed25519 "));
+        assert!(!sealed.private.contains("OPENSSH"), "sealed, not in clear");
+        let pem = open(&kek, &sealed.private).expect("its own key opens it");
+        assert!(pem.contains("BEGIN OPENSSH PRIVATE KEY"));
+        assert!(open(&[8u8; 32], &sealed.private).is_none(), "another key");
+        let mut tampered = sealed.private.clone();
+        tampered.replace_range(
+            40..42,
+            if &tampered[40..42] == "00" {
+                "01"
+            } else {
+                "00"
+            },
+        );
+        assert!(open(&kek, &tampered).is_none(), "tampered");
+        assert!(open(&kek, "00").is_none());
+    }
+}

@@ -247,12 +247,16 @@ struct SsoEdge {
     /// The edge's and the provider's certificates, for curl.
     both: PathBuf,
     dir: tempfile::TempDir,
+    /// A second provider, `mute`: it takes the connection and never says a word.
+    _mute: std::net::TcpListener,
 }
 
 async fn sso_edge() -> SsoEdge {
     let live = http_backend("live").await;
     let dir = tempfile::tempdir().unwrap();
     let idp_port = warren_testkit::free_tcp_ports(1)[0];
+    let mute = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mute_port = mute.local_addr().unwrap().port();
     Idp::certificate(dir.path());
     let spec = web::web_spec(
         vec![ResourceSpec::http("app", "api.test", "home", live.addr)],
@@ -264,6 +268,8 @@ async fn sso_edge() -> SsoEdge {
          client_id = \"warren\"\nclient_secret = \"a-client-secret-of-thirty-two-bytes\"\n\
          scopes = [\"openid\", \"email\", \"profile\", \"groups\"]\n\
          groups_claim = \"groups\"\nallowed_domains = [\"corp.com\"]\ncreate_users = true\n\
+         ca = \"idp-cert.pem\"\n\n[[auth.oidc]]\nname = \"mute\"\n\
+         issuer = \"https://localhost:{mute_port}\"\nclient_id = \"warren\"\nclient_secret = \"x\"\n\
          ca = \"idp-cert.pem\"\n",
         spec.to_toml()
     );
@@ -300,6 +306,7 @@ async fn sso_edge() -> SsoEdge {
         redirect,
         both,
         dir,
+        _mute: mute,
     }
 }
 
@@ -402,6 +409,18 @@ async fn single_sign_on_with_a_real_provider() {
     let last = seen.last().unwrap();
     assert_eq!(last.status, 403, "{}", last.body);
     assert!(last.body.contains("disabled"), "{}", last.body);
+
+    // A provider that takes the connection and never answers costs a
+    // sign-on its bounded wait (10 s), then a 502 page; nothing hangs.
+    let html = ["-H", "Accept: text/html"];
+    let b = Browser::new(dir.path(), "mute", both.clone(), port);
+    let first = b.get(&b.url("api.test", "/"), &html).await;
+    let page = b.get(first.header("location").unwrap(), &html).await;
+    let link = sso_link(&page.body).replace("/login/sso/corp?", "/login/sso/mute?");
+    // (curl gives up after 20 s: a hang fails the test there.)
+    let got = b.get(&b.url(AUTH, &link), &html).await;
+    assert_eq!(got.status, 502, "{}", got.body);
+    assert!(got.body.contains("not available"), "{}", got.body);
 }
 
 /// Debian's Chromium, driven by playwright-core, through the whole single

@@ -291,6 +291,40 @@ impl Store {
         Ok(after)
     }
 
+    /// Replaces shared key `name` with `new` if it still is `expected`
+    /// (false when another edge changed it first), with an audit row whose
+    /// `after` is `shown` (never the key itself).
+    pub async fn replace_edge_key(
+        &self,
+        actor: &str,
+        name: &str,
+        expected: &str,
+        new: &str,
+        shown: &serde_json::Value,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("UPDATE edge_keys SET secret = $1 WHERE name = $2 AND secret = $3")
+            .bind(new.to_owned())
+            .bind(name.to_owned())
+            .bind(expected.to_owned())
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        audit(
+            &mut tx,
+            actor,
+            "edge_key.rotate",
+            &format!("edge_key/{name}"),
+            None,
+            Some(shown),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
     /// The shared key `name`, made from `make` by the first caller (every
     /// later caller, on any edge, gets the same one).
     pub async fn edge_key(

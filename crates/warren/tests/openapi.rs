@@ -150,6 +150,7 @@ async fn openapi_document_is_valid_complete_and_matches_the_answers() {
         ("DELETE", "/api/v1/links/{id}"),
         ("GET", "/api/v1/decisions"),
         ("GET", "/api/v1/ssh/ca"),
+        ("POST", "/api/v1/ssh/ca/rotate"),
     ]
     .iter()
     .map(|(m, p)| (m.to_string(), p.to_string()))

@@ -10,8 +10,13 @@ use warren_testkit::{EdgeProcess, EdgeSpec};
 
 /// `warren ssh ca-key`: (exit ok, stdout, stderr).
 fn ca_key(edge: &EdgeProcess) -> (bool, String, String) {
+    ca_key_with(edge, &[])
+}
+
+fn ca_key_with(edge: &EdgeProcess, extra: &[&str]) -> (bool, String, String) {
     let out = std::process::Command::new(common::bin())
         .args(["ssh", "ca-key", "--api", &format!("http://{}", edge.admin)])
+        .args(extra)
         .env("WARREN_TOKEN", edge.token.as_deref().unwrap())
         .output()
         .unwrap();
@@ -34,10 +39,10 @@ fn the_ssh_ca_is_made_once_sealed_in_the_store_and_read_by_openssh() {
         "{line}"
     );
     let fingerprint = said
-        .split(';')
+        .trim_start_matches('(')
+        .split_whitespace()
         .next()
         .unwrap()
-        .trim_start_matches('(')
         .to_owned();
     assert!(fingerprint.starts_with("SHA256:"), "{said}");
     // The same key when asked again.
@@ -103,6 +108,31 @@ fn the_ssh_ca_is_made_once_sealed_in_the_store_and_read_by_openssh() {
         line,
         "the original key opens it again"
     );
+
+    // Rotation with an overlap: a new CA signs, the old one is still
+    // listed (hosts trust both) until the overlap ends.
+    let (ok, rotated, said) = ca_key_with(&edge, &["--rotate", "--overlap", "3s"]);
+    assert!(ok, "{said}");
+    let lines: Vec<&str> = rotated.lines().collect();
+    assert_eq!(lines.len(), 2, "{rotated}");
+    assert_ne!(lines[0], line, "a new CA signs");
+    assert_eq!(lines[1], line, "the old one is still trusted");
+    assert!(
+        !said.contains(&fingerprint),
+        "the old one no longer signs: {said}"
+    );
+    let new = lines[0].to_owned();
+    assert_eq!(ca_key(&edge).1, rotated, "asked again, the same list");
+    std::thread::sleep(std::time::Duration::from_millis(3200));
+    assert_eq!(ca_key(&edge).1.trim(), new, "the overlap is over");
+    let audit = edge.admin_get("/api/v1/audit?limit=1000");
+    let row = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["action"] == "edge_key.rotate")
+        .expect("the rotation is audited");
+    assert!(!row.to_string().contains("private"), "{row}");
 }
 
 fn hex_of_32(byte: u8) -> String {

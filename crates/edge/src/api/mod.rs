@@ -102,6 +102,7 @@ pub(crate) fn api() -> (Router<Arc<EdgeShared>>, utoipa::openapi::OpenApi) {
         .routes(routes!(doors::revoke_link))
         .routes(routes!(decisions::list))
         .routes(routes!(ssh::ca))
+        .routes(routes!(ssh::rotate))
         .split_for_parts()
 }
 

@@ -11,6 +11,12 @@
 //!
 //! The public half is what hosts trust (`TrustedUserCAKeys`), printed by
 //! `warren ssh ca-key` from `GET /api/v1/ssh/ca`.
+//!
+//! **Rotation with an overlap:** `rotate` makes a new CA the one that signs
+//! and keeps the previous ones trusted for the overlap, so hosts can take
+//! the new key before the old one stops being listed. The stored value is
+//! the list, newest last; the swap is a compare-and-set in the store, so
+//! two edges rotating at once cannot lose a key.
 
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
 use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey};
@@ -32,6 +38,9 @@ pub(crate) enum CaError {
     /// The store's CA was sealed under another key-encryption key.
     #[error("the stored SSH CA does not open with {path}: copy that file from the edge that made the CA")]
     WrongKek { path: String },
+    /// Another edge changed the CA meanwhile: try again.
+    #[error("the SSH CA changed meanwhile; try again")]
+    Conflict,
     /// The store refused.
     #[error("store: {0}")]
     Store(#[from] warren_store::StoreError),
@@ -42,7 +51,10 @@ pub(crate) enum CaError {
 
 /// The CA, opened.
 pub(crate) struct Ca {
+    /// The newest: the one that signs.
     key: PrivateKey,
+    /// The public keys hosts should trust now, the signing one first.
+    trusted: Vec<String>,
 }
 
 /// The stored form: the public key in clear, the private key sealed.
@@ -51,6 +63,26 @@ struct Sealed {
     public: String,
     /// hex(nonce ‖ ciphertext ‖ tag) of the OpenSSH private key PEM.
     private: String,
+    /// For a rotated-out CA: trusted until then (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trusted_until_ms: Option<i64>,
+}
+
+/// The stored value: one CA (as first made) or the list, newest last.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum Stored {
+    Many(Vec<Sealed>),
+    One(Sealed),
+}
+
+impl Stored {
+    fn into_list(self) -> Vec<Sealed> {
+        match self {
+            Stored::Many(list) => list,
+            Stored::One(one) => vec![one],
+        }
+    }
 }
 
 impl Ca {
@@ -65,17 +97,91 @@ impl Ca {
         let stored = store
             .edge_key(CA_KEY, || new_sealed(&kek).unwrap_or_default())
             .await?;
-        let sealed: Sealed =
-            serde_json::from_str(&stored).map_err(|e| CaError::Corrupt(e.to_string()))?;
-        let pem = open(&kek, &sealed.private).ok_or_else(|| CaError::WrongKek {
+        Ca::open_stored(&stored, &kek, &kek_path, warren_store::now_ms()).map(|(ca, _)| ca)
+    }
+
+    /// Opens the stored list: the newest signs, the others are trusted
+    /// until their overlap ends.
+    fn open_stored(
+        stored: &str,
+        kek: &[u8; 32],
+        kek_path: &Path,
+        now_ms: i64,
+    ) -> Result<(Ca, Vec<Sealed>), CaError> {
+        let list = serde_json::from_str::<Stored>(stored)
+            .map_err(|e| CaError::Corrupt(e.to_string()))?
+            .into_list();
+        let newest = list
+            .last()
+            .ok_or_else(|| CaError::Corrupt("no CA in the list".into()))?;
+        let pem = open(kek, &newest.private).ok_or_else(|| CaError::WrongKek {
             path: kek_path.display().to_string(),
         })?;
         let key = PrivateKey::from_openssh(pem.as_bytes())
             .map_err(|e| CaError::Corrupt(e.to_string()))?;
-        if key.public_key().to_openssh().ok().as_deref() != Some(sealed.public.as_str()) {
+        if key.public_key().to_openssh().ok().as_deref() != Some(newest.public.as_str()) {
             return Err(CaError::Corrupt("its public half does not match".into()));
         }
-        Ok(Ca { key })
+        let trusted = list
+            .iter()
+            .rev()
+            .filter(|s| s.trusted_until_ms.is_none_or(|t| t > now_ms))
+            .map(|s| s.public.clone())
+            .collect();
+        Ok((Ca { key, trusted }, list))
+    }
+
+    /// A new CA signs from now on; the ones before stay trusted for
+    /// `overlap_ms` (those already rotated out keep their end; those past
+    /// it are dropped). Returns the new CA.
+    pub(crate) async fn rotate(
+        store: &warren_store::Store,
+        data_dir: &Path,
+        overlap_ms: i64,
+        actor: &str,
+    ) -> Result<Ca, CaError> {
+        let kek_path = data_dir.join(KEK_FILE);
+        let kek = kek(&kek_path)?;
+        let stored = store
+            .edge_key(CA_KEY, || new_sealed(&kek).unwrap_or_default())
+            .await?;
+        let now = warren_store::now_ms();
+        // Opened first: an edge with the wrong key-encryption key must not
+        // rotate (it could not sign with what it made either).
+        let (_, mut list) = Ca::open_stored(&stored, &kek, &kek_path, now)?;
+        for s in &mut list {
+            s.trusted_until_ms
+                .get_or_insert(now.saturating_add(overlap_ms));
+        }
+        list.retain(|s| s.trusted_until_ms.is_some_and(|t| t > now));
+        let fresh: Sealed = serde_json::from_str(
+            &new_sealed(&kek).ok_or_else(|| CaError::Corrupt("no randomness".into()))?,
+        )
+        .map_err(|e| CaError::Corrupt(e.to_string()))?;
+        list.push(fresh);
+        let new = serde_json::to_string(&list).map_err(|e| CaError::Corrupt(e.to_string()))?;
+        let shown = serde_json::json!({
+            "trusted": list.iter().map(|s| (&s.public, s.trusted_until_ms)).collect::<Vec<_>>(),
+        });
+        if !store
+            .replace_edge_key(actor, CA_KEY, &stored, &new, &shown)
+            .await?
+        {
+            return Err(CaError::Conflict);
+        }
+        tracing::info!(
+            event = "ssh_ca_rotated",
+            actor,
+            overlap_ms,
+            "a new SSH CA signs from now on"
+        );
+        Ca::open_stored(&new, &kek, &kek_path, now).map(|(ca, _)| ca)
+    }
+
+    /// The public keys hosts should trust now (`TrustedUserCAKeys`), the
+    /// signing one first.
+    pub(crate) fn trusted(&self) -> &[String] {
+        &self.trusted
     }
 
     /// The public key, one OpenSSH line (`ssh-ed25519 AAAA... warren-ca`).
@@ -134,6 +240,7 @@ fn new_sealed(kek: &[u8; 32]) -> Option<String> {
     serde_json::to_string(&Sealed {
         public,
         private: hex::encode(out),
+        trusted_until_ms: None,
     })
     .ok()
 }

@@ -30,9 +30,32 @@ pub(crate) struct Decision {
     pub(crate) resource: String,
     pub(crate) principal: String,
     pub(crate) allowed: bool,
-    pub(crate) reason: String,
+    pub(crate) reason: Reason,
     pub(crate) method: &'static str,
     pub(crate) client: IpAddr,
+}
+
+/// What decided, kept as data on the data path and spelled out
+/// (`grant[N]`, `rules[N]`...) only by the writer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Reason {
+    Grant(usize),
+    Rule(usize),
+    Public,
+    Door,
+    NoGrant,
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Reason::Grant(n) => write!(f, "grant[{n}]"),
+            Reason::Rule(n) => write!(f, "rules[{n}]"),
+            Reason::Public => f.write_str("public"),
+            Reason::Door => f.write_str("door"),
+            Reason::NoGrant => f.write_str("no_grant"),
+        }
+    }
 }
 
 /// The queue to the writer.
@@ -116,7 +139,7 @@ async fn write(store: &Store, pending: &mut HashMap<Decision, (i64, i64)>) {
             resource: d.resource,
             principal: d.principal,
             decision: if d.allowed { "allow" } else { "deny" }.to_owned(),
-            reason: d.reason,
+            reason: d.reason.to_string(),
             method: d.method.to_owned(),
             client: d.client.to_string(),
             count,

@@ -114,14 +114,14 @@ fn audit(
     principal: Option<&str>,
     method: &'static str,
 ) {
+    use audit::Reason;
     let reason = match (access, rule) {
         (Access::Open, _) => return,
-        (_, Some(rule)) => format!("rules[{rule}]"),
-        (Access::Granted { grant }, _) => format!("grant[{grant}]"),
-        (Access::Public, _) => "public".to_owned(),
-        (Access::Pass, _) => "door".to_owned(),
-        (Access::Bypassed { rule }, _) => format!("rules[{rule}]"),
-        (Access::Denied, None) => "no_grant".to_owned(),
+        (_, Some(rule)) | (Access::Bypassed { rule }, _) => Reason::Rule(rule),
+        (Access::Granted { grant }, _) => Reason::Grant(grant),
+        (Access::Public, _) => Reason::Public,
+        (Access::Pass, _) => Reason::Door,
+        (Access::Denied, None) => Reason::NoGrant,
     };
     shared.decisions.record(audit::Decision {
         resource: resource.name.clone(),
@@ -141,6 +141,26 @@ pub(crate) struct HttpAccess {
     pub(crate) rule: Option<usize>,
     pub(crate) principal: Option<String>,
     pub(crate) identity: Option<Identity>,
+}
+
+impl HttpAccess {
+    /// An answer about no one in particular.
+    fn anonymous(access: Access) -> HttpAccess {
+        HttpAccess {
+            access,
+            rule: None,
+            principal: None,
+            identity: None,
+        }
+    }
+
+    /// An answer about `principal`, who is no signed-in person.
+    fn of(access: Access, principal: String) -> HttpAccess {
+        HttpAccess {
+            principal: Some(principal),
+            ..HttpAccess::anonymous(access)
+        }
+    }
 }
 
 /// What an http request presented.
@@ -204,34 +224,20 @@ async fn decide_http(
 ) -> HttpAccess {
     if let Some((rule, access)) = by_rule(shared, resource, client, Some(&credentials.facts)) {
         return HttpAccess {
-            access,
             rule: Some(rule),
-            principal: None,
-            identity: None,
+            ..HttpAccess::anonymous(access)
         };
     }
     let config = shared.config.load_full();
     let access = anonymous(&config, resource);
     let settings = match (access, &config.policy) {
         (Access::Denied, Some(settings)) => settings,
-        _ => {
-            return HttpAccess {
-                access,
-                rule: None,
-                principal: None,
-                identity: None,
-            }
-        }
+        _ => return HttpAccess::anonymous(access),
     };
     let catalog = shared.catalog.load_full();
     let now = warren_store::now_ms();
     if let Some(door) = door(shared, &catalog, resource, &credentials, host, now) {
-        return HttpAccess {
-            access: Access::Pass,
-            rule: None,
-            principal: Some(door),
-            identity: None,
-        };
+        return HttpAccess::of(Access::Pass, door);
     }
     let mut person = credentials
         .session
@@ -296,12 +302,7 @@ async fn decide_http(
     }
     let Some(key) = credentials.key else {
         denied(shared, resource, client, "anonymous", "no_grant");
-        return HttpAccess {
-            access,
-            rule: None,
-            principal: None,
-            identity: None,
-        };
+        return HttpAccess::anonymous(access);
     };
     let text = std::str::from_utf8(key).unwrap_or("").trim();
     let checked = shared
@@ -314,22 +315,12 @@ async fn decide_http(
             // The visitor learns only that it was denied; the log says why.
             tracing::info!(event = "access_key_refused", resource = %resource.name, client = %client, error = %e, "a Warren-Key that is not a live key");
             denied(shared, resource, client, "invalid key", "invalid_key");
-            return HttpAccess {
-                access: Access::Denied,
-                rule: None,
-                principal: None,
-                identity: None,
-            };
+            return HttpAccess::anonymous(Access::Denied);
         }
     };
     let principal = format!("key:{}", key.id);
     let access = decide(&Principal::Key(&key.id), &principal);
-    HttpAccess {
-        access,
-        rule: None,
-        principal: Some(principal),
-        identity: None,
-    }
+    HttpAccess::of(access, principal)
 }
 
 /// The door this request holds open, if any: a pass cookie, or a share

@@ -12,7 +12,7 @@
 //!   form first), the code and a choice to confirm or refuse it;
 //!   `POST /device` (CSRF) records the choice.
 
-use super::{csrf_ok, escape, https_port, page, read_form, redirect, with_port, SignIn};
+use super::{checked_form, escape, https_port, page, read_form, redirect, with_port, SignIn};
 use crate::auth::cli::Poll;
 use crate::auth::token::Kind;
 use crate::proxy::http::body::{full, ResponseBody};
@@ -230,23 +230,10 @@ impl SignIn<'_> {
         headers: &HeaderMap,
         body: Incoming,
     ) -> Response<ResponseBody> {
-        let form = match read_form(body).await {
+        let form = match checked_form(headers, body, "Sign in the command line").await {
             Ok(f) => f,
-            Err(status) => {
-                return page(
-                    status,
-                    "Sign in the command line",
-                    "<p>The form could not be read.</p>",
-                )
-            }
+            Err(refused) => return refused,
         };
-        if !csrf_ok(headers, &form) {
-            return page(
-                StatusCode::FORBIDDEN,
-                "Sign in the command line",
-                "<p>The form has expired or did not come from this page.</p>",
-            );
-        }
         let Some((who, claims)) = self.signed_in(headers) else {
             return redirect(StatusCode::SEE_OTHER, "/device");
         };

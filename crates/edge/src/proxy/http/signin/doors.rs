@@ -15,7 +15,7 @@
 //!   logs); a dead one is a 403. Machines send `Warren-Link: TOKEN` on
 //!   every request instead.
 
-use super::{cookie_header, csrf_ok, escape, page, read_form, redirect};
+use super::{checked_form, cookie_header, escape, page, redirect};
 use crate::auth::{DoorRefused, PASS_COOKIE};
 use crate::config::Resource;
 use crate::proxy::http::body::ResponseBody;
@@ -146,17 +146,10 @@ fn door_page(
 /// `POST /.warren/door`.
 async fn open(ctx: &ConnContext, req: Request<Incoming>, head: &Head) -> Response<ResponseBody> {
     let (parts, body) = req.into_parts();
-    let form = match read_form(body).await {
+    let form = match checked_form(&parts.headers, body, "Locked").await {
         Ok(f) => f,
-        Err(status) => return page(status, "Locked", "<p>The form could not be read.</p>"),
+        Err(refused) => return refused,
     };
-    if !csrf_ok(&parts.headers, &form) {
-        return page(
-            StatusCode::FORBIDDEN,
-            "Locked",
-            "<p>The form has expired or did not come from this page. Go back and try again.</p>",
-        );
-    }
     let Some(rd) = form
         .get("rd")
         .filter(|p| crate::auth::return_url::safe_path(p))

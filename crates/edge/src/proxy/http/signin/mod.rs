@@ -290,17 +290,10 @@ impl SignIn<'_> {
     }
 
     async fn login(&self, headers: &HeaderMap, body: Incoming) -> Response<ResponseBody> {
-        let form = match read_form(body).await {
+        let form = match checked_form(headers, body, "Sign in").await {
             Ok(f) => f,
-            Err(status) => return page(status, "Sign in", "<p>The form could not be read.</p>"),
+            Err(refused) => return refused,
         };
-        if !csrf_ok(headers, &form) {
-            return page(
-                StatusCode::FORBIDDEN,
-                "Sign in",
-                "<p>The form has expired or did not come from this page. Go back and try again.</p>",
-            );
-        }
         let back = match self.return_to(form.get("rd")) {
             Ok(b) => b,
             Err(why) => return bad_return(why),
@@ -471,16 +464,8 @@ impl SignIn<'_> {
     }
 
     async fn logout(&self, headers: &HeaderMap, body: Incoming) -> Response<ResponseBody> {
-        let form = match read_form(body).await {
-            Ok(f) => f,
-            Err(status) => return page(status, "Sign out", "<p>The form could not be read.</p>"),
-        };
-        if !csrf_ok(headers, &form) {
-            return page(
-                StatusCode::FORBIDDEN,
-                "Sign out",
-                "<p>The form has expired or did not come from this page.</p>",
-            );
+        if let Err(refused) = checked_form(headers, body, "Sign out").await {
+            return refused;
         }
         if let Some((who, _)) = self.signed_in(headers) {
             let actor = format!("user:{}", who.email);
@@ -630,6 +615,26 @@ async fn read_form(body: Incoming) -> Result<HashMap<String, String>, StatusCode
         out.entry(k.into_owned()).or_insert_with(|| v.into_owned());
     }
     Ok(out)
+}
+
+/// A posted form whose CSRF token holds (see [`csrf_ok`]), or the page
+/// saying why not (titled `title`).
+async fn checked_form(
+    headers: &HeaderMap,
+    body: Incoming,
+    title: &str,
+) -> Result<HashMap<String, String>, Response<ResponseBody>> {
+    let form = read_form(body)
+        .await
+        .map_err(|status| page(status, title, "<p>The form could not be read.</p>"))?;
+    if !csrf_ok(headers, &form) {
+        return Err(page(
+            StatusCode::FORBIDDEN,
+            title,
+            "<p>The form has expired or did not come from this page. Go back and try again.</p>",
+        ));
+    }
+    Ok(form)
 }
 
 /// The form's `csrf` equals the `__Host-` cookie (compared in constant time).

@@ -10,7 +10,7 @@
 //! account), and each TOTP code is good once.
 
 use super::{
-    bad_return, clear_cookie, cookie_header, csrf_ok, escape, https_port, page, read_form, SignIn,
+    bad_return, checked_form, clear_cookie, cookie_header, escape, https_port, page, SignIn,
 };
 use crate::auth::token::{Claims, Kind};
 use crate::auth::{self, return_url, totp, PENDING_COOKIE, PENDING_MS};
@@ -109,23 +109,10 @@ impl SignIn<'_> {
         headers: &HeaderMap,
         body: Incoming,
     ) -> Response<ResponseBody> {
-        let form = match read_form(body).await {
+        let form = match checked_form(headers, body, "Second factor").await {
             Ok(f) => f,
-            Err(status) => {
-                return page(
-                    status,
-                    "Second factor",
-                    "<p>The form could not be read.</p>",
-                )
-            }
+            Err(refused) => return refused,
         };
-        if !csrf_ok(headers, &form) {
-            return page(
-                StatusCode::FORBIDDEN,
-                "Second factor",
-                "<p>The form has expired or did not come from this page.</p>",
-            );
-        }
         let now = warren_store::now_ms();
         let pending = auth::cookie(headers, PENDING_COOKIE).and_then(|t| {
             self.state

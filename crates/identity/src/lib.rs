@@ -11,6 +11,8 @@
 //! * [`email`]: an email from single sign-on, and its domain allowlist
 //!   (exact domains only).
 //! * [`claims`]: a provider's claims mapped to policy groups, bounded.
+//! * [`ssh_cert`]: a request for an SSH certificate, and the certificate
+//!   the CA signs with the terms the caller decided.
 //!
 //! Invariants: no clock (every function takes the time), no I/O, no
 //! randomness except what the caller passes in; every input bounded before
@@ -20,4 +22,5 @@ pub mod claims;
 pub mod email;
 pub mod limits;
 pub mod return_url;
+pub mod ssh_cert;
 pub mod token;

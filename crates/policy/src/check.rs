@@ -5,7 +5,8 @@
 //! reports every unknown key and every bad value, not only the first.
 
 use crate::model::{
-    Dst, DstObject, Grant, Method, PolicyFile, PortRange, Proto, Src, TestCase, TestTarget,
+    valid_account, Dst, DstObject, Grant, Method, PolicyFile, PortRange, Proto, Src, SshGrant,
+    SshPrincipal, TestCase, TestTarget, SSH_EXTENSIONS,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -295,7 +296,7 @@ fn hosts(v: &toml::Value, errors: &mut Errors) -> BTreeMap<String, crate::model:
     out
 }
 
-const GRANT_KEYS: &[&str] = &["src", "dst", "proto", "paths", "methods"];
+const GRANT_KEYS: &[&str] = &["src", "dst", "proto", "paths", "methods", "ssh"];
 
 fn grant(path: &str, t: &toml::Table, file: &PolicyFile, errors: &mut Errors) -> Option<Grant> {
     let before = errors.0.len();
@@ -303,7 +304,7 @@ fn grant(path: &str, t: &toml::Table, file: &PolicyFile, errors: &mut Errors) ->
         if !GRANT_KEYS.contains(&key.as_str()) {
             errors.at(
                 format!("{path}.{key}"),
-                "unknown key (expected src, dst, proto, paths, methods)",
+                "unknown key (expected src, dst, proto, paths, methods, ssh)",
             );
         }
     }
@@ -377,6 +378,9 @@ fn grant(path: &str, t: &toml::Table, file: &PolicyFile, errors: &mut Errors) ->
             }
         }
     }
+    let ssh = t
+        .get("ssh")
+        .and_then(|v| ssh_grant(&format!("{path}.ssh"), v, errors));
     if (!paths.is_empty() || !methods.is_empty()) && proto == Proto::Udp {
         errors.at(
             path,
@@ -389,7 +393,64 @@ fn grant(path: &str, t: &toml::Table, file: &PolicyFile, errors: &mut Errors) ->
         proto,
         paths,
         methods,
+        ssh,
     })
+}
+
+/// A grant's `ssh = { principals, extensions, sudo }`.
+fn ssh_grant(path: &str, v: &toml::Value, errors: &mut Errors) -> Option<SshGrant> {
+    let Some(t) = v.as_table() else {
+        errors.at(path, "expected a table: { principals, extensions, sudo }");
+        return None;
+    };
+    let before = errors.0.len();
+    let mut out = SshGrant::default();
+    for (key, value) in t {
+        let p = format!("{path}.{}", key_path(key));
+        match key.as_str() {
+            "principals" => {
+                out.principals.clear();
+                for (i, s) in strings(value, &p, errors).into_iter().enumerate() {
+                    if s == "autogroup:self" {
+                        out.principals.push(SshPrincipal::Own);
+                    } else if valid_account(&s) {
+                        out.principals.push(SshPrincipal::Account(s));
+                    } else {
+                        errors.at(
+                            format!("{p}[{i}]"),
+                            format!("\"{s}\" is not autogroup:self or a Unix account name (a-z, 0-9, _ and -, at most 32)"),
+                        );
+                    }
+                }
+                if out.principals.is_empty() {
+                    errors.at(&p, "empty: a certificate for no account");
+                }
+                out.principals.sort();
+                out.principals.dedup();
+            }
+            "extensions" => {
+                out.extensions.clear();
+                for (i, s) in strings(value, &p, errors).into_iter().enumerate() {
+                    if SSH_EXTENSIONS.contains(&s.as_str()) {
+                        out.extensions.push(s);
+                    } else {
+                        errors.at(
+                            format!("{p}[{i}]"),
+                            format!("\"{s}\" is not one of {}", SSH_EXTENSIONS.join(", ")),
+                        );
+                    }
+                }
+                out.extensions.sort();
+                out.extensions.dedup();
+            }
+            "sudo" => match value.as_str() {
+                Some(r) if name_ok(r) => out.sudo = Some(r.to_owned()),
+                _ => errors.at(&p, "a sudo role is a name (a-z, 0-9, - and _)"),
+            },
+            _ => errors.at(&p, "unknown key (expected principals, extensions, sudo)"),
+        }
+    }
+    (errors.0.len() == before).then_some(out)
 }
 
 /// A grant's source.

@@ -8,7 +8,7 @@
 //! the grants and does not depend on their order (the grant *named* is the
 //! first in the file that allows).
 
-use crate::model::{DstObject, Grant, Method, PolicyFile, Proto, Src};
+use crate::model::{DstObject, Grant, Method, PolicyFile, Proto, Src, SshGrant};
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -213,6 +213,39 @@ impl Policy {
             }
         }
         Decision::Denied
+    }
+
+    /// What an ssh certificate for `who` to `target` may carry: the union
+    /// of every grant that allows the connection (their principals and
+    /// extensions; the first sudo role named), with the first such grant,
+    /// for the audit; `None` when nothing allows it.
+    pub fn ssh(&self, who: &Principal<'_>, target: &Target<'_>) -> Option<(usize, SshGrant)> {
+        let mut first = None;
+        let mut out = SshGrant {
+            principals: Vec::new(),
+            extensions: Vec::new(),
+            sudo: None,
+        };
+        let none = Action::default();
+        for i in self.candidates(who) {
+            let g = &self.file.grants[i as usize];
+            if check(g, target, &none).is_err() {
+                continue;
+            }
+            first.get_or_insert(i as usize);
+            let default = SshGrant::default();
+            let terms = g.ssh.as_ref().unwrap_or(&default);
+            out.principals.extend(terms.principals.iter().cloned());
+            out.extensions.extend(terms.extensions.iter().cloned());
+            if out.sudo.is_none() {
+                out.sudo.clone_from(&terms.sudo);
+            }
+        }
+        out.principals.sort();
+        out.principals.dedup();
+        out.extensions.sort();
+        out.extensions.dedup();
+        first.map(|g| (g, out))
     }
 
     /// Every grant with the reason it does not allow this (or `None` for the

@@ -25,7 +25,8 @@ pub use check::{parse, valid_email, valid_tag, PolicyError, PolicyErrors, MAX_PO
 pub use decide::{path_under, Action, Decision, Miss, Policy, Principal, Target};
 pub use embedded::{decide_target, explain, run_tests, TestFailure, Who};
 pub use model::{
-    Dst, DstObject, Grant, Method, Net, PolicyFile, PortRange, Proto, Src, TestCase, TestTarget,
+    valid_account, Dst, DstObject, Grant, Method, Net, PolicyFile, PortRange, Proto, Src, SshGrant,
+    SshPrincipal, TestCase, TestTarget, SSH_EXTENSIONS,
 };
 
 /// Parses, checks and compiles a policy file.

@@ -329,4 +329,73 @@ pub struct Grant {
     pub paths: Vec<String>,
     /// For http requests: methods (empty: any method).
     pub methods: Vec<Method>,
+    /// For ssh resources: what a certificate it allows may carry. A grant
+    /// without it allows ssh with [`SshGrant::default`].
+    pub ssh: Option<SshGrant>,
+}
+
+/// The account a certificate may log in as.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SshPrincipal {
+    /// `autogroup:self`: the user's own account, which the site creates
+    /// just in time (its name is the site's choice, from the email's local
+    /// part).
+    Own,
+    /// A named Unix account (`deploy`): the site logs it in only if its
+    /// own configuration lists it.
+    Account(String),
+}
+
+impl SshPrincipal {
+    /// As written in a policy.
+    pub fn as_str(&self) -> &str {
+        match self {
+            SshPrincipal::Own => "autogroup:self",
+            SshPrincipal::Account(a) => a,
+        }
+    }
+}
+
+/// The OpenSSH certificate extensions a grant may name.
+pub const SSH_EXTENSIONS: &[&str] = &[
+    "permit-pty",
+    "permit-port-forwarding",
+    "permit-agent-forwarding",
+    "permit-X11-forwarding",
+    "permit-user-rc",
+];
+
+/// What a grant lets an ssh certificate carry (`ssh = { ... }` on a grant).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SshGrant {
+    /// Accounts (`principals`; default: the user's own).
+    pub principals: Vec<SshPrincipal>,
+    /// Certificate extensions (default: `permit-pty`), from
+    /// [`SSH_EXTENSIONS`].
+    pub extensions: Vec<String>,
+    /// A sudo role the site may grant the user's own account; the site's
+    /// own configuration must allow the role too (its veto).
+    pub sudo: Option<String>,
+}
+
+impl Default for SshGrant {
+    fn default() -> Self {
+        SshGrant {
+            principals: vec![SshPrincipal::Own],
+            extensions: vec!["permit-pty".to_owned()],
+            sudo: None,
+        }
+    }
+}
+
+/// Whether `name` is a Unix account name a policy or a site may use:
+/// 1-32 of a-z, 0-9, `_` and `-`, starting with a letter or `_` (the
+/// portable subset `useradd` accepts, without `$` or dots).
+pub fn valid_account(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 32
+        && (b[0].is_ascii_lowercase() || b[0] == b'_')
+        && b.iter()
+            .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_' || c == b'-')
 }

@@ -14,6 +14,8 @@
 //! * [`datagram`]: length-prefixed datagrams carried inside a stream (UDP).
 //! * [`health`]: health-check plans the edge sends an agent, and its reports.
 //! * [`secret`]: the one type every secret is held in.
+//! * [`ssh_user`]: the edge's request to let a user into an SSH host, and
+//!   the site's answer.
 //!
 //! Invariant: nothing here touches a socket, spawns a task or reads the clock.
 
@@ -24,6 +26,7 @@ pub mod health;
 pub mod open;
 pub mod secret;
 pub mod session;
+pub mod ssh_user;
 
 pub use frame::{Frame, FrameError, StreamId};
 pub use handshake::{Hello, Refusal, RefusalCode, Welcome, PROTOCOL_VERSION};

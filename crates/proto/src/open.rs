@@ -22,6 +22,10 @@ pub enum TargetProtocol {
     /// No connection: the stream carries health-check plans to the agent and
     /// its reports back (see [`crate::health`]). `target` is unused.
     Health,
+    /// No connection: one exchange with the auth daemon for the SSH host
+    /// `target` (see [`crate::ssh_user`]); the target must be on the
+    /// allowlist as tcp.
+    SshUser,
 }
 
 impl TargetProtocol {
@@ -31,6 +35,7 @@ impl TargetProtocol {
             TargetProtocol::Tcp => "tcp",
             TargetProtocol::Udp => "udp",
             TargetProtocol::Health => "health",
+            TargetProtocol::SshUser => "ssh-user",
         }
     }
 }
@@ -147,16 +152,23 @@ pub enum PayloadError {
     /// The target is empty.
     #[error("empty target")]
     EmptyTarget,
+    /// A flag byte that is neither 0 nor 1, or an unknown status.
+    #[error("field `{0}` has a value that is not allowed")]
+    BadValue(&'static str),
 }
 
-fn put_short_str(dst: &mut Vec<u8>, field: &'static str, value: &str) -> Result<(), PayloadError> {
+pub(crate) fn put_short_str(
+    dst: &mut Vec<u8>,
+    field: &'static str,
+    value: &str,
+) -> Result<(), PayloadError> {
     let len = u8::try_from(value.len()).map_err(|_| PayloadError::TooLong(field))?;
     dst.put_u8(len);
     dst.put_slice(value.as_bytes());
     Ok(())
 }
 
-fn get_short_str(src: &mut &[u8], field: &'static str) -> Result<String, PayloadError> {
+pub(crate) fn get_short_str(src: &mut &[u8], field: &'static str) -> Result<String, PayloadError> {
     if src.remaining() < 1 {
         return Err(PayloadError::Truncated);
     }
@@ -182,6 +194,7 @@ impl OpenRequest {
             TargetProtocol::Tcp => 0,
             TargetProtocol::Udp => 1,
             TargetProtocol::Health => 2,
+            TargetProtocol::SshUser => 3,
         });
         put_short_str(&mut out, "target", &self.target)?;
         put_short_str(&mut out, "resource", &self.resource)?;
@@ -198,6 +211,7 @@ impl OpenRequest {
             0 => TargetProtocol::Tcp,
             1 => TargetProtocol::Udp,
             2 => TargetProtocol::Health,
+            3 => TargetProtocol::SshUser,
             other => return Err(PayloadError::UnknownProtocol(other)),
         };
         let target = get_short_str(&mut src, "target")?;

@@ -17,6 +17,7 @@
 pub mod backoff;
 mod health;
 mod serve;
+mod ssh_user;
 pub mod stats;
 mod target;
 
@@ -61,6 +62,10 @@ pub struct SiteConfig {
     pub backoff_cap: Duration,
     /// How long a shutdown waits for open streams.
     pub drain_timeout: Duration,
+    /// The SSH auth daemon on this host (`--ssh-auth-daemon`): lets users
+    /// the edge vouches for into SSH targets on the allowlist, as far as
+    /// this host's own configuration allows.
+    pub ssh_auth: Option<Arc<warren_authd::AuthDaemon>>,
 }
 
 impl fmt::Debug for SiteConfig {
@@ -97,6 +102,7 @@ impl SiteConfig {
             backoff_initial: Duration::from_millis(250),
             backoff_cap: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
+            ssh_auth: None,
         }
     }
 }
@@ -240,7 +246,7 @@ async fn serve_link(
                 let Some(incoming) = incoming else {
                     return LinkEnd::Lost(link.closed().await);
                 };
-                tokio::spawn(serve::serve_stream(incoming, allow.clone(), stats.clone(), config.target_connect_timeout));
+                tokio::spawn(serve::serve_stream(incoming, allow.clone(), stats.clone(), config.target_connect_timeout, config.ssh_auth.clone()));
             }
             changed = go_away.changed() => {
                 if changed.is_err() {

@@ -1,6 +1,7 @@
 //! Serving one stream the edge opened: the allowlist check
 //! ([`crate::target`]), the connection to the addresses it let through, and
-//! the byte relay. Health streams go to [`crate::health`].
+//! the byte relay. Health streams go to [`crate::health`], SSH users to
+//! [`crate::ssh_user`].
 
 use crate::stats::Stats;
 use crate::target::{permitted_addrs, refuse, Refusal};
@@ -38,7 +39,7 @@ async fn connect(
                     Err(_) => last = format!("{addr}: connect timed out after {timeout:?}"),
                 }
             }
-            TargetProtocol::Health => break,
+            TargetProtocol::Health | TargetProtocol::SshUser => break,
             TargetProtocol::Udp => {
                 let bind: SocketAddr = if addr.is_ipv4() {
                     ([0, 0, 0, 0], 0).into()
@@ -67,12 +68,14 @@ pub(crate) async fn serve_stream(
     allow: Arc<Allowlist>,
     stats: Arc<Stats>,
     connect_timeout: Duration,
+    ssh_auth: Option<Arc<warren_authd::AuthDaemon>>,
 ) {
     let req = inc.request.clone();
     let protocol = match req.protocol {
         TargetProtocol::Tcp => Protocol::Tcp,
         TargetProtocol::Udp => Protocol::Udp,
         TargetProtocol::Health => return crate::health::serve(inc, allow, stats).await,
+        TargetProtocol::SshUser => return crate::ssh_user::serve(inc, &allow, ssh_auth).await,
     };
     let outcome = match permitted_addrs(&allow, &req.target, protocol).await {
         Ok(addrs) => connect(&addrs, req.protocol, connect_timeout).await,

@@ -57,11 +57,14 @@ pub(crate) enum Command {
     /// Sign the command line in (a code confirmed in your browser) for the
     /// commands that follow; `--status` says who it is.
     Login(crate::login_cmd::LoginArgs),
-    /// SSH with short-lived certificates: `ca-key` so far.
-    Ssh {
-        #[command(subcommand)]
-        command: crate::ssh_cmd::SshCommand,
-    },
+    /// Log in to an ssh resource with a 5-minute certificate (OpenSSH
+    /// through the edge); `ca-key`: the organisation's CA for hosts.
+    Ssh(crate::ssh_cmd::SshArgs),
+    /// A certificate for a key of your own (for other tools), beside it.
+    SignKey(crate::ssh_cmd::SignKeyArgs),
+    /// On SSH hosts: `principals --username %u` for sshd's
+    /// AuthorizedPrincipalsCommand.
+    AuthDaemon(crate::authd_cmd::AuthDaemonArgs),
 }
 
 #[derive(Args, Debug)]
@@ -156,6 +159,13 @@ pub(crate) struct SiteArgs {
     /// How long a shutdown (SIGTERM) waits for open streams, e.g. 30s.
     #[arg(long, env = "WARREN_DRAIN_TIMEOUT", default_value = "30s", value_parser = crate::duration::humantime_duration)]
     pub(crate) drain_timeout: std::time::Duration,
+    /// Run the SSH auth daemon for this host: users the edge's policy
+    /// grants an ssh resource here get their account just in time, as far
+    /// as the --ssh-* options below allow (this host's veto).
+    #[arg(long)]
+    pub(crate) ssh_auth_daemon: bool,
+    #[command(flatten)]
+    pub(crate) ssh: crate::authd_cmd::DaemonOptions,
 }
 
 #[derive(Args, Debug)]

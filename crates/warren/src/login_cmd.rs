@@ -57,7 +57,7 @@ pub(crate) struct Saved {
     pub(crate) ca: Option<PathBuf>,
 }
 
-fn default_file() -> Result<PathBuf, Failure> {
+pub(crate) fn default_file() -> Result<PathBuf, Failure> {
     let base = std::env::var_os("XDG_CONFIG_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")))
@@ -72,7 +72,7 @@ fn now_ms() -> i64 {
 }
 
 /// A small https client to the sign-in host: one request per connection.
-struct Edge {
+pub(crate) struct Edge {
     base: String,
     host: String,
     port: u16,
@@ -81,7 +81,7 @@ struct Edge {
 }
 
 impl Edge {
-    fn new(
+    pub(crate) fn new(
         base: &str,
         ca: Option<&std::path::Path>,
         connect: Option<std::net::SocketAddr>,
@@ -115,6 +115,99 @@ impl Edge {
         })
     }
 
+    /// One HTTP/1.1 connection to the edge, over TLS.
+    async fn open(
+        &self,
+    ) -> anyhow::Result<(
+        hyper::client::conn::http1::SendRequest<Full<bytes::Bytes>>,
+        hyper::client::conn::http1::Connection<
+            TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+            Full<bytes::Bytes>,
+        >,
+    )> {
+        let tcp = match self.connect {
+            Some(addr) => tokio::net::TcpStream::connect(addr).await,
+            None => tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await,
+        }
+        .with_context(|| format!("connecting to {}", self.base))?;
+        let name = rustls::pki_types::ServerName::try_from(self.host.clone())
+            .map_err(|e| anyhow!("{e}"))?;
+        let tls = self
+            .tls
+            .connect(name, tcp)
+            .await
+            .with_context(|| format!("TLS with {}", self.base))?;
+        hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .context("HTTP")
+    }
+
+    fn request(&self, method: hyper::Method, path: &str) -> hyper::http::request::Builder {
+        hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(
+                hyper::header::HOST,
+                self.base.trim_start_matches("https://"),
+            )
+            .header(hyper::header::ACCEPT, "application/json")
+    }
+
+    /// `GET path` upgraded to `protocol`: the connection, once the edge
+    /// answered 101; otherwise the edge's status and JSON answer.
+    pub(crate) async fn upgrade(
+        &self,
+        path: &str,
+        protocol: &str,
+        bearer: &str,
+    ) -> Result<Result<hyper::upgrade::Upgraded, (u16, Value)>, Failure> {
+        let fut = async {
+            let (mut sender, conn) = self.open().await?;
+            tokio::spawn(conn.with_upgrades());
+            let req = self
+                .request(hyper::Method::GET, path)
+                .header(hyper::header::CONNECTION, "upgrade")
+                .header(hyper::header::UPGRADE, protocol)
+                .header(hyper::header::AUTHORIZATION, format!("Bearer {bearer}"))
+                .body(Full::new(bytes::Bytes::new()))
+                .map_err(|e| anyhow!("{e}"))?;
+            let mut resp = sender.send_request(req).await.context("HTTP")?;
+            if resp.status() == hyper::StatusCode::SWITCHING_PROTOCOLS {
+                let upgraded = hyper::upgrade::on(&mut resp).await.context("upgrade")?;
+                return Ok(Ok(upgraded));
+            }
+            let status = resp.status().as_u16();
+            let bytes = Limited::new(resp.into_body(), MAX_ANSWER)
+                .collect()
+                .await
+                .map_err(|e| anyhow!("reading the answer: {e}"))?
+                .to_bytes();
+            Ok::<_, anyhow::Error>(Err((
+                status,
+                serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            )))
+        };
+        Ok(tokio::time::timeout(Duration::from_secs(30), fut)
+            .await
+            .map_err(|_| anyhow!("{} did not answer within 30 s", self.base))??)
+    }
+
+    /// `POST path` with a JSON body and the access token.
+    pub(crate) async fn post_json(
+        &self,
+        path: &str,
+        body: &Value,
+        bearer: &str,
+    ) -> Result<(u16, Value), Failure> {
+        self.send(
+            hyper::Method::POST,
+            path,
+            Some(Body::Json(body)),
+            Some(bearer),
+        )
+        .await
+    }
+
     async fn call(
         &self,
         method: hyper::Method,
@@ -122,38 +215,34 @@ impl Edge {
         form: Option<&[(&str, &str)]>,
         bearer: Option<&str>,
     ) -> Result<(u16, Value), Failure> {
+        self.send(method, path, form.map(Body::Form), bearer).await
+    }
+
+    async fn send(
+        &self,
+        method: hyper::Method,
+        path: &str,
+        body: Option<Body<'_>>,
+        bearer: Option<&str>,
+    ) -> Result<(u16, Value), Failure> {
         let fut = async {
-            let tcp = match self.connect {
-                Some(addr) => tokio::net::TcpStream::connect(addr).await,
-                None => tokio::net::TcpStream::connect((self.host.as_str(), self.port)).await,
-            }
-            .with_context(|| format!("connecting to {}", self.base))?;
-            let name = rustls::pki_types::ServerName::try_from(self.host.clone())
-                .map_err(|e| anyhow!("{e}"))?;
-            let tls = self
-                .tls
-                .connect(name, tcp)
-                .await
-                .with_context(|| format!("TLS with {}", self.base))?;
-            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
-                .await
-                .context("HTTP")?;
+            let (mut sender, conn) = self.open().await?;
             tokio::spawn(conn);
-            let body = form.map(url_encode).unwrap_or_default();
-            let mut req = hyper::Request::builder()
-                .method(method)
-                .uri(path)
-                .header(
-                    hyper::header::HOST,
-                    self.base.trim_start_matches("https://"),
-                )
-                .header(hyper::header::ACCEPT, "application/json");
-            if form.is_some() {
-                req = req.header(
-                    hyper::header::CONTENT_TYPE,
-                    "application/x-www-form-urlencoded",
-                );
-            }
+            let mut req = self.request(method, path);
+            let body = match body {
+                None => String::new(),
+                Some(Body::Form(form)) => {
+                    req = req.header(
+                        hyper::header::CONTENT_TYPE,
+                        "application/x-www-form-urlencoded",
+                    );
+                    url_encode(form)
+                }
+                Some(Body::Json(v)) => {
+                    req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+                    v.to_string()
+                }
+            };
             if let Some(token) = bearer {
                 req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
             }
@@ -170,10 +259,16 @@ impl Edge {
             let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             Ok::<_, anyhow::Error>((status, value))
         };
-        Ok(tokio::time::timeout(Duration::from_secs(20), fut)
+        // Signing may wait on the site making an account.
+        Ok(tokio::time::timeout(Duration::from_secs(40), fut)
             .await
-            .map_err(|_| anyhow!("{} did not answer within 20 s", self.base))??)
+            .map_err(|_| anyhow!("{} did not answer within 40 s", self.base))??)
     }
+}
+
+enum Body<'a> {
+    Form(&'a [(&'a str, &'a str)]),
+    Json(&'a Value),
 }
 
 fn url_encode(pairs: &[(&str, &str)]) -> String {

@@ -8,6 +8,7 @@
 
 mod admin_cmd;
 mod api_client;
+mod authd_cmd;
 mod cli;
 mod door_cmd;
 mod duration;
@@ -34,6 +35,8 @@ pub(crate) enum Failure {
     Usage(String),
     /// Anything else: exit 1.
     Other(anyhow::Error),
+    /// Exit with this status, saying nothing (a child's, passed on).
+    Status(u8),
 }
 
 impl std::fmt::Display for Failure {
@@ -41,6 +44,7 @@ impl std::fmt::Display for Failure {
         match self {
             Failure::Usage(message) => f.write_str(message),
             Failure::Other(e) => write!(f, "{e:#}"),
+            Failure::Status(code) => write!(f, "exit status {code}"),
         }
     }
 }
@@ -117,7 +121,9 @@ fn main() -> ExitCode {
             Command::Policy { command } => policy_cmd::run(command).await,
             Command::User { command } => user_cmd::run(command).await,
             Command::Login(args) => login_cmd::run(args).await,
-            Command::Ssh { command } => ssh_cmd::run(command).await,
+            Command::Ssh(args) => ssh_cmd::run(args).await,
+            Command::SignKey(args) => ssh_cmd::sign_key(args).await,
+            Command::AuthDaemon(args) => authd_cmd::run(args).await,
         }
     });
     // Do not wait for tasks still holding sockets: the work is done.
@@ -132,6 +138,7 @@ fn main() -> ExitCode {
             eprintln!("warren: {e:#}");
             ExitCode::from(1)
         }
+        Err(Failure::Status(code)) => ExitCode::from(code),
     }
 }
 

@@ -43,6 +43,9 @@ pub(crate) async fn run(args: SiteArgs) -> Result<(), Failure> {
     };
     // clap makes the endpoint and id required unless a subcommand is given.
     let mut config = SiteConfig::new(endpoint, args.id.unwrap_or_default(), secret, trust, allow);
+    if args.ssh_auth_daemon {
+        config.ssh_auth = Some(std::sync::Arc::new(args.ssh.start()?));
+    }
     config.transport = match args.transport {
         Transport::Auto => TransportChoice::Auto,
         Transport::Quic => TransportChoice::Quic,

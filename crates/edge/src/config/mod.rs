@@ -92,6 +92,9 @@ pub enum ResourceKind {
     Http,
     /// TLS passed through untouched on `https_listen`, routed by SNI.
     Tls,
+    /// An SSH host, by alias (its name): reached with `warren ssh` through
+    /// the sign-in host, with a certificate the policy grants.
+    Ssh,
 }
 
 impl ResourceKind {
@@ -102,6 +105,7 @@ impl ResourceKind {
             ResourceKind::Udp => "udp",
             ResourceKind::Http => "http",
             ResourceKind::Tls => "tls",
+            ResourceKind::Ssh => "ssh",
         }
     }
 }

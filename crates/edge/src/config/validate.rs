@@ -176,6 +176,18 @@ impl<'a> Validator<'a> {
         let auth = raw
             .auth
             .and_then(|a| self.auth(a, https_listen.is_some(), &resources, &resolve));
+        if auth.is_none() {
+            if let Some(r) = resources.iter().find(|r| r.kind == ResourceKind::Ssh) {
+                self.error(
+                    None,
+                    "auth.host",
+                    format!(
+                        "ssh resource `{}` is reached through the sign-in host: set [auth] host",
+                        r.name
+                    ),
+                );
+            }
+        }
         if let Some(default) = &tls.default_host {
             let routed = resources
                 .iter()
@@ -808,14 +820,7 @@ impl<'a> Validator<'a> {
             "udp" => ResourceKind::Udp,
             "http" => ResourceKind::Http,
             "tls" => ResourceKind::Tls,
-            "ssh" => {
-                self.error(
-                    Some(res.kind.span()),
-                    format!("{key}.type"),
-                    "type `ssh` is not supported yet by this build (http, tls, tcp and udp are)",
-                );
-                return None;
-            }
+            "ssh" => ResourceKind::Ssh,
             other => {
                 self.error(
                     Some(res.kind.span()),
@@ -826,9 +831,18 @@ impl<'a> Validator<'a> {
             }
         };
         let by_name = matches!(kind, ResourceKind::Http | ResourceKind::Tls);
+        let ssh = kind == ResourceKind::Ssh;
+        if ssh && res.targets.len() > 1 {
+            self.error(
+                span.clone(),
+                format!("{key}.targets"),
+                "an ssh resource has one target (one host's sshd: the account is made there)",
+            );
+        }
         // Which keys apply to which type.
         let misplaced = [
             ("host", res.host.is_some() && !by_name, "http and tls"),
+            ("listen", res.listen.is_some() && ssh, "tcp and udp"),
             (
                 "path",
                 res.path.is_some() && kind != ResourceKind::Http,
@@ -887,7 +901,7 @@ impl<'a> Validator<'a> {
                 ),
             );
         }
-        let listen = match (&res.listen, by_name) {
+        let listen = match (&res.listen, by_name || ssh) {
             (Some(l), false) => self.socket_addr(l, &format!("{key}.listen")),
             (None, false) => {
                 self.error(
@@ -964,6 +978,13 @@ impl<'a> Validator<'a> {
             }
         };
         let (auth, ways) = self.auth_methods(res.auth.as_ref(), kind, key);
+        if ssh && auth == super::Auth::Public {
+            self.error(
+                span.clone(),
+                format!("{key}.auth"),
+                "an ssh resource cannot be public: certificates are for users the policy grants",
+            );
+        }
         let rules = self.rules(res.rules, kind, span.clone(), key);
         // Returned even when something above was wrong, so that the rules
         // across resources (duplicate ports and routes) are checked too; a

@@ -178,6 +178,11 @@ impl Ca {
         Ca::open_stored(&new, &kek, &kek_path, now).map(|(ca, _)| ca)
     }
 
+    /// The key that signs.
+    pub(crate) fn key(&self) -> &PrivateKey {
+        &self.key
+    }
+
     /// The public keys hosts should trust now (`TrustedUserCAKeys`), the
     /// signing one first.
     pub(crate) fn trusted(&self) -> &[String] {

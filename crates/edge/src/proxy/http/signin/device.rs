@@ -14,7 +14,7 @@
 
 use super::{checked_form, escape, https_port, page, read_form, redirect, with_port, SignIn};
 use crate::auth::cli::Poll;
-use crate::auth::token::Kind;
+use crate::auth::token::{Claims, Kind};
 use crate::proxy::http::body::{full, ResponseBody};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Response, StatusCode};
@@ -26,7 +26,7 @@ use std::time::Instant;
 /// Seconds between polls the command is told to keep.
 const INTERVAL_S: u64 = 1;
 
-fn json_answer(status: StatusCode, body: Value) -> Response<ResponseBody> {
+pub(super) fn json_answer(status: StatusCode, body: Value) -> Response<ResponseBody> {
     let mut resp = Response::new(full(body.to_string()));
     *resp.status_mut() = status;
     let h = resp.headers_mut();
@@ -132,21 +132,36 @@ impl SignIn<'_> {
         }
     }
 
-    /// `GET /cli/whoami`.
-    pub(super) fn whoami(&self, headers: &HeaderMap) -> Response<ResponseBody> {
+    /// The user of a command-line access token (`Authorization: Bearer`).
+    pub(super) fn bearer(&self, headers: &HeaderMap) -> Option<(crate::auth::Identity, Claims)> {
         let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "))
             .unwrap_or("");
         let catalog = self.ctx.shared.catalog.load();
-        match self.state.cli_identity(
+        self.state.cli_identity(
             &catalog,
             Kind::CliAccess,
             token.trim(),
             &self.settings.host,
             warren_store::now_ms(),
-        ) {
+        )
+    }
+
+    /// The 401 for a missing, expired or revoked access token.
+    pub(super) fn invalid_token(&self) -> Response<ResponseBody> {
+        let mut resp = oauth_error(StatusCode::UNAUTHORIZED, "invalid_token");
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"warren\""),
+        );
+        resp
+    }
+
+    /// `GET /cli/whoami`.
+    pub(super) fn whoami(&self, headers: &HeaderMap) -> Response<ResponseBody> {
+        match self.bearer(headers) {
             Some((who, claims)) => json_answer(
                 StatusCode::OK,
                 json!({
@@ -156,14 +171,7 @@ impl SignIn<'_> {
                     "expires_ms": claims.exp,
                 }),
             ),
-            None => {
-                let mut resp = oauth_error(StatusCode::UNAUTHORIZED, "invalid_token");
-                resp.headers_mut().insert(
-                    header::WWW_AUTHENTICATE,
-                    HeaderValue::from_static("Bearer realm=\"warren\""),
-                );
-                resp
-            }
+            None => self.invalid_token(),
         }
     }
 

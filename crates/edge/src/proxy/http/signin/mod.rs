@@ -26,6 +26,7 @@
 mod device;
 mod doors;
 mod second_factor;
+mod ssh;
 mod sso;
 
 pub(crate) use doors::{link as door_link, LINK_PARAM};
@@ -165,6 +166,10 @@ struct SignIn<'a> {
 impl SignIn<'_> {
     async fn auth_host(&self, req: Request<Incoming>, head: &Head) -> Response<ResponseBody> {
         let query = query_map(head);
+        if head.path == "/cli/ssh/connect" && req.method() == Method::GET {
+            // Kept whole: the connection is upgraded.
+            return self.ssh_connect(req, &query).await;
+        }
         let (parts, body) = req.into_parts();
         match (parts.method.clone(), head.path.as_str()) {
             (Method::GET, "/login") => self.login_form(&parts.headers, &query, None),
@@ -183,6 +188,7 @@ impl SignIn<'_> {
             (Method::POST, "/cli/device") => self.device_start(),
             (Method::POST, "/cli/token") => self.device_token(body).await,
             (Method::GET, "/cli/whoami") => self.whoami(&parts.headers),
+            (Method::POST, "/cli/ssh/sign") => self.ssh_sign(&parts.headers, body).await,
             (Method::GET, "/device") => self.device_page(&parts.headers, &query, None),
             (Method::POST, "/device") => self.device_confirm(&parts.headers, body).await,
             (Method::GET, "/logout") => self.logout_form(&parts.headers),

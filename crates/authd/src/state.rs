@@ -1,0 +1,235 @@
+//! The daemon's records in its state directory:
+//!
+//! * `state.json`: which email owns which just-in-time account, and the
+//!   next UID (a high-water mark, so a UID is never given twice even after
+//!   an account is deleted);
+//! * `principals/<account>`: the certificate principals that may log in as
+//!   the account, one per line; all `warren auth-daemon principals` reads.
+//!
+//! Files are written whole, to a temporary name then renamed.
+
+use crate::{name, system, AuthdError, Config};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// The first UID handed out (below are system accounts on Debian).
+const FIRST_UID: u32 = 2000;
+/// UIDs stop here (Debian reserves 60000 and up).
+const LAST_UID: u32 = 59_999;
+/// The largest principals file read.
+const MAX_PRINCIPALS_FILE: u64 = 64 * 1024;
+
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct State {
+    /// Email → account.
+    accounts: BTreeMap<String, String>,
+    /// The next UID to try.
+    next_uid: u32,
+}
+
+fn err(path: &Path, e: impl std::fmt::Display) -> AuthdError {
+    AuthdError::State {
+        path: path.to_owned(),
+        error: e.to_string(),
+    }
+}
+
+fn state_file(config: &Config) -> PathBuf {
+    config.state_dir.join("state.json")
+}
+
+fn principals_dir(state_dir: &Path) -> PathBuf {
+    state_dir.join("principals")
+}
+
+fn load(config: &Config) -> Result<State, AuthdError> {
+    let path = state_file(config);
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| err(&path, e)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(State {
+            next_uid: FIRST_UID,
+            ..State::default()
+        }),
+        Err(e) => Err(err(&path, e)),
+    }
+}
+
+/// Writes `bytes` to `path` whole: a temporary file beside it, renamed.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), AuthdError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_file_name(format!(
+        ".{}.tmp",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("x")
+    ));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| err(path, e))
+}
+
+fn save(config: &Config, state: &State) -> Result<(), AuthdError> {
+    let bytes = serde_json::to_vec_pretty(state).map_err(|e| err(&state_file(config), e))?;
+    write_atomic(&state_file(config), &bytes, 0o600)
+}
+
+/// Makes the directories and writes every account's principals file from
+/// the records and the configuration, removing any other.
+pub(crate) fn prepare(config: &Config) -> Result<(), AuthdError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = principals_dir(&config.state_dir);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(&dir)
+        .map_err(|e| err(&dir, e))?;
+    let state = load(config)?;
+    let mut files: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for (email, account) in &state.accounts {
+        files
+            .entry(account.clone())
+            .or_default()
+            .push(email.clone());
+    }
+    for a in &config.accounts {
+        files.entry(a.clone()).or_default().push(a.clone());
+    }
+    let entries = std::fs::read_dir(&dir).map_err(|e| err(&dir, e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if !files.contains_key(name.to_str().unwrap_or("")) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    for (account, lines) in files {
+        write_principals(&config.state_dir, &account, &lines)?;
+    }
+    Ok(())
+}
+
+fn write_principals(state_dir: &Path, account: &str, lines: &[String]) -> Result<(), AuthdError> {
+    let mut text = lines.join("\n");
+    text.push('\n');
+    write_atomic(
+        &principals_dir(state_dir).join(account),
+        text.as_bytes(),
+        0o644,
+    )
+}
+
+/// The user's own account: the one recorded for `email` (made again if it
+/// was deleted), or a new one. The caller serialises.
+pub(crate) fn own_account(config: &Config, email: &str) -> Result<String, AuthdError> {
+    let mut state = load(config)?;
+    let passwd = system::passwd()?;
+    let exists = |n: &str| passwd.iter().any(|(name, _)| name == n);
+    if let Some(account) = state.accounts.get(email).cloned() {
+        if !exists(&account) {
+            let uid = next_uid(&mut state, &passwd)?;
+            system::create_user(config, &account, uid, email)?;
+            save(config, &state)?;
+        }
+        return Ok(account);
+    }
+    let stem = name::stem(email);
+    let taken = |n: &str| exists(n) || state.accounts.values().any(|a| a == n);
+    let account = (1..1000)
+        .map(|n| name::candidate(&stem, n))
+        .find(|c| !taken(c))
+        .ok_or_else(|| AuthdError::Refused(format!("no free account name from {stem:?}")))?;
+    let uid = next_uid(&mut state, &passwd)?;
+    system::create_user(config, &account, uid, email)?;
+    state.accounts.insert(email.to_owned(), account.clone());
+    save(config, &state)?;
+    write_principals(&config.state_dir, &account, &[email.to_owned()])?;
+    tracing::info!(event = "account_created", user = %email, account = %account, uid, "a just-in-time account was created");
+    Ok(account)
+}
+
+/// The next UID: above every UID ever given here and every UID in use.
+fn next_uid(state: &mut State, passwd: &[(String, u32)]) -> Result<u32, AuthdError> {
+    let in_use = passwd
+        .iter()
+        .map(|(_, uid)| *uid)
+        .filter(|u| (FIRST_UID..=LAST_UID).contains(u))
+        .max()
+        .map_or(FIRST_UID, |u| u + 1);
+    let uid = state.next_uid.max(in_use).max(FIRST_UID);
+    if uid > LAST_UID {
+        return Err(AuthdError::Refused("no UID left".into()));
+    }
+    state.next_uid = uid + 1;
+    Ok(uid)
+}
+
+/// The principals that may log in as `username`, for sshd's
+/// `AuthorizedPrincipalsCommand`. A name that could not be an account
+/// (`../x`, spaces, `%`) is refused before it reaches a path; an account
+/// with no record has none.
+pub fn principals(state_dir: &Path, username: &str) -> Result<Vec<String>, AuthdError> {
+    if !name::valid_account(username) {
+        return Err(AuthdError::Refused(format!(
+            "{username:?} is not an account name"
+        )));
+    }
+    let path = principals_dir(state_dir).join(username);
+    let file = match std::fs::File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(err(&path, e)),
+    };
+    let mut text = String::new();
+    file.take(MAX_PRINCIPALS_FILE)
+        .read_to_string(&mut text)
+        .map_err(|e| err(&path, e))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uids_only_go_up() {
+        let mut state = State {
+            next_uid: FIRST_UID,
+            ..State::default()
+        };
+        let passwd = vec![("root".into(), 0), ("bob".into(), 2004)];
+        assert_eq!(next_uid(&mut state, &passwd).unwrap(), 2005);
+        // bob (2004) deleted, and the account given 2005 too: 2006 next.
+        assert_eq!(next_uid(&mut state, &[("root".into(), 0)]).unwrap(), 2006);
+    }
+
+    #[test]
+    fn principals_files_are_read_by_valid_names_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::new(dir.path().to_owned());
+        config.accounts = vec!["deploy".into()];
+        prepare(&config).unwrap();
+        assert_eq!(principals(dir.path(), "deploy").unwrap(), vec!["deploy"]);
+        assert!(principals(dir.path(), "nobody").unwrap().is_empty());
+        std::fs::write(dir.path().join("secret"), "alice@corp.com\n").unwrap();
+        for hostile in ["../secret", "a b", "%u", "", "deploy/..", "Deploy"] {
+            assert!(principals(dir.path(), hostile).is_err(), "{hostile:?}");
+        }
+        // A named account dropped from the configuration loses its file.
+        config.accounts.clear();
+        prepare(&config).unwrap();
+        assert!(principals(dir.path(), "deploy").unwrap().is_empty());
+    }
+}

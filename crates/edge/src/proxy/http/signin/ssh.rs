@@ -1,0 +1,155 @@
+//! SSH on the sign-in host, for `warren ssh` and `warren sign-key`, with
+//! the command line's access token (`Authorization: Bearer`, from `warren
+//! login`):
+//! * `POST /cli/ssh/sign` `{"resource", "public_key"}`: a certificate for
+//!   the key (`ssh::sign`), as JSON (`certificate`, `account`,
+//!   `principals`, `key_id`, `serial`, `valid_before`, `sudo`, `vetoed`).
+//!   Errors are JSON too: `error` (a code) and `message`.
+//! * `GET /cli/ssh/connect?resource=NAME` with `Upgrade: warren-ssh`: the
+//!   connection becomes a byte stream to the resource's sshd (the
+//!   ProxyCommand of `warren ssh`), for users the policy grants it. sshd
+//!   still asks for the certificate; this only carries the bytes.
+
+use super::device::json_answer;
+use super::SignIn;
+use crate::proxy::dispatch::connect;
+use crate::proxy::http::body::ResponseBody;
+use crate::ssh::sign::{self, SignError};
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use std::collections::HashMap;
+use std::time::Duration;
+use warren_identity::ssh_cert::{parse_sign_request, MAX_SIGN_REQUEST};
+use warren_proto::TargetProtocol;
+
+/// The `Upgrade` token of `GET /cli/ssh/connect`.
+pub(crate) const UPGRADE: &str = "warren-ssh";
+/// How long a client may take to send its request.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn error(status: StatusCode, code: &str, message: &str) -> Response<ResponseBody> {
+    json_answer(status, json!({ "error": code, "message": message }))
+}
+
+fn refused(e: &SignError) -> Response<ResponseBody> {
+    let (status, code) = match e {
+        SignError::NotGranted(_) => (StatusCode::FORBIDDEN, "not_granted"),
+        SignError::NoPolicy => (StatusCode::FORBIDDEN, "no_policy"),
+        SignError::SiteRefused(_) => (StatusCode::FORBIDDEN, "site_refused"),
+        SignError::SiteUnavailable => (StatusCode::BAD_GATEWAY, "site_unavailable"),
+        SignError::Ca => (StatusCode::INTERNAL_SERVER_ERROR, "ca_unavailable"),
+    };
+    error(status, code, &e.to_string())
+}
+
+impl SignIn<'_> {
+    /// `POST /cli/ssh/sign`.
+    pub(super) async fn ssh_sign(
+        &self,
+        headers: &HeaderMap,
+        body: Incoming,
+    ) -> Response<ResponseBody> {
+        let Some((who, _)) = self.bearer(headers) else {
+            return self.invalid_token();
+        };
+        let limited = http_body_util::Limited::new(body, MAX_SIGN_REQUEST);
+        let bytes: Bytes = match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
+            Ok(Ok(c)) => c.to_bytes(),
+            Ok(Err(_)) => {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "invalid_request",
+                    "the request is too large",
+                )
+            }
+            Err(_) => {
+                return error(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "invalid_request",
+                    "the request came too slowly",
+                )
+            }
+        };
+        let request = match parse_sign_request(&bytes) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::info!(event = "ssh_sign_refused", user = %who.email, client = %self.ctx.client, error = %e, "a certificate request that does not parse");
+                return error(StatusCode::BAD_REQUEST, "invalid_request", &e.to_string());
+            }
+        };
+        match sign::sign(&self.ctx.shared, &who, self.ctx.client, request).await {
+            Ok(issued) => json_answer(StatusCode::OK, json!(issued)),
+            Err(e) => refused(&e),
+        }
+    }
+
+    /// `GET /cli/ssh/connect`.
+    pub(super) async fn ssh_connect(
+        &self,
+        mut req: Request<Incoming>,
+        query: &HashMap<String, String>,
+    ) -> Response<ResponseBody> {
+        let Some((who, _)) = self.bearer(req.headers()) else {
+            return self.invalid_token();
+        };
+        let upgrade = req
+            .headers()
+            .get(header::UPGRADE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(UPGRADE.as_bytes()));
+        if !upgrade {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "send Upgrade: warren-ssh (over HTTP/1.1)",
+            );
+        }
+        let name = query.get("resource").map(String::as_str).unwrap_or("");
+        let client = self.ctx.client;
+        let shared = self.ctx.shared.clone();
+        let (slot, resource, grant, _) = match sign::terms(&shared, &who, name, client) {
+            Ok(t) => t,
+            Err(e) => return refused(&e),
+        };
+        let connected = match connect(&shared, &slot, TargetProtocol::Tcp, client, None, false)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(event = "connection_failed", resource = %resource.name, client = %client, error = %e, "could not reach the site");
+                return refused(&SignError::SiteUnavailable);
+            }
+        };
+        sign::record(&shared, &resource, &who, client, Some(grant));
+        tracing::info!(event = "ssh_connected", resource = %resource.name, user = %who.email, client = %client, "an SSH connection through the edge");
+        let on_upgrade = hyper::upgrade::on(&mut req);
+        tokio::spawn(async move {
+            let Ok(upgraded) = on_upgrade.await else {
+                return;
+            };
+            let mut visitor = TokioIo::new(upgraded);
+            let crate::proxy::dispatch::Connected { mut stream, guards } = connected;
+            if let Ok((to_site, from_site)) =
+                warren_transport::pump(&mut visitor, &mut stream).await
+            {
+                use std::sync::atomic::Ordering;
+                let agent = guards.agent.agent();
+                agent.bytes_to_site.fetch_add(to_site, Ordering::Relaxed);
+                agent
+                    .bytes_from_site
+                    .fetch_add(from_site, Ordering::Relaxed);
+            }
+        });
+        let mut resp = Response::new(crate::proxy::http::body::full(Bytes::new()));
+        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        resp.headers_mut()
+            .insert(header::UPGRADE, HeaderValue::from_static(UPGRADE));
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        resp
+    }
+}

@@ -17,6 +17,8 @@ use std::path::{Path, PathBuf};
 const FIRST_UID: u32 = 2000;
 /// UIDs stop here (Debian reserves 60000 and up).
 const LAST_UID: u32 = 59_999;
+/// How often `useradd` is tried again after a race.
+const RETRIES: u64 = 8;
 /// The largest principals file read.
 const MAX_PRINCIPALS_FILE: u64 = 64 * 1024;
 
@@ -141,13 +143,30 @@ pub(crate) fn own_account(config: &Config, email: &str) -> Result<String, AuthdE
         return Ok(account);
     }
     let stem = name::stem(email);
-    let taken = |n: &str| exists(n) || state.accounts.values().any(|a| a == n);
-    let account = (1..1000)
-        .map(|n| name::candidate(&stem, n))
-        .find(|c| !taken(c))
-        .ok_or_else(|| AuthdError::Refused(format!("no free account name from {stem:?}")))?;
-    let uid = next_uid(&mut state, &passwd)?;
-    system::create_user(config, &account, uid, email)?;
+    let mut passwd = passwd;
+    let mut attempt = 0;
+    let (account, uid) = loop {
+        let taken = |n: &str| {
+            passwd.iter().any(|(name, _)| name == n) || state.accounts.values().any(|a| a == n)
+        };
+        let account = (1..1000)
+            .map(|n| name::candidate(&stem, n))
+            .find(|c| !taken(c))
+            .ok_or_else(|| AuthdError::Refused(format!("no free account name from {stem:?}")))?;
+        let uid = next_uid(&mut state, &passwd)?;
+        match system::create_user(config, &account, uid, email) {
+            Ok(()) => break (account, uid),
+            // Someone else (useradd by hand, another daemon) took the name
+            // or the UID meanwhile, or holds the lock: look again.
+            Err(e) if attempt < RETRIES && system::is_race(&e) => {
+                attempt += 1;
+                tracing::info!(event = "account_retry", account = %account, uid, error = %e, "useradd raced another change to the accounts; trying again");
+                std::thread::sleep(std::time::Duration::from_millis(50 * attempt));
+                passwd = system::passwd()?;
+            }
+            Err(e) => return Err(e),
+        }
+    };
     state.accounts.insert(email.to_owned(), account.clone());
     save(config, &state)?;
     write_principals(&config.state_dir, &account, &[email.to_owned()])?;

@@ -38,6 +38,22 @@ fn run(command: &'static str, cmd: &mut Command) -> Result<(), AuthdError> {
     }
 }
 
+/// Whether `useradd` failed because something else changed the accounts
+/// meanwhile (the name or UID taken, the files locked): worth a new look.
+pub(crate) fn is_race(e: &AuthdError) -> bool {
+    match e {
+        AuthdError::Command {
+            command: "useradd",
+            message,
+        } => {
+            message.contains("not unique")
+                || message.contains("already exists")
+                || message.contains("lock")
+        }
+        _ => false,
+    }
+}
+
 /// `useradd` with a home directory, its own group, the configured groups.
 pub(crate) fn create_user(
     config: &Config,

@@ -190,85 +190,185 @@ fn warren_ssh(login: &Path, port: u16, args: &[&str]) -> Command {
     cmd
 }
 
+/// An edge with an `app` http resource and the `vm-01` ssh resource, the
+/// policy `policy`, the users `emails`, one agent running the auth daemon
+/// with `daemon` options, and sshd trusting the edge's CA and `extra_ca`.
+struct World {
+    /// First: fields drop in order, and it reads the state in `dir`.
+    _accounts: Accounts,
+    dir: tempfile::TempDir,
+    edge: EdgeProcess,
+    state: PathBuf,
+    /// The edge's https port (the sign-in host).
+    port: u16,
+    sshd_port: u16,
+    _live: warren_testkit::HttpBackend,
+    _agent: Process,
+    _sshd: Sshd,
+}
+
+impl World {
+    async fn start(policy: &str, emails: &[&str], daemon: &[&str], extra_ca: &str) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("authd");
+        let accounts = Accounts(state.clone());
+        let sshd_port = free_port();
+        let live = http_backend("live").await;
+        let mut spec = web::web_spec(
+            vec![ResourceSpec::http("app", "api.test", "home", live.addr)],
+            dir.path(),
+        );
+        spec.resources.push(ResourceSpec {
+            kind: "ssh".into(),
+            listen: String::new(),
+            ..ResourceSpec::tcp("vm-01", "home", format!("127.0.0.1:{sshd_port}"))
+        });
+        std::fs::write(
+            dir.path().join("edge.toml"),
+            format!("{}\n[auth]\nhost = \"{AUTH}\"\n", spec.to_toml()),
+        )
+        .unwrap();
+        let edge = EdgeProcess::start_existing(bin(), dir.path());
+        let (status, body) = edge.admin_request(
+            "PUT",
+            "/api/v1/policy",
+            Some(&json!({ "text": policy }).to_string()),
+            edge.token.as_deref(),
+        );
+        assert_eq!(status, 200, "{body}");
+        for email in emails {
+            user_add(&edge, dir.path(), email, "correct horse battery");
+        }
+        let mut args = edge.site_args(
+            "home",
+            "S3CRET-for-tests",
+            "tcp",
+            &[
+                &format!("{}/tcp", live.addr),
+                &format!("127.0.0.1:{sshd_port}/tcp"),
+            ],
+        );
+        args.extend(
+            [
+                "--ssh-auth-daemon",
+                "--ssh-state-dir",
+                &state.display().to_string(),
+            ]
+            .map(String::from),
+        );
+        args.extend(daemon.iter().map(|s| s.to_string()));
+        let agent = Process::spawn("agent", bin(), &args, dir.path());
+        agent.wait_event("edge_connected");
+        // The host: sshd trusting the CA, principals from the agent's records.
+        let ca = ca_keys(&edge, &[]);
+        let sshd = sshd(dir.path(), &format!("{ca}{extra_ca}"), &state, sshd_port).await;
+        let port = edge.https.unwrap().port();
+        World {
+            _accounts: accounts,
+            dir,
+            edge,
+            state,
+            port,
+            sshd_port,
+            _live: live,
+            _agent: agent,
+            _sshd: sshd,
+        }
+    }
+
+    async fn login(&self, who: &str, email: &str) -> PathBuf {
+        cli_login(
+            self.dir.path(),
+            self.port,
+            who,
+            email,
+            "correct horse battery",
+        )
+        .await
+    }
+
+    fn sshd_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("sshd.log")).unwrap_or_default()
+    }
+
+    /// Plain `ssh` with `key` and `cert`, straight to sshd, as `user`.
+    fn plain(&self, key: &Path, cert: &Path, user: &str) -> std::process::Output {
+        run(Command::new("ssh")
+            .arg("-i")
+            .arg(key)
+            .arg("-o")
+            .arg(format!("CertificateFile={}", cert.display()))
+            .args([
+                "-o",
+                "IdentitiesOnly=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "LogLevel=ERROR",
+                "-p",
+                &self.sshd_port.to_string(),
+            ])
+            .arg(format!("{user}@127.0.0.1"))
+            .arg("true"))
+    }
+
+    /// A new key pair in the test's directory: (private, public).
+    fn key(&self, name: &str) -> (PathBuf, PathBuf) {
+        let key = self.dir.path().join(name);
+        let out = run(Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key));
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        let public = key.with_extension("pub");
+        (key, public)
+    }
+}
+
+/// `warren sign-key` for `public`: the certificate's path.
+fn sign_key(login: &Path, port: u16, public: &Path) -> PathBuf {
+    let out = run(Command::new(bin())
+        .args(["sign-key", "--resource", "vm-01", "--key-file"])
+        .arg(public)
+        .arg("--login-file")
+        .arg(login)
+        .args(["--connect", &format!("127.0.0.1:{port}")]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let name = public.display().to_string();
+    PathBuf::from(format!("{}-cert.pub", name.strip_suffix(".pub").unwrap()))
+}
+
+/// `warren ssh ca-key` (with `args`, e.g. `--rotate`): its lines.
+fn ca_keys(edge: &EdgeProcess, args: &[&str]) -> String {
+    let out = run(Command::new(bin())
+        .args(["ssh", "ca-key", "--api", &format!("http://{}", edge.admin)])
+        .args(args)
+        .env("WARREN_TOKEN", edge.token.as_deref().unwrap()));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warren_ssh_logs_in_with_a_certificate_as_a_just_in_time_user() {
     if !available() {
         return;
     }
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("authd");
-    let _accounts = Accounts(state.clone());
-    let sshd_port = free_port();
-    let live = http_backend("live").await;
-    let mut spec = web::web_spec(
-        vec![ResourceSpec::http("app", "api.test", "home", live.addr)],
-        dir.path(),
-    );
-    spec.resources.push(ResourceSpec {
-        kind: "ssh".into(),
-        listen: String::new(),
-        ..ResourceSpec::tcp("vm-01", "home", format!("127.0.0.1:{sshd_port}"))
-    });
-    std::fs::write(
-        dir.path().join("edge.toml"),
-        format!("{}\n[auth]\nhost = \"{AUTH}\"\n", spec.to_toml()),
-    )
-    .unwrap();
-    let edge = EdgeProcess::start_existing(bin(), dir.path());
     let policy = "[groups]\n\"group:ops\" = [\"wtalice@corp.com\"]\n\
         [[grants]]\nsrc = [\"group:ops\", \"wtbob@corp.com\"]\ndst = [\"app\"]\n\
         [[grants]]\nsrc = [\"group:ops\"]\ndst = [\"vm-01\"]\n\
         ssh = { principals = [\"autogroup:self\"], extensions = [\"permit-pty\"], sudo = \"admin\" }\n";
-    let (status, body) = edge.admin_request(
-        "PUT",
-        "/api/v1/policy",
-        Some(&json!({ "text": policy }).to_string()),
-        edge.token.as_deref(),
-    );
-    assert_eq!(status, 200, "{body}");
-    user_add(
-        &edge,
-        dir.path(),
-        "wtalice@corp.com",
-        "correct horse battery",
-    );
-    user_add(&edge, dir.path(), "wtbob@corp.com", "correct horse battery");
-    let mut args = edge.site_args(
-        "home",
-        "S3CRET-for-tests",
-        "tcp",
-        &[
-            &format!("{}/tcp", live.addr),
-            &format!("127.0.0.1:{sshd_port}/tcp"),
-        ],
-    );
-    args.extend(
-        [
-            "--ssh-auth-daemon",
-            "--ssh-state-dir",
-            &state.display().to_string(),
-            "--ssh-sudo-role",
-            "admin",
-        ]
-        .map(String::from),
-    );
-    let agent = Process::spawn("agent", bin(), &args, dir.path());
-    agent.wait_event("edge_connected");
-    // The host: sshd trusting the CA, principals from the agent's records.
-    let ca = run(Command::new(bin())
-        .args(["ssh", "ca-key", "--api", &format!("http://{}", edge.admin)])
-        .env("WARREN_TOKEN", edge.token.as_deref().unwrap()));
-    assert!(ca.status.success(), "{}", text(&ca.stderr));
-    let _sshd = sshd(dir.path(), &text(&ca.stdout), &state, sshd_port).await;
-    let port = edge.https.unwrap().port();
-    let alice = cli_login(
-        dir.path(),
-        port,
-        "alice",
-        "wtalice@corp.com",
-        "correct horse battery",
+    let w = World::start(
+        policy,
+        &["wtalice@corp.com", "wtbob@corp.com"],
+        &["--ssh-sudo-role", "admin"],
+        "",
     )
     .await;
+    let (edge, state, port) = (&w.edge, &w.state, w.port);
+    let alice = w.login("alice", "wtalice@corp.com").await;
 
     // In: `warren ssh vm-01 -- id -un` runs as the account made just now.
     let out = run(&mut warren_ssh(&alice, port, &["vm-01", "--", "id", "-un"]));
@@ -276,7 +376,7 @@ async fn warren_ssh_logs_in_with_a_certificate_as_a_just_in_time_user() {
         out.status.success(),
         "{}\nsshd: {}",
         text(&out.stderr),
-        std::fs::read_to_string(dir.path().join("sshd.log")).unwrap_or_default()
+        w.sshd_log()
     );
     assert_eq!(text(&out.stdout).trim(), "wtalice");
     // With sudo: the policy names `admin`, which this host allows.
@@ -293,42 +393,9 @@ async fn warren_ssh_logs_in_with_a_certificate_as_a_just_in_time_user() {
 
     // `warren sign-key` for a key of alice's own, accepted by plain ssh
     // (straight to sshd here: the certificate is what it checks).
-    let key = dir.path().join("id_ed25519");
-    let out = run(Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
-        .arg(&key));
-    assert!(out.status.success());
-    let out = run(Command::new(bin())
-        .args(["sign-key", "--resource", "vm-01", "--key-file"])
-        .arg(key.with_extension("pub"))
-        .arg("--login-file")
-        .arg(&alice)
-        .args(["--connect", &format!("127.0.0.1:{port}")]));
-    assert!(out.status.success(), "{}", text(&out.stderr));
-    let cert = dir.path().join("id_ed25519-cert.pub");
-    let plain = |user: &str| {
-        run(Command::new("ssh")
-            .arg("-i")
-            .arg(&key)
-            .arg("-o")
-            .arg(format!("CertificateFile={}", cert.display()))
-            .args([
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "LogLevel=ERROR",
-                "-p",
-                &sshd_port.to_string(),
-            ])
-            .arg(format!("{user}@127.0.0.1"))
-            .arg("true"))
-    };
+    let (key, public) = w.key("id_ed25519");
+    let cert = sign_key(&alice, port, &public);
+    let plain = |user: &str| w.plain(&key, &cert, user);
     let out = plain("wtalice");
     assert!(out.status.success(), "plain ssh: {}", text(&out.stderr));
     let listed = run(Command::new("ssh-keygen").arg("-L").arg("-f").arg(&cert));
@@ -349,14 +416,7 @@ async fn warren_ssh_logs_in_with_a_certificate_as_a_just_in_time_user() {
     }
 
     // A user the policy does not grant gets no certificate.
-    let bob = cli_login(
-        dir.path(),
-        port,
-        "bob",
-        "wtbob@corp.com",
-        "correct horse battery",
-    )
-    .await;
+    let bob = w.login("bob", "wtbob@corp.com").await;
     let out = run(&mut warren_ssh(&bob, port, &["vm-01", "--", "true"]));
     assert!(!out.status.success());
     assert!(
@@ -391,4 +451,180 @@ async fn warren_ssh_logs_in_with_a_certificate_as_a_just_in_time_user() {
         .collect();
     assert!(issued.len() >= 4, "{events}");
     assert!(issued.iter().all(|e| e["subject"] == "wtalice@corp.com"));
+}
+
+/// Certificates sshd must refuse, after OpenSSH's own certificate regress
+/// tests: minted by a CA the test holds (trusted beside the edge's, as a
+/// second CA would be) so every field can be wrong on purpose, each next to
+/// a certificate that differs only there and is accepted (so each refusal
+/// is the field's doing). Then the edge's own: a CA rotated out, and a sudo
+/// role the host vetoes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sshd_refuses_what_the_certificate_or_the_host_does_not_allow() {
+    if !available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let test_ca = tmp.path().join("test_ca");
+    let out = run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "test-ca", "-f"])
+        .arg(&test_ca));
+    assert!(out.status.success());
+    let test_ca_pub = std::fs::read_to_string(test_ca.with_extension("pub")).unwrap();
+    let policy = "[[grants]]\nsrc = [\"wtcarol@corp.com\"]\ndst = [\"app\", \"vm-01\"]\n\
+        ssh = { sudo = \"ops\" }\n";
+    let w = World::start(
+        policy,
+        &["wtcarol@corp.com"],
+        &["--ssh-sudo-role", "admin"],
+        &test_ca_pub,
+    )
+    .await;
+    let carol = w.login("carol", "wtcarol@corp.com").await;
+
+    // The policy names the sudo role `ops`; this host allows only `admin`:
+    // carol is in, without sudo, and told so.
+    let out = run(&mut warren_ssh(
+        &carol,
+        w.port,
+        &["vm-01", "--", "id", "-un"],
+    ));
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stderr),
+        w.sshd_log()
+    );
+    assert_eq!(text(&out.stdout).trim(), "wtcarol");
+    assert!(
+        text(&out.stderr).contains("refused the sudo role `ops`"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!Path::new("/etc/sudoers.d/warren-wtcarol").exists());
+    let out = run(&mut warren_ssh(
+        &carol,
+        w.port,
+        &["vm-01", "--", "sudo", "-n", "true"],
+    ));
+    assert!(!out.status.success(), "sudo despite the host's veto");
+
+    // Certificates from the test's CA, for the account the daemon made.
+    let (key, public) = w.key("id_carol");
+    let mint = |name: &str, ca: &Path, args: &[&str]| -> PathBuf {
+        let cert = w.dir.path().join(format!("{name}-cert.pub"));
+        let pub_copy = w.dir.path().join(format!("{name}.pub"));
+        std::fs::copy(&public, &pub_copy).unwrap();
+        let out = run(Command::new("ssh-keygen")
+            .arg("-s")
+            .arg(ca)
+            .args(["-q", "-I", name])
+            .args(args)
+            .arg(&pub_copy));
+        assert!(out.status.success(), "{name}: {}", text(&out.stderr));
+        cert
+    };
+    let valid = ["-n", "wtcarol@corp.com", "-V", "-5m:+5m"];
+    let good = mint("good", &test_ca, &valid);
+    let out = w.plain(&key, &good, "wtcarol");
+    assert!(
+        out.status.success(),
+        "the control certificate: {}\n{}",
+        text(&out.stderr),
+        w.sshd_log()
+    );
+    let other_ca = tmp.path().join("other_ca");
+    let out = run(Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&other_ca));
+    assert!(out.status.success());
+    let refused = [
+        (
+            "expired",
+            mint(
+                "expired",
+                &test_ca,
+                &["-n", "wtcarol@corp.com", "-V", "-2h:-1h"],
+            ),
+        ),
+        (
+            "not yet valid",
+            mint(
+                "early",
+                &test_ca,
+                &["-n", "wtcarol@corp.com", "-V", "+1h:+2h"],
+            ),
+        ),
+        (
+            "wrong principal",
+            mint(
+                "mallory",
+                &test_ca,
+                &["-n", "mallory@corp.com", "-V", "-5m:+5m"],
+            ),
+        ),
+        ("another CA", mint("other", &other_ca, &valid)),
+        (
+            "source-address mismatch",
+            mint(
+                "elsewhere",
+                &test_ca,
+                &[
+                    "-n",
+                    "wtcarol@corp.com",
+                    "-V",
+                    "-5m:+5m",
+                    "-O",
+                    "source-address=10.9.9.9/32",
+                ],
+            ),
+        ),
+    ];
+    for (what, cert) in &refused {
+        let out = w.plain(&key, cert, "wtcarol");
+        assert!(!out.status.success(), "sshd accepted a certificate: {what}");
+    }
+    // The same source-address option naming where the agent connects from.
+    let here = mint(
+        "here",
+        &test_ca,
+        &[
+            "-n",
+            "wtcarol@corp.com",
+            "-V",
+            "-5m:+5m",
+            "-O",
+            "source-address=127.0.0.1/32",
+        ],
+    );
+    let out = w.plain(&key, &here, "wtcarol");
+    assert!(
+        out.status.success(),
+        "source-address control: {}",
+        text(&out.stderr)
+    );
+
+    // A CA rotated out: once hosts trust only the new CA, a certificate the
+    // old one signed is refused, and a new `warren ssh` gets in.
+    let old = sign_key(&carol, w.port, &public);
+    let out = w.plain(&key, &old, "wtcarol");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let rotated = ca_keys(&w.edge, &["--rotate", "--overlap", "0s"]);
+    assert_eq!(
+        rotated.lines().count(),
+        1,
+        "overlap 0s: only the new CA: {rotated}"
+    );
+    std::fs::write(
+        w.dir.path().join("ca.pub"),
+        format!("{rotated}{test_ca_pub}"),
+    )
+    .unwrap();
+    let out = w.plain(&key, &old, "wtcarol");
+    assert!(
+        !out.status.success(),
+        "a certificate of a CA rotated out was accepted"
+    );
+    let out = run(&mut warren_ssh(&carol, w.port, &["vm-01", "--", "true"]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
 }

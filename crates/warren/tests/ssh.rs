@@ -435,7 +435,7 @@ async fn warren_ssh_logs_in_with_a_certificate_as_a_just_in_time_user() {
                 name,
                 "--state-dir",
             ])
-            .arg(&state));
+            .arg(state));
         assert!(!out.status.success(), "{name:?}");
         assert!(out.stdout.is_empty(), "{name:?}: {}", text(&out.stdout));
     }

@@ -144,7 +144,8 @@ def start_rathole(procs, exe, work, services, noise, name="rathole"):
     return public, {"server": server.pid, "client": client.pid}
 
 
-def start_warren(procs, exe, work, name, transport, resources_toml="", edge_extra="", allow=(), agent_exe=None):
+def start_warren(procs, exe, work, name, transport, resources_toml="", edge_extra="", allow=(), agent_exe=None,
+                 agent_extra=()):
     """A Warren edge (config: `edge_extra` under [edge], `resources_toml`
     after the site) and one agent dialing it over `transport`, allowed to
     reach `allow`. Returns {"dir", "admin", "token", "pids"} once the agent
@@ -163,6 +164,7 @@ def start_warren(procs, exe, work, name, transport, resources_toml="", edge_extr
             "--pin", pin, "--transport", transport]
     for a in allow:
         args += ["--allow", a]
+    args += list(agent_extra)
     agent = procs.start(f"{name}-agent", args, cwd=d, env=env)
     token = wait_agent(admin, d, procs)
     return {"dir": d, "admin": admin, "token": token, "pids": {"edge": edge.pid, "agent": agent.pid}}

@@ -61,6 +61,13 @@ TABLES = {
         "ratios": [("warren-quic", "warren-tcp")],
         "ratio_units": ("ms",),
     },
+    # Written by bench/ssh_bench.py.
+    "ssh": {
+        "rows": [("`... -- true` started -> exited", "login", "ms", "ms")],
+        "ratios": [("warren-ssh", "plain-ssh"), ("ssh-via-edge", "plain-ssh")],
+        "ratio_units": ("ms",),
+        "diffs": [("warren-ssh", "plain-ssh"), ("warren-ssh", "ssh-via-edge")],
+    },
     # Written by bench/crash.py.
     "crash": {
         "rows": [("restarted edge listening -> first echo through the tunnel", "crash_recovery", "from_listen_ms", "ms"),

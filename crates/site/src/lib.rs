@@ -17,7 +17,7 @@
 pub mod backoff;
 mod health;
 mod serve;
-mod ssh_user;
+pub mod ssh_user;
 pub mod stats;
 mod target;
 
@@ -62,10 +62,10 @@ pub struct SiteConfig {
     pub backoff_cap: Duration,
     /// How long a shutdown waits for open streams.
     pub drain_timeout: Duration,
-    /// The SSH auth daemon on this host (`--ssh-auth-daemon`): lets users
-    /// the edge vouches for into SSH targets on the allowlist, as far as
-    /// this host's own configuration allows.
-    pub ssh_auth: Option<Arc<warren_authd::AuthDaemon>>,
+    /// Who lets users the edge vouches for into SSH targets on the
+    /// allowlist: the auth daemon on this host (`--ssh-auth-daemon`) and
+    /// standalone daemons on other hosts (`--auth-daemon`).
+    pub ssh_auth: Arc<ssh_user::SshAuth>,
 }
 
 impl fmt::Debug for SiteConfig {
@@ -102,7 +102,7 @@ impl SiteConfig {
             backoff_initial: Duration::from_millis(250),
             backoff_cap: Duration::from_secs(30),
             drain_timeout: Duration::from_secs(30),
-            ssh_auth: None,
+            ssh_auth: Arc::new(ssh_user::SshAuth::default()),
         }
     }
 }

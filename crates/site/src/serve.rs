@@ -68,7 +68,7 @@ pub(crate) async fn serve_stream(
     allow: Arc<Allowlist>,
     stats: Arc<Stats>,
     connect_timeout: Duration,
-    ssh_auth: Option<Arc<warren_authd::AuthDaemon>>,
+    ssh_auth: Arc<crate::ssh_user::SshAuth>,
 ) {
     let req = inc.request.clone();
     let protocol = match req.protocol {

@@ -6,15 +6,29 @@
 //!   network at login); nothing for an account with none; exit 1, printing
 //!   nothing, for a name that could not be an account (`../x`, `%`).
 //! * `warren auth-daemon --pre-shared-key-file F --listen ADDR`: the
-//!   daemon for hosts the agent is not on. Not built yet: today the agent
-//!   runs the daemon on its own host (`warren site --ssh-auth-daemon`).
+//!   daemon for hosts the agent is not on. HTTPS (a self-signed
+//!   certificate made once in the state directory; `--print-pin` prints
+//!   the SHA-256 the agent pins), one endpoint, `POST /v1/ssh-user`, for
+//!   the agent presenting the pre-shared key (`Authorization: Bearer`,
+//!   compared in constant time): the body is a `warren_proto::ssh_user`
+//!   request, the answer the host's reply. Bounds: 4 KiB and 10 s per
+//!   request, 64 connections at once, TLS within 10 s.
 //!
 //! [`DaemonOptions`] are the host's own configuration (what certificates
 //! may become here), shared by `warren site --ssh-auth-daemon`.
 
 use crate::Failure;
+use bytes::Bytes;
 use clap::{Args, Subcommand};
-use std::path::PathBuf;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_util::rt::TokioIo;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use warren_proto::ssh_user::SshUserRequest;
+use warren_proto::Secret;
+use warren_transport::tls;
 
 /// The default state directory.
 const STATE_DIR: &str = "/var/lib/warren/auth-daemon";
@@ -24,12 +38,18 @@ const STATE_DIR: &str = "/var/lib/warren/auth-daemon";
 pub(crate) struct AuthDaemonArgs {
     #[command(subcommand)]
     command: Option<AuthDaemonCommand>,
-    /// The key the agent presents (standalone daemon).
-    #[arg(long)]
+    /// The key the agent presents (at least 32 characters).
+    #[arg(long, value_name = "FILE", required_unless_present = "print_pin")]
     pre_shared_key_file: Option<PathBuf>,
-    /// Where the standalone daemon listens (HTTPS).
+    /// Where to listen (HTTPS), e.g. 0.0.0.0:22123.
+    #[arg(long, value_name = "ADDR", required_unless_present = "print_pin")]
+    listen: Option<std::net::SocketAddr>,
+    /// Print the SHA-256 pin of the daemon's certificate (made if need be)
+    /// for the agent's `--auth-daemon HOST,ADDR,PIN`, and exit.
     #[arg(long)]
-    listen: Option<String>,
+    print_pin: bool,
+    #[command(flatten)]
+    host: DaemonOptions,
 }
 
 #[derive(Subcommand, Debug)]
@@ -101,13 +121,176 @@ pub(crate) async fn run(args: AuthDaemonArgs) -> Result<(), Failure> {
             }
             Err(e) => Err(Failure::Other(anyhow::anyhow!("{e}"))),
         },
-        None => {
-            let _ = (args.pre_shared_key_file, args.listen);
-            Err(Failure::Usage(
-                "the standalone auth daemon (--pre-shared-key-file, --listen) is not built yet: \
-                 run the agent on the SSH host with `warren site --ssh-auth-daemon`"
-                    .into(),
-            ))
-        }
+        None => standalone(args).await,
+    }
+}
+
+/// Shortest pre-shared key accepted.
+const MIN_PSK: usize = 32;
+/// The largest request body read.
+const MAX_BODY: usize = warren_proto::ssh_user::MAX_MESSAGE + 2;
+/// Connections served at once.
+const MAX_CONNECTIONS: usize = 64;
+/// Time for a TLS handshake, and for a request.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A pre-shared key from a file (trimmed), at least [`MIN_PSK`] long.
+pub(crate) fn read_psk(path: &Path) -> Result<Secret, Failure> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))?;
+    let key = text.trim();
+    if key.len() < MIN_PSK {
+        return Err(Failure::Usage(format!(
+            "{}: a pre-shared key of at least {MIN_PSK} characters (e.g. `openssl rand -hex 32`)",
+            path.display()
+        )));
+    }
+    Ok(Secret::new(key))
+}
+
+/// The daemon's certificate, made once in the state directory.
+fn certificate(
+    dir: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), Failure> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    if !cert.exists() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| Failure::Usage(format!("{}: {e}", dir.display())))?;
+        let made = tls::generate_self_signed(vec!["warren-auth-daemon".into()])
+            .map_err(|e| Failure::Other(anyhow::anyhow!("{e}")))?;
+        let write = |path: &Path, text: &str, mode: u32| {
+            use std::io::Write;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(mode)
+                .open(path)
+                .and_then(|mut f| f.write_all(text.as_bytes()))
+                .map_err(|e| Failure::Usage(format!("{}: {e}", path.display())))
+        };
+        write(&key, &made.key_pem, 0o600)?;
+        write(&cert, &made.cert_pem, 0o644)?;
+    }
+    let certs = tls::load_certs(&cert).map_err(|e| Failure::Usage(e.to_string()))?;
+    let key = tls::load_key(&key).map_err(|e| Failure::Usage(e.to_string()))?;
+    Ok((certs, key))
+}
+
+async fn standalone(args: AuthDaemonArgs) -> Result<(), Failure> {
+    let (certs, key) = certificate(&args.host.state_dir)?;
+    let pin = tls::pin_of(&certs[0]);
+    if args.print_pin {
+        println!("{pin}");
+        return Ok(());
+    }
+    // clap requires both unless --print-pin.
+    let (Some(psk_file), Some(listen)) = (&args.pre_shared_key_file, args.listen) else {
+        return Err(Failure::Usage(
+            "--pre-shared-key-file and --listen are needed".into(),
+        ));
+    };
+    let psk = Arc::new(read_psk(psk_file)?);
+    let daemon = Arc::new(args.host.start()?);
+    let mut config =
+        (*tls::server_config(certs, key).map_err(|e| Failure::Usage(e.to_string()))?).clone();
+    config.alpn_protocols = vec![warren_site::ssh_user::DAEMON_ALPN.to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| Failure::Usage(format!("--listen {listen}: {e}")))?;
+    let bound = listener.local_addr().unwrap_or(listen);
+    tracing::info!(event = "auth_daemon_listening", addr = %bound, pin = %pin, "the SSH auth daemon is listening");
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let stop = crate::terminate_signal();
+    tokio::pin!(stop);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            _ = &mut stop => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(event = "auth_daemon_busy", client = %peer, "{MAX_CONNECTIONS} connections at once: closed");
+            continue;
+        };
+        let (acceptor, psk, daemon) = (acceptor.clone(), psk.clone(), daemon.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let Ok(Ok(tls)) = tokio::time::timeout(IO_TIMEOUT, acceptor.accept(tcp)).await else {
+                return;
+            };
+            let service = hyper::service::service_fn(move |req| {
+                let (psk, daemon) = (psk.clone(), daemon.clone());
+                async move { Ok::<_, std::convert::Infallible>(handle(req, &psk, &daemon, peer).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .header_read_timeout(IO_TIMEOUT)
+                .timer(hyper_util::rt::TokioTimer::new())
+                .serve_connection(TokioIo::new(tls), service);
+            let _ = tokio::time::timeout(Duration::from_secs(60), conn).await;
+        });
+    }
+    tracing::info!(event = "auth_daemon_stopped", "the SSH auth daemon stopped");
+    Ok(())
+}
+
+fn reply(status: u16, body: Vec<u8>) -> hyper::Response<Full<Bytes>> {
+    let mut resp = hyper::Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() =
+        hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::BAD_REQUEST);
+    resp
+}
+
+async fn handle(
+    req: hyper::Request<hyper::body::Incoming>,
+    psk: &Secret,
+    daemon: &Arc<warren_authd::AuthDaemon>,
+    peer: std::net::SocketAddr,
+) -> hyper::Response<Full<Bytes>> {
+    if req.method() != hyper::Method::POST || req.uri().path() != warren_site::ssh_user::DAEMON_PATH
+    {
+        return reply(404, Vec::new());
+    }
+    let presented = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Secret's equality is constant-time.
+    if Secret::new(presented) != *psk {
+        tracing::warn!(event = "auth_daemon_refused", client = %peer, reason = "bad_key", "a request without the pre-shared key");
+        return reply(401, Vec::new());
+    }
+    let body = match tokio::time::timeout(
+        IO_TIMEOUT,
+        Limited::new(req.into_body(), MAX_BODY).collect(),
+    )
+    .await
+    {
+        Ok(Ok(b)) => b.to_bytes(),
+        _ => return reply(400, Vec::new()),
+    };
+    let asked = body
+        .get(2..)
+        .filter(|p| {
+            body.len() >= 2 && usize::from(u16::from_be_bytes([body[0], body[1]])) == p.len()
+        })
+        .and_then(|p| SshUserRequest::decode(p).ok());
+    let Some(asked) = asked else {
+        tracing::warn!(event = "auth_daemon_refused", client = %peer, reason = "bad_request", "a request that does not decode");
+        return reply(400, Vec::new());
+    };
+    let answer = warren_site::ssh_user::answer(daemon, "standalone", asked).await;
+    match answer.encode() {
+        Ok(bytes) => reply(200, bytes),
+        Err(_) => reply(500, Vec::new()),
     }
 }

@@ -60,6 +60,8 @@ pub(crate) enum Command {
     /// Log in to an ssh resource with a 5-minute certificate (OpenSSH
     /// through the edge); `ca-key`: the organisation's CA for hosts.
     Ssh(crate::ssh_cmd::SshArgs),
+    /// Copy files to or from an ssh resource (scp with a 5-minute certificate).
+    Scp(crate::ssh_cmd::ScpArgs),
     /// A certificate for a key of your own (for other tools), beside it.
     SignKey(crate::ssh_cmd::SignKeyArgs),
     /// On SSH hosts: `principals --username %u` for sshd's
@@ -164,6 +166,15 @@ pub(crate) struct SiteArgs {
     /// as the --ssh-* options below allow (this host's veto).
     #[arg(long)]
     pub(crate) ssh_auth_daemon: bool,
+    /// A standalone auth daemon (`warren auth-daemon`) for the SSH targets
+    /// on HOST: `HOST,ADDR,PIN` (the daemon's address and the SHA-256 pin
+    /// of its certificate, from `warren auth-daemon --print-pin`); repeat
+    /// for several hosts.
+    #[arg(long = "auth-daemon", value_name = "HOST,ADDR,PIN")]
+    pub(crate) auth_daemons: Vec<String>,
+    /// The pre-shared key this agent presents to standalone auth daemons.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) auth_daemon_psk_file: Option<PathBuf>,
     #[command(flatten)]
     pub(crate) ssh: crate::authd_cmd::DaemonOptions,
 }

@@ -123,6 +123,7 @@ fn main() -> ExitCode {
             Command::Login(args) => login_cmd::run(args).await,
             Command::Ssh(args) => ssh_cmd::run(args).await,
             Command::SignKey(args) => ssh_cmd::sign_key(args).await,
+            Command::Scp(args) => ssh_cmd::scp(args).await,
             Command::AuthDaemon(args) => authd_cmd::run(args).await,
         }
     });

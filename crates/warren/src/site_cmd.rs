@@ -31,6 +31,7 @@ pub(crate) async fn run(args: SiteArgs) -> Result<(), Failure> {
     // Fail early on unusable trust material, with exit status 2.
     tls::client_config(&trust).map_err(|e| Failure::Usage(e.to_string()))?;
     let allow = allowlist(&args)?;
+    let ssh = Arc::new(ssh_auth(&args)?);
     if args.egress_check || args.require_egress_wall {
         let report = crate::egress::check::check(&allow, &endpoint.host, endpoint.port).await;
         crate::egress::check::enforce(&report, args.require_egress_wall)?;
@@ -43,9 +44,7 @@ pub(crate) async fn run(args: SiteArgs) -> Result<(), Failure> {
     };
     // clap makes the endpoint and id required unless a subcommand is given.
     let mut config = SiteConfig::new(endpoint, args.id.unwrap_or_default(), secret, trust, allow);
-    if args.ssh_auth_daemon {
-        config.ssh_auth = Some(std::sync::Arc::new(args.ssh.start()?));
-    }
+    config.ssh_auth = ssh;
     config.transport = match args.transport {
         Transport::Auto => TransportChoice::Auto,
         Transport::Quic => TransportChoice::Quic,
@@ -92,4 +91,42 @@ fn read_secret_file(path: &std::path::Path) -> Result<warren_proto::Secret, Fail
         }
     }
     Ok(secret)
+}
+
+/// `--ssh-auth-daemon`, `--auth-daemon` and `--auth-daemon-psk-file`.
+fn ssh_auth(args: &SiteArgs) -> Result<warren_site::ssh_user::SshAuth, Failure> {
+    let mut auth = warren_site::ssh_user::SshAuth::default();
+    if args.ssh_auth_daemon {
+        auth.local = Some(Arc::new(args.ssh.start()?));
+    }
+    for spec in &args.auth_daemons {
+        let bad = || {
+            Failure::Usage(format!(
+                "--auth-daemon `{spec}`: expected HOST,ADDR,PIN (10.0.0.5,10.0.0.5:22123,<64 hex digits>)"
+            ))
+        };
+        let mut parts = spec.splitn(3, ',');
+        let (Some(host), Some(addr), Some(pin)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(bad());
+        };
+        let pin = warren_transport::tls::parse_pin(pin).map_err(|_| bad())?;
+        if host.is_empty() || addr.parse::<std::net::SocketAddr>().is_err() && !addr.contains(':') {
+            return Err(bad());
+        }
+        auth.remote.push(warren_site::ssh_user::RemoteDaemon {
+            host: host.to_owned(),
+            addr: addr.to_owned(),
+            pin,
+        });
+    }
+    match (&args.auth_daemon_psk_file, auth.remote.is_empty()) {
+        (Some(path), _) => auth.psk = Some(crate::authd_cmd::read_psk(path)?),
+        (None, false) => {
+            return Err(Failure::Usage(
+                "--auth-daemon needs --auth-daemon-psk-file (the key the daemons expect)".into(),
+            ))
+        }
+        (None, true) => {}
+    }
+    Ok(auth)
 }

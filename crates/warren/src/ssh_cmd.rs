@@ -1,4 +1,4 @@
-//! `warren ssh`, `warren sign-key` and `warren ssh ca-key`.
+//! `warren ssh`, `warren scp`, `warren sign-key` and `warren ssh ca-key`.
 //!
 //! `warren ssh [USER@]ALIAS [-- CMD]`: with the saved session (`warren
 //! login`), a throwaway ed25519 key, a certificate for it valid five
@@ -9,6 +9,9 @@
 //! certificate. The key lives in a 0700 directory of its own (in
 //! `$XDG_RUNTIME_DIR` when set) for as long as ssh runs, then is removed:
 //! OpenSSH reads keys and certificates from files.
+//!
+//! `warren scp ... ALIAS:PATH ...` is the same with scp (the account as
+//! `-o User=`, unless the operand names one).
 //!
 //! `warren sign-key --key-file KEY.pub --resource ALIAS`: a certificate
 //! for a key of your own, written beside it (`KEY-cert.pub`), for other
@@ -267,14 +270,21 @@ fn hex_id() -> String {
         .collect()
 }
 
-async fn login(args: &SshArgs, user: Option<&str>, alias: &str) -> Result<(), Failure> {
+/// A throwaway key with a certificate for `alias`, in a directory of its
+/// own, and the OpenSSH options that use them and the edge's way through.
+struct Certified {
+    dir: KeyDir,
+    account: String,
+    options: Vec<String>,
+}
+
+async fn certified(session: &SessionArgs, alias: &str) -> Result<Certified, Failure> {
     use ssh_key::{Algorithm, LineEnding, PrivateKey};
     let key = PrivateKey::random(&mut ssh_key::rand_core::OsRng, Algorithm::Ed25519)
         .map_err(|e| anyhow!("making a key: {e}"))?;
     let public = key.public_key().to_openssh().map_err(|e| anyhow!("{e}"))?;
-    let answer = sign(&args.session, alias, &public).await?;
+    let answer = sign(session, alias, &public).await?;
     let certificate = text(&answer, "certificate")?;
-    let account = user.unwrap_or(text(&answer, "account")?).to_owned();
     if let Some(role) = answer["vetoed"].as_str() {
         eprintln!(
             "warren: the host refused the sudo role `{role}` the policy grants (its own veto)"
@@ -291,37 +301,120 @@ async fn login(args: &SshArgs, user: Option<&str>, alias: &str) -> Result<(), Fa
     let proxy = format!(
         "{} ssh --proxy{}",
         quote(&exe.display().to_string()),
-        args.session.flags()?
+        session.flags()?
     )
     .replace('%', "%%")
         + " %n";
-    let mut cmd = tokio::process::Command::new(&args.ssh_program);
-    cmd.arg("-i")
-        .arg(&key_path)
-        .arg("-o")
-        .arg(format!("CertificateFile={}", cert_path.display()))
-        .args(["-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none"])
-        .arg("-o")
-        .arg(format!("ProxyCommand={proxy}"));
-    for o in &args.options {
-        cmd.arg("-o").arg(o);
-    }
-    cmd.arg("-l").arg(&account).arg(alias);
-    if !args.remote.is_empty() {
-        cmd.arg("--").args(&args.remote);
-    }
-    // ssh has the terminal: Ctrl-C is its, not a reason to leave the key.
+    let options = vec![
+        format!("IdentityFile={}", key_path.display()),
+        format!("CertificateFile={}", cert_path.display()),
+        "IdentitiesOnly=yes".to_owned(),
+        "IdentityAgent=none".to_owned(),
+        format!("ProxyCommand={proxy}"),
+    ];
+    Ok(Certified {
+        account: text(&answer, "account")?.to_owned(),
+        dir,
+        options,
+    })
+}
+
+/// Runs `cmd` (ssh or scp) to its end, then removes the key; its exit
+/// status is ours.
+async fn run_client(mut cmd: tokio::process::Command, certified: Certified) -> Result<(), Failure> {
+    // The client has the terminal: Ctrl-C is its, not a reason to leave the key.
     let _ignore = tokio::spawn(async { while tokio::signal::ctrl_c().await.is_ok() {} });
+    let program = cmd.as_std().get_program().to_string_lossy().into_owned();
     let status = cmd
         .status()
         .await
-        .with_context(|| format!("running {}", args.ssh_program))?;
-    drop(dir);
+        .with_context(|| format!("running {program}"))?;
+    drop(certified.dir);
     match status.code() {
         Some(0) => Ok(()),
         Some(code) => Err(Failure::Status(code.clamp(1, 255) as u8)),
         None => Err(Failure::Status(255)),
     }
+}
+
+async fn login(args: &SshArgs, user: Option<&str>, alias: &str) -> Result<(), Failure> {
+    let certified = certified(&args.session, alias).await?;
+    let mut cmd = tokio::process::Command::new(&args.ssh_program);
+    for o in certified.options.iter().chain(&args.options) {
+        cmd.arg("-o").arg(o);
+    }
+    cmd.arg("-l")
+        .arg(user.unwrap_or(&certified.account))
+        .arg(alias);
+    if !args.remote.is_empty() {
+        cmd.arg("--").args(&args.remote);
+    }
+    run_client(cmd, certified).await
+}
+
+/// `warren scp`.
+#[derive(Args, Debug)]
+pub(crate) struct ScpArgs {
+    /// scp's own arguments; one ssh resource among them as `[USER@]ALIAS:PATH`.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+    args: Vec<String>,
+    /// The scp client to run.
+    #[arg(long, env = "WARREN_SCP_PROGRAM", default_value = "scp", hide = true)]
+    scp_program: String,
+    #[command(flatten)]
+    session: SessionArgs,
+}
+
+/// The `[USER@]ALIAS` of an scp operand `[USER@]ALIAS:PATH`, if it is one.
+fn remote_operand(arg: &str) -> Option<(Option<&str>, &str)> {
+    if arg.starts_with('-') || arg.starts_with('/') || arg.starts_with("scp://") {
+        return None;
+    }
+    let (host, _) = arg.split_once(':')?;
+    if host.contains('/') {
+        return None; // a local path with a colon further on
+    }
+    let (user, alias) = match host.rsplit_once('@') {
+        Some((u, a)) => (Some(u), a),
+        None => (None, host),
+    };
+    let ok = !alias.is_empty()
+        && alias
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    ok.then_some((user, alias))
+}
+
+/// `warren scp [SCP ARGS] [USER@]ALIAS:PATH ...`: scp with a certificate
+/// for the one ssh resource its operands name, through the edge.
+pub(crate) async fn scp(args: ScpArgs) -> Result<(), Failure> {
+    let mut aliases: Vec<&str> = args
+        .args
+        .iter()
+        .filter_map(|a| remote_operand(a).map(|(_, alias)| alias))
+        .collect();
+    aliases.dedup();
+    let alias = match aliases.as_slice() {
+        [one] => *one,
+        [] => {
+            return Err(Failure::Usage(
+                "warren scp: name an ssh resource as ALIAS:PATH".into(),
+            ))
+        }
+        _ => {
+            return Err(Failure::Usage(
+                "warren scp: one ssh resource per copy".into(),
+            ))
+        }
+    };
+    let certified = certified(&args.session, alias).await?;
+    let mut cmd = tokio::process::Command::new(&args.scp_program);
+    for o in &certified.options {
+        cmd.arg("-o").arg(o);
+    }
+    cmd.arg("-o").arg(format!("User={}", certified.account));
+    cmd.args(&args.args);
+    run_client(cmd, certified).await
 }
 
 /// The ProxyCommand: stdin and stdout to the host's sshd, through the edge.
@@ -397,4 +490,28 @@ pub(crate) async fn sign_key(args: SignKeyArgs) -> Result<(), Failure> {
         answer["valid_before"]
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remote_operand;
+
+    #[test]
+    fn scp_operands_name_the_resource() {
+        assert_eq!(remote_operand("vm-01:/etc/x"), Some((None, "vm-01")));
+        assert_eq!(
+            remote_operand("deploy@vm-01:x"),
+            Some((Some("deploy"), "vm-01"))
+        );
+        for local in [
+            "-P",
+            "./a:b",
+            "/tmp/a:b",
+            "file.txt",
+            "scp://vm-01/x",
+            "a b:c",
+        ] {
+            assert_eq!(remote_operand(local), None, "{local}");
+        }
+    }
 }

@@ -92,7 +92,7 @@ async fn sshd(dir: &Path, ca_keys: &str, state: &Path, port: u16) -> Sshd {
          AuthorizedPrincipalsCommand {bin} auth-daemon principals --username %u --state-dir {state}\n\
          AuthorizedPrincipalsCommandUser nobody\n\
          AuthorizedKeysFile none\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-         UsePAM yes\nStrictModes no\nLogLevel VERBOSE\n",
+         UsePAM yes\nStrictModes no\nLogLevel VERBOSE\nSubsystem sftp internal-sftp\n",
         key = host_key.display(),
         dir = dir.display(),
         bin = bin().display(),
@@ -205,10 +205,25 @@ struct World {
     _live: warren_testkit::HttpBackend,
     _agent: Process,
     _sshd: Sshd,
+    /// `warren auth-daemon` and its address, when it runs on its own.
+    standalone: Option<(Process, String)>,
 }
 
 impl World {
     async fn start(policy: &str, emails: &[&str], daemon: &[&str], extra_ca: &str) -> World {
+        World::start_with(policy, emails, daemon, extra_ca, false).await
+    }
+
+    /// As [`World::start`]; with `standalone`, the auth daemon is `warren
+    /// auth-daemon` on its own (HTTPS, a pre-shared key), which the agent
+    /// asks with `--auth-daemon`, instead of the agent's own.
+    async fn start_with(
+        policy: &str,
+        emails: &[&str],
+        daemon: &[&str],
+        extra_ca: &str,
+        standalone: bool,
+    ) -> World {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("authd");
         let accounts = Accounts(state.clone());
@@ -248,15 +263,32 @@ impl World {
                 &format!("127.0.0.1:{sshd_port}/tcp"),
             ],
         );
-        args.extend(
-            [
-                "--ssh-auth-daemon",
-                "--ssh-state-dir",
-                &state.display().to_string(),
-            ]
-            .map(String::from),
-        );
-        args.extend(daemon.iter().map(|s| s.to_string()));
+        let state_arg = ["--ssh-state-dir".to_owned(), state.display().to_string()];
+        let mut standalone_daemon = None;
+        if standalone {
+            let psk = dir.path().join("psk");
+            std::fs::write(&psk, "0123456789abcdef0123456789abcdef-psk\n").unwrap();
+            let mut dargs = vec!["auth-daemon".to_owned(), "--pre-shared-key-file".to_owned()];
+            dargs.push(psk.display().to_string());
+            dargs.extend(["--listen".to_owned(), "127.0.0.1:0".to_owned()]);
+            dargs.extend(state_arg.iter().cloned());
+            dargs.extend(daemon.iter().map(|s| s.to_string()));
+            let d = Process::spawn("auth-daemon", bin(), &dargs, dir.path());
+            let listening = d.wait_event("auth_daemon_listening");
+            let addr = listening["addr"].as_str().unwrap().to_owned();
+            let pin = listening["pin"].as_str().unwrap().to_owned();
+            args.extend([
+                "--auth-daemon".to_owned(),
+                format!("127.0.0.1,{addr},{pin}"),
+                "--auth-daemon-psk-file".to_owned(),
+                psk.display().to_string(),
+            ]);
+            standalone_daemon = Some((d, addr));
+        } else {
+            args.push("--ssh-auth-daemon".to_owned());
+            args.extend(state_arg.iter().cloned());
+            args.extend(daemon.iter().map(|s| s.to_string()));
+        }
         let agent = Process::spawn("agent", bin(), &args, dir.path());
         agent.wait_event("edge_connected");
         // The host: sshd trusting the CA, principals from the agent's records.
@@ -273,6 +305,7 @@ impl World {
             _live: live,
             _agent: agent,
             _sshd: sshd,
+            standalone: standalone_daemon,
         }
     }
 
@@ -390,6 +423,39 @@ async fn warren_ssh_logs_in_with_a_certificate_as_a_just_in_time_user() {
     // The remote command's exit status is the command's.
     let out = run(&mut warren_ssh(&alice, port, &["vm-01", "--", "exit", "7"]));
     assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
+
+    // `warren scp` there and back, as the same account.
+    let local = w.dir.path().join("hello.txt");
+    std::fs::write(&local, "hello over scp\n").unwrap();
+    let mut scp = Command::new(bin());
+    scp.arg("scp")
+        .arg("--login-file")
+        .arg(&alice)
+        .args(["--connect", &format!("127.0.0.1:{port}"), "--"])
+        .args([
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "BatchMode=yes",
+            "-q",
+        ])
+        .arg(&local)
+        .arg("vm-01:copied.txt");
+    let out = run(&mut scp);
+    assert!(out.status.success(), "scp: {}", text(&out.stderr));
+    let out = run(&mut warren_ssh(
+        &alice,
+        port,
+        &["vm-01", "--", "cat", "copied.txt"],
+    ));
+    assert_eq!(
+        text(&out.stdout),
+        "hello over scp\n",
+        "{}",
+        text(&out.stderr)
+    );
 
     // `warren sign-key` for a key of alice's own, accepted by plain ssh
     // (straight to sshd here: the certificate is what it checks).
@@ -627,4 +693,66 @@ async fn sshd_refuses_what_the_certificate_or_the_host_does_not_allow() {
     );
     let out = run(&mut warren_ssh(&carol, w.port, &["vm-01", "--", "true"]));
     assert!(out.status.success(), "{}", text(&out.stderr));
+}
+
+/// The standalone daemon (`warren auth-daemon`, for hosts the agent is not
+/// on): the agent reaches it over HTTPS, pinning its certificate and
+/// presenting the pre-shared key; it makes the account and answers from the
+/// same records sshd's principals command reads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_standalone_auth_daemon_lets_users_in_for_the_agent() {
+    if !available() {
+        return;
+    }
+    let policy = "[[grants]]\nsrc = [\"wtdave@corp.com\"]\ndst = [\"app\", \"vm-01\"]\n\
+        ssh = { sudo = \"admin\" }\n";
+    let w = World::start_with(
+        policy,
+        &["wtdave@corp.com"],
+        &["--ssh-sudo-role", "admin"],
+        "",
+        true,
+    )
+    .await;
+    let dave = w.login("dave", "wtdave@corp.com").await;
+    let out = run(&mut warren_ssh(
+        &dave,
+        w.port,
+        &["vm-01", "--", "sudo", "-n", "id", "-un"],
+    ));
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stderr),
+        w.sshd_log()
+    );
+    assert_eq!(text(&out.stdout).trim(), "root");
+    let out = run(&mut warren_ssh(
+        &dave,
+        w.port,
+        &["vm-01", "--", "id", "-un"],
+    ));
+    assert_eq!(text(&out.stdout).trim(), "wtdave", "{}", text(&out.stderr));
+
+    // Without the key, or with another, the daemon does nothing.
+    let (daemon, addr) = w.standalone.as_ref().unwrap();
+    let url = format!("https://{addr}/v1/ssh-user");
+    for key in [None, Some("0123456789abcdef0123456789abcdef-psX")] {
+        let mut curl = Command::new("curl");
+        curl.args([
+            "-sk",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--data-binary",
+            "@/dev/null",
+        ]);
+        if let Some(k) = key {
+            curl.args(["-H", &format!("Authorization: Bearer {k}")]);
+        }
+        let out = run(curl.arg(&url));
+        assert_eq!(text(&out.stdout), "401", "key {key:?}");
+    }
+    assert!(!daemon.events("auth_daemon_refused").is_empty());
 }

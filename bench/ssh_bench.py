@@ -79,6 +79,8 @@ def main():
     run = Run("ssh", run_meta(exe), params, {"warren": tool_version([exe, "--version"]),
                                              "ssh": tool_version(["ssh", "-V"])})
     work = tempfile.mkdtemp(prefix="warren-ssh-bench-")
+    # sshd runs the principals command as nobody, which must read the state.
+    os.chmod(work, 0o755)
     procs = Procs(work)
     state = os.path.join(work, "authd")
     try:
@@ -105,8 +107,11 @@ def measure(run, exe, work, procs, state, args):
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
                     "-nodes", "-days", "2", "-subj", f"/CN={auth_bench.HOST}",
                     "-addext", f"subjectAltName=DNS:{auth_bench.HOST},DNS:{auth_bench.AUTH_HOST}",
+                    # rustls refuses a CA certificate as the server's own (warren login trusts it as --ca).
+                    "-addext", "basicConstraints=critical,CA:FALSE",
                     "-keyout", key, "-out", cert], check=True, capture_output=True)
-    _, backend = __import__("common").backends(procs, work)
+    # The http resource only carries the browser sign-in; nothing answers behind it.
+    backend = free_port()
     edge = start_warren(
         procs, exe, work, "warren-ssh", "tcp",
         edge_extra=f'https_listen = "127.0.0.1:{https}"\n[tls]\ncerts = [{{ cert = "{cert}", key = "{key}" }}]\n'

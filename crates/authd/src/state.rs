@@ -95,6 +95,15 @@ pub(crate) fn prepare(config: &Config) -> Result<(), AuthdError> {
         .create(&dir)
         .map_err(|e| err(&dir, e))?;
     let state = load(config)?;
+    if let Some((email, a)) = state
+        .accounts
+        .iter()
+        .find(|(_, a)| config.accounts.contains(a))
+    {
+        return Err(AuthdError::Refused(format!(
+            "--ssh-account {a} is {email}'s own account here: list another name"
+        )));
+    }
     let mut files: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (email, account) in &state.accounts {
         files
@@ -146,8 +155,11 @@ pub(crate) fn own_account(config: &Config, email: &str) -> Result<String, AuthdE
     let mut passwd = passwd;
     let mut attempt = 0;
     let (account, uid) = loop {
+        // A name the host lists for certificates is never anyone's own.
         let taken = |n: &str| {
-            passwd.iter().any(|(name, _)| name == n) || state.accounts.values().any(|a| a == n)
+            passwd.iter().any(|(name, _)| name == n)
+                || state.accounts.values().any(|a| a == n)
+                || config.accounts.iter().any(|a| a == n)
         };
         let account = (1..1000)
             .map(|n| name::candidate(&stem, n))

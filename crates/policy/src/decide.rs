@@ -8,7 +8,7 @@
 //! the grants and does not depend on their order (the grant *named* is the
 //! first in the file that allows).
 
-use crate::model::{DstObject, Grant, Method, PolicyFile, Proto, Src, SshGrant};
+use crate::model::{DstObject, Grant, Method, PolicyFile, Proto, Src, SshGrant, SshPrincipal};
 use std::collections::HashMap;
 use std::net::IpAddr;
 
@@ -217,7 +217,8 @@ impl Policy {
 
     /// What an ssh certificate for `who` to `target` may carry: the union
     /// of every grant that allows the connection (their principals and
-    /// extensions; the first sudo role named), with the first such grant,
+    /// extensions; the first sudo role named by a grant that includes the
+    /// user's own account), with the first such grant,
     /// for the audit; `None` when nothing allows it.
     pub fn ssh(&self, who: &Principal<'_>, target: &Target<'_>) -> Option<(usize, SshGrant)> {
         let mut first = None;
@@ -237,7 +238,9 @@ impl Policy {
             let terms = g.ssh.as_ref().unwrap_or(&default);
             out.principals.extend(terms.principals.iter().cloned());
             out.extensions.extend(terms.extensions.iter().cloned());
-            if out.sudo.is_none() {
+            // Sudo is for the user's own account: only a grant that gives
+            // that account can name a role for it.
+            if out.sudo.is_none() && terms.principals.contains(&SshPrincipal::Own) {
                 out.sudo.clone_from(&terms.sudo);
             }
         }

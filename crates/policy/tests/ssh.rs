@@ -20,6 +20,15 @@ dst = ["vm-01:22"]
 src = ["carol@corp.com"]
 dst = ["vm-01"]
 methods = ["GET"]
+
+[[grants]]
+src = ["dan@corp.com"]
+dst = ["vm-01"]
+ssh = { principals = ["deploy"], sudo = "admin" }
+
+[[grants]]
+src = ["dan@corp.com"]
+dst = ["vm-01"]
 "#;
 
 fn target() -> Target<'static> {
@@ -72,4 +81,18 @@ fn no_grant_or_a_request_limited_grant_gives_nothing() {
         ..target()
     };
     assert!(policy.ssh(&user("bob@corp.com"), &other_port).is_none());
+}
+
+#[test]
+fn sudo_comes_only_from_a_grant_of_the_own_account() {
+    let policy = compile(POLICY).unwrap();
+    let (_, terms) = policy.ssh(&user("dan@corp.com"), &target()).unwrap();
+    assert_eq!(
+        terms.principals,
+        vec![SshPrincipal::Own, SshPrincipal::Account("deploy".into())]
+    );
+    assert_eq!(
+        terms.sudo, None,
+        "the grant naming sudo is for `deploy` only"
+    );
 }

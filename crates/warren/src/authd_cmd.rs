@@ -179,7 +179,12 @@ fn certificate(
 
 async fn standalone(args: AuthDaemonArgs) -> Result<(), Failure> {
     let (certs, key) = certificate(&args.host.state_dir)?;
-    let pin = tls::pin_of(&certs[0]);
+    let pin = tls::pin_of(certs.first().ok_or_else(|| {
+        Failure::Usage(format!(
+            "{}: no certificate in tls.crt",
+            args.host.state_dir.display()
+        ))
+    })?);
     if args.print_pin {
         println!("{pin}");
         return Ok(());
@@ -230,7 +235,9 @@ async fn standalone(args: AuthDaemonArgs) -> Result<(), Failure> {
                 let (psk, daemon) = (psk.clone(), daemon.clone());
                 async move { Ok::<_, std::convert::Infallible>(handle(req, &psk, &daemon, peer).await) }
             });
+            // One request per connection: a slot is not held between them.
             let conn = hyper::server::conn::http1::Builder::new()
+                .keep_alive(false)
                 .header_read_timeout(IO_TIMEOUT)
                 .timer(hyper_util::rt::TokioTimer::new())
                 .serve_connection(TokioIo::new(tls), service);

@@ -985,6 +985,13 @@ impl<'a> Validator<'a> {
                 "an ssh resource cannot be public: certificates are for users the policy grants",
             );
         }
+        if ssh && !res.rules.is_empty() {
+            self.error(
+                span.clone(),
+                format!("{key}.rules"),
+                "rules apply to http, tls, tcp and udp resources; who may reach an ssh resource is the policy's",
+            );
+        }
         let rules = self.rules(res.rules, kind, span.clone(), key);
         // Returned even when something above was wrong, so that the rules
         // across resources (duplicate ports and routes) are checked too; a

@@ -163,10 +163,16 @@ pub(crate) async fn sign(
             accounts,
         } => (own, sudo, vetoed, accounts),
         SshUserReply::Refused(why) => {
-            tracing::warn!(event = "ssh_site_refused", resource = %resource.name, user = %who.email, reason = %why, "the site refused an SSH user");
-            return Err(SignError::SiteRefused(why));
+            // The site's words are logged here, not passed on.
+            tracing::warn!(event = "ssh_site_refused", resource = %resource.name, user = %who.email, reason = %why.escape_debug(), "the site refused an SSH user");
+            return Err(SignError::SiteRefused(
+                "the host refused (its log says why)".into(),
+            ));
         }
     };
+    // What the site reports is believed only where it is what was asked.
+    let sudo = sudo && asked.sudo.is_some();
+    let vetoed = vetoed.filter(|v| asked.sudo.as_ref() == Some(v));
     // Only what the policy granted, whatever the site said.
     let accounts: Vec<String> = accounts
         .into_iter()

@@ -21,6 +21,7 @@
 //! outside passes [`name::valid_account`] before it reaches a path or a
 //! command line.
 
+mod files;
 pub mod name;
 mod state;
 mod system;

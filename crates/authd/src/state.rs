@@ -8,6 +8,7 @@
 //!
 //! Files are written whole, to a temporary name then renamed.
 
+use crate::files::write_atomic;
 use crate::{name, system, AuthdError, Config};
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -55,28 +56,6 @@ fn load(config: &Config) -> Result<State, AuthdError> {
         }),
         Err(e) => Err(err(&path, e)),
     }
-}
-
-/// Writes `bytes` to `path` whole: a temporary file beside it, renamed.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> Result<(), AuthdError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let tmp = path.with_file_name(format!(
-        ".{}.tmp",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("x")
-    ));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| err(path, e))
 }
 
 fn save(config: &Config, state: &State) -> Result<(), AuthdError> {

@@ -2,7 +2,7 @@
 //! checked with `visudo -c`. Names reaching here passed
 //! [`crate::name::valid_account`]; emails, `warren_policy::valid_email`.
 
-use crate::state::write_atomic;
+use crate::files::write_atomic;
 use crate::{AuthdError, Config};
 use std::process::Command;
 

@@ -10,7 +10,7 @@ const POLICY: &str = r#"
 [[grants]]
 src = ["group:ops"]
 dst = ["vm-01"]
-ssh = { principals = ["deploy"], extensions = ["permit-port-forwarding"], sudo = "admin" }
+ssh = { principals = ["autogroup:self", "deploy"], extensions = ["permit-port-forwarding"], sudo = "admin" }
 
 [[grants]]
 src = ["alice@corp.com", "bob@corp.com"]

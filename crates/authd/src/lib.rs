@@ -7,7 +7,7 @@
 //! %u`) answers from those records alone, with no network at login.
 //!
 //! ```text
-//! Request{email, accounts, sudo} --provision--> useradd (just in time),
+//! Request{resource, email, accounts, sudo} --provision--> useradd (just in time),
 //!                                               sudoers (only under the host's veto),
 //!                                               principals/<account>   <--principals-- sshd
 //! ```
@@ -23,6 +23,8 @@
 
 mod files;
 pub mod name;
+
+use warren_proto::ssh_user::scoped;
 mod state;
 mod system;
 
@@ -68,6 +70,9 @@ impl Config {
 /// What the edge asks for one user.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Request {
+    /// The ssh resource asked about: the principals recorded are scoped
+    /// to it (`RESOURCE/EMAIL`, `RESOURCE/ACCOUNT`).
+    pub resource: String,
     /// The user's email: the certificate principal of their own account.
     pub email: String,
     /// Whether the grant includes the user's own account.
@@ -160,6 +165,9 @@ impl AuthDaemon {
         if !warren_policy::valid_email(&req.email) {
             return Err(AuthdError::Refused("not an email address".into()));
         }
+        if !valid_resource(&req.resource) {
+            return Err(AuthdError::Refused("not a resource name".into()));
+        }
         let accounts: Vec<String> = req
             .accounts
             .iter()
@@ -189,9 +197,23 @@ impl AuthDaemon {
                 None => false,
             };
             system::set_sudo(&self.config, &account, sudo)?;
+            state::allow(&self.config, &account, scoped(&req.resource, &email))?;
             granted.sudo = sudo;
             granted.own = Some(account);
         }
+        for a in &granted.accounts {
+            state::allow(&self.config, a, scoped(&req.resource, a))?;
+        }
         Ok(granted)
     }
+}
+
+/// Whether `name` could be a resource name (1-64 of A-Z a-z 0-9 `-` `_`
+/// `.`): nothing else reaches a principals line.
+pub fn valid_resource(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }

@@ -4,13 +4,17 @@
 //!   next UID (a high-water mark, so a UID is never given twice even after
 //!   an account is deleted);
 //! * `principals/<account>`: the certificate principals that may log in as
-//!   the account, one per line; all `warren auth-daemon principals` reads.
+//!   the account, one per line, each scoped to the ssh resource it was
+//!   granted for (`vm-01/alice@corp.com`, `vm-01/deploy`), so a certificate
+//!   for one host is none for another; all `warren auth-daemon principals`
+//!   reads. They are kept in `state.json` too, and the files rewritten
+//!   from there at start.
 //!
 //! Files are written whole, to a temporary name then renamed.
 
 use crate::files::write_atomic;
 use crate::{name, system, AuthdError, Config};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -29,6 +33,9 @@ struct State {
     accounts: BTreeMap<String, String>,
     /// The next UID to try.
     next_uid: u32,
+    /// Account → the principals that may log in as it.
+    #[serde(default)]
+    principals: BTreeMap<String, BTreeSet<String>>,
 }
 
 fn err(path: &Path, e: impl std::fmt::Display) -> AuthdError {
@@ -83,31 +90,45 @@ pub(crate) fn prepare(config: &Config) -> Result<(), AuthdError> {
             "--ssh-account {a} is {email}'s own account here: list another name"
         )));
     }
-    let mut files: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (email, account) in &state.accounts {
-        files
-            .entry(account.clone())
-            .or_default()
-            .push(email.clone());
-    }
-    for a in &config.accounts {
-        files.entry(a.clone()).or_default().push(a.clone());
-    }
+    // A named account the host no longer lists loses its principals.
+    let own: BTreeSet<&String> = state.accounts.values().collect();
+    let files: BTreeMap<&String, &BTreeSet<String>> = state
+        .principals
+        .iter()
+        .filter(|(a, _)| own.contains(a) || config.accounts.contains(a))
+        .collect();
     let entries = std::fs::read_dir(&dir).map_err(|e| err(&dir, e))?;
     for entry in entries.flatten() {
         let name = entry.file_name();
-        if !files.contains_key(name.to_str().unwrap_or("")) {
+        if !files.contains_key(&name.to_str().unwrap_or("").to_owned()) {
             let _ = std::fs::remove_file(entry.path());
         }
     }
     for (account, lines) in files {
-        write_principals(&config.state_dir, &account, &lines)?;
+        write_principals(&config.state_dir, account, lines)?;
     }
     Ok(())
 }
 
-fn write_principals(state_dir: &Path, account: &str, lines: &[String]) -> Result<(), AuthdError> {
-    let mut text = lines.join("\n");
+/// Lets `principal` log in as `account` from now on (recorded, and the
+/// account's file rewritten). The caller serialises.
+pub(crate) fn allow(config: &Config, account: &str, principal: String) -> Result<(), AuthdError> {
+    let mut state = load(config)?;
+    let lines = state.principals.entry(account.to_owned()).or_default();
+    if lines.insert(principal) {
+        let lines = lines.clone();
+        save(config, &state)?;
+        write_principals(&config.state_dir, account, &lines)?;
+    }
+    Ok(())
+}
+
+fn write_principals(
+    state_dir: &Path,
+    account: &str,
+    lines: &BTreeSet<String>,
+) -> Result<(), AuthdError> {
+    let mut text = lines.iter().cloned().collect::<Vec<_>>().join("\n");
     text.push('\n');
     write_atomic(
         &principals_dir(state_dir).join(account),
@@ -160,7 +181,6 @@ pub(crate) fn own_account(config: &Config, email: &str) -> Result<String, AuthdE
     };
     state.accounts.insert(email.to_owned(), account.clone());
     save(config, &state)?;
-    write_principals(&config.state_dir, &account, &[email.to_owned()])?;
     tracing::info!(event = "account_created", user = %email, account = %account, uid, "a just-in-time account was created");
     Ok(account)
 }
@@ -231,7 +251,12 @@ mod tests {
         let mut config = Config::new(dir.path().to_owned());
         config.accounts = vec!["deploy".into()];
         prepare(&config).unwrap();
-        assert_eq!(principals(dir.path(), "deploy").unwrap(), vec!["deploy"]);
+        allow(&config, "deploy", "vm-01/deploy".into()).unwrap();
+        allow(&config, "deploy", "vm-02/deploy".into()).unwrap();
+        assert_eq!(
+            principals(dir.path(), "deploy").unwrap(),
+            vec!["vm-01/deploy", "vm-02/deploy"]
+        );
         assert!(principals(dir.path(), "nobody").unwrap().is_empty());
         std::fs::write(dir.path().join("secret"), "alice@corp.com\n").unwrap();
         for hostile in ["../secret", "a b", "%u", "", "deploy/..", "Deploy"] {

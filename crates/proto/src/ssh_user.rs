@@ -8,7 +8,7 @@
 //! most [`MAX_MESSAGE`] bytes):
 //!
 //! ```text
-//! SshUserRequest  email s8 | own u8 | sudo s8 (empty: none) | n u8 | account s8 * n
+//! SshUserRequest  resource s8 | email s8 | own u8 | sudo s8 (empty: none) | n u8 | account s8 * n
 //! SshUserReply    0 | own s8 (empty: none) | sudo u8 | vetoed s8 | n u8 | account s8 * n
 //!               | 1 | message s8
 //! ```
@@ -16,6 +16,13 @@
 
 use crate::open::{get_short_str, put_short_str, PayloadError};
 use bytes::{Buf, BufMut};
+
+/// The certificate principal that lets `who` (an email, or a named
+/// account) in on `resource` only: `vm-01/alice@corp.com`. The edge signs
+/// it; the host's auth daemon records it for the account.
+pub fn scoped(resource: &str, who: &str) -> String {
+    format!("{resource}/{who}")
+}
 
 /// The largest message either side sends or reads.
 pub const MAX_MESSAGE: usize = 4096;
@@ -25,6 +32,10 @@ pub const MAX_ACCOUNTS: usize = 32;
 /// The edge's request: who, and what the policy grants them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SshUserRequest {
+    /// The ssh resource (its alias): the host's principals are scoped to
+    /// it (`vm-01/alice@corp.com`), so a certificate for one host is none
+    /// for another.
+    pub resource: String,
     /// The user's email (their own account's certificate principal).
     pub email: String,
     /// Whether the grant includes the user's own account.
@@ -109,6 +120,7 @@ impl SshUserRequest {
     /// The request with its length prefix, ready to write.
     pub fn encode(&self) -> Result<Vec<u8>, PayloadError> {
         let mut out = Vec::new();
+        put_short_str(&mut out, "resource", &self.resource)?;
         put_short_str(&mut out, "email", &self.email)?;
         out.put_u8(u8::from(self.own));
         put_short_str(&mut out, "sudo", self.sudo.as_deref().unwrap_or(""))?;
@@ -121,12 +133,14 @@ impl SshUserRequest {
         if src.len() > MAX_MESSAGE {
             return Err(PayloadError::TooLong("message"));
         }
+        let resource = get_short_str(&mut src, "resource")?;
         let email = get_short_str(&mut src, "email")?;
         let own = get_flag(&mut src, "own")?;
         let sudo = Some(get_short_str(&mut src, "sudo")?).filter(|s| !s.is_empty());
         let accounts = get_accounts(&mut src)?;
         finish(src)?;
         Ok(SshUserRequest {
+            resource,
             email,
             own,
             sudo,
@@ -198,10 +212,10 @@ mod tests {
 
     proptest! {
         #[test]
-        fn requests_round_trip(email in "[a-z]{1,20}@[a-z]{1,10}\\.com", own: bool,
+        fn requests_round_trip(resource in "[a-z0-9.-]{1,20}", email in "[a-z]{1,20}@[a-z]{1,10}\\.com", own: bool,
                 sudo in proptest::option::of("[a-z]{1,10}"),
                 accounts in proptest::collection::vec("[a-z_][a-z0-9_-]{0,31}", 0..5)) {
-            let req = SshUserRequest { email, own, sudo, accounts };
+            let req = SshUserRequest { resource, email, own, sudo, accounts };
             let bytes = req.encode().unwrap();
             prop_assert_eq!(SshUserRequest::decode(&bytes[2..]).unwrap(), req);
         }
@@ -234,13 +248,16 @@ mod tests {
     #[test]
     fn too_many_accounts_are_refused_both_ways() {
         let req = SshUserRequest {
+            resource: "vm".into(),
             email: "a@b.co".into(),
             own: false,
             sudo: None,
             accounts: vec!["x".into(); MAX_ACCOUNTS + 1],
         };
         assert!(req.encode().is_err());
-        let mut bytes = vec![6, b'a', b'@', b'b', b'.', b'c', b'o', 0, 0, 200];
+        let mut bytes = vec![
+            2, b'v', b'm', 6, b'a', b'@', b'b', b'.', b'c', b'o', 0, 0, 200,
+        ];
         bytes.extend(std::iter::repeat_n([1u8, b'x'], 200).flatten());
         assert_eq!(
             SshUserRequest::decode(&bytes),

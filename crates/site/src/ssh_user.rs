@@ -127,6 +127,7 @@ pub async fn answer(
     asked: SshUserRequest,
 ) -> SshUserReply {
     let request = Request {
+        resource: asked.resource.clone(),
         email: asked.email.clone(),
         own: asked.own,
         accounts: asked.accounts,

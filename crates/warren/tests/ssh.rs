@@ -573,7 +573,7 @@ async fn warren_ssh_logs_in_with_a_certificate_as_a_just_in_time_user() {
     assert!(out.status.success(), "plain ssh: {}", text(&out.stderr));
     let listed = run(Command::new("ssh-keygen").arg("-L").arg("-f").arg(&cert));
     let listed = text(&listed.stdout);
-    assert!(listed.contains("wtalice@corp.com"), "{listed}");
+    assert!(listed.contains("vm-01/wtalice@corp.com"), "{listed}");
     assert!(listed.contains("permit-pty"), "{listed}");
     assert!(
         !listed.contains("permit-port-forwarding"),
@@ -697,7 +697,7 @@ async fn sshd_refuses_what_the_certificate_or_the_host_does_not_allow() {
         assert!(out.status.success(), "{name}: {}", text(&out.stderr));
         cert
     };
-    let valid = ["-n", "wtcarol@corp.com", "-V", "-5m:+5m"];
+    let valid = ["-n", "vm-01/wtcarol@corp.com", "-V", "-5m:+5m"];
     let good = mint("good", &test_ca, &valid);
     let out = w.plain(&key, &good, "wtcarol");
     assert!(
@@ -717,7 +717,7 @@ async fn sshd_refuses_what_the_certificate_or_the_host_does_not_allow() {
             mint(
                 "expired",
                 &test_ca,
-                &["-n", "wtcarol@corp.com", "-V", "-2h:-1h"],
+                &["-n", "vm-01/wtcarol@corp.com", "-V", "-2h:-1h"],
             ),
         ),
         (
@@ -725,7 +725,7 @@ async fn sshd_refuses_what_the_certificate_or_the_host_does_not_allow() {
             mint(
                 "early",
                 &test_ca,
-                &["-n", "wtcarol@corp.com", "-V", "+1h:+2h"],
+                &["-n", "vm-01/wtcarol@corp.com", "-V", "+1h:+2h"],
             ),
         ),
         (
@@ -733,10 +733,26 @@ async fn sshd_refuses_what_the_certificate_or_the_host_does_not_allow() {
             mint(
                 "mallory",
                 &test_ca,
-                &["-n", "mallory@corp.com", "-V", "-5m:+5m"],
+                &["-n", "vm-01/mallory@corp.com", "-V", "-5m:+5m"],
             ),
         ),
         ("another CA", mint("other", &other_ca, &valid)),
+        (
+            "a principal for another host",
+            mint(
+                "vm02",
+                &test_ca,
+                &["-n", "vm-02/wtcarol@corp.com", "-V", "-5m:+5m"],
+            ),
+        ),
+        (
+            "the bare email (no host)",
+            mint(
+                "bare",
+                &test_ca,
+                &["-n", "wtcarol@corp.com", "-V", "-5m:+5m"],
+            ),
+        ),
         (
             "source-address mismatch",
             mint(
@@ -744,7 +760,7 @@ async fn sshd_refuses_what_the_certificate_or_the_host_does_not_allow() {
                 &test_ca,
                 &[
                     "-n",
-                    "wtcarol@corp.com",
+                    "vm-01/wtcarol@corp.com",
                     "-V",
                     "-5m:+5m",
                     "-O",
@@ -763,7 +779,7 @@ async fn sshd_refuses_what_the_certificate_or_the_host_does_not_allow() {
         &test_ca,
         &[
             "-n",
-            "wtcarol@corp.com",
+            "vm-01/wtcarol@corp.com",
             "-V",
             "-5m:+5m",
             "-O",

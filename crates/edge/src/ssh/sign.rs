@@ -144,6 +144,7 @@ pub(crate) async fn sign(
         })
         .collect();
     let asked = SshUserRequest {
+        resource: resource.name.clone(),
         email: who.email.clone(),
         own: terms.principals.contains(&SshPrincipal::Own),
         sudo: terms.sudo.clone(),
@@ -179,11 +180,17 @@ pub(crate) async fn sign(
         .filter(|a| asked.accounts.contains(a) && warren_policy::valid_account(a))
         .collect();
     let own = own.filter(|a| asked.own && warren_policy::valid_account(a));
+    // Scoped to this resource, as the host records them: a certificate for
+    // one host is none for another.
     let mut principals = Vec::new();
     if own.is_some() {
-        principals.push(who.email.clone());
+        principals.push(warren_proto::ssh_user::scoped(&resource.name, &who.email));
     }
-    principals.extend(accounts.iter().cloned());
+    principals.extend(
+        accounts
+            .iter()
+            .map(|a| warren_proto::ssh_user::scoped(&resource.name, a)),
+    );
     let Some(account) = own.clone().or_else(|| accounts.first().cloned()) else {
         return Err(SignError::SiteRefused("no account this host allows".into()));
     };

@@ -43,8 +43,11 @@ pub struct RemoteDaemon {
     pub pin: [u8; 32],
 }
 
+/// At most this many `ssh-user` requests are worked on at once (each may
+/// run `useradd` on the blocking pool); more are refused at once.
+const MAX_AT_ONCE: usize = 4;
+
 /// Who answers `ssh-user` streams.
-#[derive(Default)]
 pub struct SshAuth {
     /// The daemon in this agent.
     pub local: Option<Arc<AuthDaemon>>,
@@ -52,6 +55,19 @@ pub struct SshAuth {
     pub remote: Vec<RemoteDaemon>,
     /// The key this agent presents to them.
     pub psk: Option<Secret>,
+    /// Requests worked on now (at most [`MAX_AT_ONCE`]).
+    busy: tokio::sync::Semaphore,
+}
+
+impl Default for SshAuth {
+    fn default() -> Self {
+        SshAuth {
+            local: None,
+            remote: Vec::new(),
+            psk: None,
+            busy: tokio::sync::Semaphore::new(MAX_AT_ONCE),
+        }
+    }
 }
 
 impl SshAuth {
@@ -85,6 +101,16 @@ pub(crate) async fn serve(inc: IncomingStream, allow: &Allowlist, auth: Arc<SshA
             .await;
         return;
     }
+    let Ok(_working) = auth.busy.try_acquire() else {
+        tracing::warn!(event = "stream_refused", resource = %req.resource, protocol = "ssh-user", "refused: {MAX_AT_ONCE} SSH users are being let in already");
+        let _ = inc
+            .refuse(
+                RefuseReason::Other,
+                "the agent is busy letting other SSH users in".to_owned(),
+            )
+            .await;
+        return;
+    };
     let Ok(mut stream) = inc.accept().await else {
         return;
     };

@@ -227,7 +227,7 @@ struct World {
     /// `warren auth-daemon` and its address, when it runs on its own.
     standalone: Option<(Process, String)>,
     /// Last: the namespace goes after the processes in it.
-    _home: Option<Home>,
+    home: Option<Home>,
 }
 
 /// Where the auth daemon runs.
@@ -235,10 +235,10 @@ struct World {
 enum Where {
     /// In the agent, on the test's own network.
     Agent,
-    /// `warren auth-daemon` on its own.
-    Standalone,
     /// In the agent, the agent and sshd in a "home" network namespace.
     Home,
+    /// `warren auth-daemon` on its own, it, the agent and sshd at home.
+    HomeStandalone,
 }
 
 /// A "home" network namespace joined to this one by a veth pair: the
@@ -250,9 +250,12 @@ struct Home {
 
 impl Home {
     fn new() -> Home {
-        let id = std::process::id() % 100_000;
+        // Tests of this file run at once: a namespace and subnet each.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = std::process::id() % 10_000 * 10 + n;
         let ns = format!("wr-home-{id}");
-        let octet = (id % 200) as u8;
+        let octet = (std::process::id() % 50 * 4 + n) as u8;
         let edge_ip = format!("10.252.{octet}.1");
         let home_ip = format!("10.252.{octet}.2");
         let (outer, inner) = (format!("vho{id}"), format!("vhi{id}"));
@@ -305,8 +308,8 @@ impl World {
         extra_ca: &str,
         place: Where,
     ) -> World {
-        let standalone = place == Where::Standalone;
-        let home = (place == Where::Home).then(Home::new);
+        let standalone = place == Where::HomeStandalone;
+        let home = matches!(place, Where::Home | Where::HomeStandalone).then(Home::new);
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("authd");
         let accounts = Accounts(state.clone());
@@ -322,6 +325,13 @@ impl World {
         spec.resources.push(ResourceSpec {
             kind: "ssh".into(),
             listen: String::new(),
+            // At home sshd sees the agent connect from 127.0.0.1: the
+            // certificates say so, and log in from nowhere else.
+            extra: if home.is_some() {
+                "source_address = \"127.0.0.1/32\"\n".into()
+            } else {
+                String::new()
+            },
             ..ResourceSpec::tcp("vm-01", "home", format!("127.0.0.1:{sshd_port}"))
         });
         std::fs::write(
@@ -359,7 +369,21 @@ impl World {
             dargs.extend(["--listen".to_owned(), "127.0.0.1:0".to_owned()]);
             dargs.extend(state_arg.iter().cloned());
             dargs.extend(daemon.iter().map(|s| s.to_string()));
-            let d = Process::spawn("auth-daemon", bin(), &dargs, dir.path());
+            let d = match &home {
+                // The other host at home too: reached by the agent only.
+                Some(h) => {
+                    let mut wrapped = vec!["netns".to_owned(), "exec".to_owned(), h.ns.clone()];
+                    wrapped.push(bin().display().to_string());
+                    wrapped.extend(dargs);
+                    Process::spawn(
+                        "auth-daemon",
+                        Path::new("/usr/sbin/ip"),
+                        &wrapped,
+                        dir.path(),
+                    )
+                }
+                None => Process::spawn("auth-daemon", bin(), &dargs, dir.path()),
+            };
             let listening = d.wait_event("auth_daemon_listening");
             let addr = listening["addr"].as_str().unwrap().to_owned();
             let pin = listening["pin"].as_str().unwrap().to_owned();
@@ -412,7 +436,7 @@ impl World {
             _agent: agent,
             _sshd: sshd,
             standalone: standalone_daemon,
-            _home: home,
+            home,
         }
     }
 
@@ -575,6 +599,10 @@ async fn warren_ssh_logs_in_with_a_certificate_as_a_just_in_time_user() {
     let listed = text(&listed.stdout);
     assert!(listed.contains("vm-01/wtalice@corp.com"), "{listed}");
     assert!(listed.contains("permit-pty"), "{listed}");
+    assert!(
+        !listed.contains("source-address"),
+        "none asked for: {listed}"
+    );
     assert!(
         !listed.contains("permit-port-forwarding"),
         "only the extensions granted: {listed}"
@@ -821,7 +849,8 @@ async fn sshd_refuses_what_the_certificate_or_the_host_does_not_allow() {
 /// The standalone daemon (`warren auth-daemon`, for hosts the agent is not
 /// on): the agent reaches it over HTTPS, pinning its certificate and
 /// presenting the pre-shared key; it makes the account and answers from the
-/// same records sshd's principals command reads.
+/// same records sshd's principals command reads. All of it at "home", in a
+/// network namespace only the agent's outbound link leaves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_standalone_auth_daemon_lets_users_in_for_the_agent() {
     if !available() {
@@ -834,7 +863,7 @@ async fn the_standalone_auth_daemon_lets_users_in_for_the_agent() {
         &["wtdave@corp.com"],
         &["--ssh-sudo-role", "admin"],
         "",
-        Where::Standalone,
+        Where::HomeStandalone,
     )
     .await;
     let dave = w.login("dave", "wtdave@corp.com").await;
@@ -860,8 +889,10 @@ async fn the_standalone_auth_daemon_lets_users_in_for_the_agent() {
     // Without the key, or with another, the daemon does nothing.
     let (daemon, addr) = w.standalone.as_ref().unwrap();
     let url = format!("https://{addr}/v1/ssh-user");
+    let ns = w.home.as_ref().unwrap().ns.clone();
     for key in [None, Some("0123456789abcdef0123456789abcdef-psX")] {
-        let mut curl = Command::new("curl");
+        let mut curl = Command::new("ip");
+        curl.args(["netns", "exec", &ns, "curl"]);
         curl.args([
             "-sk",
             "-o",
@@ -917,6 +948,10 @@ async fn warren_ssh_reaches_a_host_at_home_with_no_port_open() {
     // Plain ssh with a signed key of erin's own, through `warren ssh --proxy`.
     let (key, public) = w.key("id_erin");
     let cert = sign_key(&erin, w.port, &public);
+    let listed = run(Command::new("ssh-keygen").arg("-L").arg("-f").arg(&cert));
+    let listed = text(&listed.stdout);
+    assert!(listed.contains("source-address 127.0.0.1/32"), "{listed}");
+    assert!(listed.contains("vm-01/wterin@corp.com"), "{listed}");
     let proxy = format!(
         "ProxyCommand={} ssh --proxy --login-file {} --connect 127.0.0.1:{} %n",
         bin().display(),

@@ -175,6 +175,8 @@ pub struct Resource {
     /// http: pass paths with an escaped slash (`%2F`) on (true) or refuse
     /// them with a 400 (false, the default).
     pub keep_encoded_slashes: bool,
+    /// ssh: the certificates' `source-address` (comma-separated networks).
+    pub source_address: Option<String>,
     /// Who may reach it once a policy is loaded.
     pub auth: Auth,
     /// A signed-in user's session is a way in (`login` or `sso` in `auth`;

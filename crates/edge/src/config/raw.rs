@@ -215,6 +215,11 @@ pub struct RawResource {
     /// default) or passed on as is (`keep`, for origins that need them).
     #[schema(value_type = Option<String>)]
     pub(super) encoded_slashes: Option<Spanned<String>>,
+    /// ssh: the networks sshd sees the agent connect from (`127.0.0.1/32`,
+    /// comma-separated), written into each certificate as its
+    /// `source-address`: it then logs in from nowhere else.
+    #[schema(value_type = Option<String>)]
+    pub(super) source_address: Option<Spanned<String>>,
 }
 
 /// One target of a resource.

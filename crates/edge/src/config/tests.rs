@@ -460,3 +460,66 @@ fn single_sign_on_providers_are_checked_whole() {
         "{errors:?}"
     );
 }
+
+#[test]
+fn ssh_resources_are_checked_whole() {
+    let ok = r#"
+[edge]
+tunnel_listen = "127.0.0.1:0"
+https_listen = "127.0.0.1:0"
+[auth]
+host = "auth.example.com"
+[[site]]
+id = "home"
+secret = "S3CRET"
+[[resource]]
+name = "vm-01"
+type = "ssh"
+targets = [{ site = "home", address = "127.0.0.1:22" }]
+source_address = "127.0.0.1/32, 10.0.0.0/8"
+"#;
+    let c = parse(ok).unwrap();
+    assert_eq!(c.resources[0].kind, ResourceKind::Ssh);
+    assert_eq!(
+        c.resources[0].source_address.as_deref(),
+        Some("127.0.0.1/32,10.0.0.0/8")
+    );
+    let bad = r#"
+[edge]
+tunnel_listen = "127.0.0.1:0"
+[[site]]
+id = "home"
+secret = "S3CRET"
+[[resource]]
+name = "vm-01"
+type = "ssh"
+listen = "127.0.0.1:2222"
+auth = "public"
+targets = [{ site = "home", address = "127.0.0.1:22" }, { site = "home", address = "127.0.0.2:22" }]
+source_address = "10.0.0.5/8"
+rules = [{ action = "bypass" }]
+[[resource]]
+name = "t"
+type = "tcp"
+listen = "127.0.0.1:2223"
+targets = [{ site = "home", address = "127.0.0.1:22" }]
+source_address = "10.0.0.0/8"
+"#;
+    let text: Vec<String> = parse(bad)
+        .unwrap_err()
+        .0
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    for want in [
+        "resource[0].targets: an ssh resource has one target",
+        "resource[0].listen: `listen` applies to tcp and udp resources, not ssh",
+        "resource[0].source_address: \"10.0.0.5/8\" has host bits set",
+        "resource[0].auth: an ssh resource cannot be public",
+        "resource[0].rules: rules apply to http, tls, tcp and udp resources",
+        "resource[1].source_address: `source_address` applies to ssh resources",
+        "auth.host: ssh resource `vm-01` is reached through the sign-in host",
+    ] {
+        assert!(text.iter().any(|t| t.contains(want)), "{want}\n{text:#?}");
+    }
+}

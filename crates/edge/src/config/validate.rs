@@ -977,6 +977,25 @@ impl<'a> Validator<'a> {
                 false
             }
         };
+        let source_address = res.source_address.as_ref().and_then(|v| {
+            let at = format!("{key}.source_address");
+            if !ssh {
+                self.error(
+                    Some(v.span()),
+                    at,
+                    "`source_address` applies to ssh resources",
+                );
+                return None;
+            }
+            let nets: Vec<&str> = v.get_ref().split(',').map(str::trim).collect();
+            for n in &nets {
+                if let Err(e) = warren_policy::Net::parse(n) {
+                    self.error(Some(v.span()), at.clone(), e);
+                    return None;
+                }
+            }
+            Some(nets.join(","))
+        });
         let (auth, ways) = self.auth_methods(res.auth.as_ref(), kind, key);
         if ssh && auth == super::Auth::Public {
             self.error(
@@ -1016,6 +1035,7 @@ impl<'a> Validator<'a> {
             fail_closed: res.fail_closed,
             idle_timeout,
             keep_encoded_slashes,
+            source_address,
             auth,
             login: ways.login,
             basic: ways.basic,

@@ -244,6 +244,7 @@ mod tests {
             balance,
             fail_closed: false,
             keep_encoded_slashes: false,
+            source_address: None,
             auth: crate::config::Auth::Login,
             login: true,
             basic: false,

@@ -212,7 +212,7 @@ pub(crate) async fn sign(
             serial,
             principals: &principals,
             extensions: &terms.extensions,
-            source_address: None,
+            source_address: resource.source_address.as_deref(),
             valid_after: now.saturating_sub(SKEW_S),
             valid_before,
         },

@@ -129,6 +129,9 @@ pub(crate) struct SignKeyArgs {
     /// Where the certificate goes (default: beside the key, `KEY-cert.pub`).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Say nothing when it works (for ssh_config's `Match exec`).
+    #[arg(long, short)]
+    quiet: bool,
     #[command(flatten)]
     session: SessionArgs,
 }
@@ -448,7 +451,7 @@ fn print_config(session: &SessionArgs, alias: &str, key: &str) -> Result<(), Fai
     let flags = session.flags()?;
     println!(
         "# warren: `ssh {alias}` signs {key}.pub for five minutes, then goes through the edge\n\
-         Match host {alias} exec \"{exe} sign-key --resource %n --key-file {key}.pub{flags}\"\n\
+         Match host {alias} exec \"{exe} sign-key --quiet --resource %n --key-file {key}.pub{flags}\"\n\
          \x20 ProxyCommand {exe} ssh --proxy{flags} %n\n\
          \x20 IdentityFile {key}\n\
          \x20 CertificateFile {key}-cert.pub\n\
@@ -482,6 +485,9 @@ pub(crate) async fn sign_key(args: SignKeyArgs) -> Result<(), Failure> {
     std::fs::write(&tmp, format!("{certificate}\n"))
         .and_then(|()| std::fs::rename(&tmp, &out))
         .with_context(|| format!("writing {}", out.display()))?;
+    if args.quiet {
+        return Ok(());
+    }
     eprintln!(
         "certificate for {} written to {} (log in as {}; valid until {} Unix time)",
         args.resource,

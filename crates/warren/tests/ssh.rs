@@ -555,6 +555,37 @@ async fn warren_ssh_logs_in_with_a_certificate_as_a_just_in_time_user() {
     let out = run(&mut warren_ssh(&alice, port, &["vm-01", "--", "exit", "7"]));
     assert_eq!(out.status.code(), Some(7), "{}", text(&out.stderr));
 
+    // `--print-config`: plain `ssh vm-01` with that block signs a key of
+    // alice's own on each connection and goes through the edge.
+    let (cfg_key, _) = w.key("id_cfg");
+    let out = run(Command::new(bin())
+        .args(["ssh", "--print-config", "vm-01", "--key"])
+        .arg(&cfg_key)
+        .arg("--login-file")
+        .arg(&alice)
+        .args(["--connect", &format!("127.0.0.1:{port}")]));
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let config = w.dir.path().join("ssh_config");
+    std::fs::write(
+        &config,
+        format!(
+            "{}\nHost *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  BatchMode yes\n  LogLevel ERROR\n",
+            text(&out.stdout)
+        ),
+    )
+    .unwrap();
+    let out = run(Command::new("ssh")
+        .arg("-F")
+        .arg(&config)
+        .args(["-l", "wtalice", "vm-01", "id", "-un"]));
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stderr),
+        w.sshd_log()
+    );
+    assert_eq!(text(&out.stdout).trim(), "wtalice");
+
     // `warren scp` there and back, as the same account.
     let local = w.dir.path().join("hello.txt");
     std::fs::write(&local, "hello over scp\n").unwrap();

@@ -70,6 +70,8 @@ pub(crate) struct AuthState {
     pub(crate) sso: oidc::Sso,
     /// `warren login`'s codes waiting for a confirmation.
     pub(crate) devices: cli::DeviceLogins,
+    /// SSH certificates asked for, per user and minute.
+    pub(crate) ssh_rate: crate::ssh::sign::Rate,
 }
 
 /// A signed-in person, as the policy and the origin see them.
@@ -94,6 +96,7 @@ impl AuthState {
             activity: Mutex::new(HashMap::new()),
             sso: oidc::Sso::default(),
             devices: cli::DeviceLogins::default(),
+            ssh_rate: crate::ssh::sign::Rate::default(),
             signer: Signer::new(session_key),
             limits: limits::Limits::default(),
             verifier: crate::tunnel::credentials::Verifier::with_limits(2, 32),

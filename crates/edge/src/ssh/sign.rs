@@ -30,6 +30,42 @@ const SKEW_S: u64 = 60;
 /// The port an ssh resource has to the policy.
 pub(crate) const SSH_PORT: u16 = 22;
 
+/// Certificates one user may ask for in a minute (each makes the site
+/// work: an `ssh-user` stream, perhaps `useradd`).
+pub(crate) const PER_MINUTE: u32 = 60;
+/// Users counted at most (beyond, those idle a minute are forgotten, then
+/// new ones refused until some are).
+const MAX_USERS: usize = 10_000;
+const MINUTE: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Signing requests per user, per minute.
+#[derive(Default)]
+pub(crate) struct Rate(
+    std::sync::Mutex<std::collections::HashMap<String, (std::time::Instant, u32)>>,
+);
+
+impl Rate {
+    /// Counts one request by `user`; false when over [`PER_MINUTE`].
+    pub(crate) fn allow(&self, user: &str, now: std::time::Instant) -> bool {
+        let mut users = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if !users.contains_key(user) && users.len() >= MAX_USERS {
+            users.retain(|_, (start, _)| now.duration_since(*start) < MINUTE);
+            if users.len() >= MAX_USERS {
+                return false;
+            }
+        }
+        let (start, count) = users.entry(user.to_owned()).or_insert((now, 0));
+        if now.duration_since(*start) >= MINUTE {
+            (*start, *count) = (now, 0);
+        }
+        if *count >= PER_MINUTE {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+}
+
 /// What was issued.
 #[derive(Debug, serde::Serialize)]
 pub(crate) struct Issued {
@@ -256,4 +292,22 @@ pub(crate) async fn sign(
         sudo,
         vetoed,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_user_signs_at_most_per_minute_and_again_after() {
+        let rate = Rate::default();
+        let t0 = Instant::now();
+        for _ in 0..PER_MINUTE {
+            assert!(rate.allow("a@x.co", t0));
+        }
+        assert!(!rate.allow("a@x.co", t0 + Duration::from_secs(59)));
+        assert!(rate.allow("b@x.co", t0), "another user is counted apart");
+        assert!(rate.allow("a@x.co", t0 + Duration::from_secs(60)));
+    }
 }

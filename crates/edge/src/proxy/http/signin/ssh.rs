@@ -57,6 +57,18 @@ impl SignIn<'_> {
         let Some((who, _)) = self.bearer(headers) else {
             return self.invalid_token();
         };
+        if !self
+            .state
+            .ssh_rate
+            .allow(&who.email, std::time::Instant::now())
+        {
+            tracing::warn!(event = "ssh_sign_refused", user = %who.email, client = %self.ctx.client, reason = "rate", "more than {} certificates asked for in a minute", sign::PER_MINUTE);
+            return error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "slow_down",
+                "too many certificates asked for in a minute",
+            );
+        }
         let limited = http_body_util::Limited::new(body, MAX_SIGN_REQUEST);
         let bytes: Bytes = match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
             Ok(Ok(c)) => c.to_bytes(),

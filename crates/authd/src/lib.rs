@@ -51,6 +51,9 @@ pub struct Config {
     pub sudoers_dir: PathBuf,
     /// The login shell of new accounts.
     pub shell: String,
+    /// At most this many just-in-time accounts are made (a compromised
+    /// edge could otherwise ask for one per made-up email).
+    pub max_accounts: usize,
 }
 
 impl Config {
@@ -63,6 +66,7 @@ impl Config {
             groups: Vec::new(),
             sudoers_dir: PathBuf::from("/etc/sudoers.d"),
             shell: "/bin/bash".to_owned(),
+            max_accounts: 1000,
         }
     }
 }

@@ -151,6 +151,12 @@ pub(crate) fn own_account(config: &Config, email: &str) -> Result<String, AuthdE
         }
         return Ok(account);
     }
+    if state.accounts.len() >= config.max_accounts {
+        return Err(AuthdError::Refused(format!(
+            "{} just-in-time accounts already (--ssh-max-accounts)",
+            state.accounts.len()
+        )));
+    }
     let stem = name::stem(email);
     let mut passwd = passwd;
     let mut attempt = 0;
@@ -266,5 +272,27 @@ mod tests {
         config.accounts.clear();
         prepare(&config).unwrap();
         assert!(principals(dir.path(), "deploy").unwrap().is_empty());
+    }
+}
+
+#[cfg(test)]
+mod cap {
+    use super::*;
+
+    #[test]
+    fn no_account_is_made_beyond_the_cap() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::new(dir.path().to_owned());
+        config.max_accounts = 2;
+        prepare(&config).unwrap();
+        let mut state = load(&config).unwrap();
+        state.accounts.insert("a@x.co".into(), "a".into());
+        state.accounts.insert("b@x.co".into(), "b".into());
+        save(&config, &state).unwrap();
+        // Refused before useradd is run (this test needs no root).
+        match own_account(&config, "c@x.co") {
+            Err(AuthdError::Refused(why)) => assert!(why.contains("--ssh-max-accounts"), "{why}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

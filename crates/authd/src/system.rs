@@ -62,6 +62,8 @@ pub(crate) fn create_user(
     email: &str,
 ) -> Result<(), AuthdError> {
     let mut cmd = Command::new("useradd");
+    // Its words are read (`is_race`): in English whatever the host's locale.
+    cmd.env("LC_ALL", "C");
     // `*`: no password works, and the account is not locked (sshd with
     // UsePAM no refuses locked accounts even to a certificate).
     cmd.args(["--create-home", "--user-group", "--password", "*", "--uid"])

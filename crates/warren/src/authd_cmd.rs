@@ -85,6 +85,9 @@ pub(crate) struct DaemonOptions {
     /// A group every just-in-time account joins (repeat; it must exist).
     #[arg(long = "ssh-group", value_name = "GROUP")]
     pub(crate) groups: Vec<String>,
+    /// At most this many just-in-time accounts are made here.
+    #[arg(long = "ssh-max-accounts", value_name = "N", default_value_t = 1000)]
+    pub(crate) max_accounts: usize,
     /// Where sudoers drop-ins go.
     #[arg(
         long = "ssh-sudoers-dir",
@@ -102,6 +105,7 @@ impl DaemonOptions {
         config.sudo_roles = self.sudo_roles.clone();
         config.groups = self.groups.clone();
         config.sudoers_dir = self.sudoers_dir.clone();
+        config.max_accounts = self.max_accounts;
         warren_authd::AuthDaemon::start(config)
             .map_err(|e| Failure::Usage(format!("--ssh-auth-daemon: {e}")))
     }

@@ -41,6 +41,10 @@ pub struct RemoteDaemon {
     pub addr: String,
     /// The SHA-256 of its certificate (`warren auth-daemon --print-pin`).
     pub pin: [u8; 32],
+    /// Its own pre-shared key, if it has one (else [`SshAuth::psk`]): a
+    /// key per host keeps one compromised host from posing as the agent
+    /// to another.
+    pub psk: Option<Secret>,
 }
 
 /// At most this many `ssh-user` requests are worked on at once (each may
@@ -132,7 +136,13 @@ pub(crate) async fn serve(inc: IncomingStream, allow: &Allowlist, auth: Arc<SshA
             SshUserReply::Refused("the request could not be read".into())
         }
         (Some(asked), Some(daemon)) => {
-            ask_remote(&daemon, auth.psk.as_ref(), &req.resource, &asked).await
+            ask_remote(
+                &daemon,
+                daemon.psk.as_ref().or(auth.psk.as_ref()),
+                &req.resource,
+                &asked,
+            )
+            .await
         }
         (Some(asked), None) => match &auth.local {
             Some(local) => answer(local, &req.resource, asked).await,

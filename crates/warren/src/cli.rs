@@ -167,10 +167,11 @@ pub(crate) struct SiteArgs {
     #[arg(long)]
     pub(crate) ssh_auth_daemon: bool,
     /// A standalone auth daemon (`warren auth-daemon`) for the SSH targets
-    /// on HOST: `HOST,ADDR,PIN` (the daemon's address and the SHA-256 pin
-    /// of its certificate, from `warren auth-daemon --print-pin`); repeat
-    /// for several hosts.
-    #[arg(long = "auth-daemon", value_name = "HOST,ADDR,PIN")]
+    /// on HOST: `HOST,ADDR,PIN[,PSK_FILE]` (the daemon's address, the
+    /// SHA-256 pin of its certificate from `warren auth-daemon --print-pin`,
+    /// and its own key, else --auth-daemon-psk-file's); repeat for several
+    /// hosts.
+    #[arg(long = "auth-daemon", value_name = "HOST,ADDR,PIN[,PSK_FILE]")]
     pub(crate) auth_daemons: Vec<String>,
     /// The pre-shared key this agent presents to standalone auth daemons.
     #[arg(long, value_name = "FILE")]

@@ -102,12 +102,16 @@ fn ssh_auth(args: &SiteArgs) -> Result<warren_site::ssh_user::SshAuth, Failure> 
     for spec in &args.auth_daemons {
         let bad = || {
             Failure::Usage(format!(
-                "--auth-daemon `{spec}`: expected HOST,ADDR,PIN (10.0.0.5,10.0.0.5:22123,<64 hex digits>)"
+                "--auth-daemon `{spec}`: expected HOST,ADDR,PIN[,PSK_FILE] (10.0.0.5,10.0.0.5:22123,<64 hex digits>)"
             ))
         };
-        let mut parts = spec.splitn(3, ',');
+        let mut parts = spec.splitn(4, ',');
         let (Some(host), Some(addr), Some(pin)) = (parts.next(), parts.next(), parts.next()) else {
             return Err(bad());
+        };
+        let psk = match parts.next() {
+            Some(file) => Some(crate::authd_cmd::read_psk(std::path::Path::new(file))?),
+            None => None,
         };
         let pin = warren_transport::tls::parse_pin(pin).map_err(|_| bad())?;
         if host.is_empty() || addr.parse::<std::net::SocketAddr>().is_err() && !addr.contains(':') {
@@ -117,16 +121,16 @@ fn ssh_auth(args: &SiteArgs) -> Result<warren_site::ssh_user::SshAuth, Failure> 
             host: host.to_owned(),
             addr: addr.to_owned(),
             pin,
+            psk,
         });
     }
-    match (&args.auth_daemon_psk_file, auth.remote.is_empty()) {
-        (Some(path), _) => auth.psk = Some(crate::authd_cmd::read_psk(path)?),
-        (None, false) => {
-            return Err(Failure::Usage(
-                "--auth-daemon needs --auth-daemon-psk-file (the key the daemons expect)".into(),
-            ))
-        }
-        (None, true) => {}
+    if let Some(path) = &args.auth_daemon_psk_file {
+        auth.psk = Some(crate::authd_cmd::read_psk(path)?);
+    }
+    if auth.psk.is_none() && auth.remote.iter().any(|d| d.psk.is_none()) {
+        return Err(Failure::Usage(
+            "--auth-daemon needs a key: its fourth field or --auth-daemon-psk-file".into(),
+        ));
     }
     Ok(auth)
 }

@@ -387,11 +387,10 @@ impl World {
             let listening = d.wait_event("auth_daemon_listening");
             let addr = listening["addr"].as_str().unwrap().to_owned();
             let pin = listening["pin"].as_str().unwrap().to_owned();
+            // The daemon's own key, in the flag's fourth field.
             args.extend([
                 "--auth-daemon".to_owned(),
-                format!("127.0.0.1,{addr},{pin}"),
-                "--auth-daemon-psk-file".to_owned(),
-                psk.display().to_string(),
+                format!("127.0.0.1,{addr},{pin},{}", psk.display()),
             ]);
             standalone_daemon = Some((d, addr));
         } else {

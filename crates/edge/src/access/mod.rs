@@ -20,6 +20,9 @@
 //! and the policy, deny, or continue, by client network and, for http,
 //! path, method and header presence: the first rule that matches decides.
 //!
+//! An ssh resource is `NAME:22` to the policy, asked for a signed-in user
+//! by [`check_ssh`] (what a certificate may carry, `Policy::ssh`).
+//!
 //! Every denial is logged (`access_denied`, with the reason) and counted
 //! (`warren_edge_access_denied_total`); every http decision is in the
 //! access log with its principal and the grant that allowed it.
@@ -42,6 +45,9 @@ pub(crate) const LINK_HEADER: &str = "warren-link";
 
 /// The port an http resource has to the policy.
 pub(crate) const HTTP_PORT: u16 = 443;
+
+/// The port an ssh resource has to the policy.
+pub(crate) const SSH_PORT: u16 = 22;
 
 /// The answer for one connection or request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,6 +108,69 @@ pub(crate) fn check(shared: &EdgeShared, resource: &Resource, client: SocketAddr
     }
     audit(shared, resource, client, access, None, None, "none");
     access
+}
+
+/// The answer for a signed-in user on an ssh resource.
+pub(crate) enum SshAccess {
+    /// No policy is loaded: nothing is granted (a login to a host is not
+    /// left open, unlike other resources).
+    NoPolicy,
+    /// Nothing grants `NAME:22` to the user.
+    Denied,
+    /// `grants[grant]` is the first that allows; `terms` what a
+    /// certificate may carry (the union of the allowing grants).
+    Granted {
+        grant: usize,
+        terms: warren_policy::SshGrant,
+    },
+}
+
+/// Asks for `who` on an ssh resource (`NAME:22/tcp` to the policy,
+/// `Policy::ssh`). Under a policy the decision goes to the audit trail,
+/// and a denial is logged and counted, as on every other path.
+pub(crate) fn check_ssh(
+    shared: &EdgeShared,
+    resource: &Resource,
+    client: SocketAddr,
+    who: &Identity,
+) -> SshAccess {
+    let config = shared.config.load();
+    let Some(settings) = config.policy.as_ref() else {
+        return SshAccess::NoPolicy;
+    };
+    let catalog = shared.catalog.load();
+    let tags = catalog.tags_of(resource);
+    let target = Target {
+        resource: Some(&resource.name),
+        tags: &tags,
+        addr: None,
+        port: SSH_PORT,
+        proto: Proto::Tcp,
+    };
+    let principal = Principal::User {
+        email: &who.email,
+        groups: &who.groups,
+    };
+    let (access, answer) = match settings.policy.ssh(&principal, &target) {
+        Some((grant, terms)) => (
+            Access::Granted { grant },
+            SshAccess::Granted { grant, terms },
+        ),
+        None => {
+            denied(shared, resource, client, &who.email, "no_grant");
+            (Access::Denied, SshAccess::Denied)
+        }
+    };
+    audit(
+        shared,
+        resource,
+        client,
+        access,
+        None,
+        Some(&who.email),
+        "ssh",
+    );
+    answer
 }
 
 /// Hands a decision made under a policy to the audit trail.

@@ -2,17 +2,18 @@
 //!
 //! ```text
 //! request (ssh_cert::parse_sign_request)
-//!   → the ssh resource, and the policy's terms for the user (Policy::ssh)
+//!   → the ssh resource, and the policy's terms for the user
+//!     (access::check_ssh: Policy::ssh, the decision in the audit trail)
 //!   → the site lets the user in (user::let_in: the host's own veto)
 //!   → the CA signs exactly what both allow, valid LIFETIME
-//!   → the decision and the issuance in the audit trail
+//!   → the issuance as an `ssh_certificate` event
 //! ```
 //!
 //! Decision: without a `[policy]`, no certificate is issued (an edge with
 //! no policy leaves resources open; a login to a host is not something to
 //! leave open by default).
 
-use crate::access::audit::{Decision as AuditDecision, Reason};
+use crate::access::SshAccess;
 use crate::auth::Identity;
 use crate::config::{Resource, ResourceKind};
 use crate::proxy::balance::ResourceSlot;
@@ -20,15 +21,13 @@ use crate::EdgeShared;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use warren_identity::ssh_cert::{self, CertTerms, SignRequest};
-use warren_policy::{Principal, Proto, SshGrant, SshPrincipal, Target};
+use warren_policy::{SshGrant, SshPrincipal};
 use warren_proto::ssh_user::{SshUserReply, SshUserRequest};
 
 /// How long a certificate is valid.
 pub(crate) const LIFETIME_S: u64 = 300;
 /// How far before now a certificate starts (clocks disagree a little).
 const SKEW_S: u64 = 60;
-/// The port an ssh resource has to the policy.
-pub(crate) const SSH_PORT: u16 = 22;
 
 /// Certificates one user may ask for in a minute (each makes the site
 /// work: an `ssh-user` stream, perhaps `useradd`).
@@ -100,7 +99,9 @@ pub(crate) enum SignError {
     Ca,
 }
 
-/// The ssh resource `name` and the terms the policy grants `who` on it.
+/// The ssh resource `name` and the terms the policy grants `who` on it
+/// (`access::check_ssh`, which audits the decision), with the grant that
+/// allowed it.
 pub(crate) fn terms(
     shared: &EdgeShared,
     who: &Identity,
@@ -118,48 +119,11 @@ pub(crate) fn terms(
     if resource.kind != ResourceKind::Ssh {
         return Err(SignError::NotGranted(name.to_owned()));
     }
-    let config = shared.config.load();
-    let Some(settings) = config.policy.as_ref() else {
-        return Err(SignError::NoPolicy);
-    };
-    let catalog = shared.catalog.load();
-    let tags = catalog.tags_of(&resource);
-    let target = Target {
-        resource: Some(&resource.name),
-        tags: &tags,
-        addr: None,
-        port: SSH_PORT,
-        proto: Proto::Tcp,
-    };
-    let principal = Principal::User {
-        email: &who.email,
-        groups: &who.groups,
-    };
-    match settings.policy.ssh(&principal, &target) {
-        Some((grant, terms)) => Ok((slot, resource, grant, terms)),
-        None => {
-            record(shared, &resource, who, client, None);
-            tracing::info!(event = "access_denied", resource = %resource.name, client = %client, principal = %who.email, reason = "no_grant", "denied by the policy: no grant lets {} reach this ssh resource", who.email);
-            Err(SignError::NotGranted(name.to_owned()))
-        }
+    match crate::access::check_ssh(shared, &resource, client, who) {
+        SshAccess::Granted { grant, terms } => Ok((slot, resource, grant, terms)),
+        SshAccess::Denied => Err(SignError::NotGranted(name.to_owned())),
+        SshAccess::NoPolicy => Err(SignError::NoPolicy),
     }
-}
-
-pub(crate) fn record(
-    shared: &EdgeShared,
-    resource: &Resource,
-    who: &Identity,
-    client: SocketAddr,
-    grant: Option<usize>,
-) {
-    shared.decisions.record(AuditDecision {
-        resource: resource.name.clone(),
-        principal: who.email.clone(),
-        allowed: grant.is_some(),
-        reason: grant.map_or(Reason::NoGrant, Reason::Grant),
-        method: "ssh",
-        client: client.ip(),
-    });
 }
 
 /// Signs a certificate for `who`'s key, as far as the policy and the host
@@ -259,7 +223,6 @@ pub(crate) async fn sign(
         SignError::Ca
     })?;
     let line = cert.to_openssh().map_err(|_| SignError::Ca)?;
-    record(shared, &resource, who, client, Some(grant));
     let detail = serde_json::json!({
         "resource": resource.name,
         "key_id": key_id,

@@ -123,7 +123,7 @@ impl SignIn<'_> {
         let name = query.get("resource").map(String::as_str).unwrap_or("");
         let client = self.ctx.client;
         let shared = self.ctx.shared.clone();
-        let (slot, resource, grant, _) = match sign::terms(&shared, &who, name, client) {
+        let (slot, resource, _, _) = match sign::terms(&shared, &who, name, client) {
             Ok(t) => t,
             Err(e) => return refused(&e),
         };
@@ -136,7 +136,6 @@ impl SignIn<'_> {
                 return refused(&SignError::SiteUnavailable);
             }
         };
-        sign::record(&shared, &resource, &who, client, Some(grant));
         tracing::info!(event = "ssh_connected", resource = %resource.name, user = %who.email, client = %client, "an SSH connection through the edge");
         let on_upgrade = hyper::upgrade::on(&mut req);
         tokio::spawn(async move {

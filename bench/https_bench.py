@@ -29,10 +29,15 @@ def paths(args):
     return PATHS + ([BASELINE] if getattr(args, "baseline", None) else [])
 
 
-def make_cert(work):
+def make_cert(work, names=(HOST,), end_entity=False):
+    """A self-signed certificate for `names` in `work`. `end_entity`: not a
+    CA, as rustls wants a server's own certificate when a client trusts it
+    as its root (warren's --ca)."""
     cert, key = os.path.join(work, "tls.crt"), os.path.join(work, "tls.key")
+    sans = ",".join(f"DNS:{n}" for n in names)
+    extra = ["-addext", "basicConstraints=critical,CA:FALSE"] if end_entity else []
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-days", "2", "-subj", f"/CN={HOST}", "-addext", f"subjectAltName=DNS:{HOST}",
+                    "-nodes", "-days", "2", "-subj", f"/CN={names[0]}", "-addext", f"subjectAltName={sans}", *extra,
                     "-keyout", key, "-out", cert], check=True, capture_output=True)
     return cert, key
 

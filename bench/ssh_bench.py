@@ -24,6 +24,7 @@ import argparse, json, os, shutil, subprocess, sys, tempfile, time, urllib.parse
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from common import Procs, Run, SampleError, api, free_port, run_meta, start_warren, tool_version, wait_port  # noqa: E402
 import auth_bench  # noqa: E402
+from https_bench import make_cert  # noqa: E402
 
 PATHS = ["plain-ssh", "ssh-via-edge", "warren-ssh"]
 EMAIL = auth_bench.EMAIL
@@ -103,13 +104,7 @@ def measure(run, exe, work, procs, state, args):
     https, sshd_port = free_port(), free_port()
     d = os.path.join(work, "warren-ssh")
     os.makedirs(d, exist_ok=True)
-    cert, key = os.path.join(d, "tls.crt"), os.path.join(d, "tls.key")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-                    "-nodes", "-days", "2", "-subj", f"/CN={auth_bench.HOST}",
-                    "-addext", f"subjectAltName=DNS:{auth_bench.HOST},DNS:{auth_bench.AUTH_HOST}",
-                    # rustls refuses a CA certificate as the server's own (warren login trusts it as --ca).
-                    "-addext", "basicConstraints=critical,CA:FALSE",
-                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    cert, key = make_cert(d, (auth_bench.HOST, auth_bench.AUTH_HOST), end_entity=True)
     # The http resource only carries the browser sign-in; nothing answers behind it.
     backend = free_port()
     edge = start_warren(

@@ -176,16 +176,7 @@ impl Edge {
                 let upgraded = hyper::upgrade::on(&mut resp).await.context("upgrade")?;
                 return Ok(Ok(upgraded));
             }
-            let status = resp.status().as_u16();
-            let bytes = Limited::new(resp.into_body(), MAX_ANSWER)
-                .collect()
-                .await
-                .map_err(|e| anyhow!("reading the answer: {e}"))?
-                .to_bytes();
-            Ok::<_, anyhow::Error>(Err((
-                status,
-                serde_json::from_slice(&bytes).unwrap_or(Value::Null),
-            )))
+            Ok::<_, anyhow::Error>(Err(answer(resp).await?))
         };
         Ok(tokio::time::timeout(Duration::from_secs(30), fut)
             .await
@@ -250,20 +241,28 @@ impl Edge {
                 .body(Full::new(bytes::Bytes::from(body)))
                 .map_err(|e| anyhow!("{e}"))?;
             let resp = sender.send_request(req).await.context("HTTP")?;
-            let status = resp.status().as_u16();
-            let bytes = Limited::new(resp.into_body(), MAX_ANSWER)
-                .collect()
-                .await
-                .map_err(|e| anyhow!("reading the answer: {e}"))?
-                .to_bytes();
-            let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-            Ok::<_, anyhow::Error>((status, value))
+            answer(resp).await
         };
         // Signing may wait on the site making an account.
         Ok(tokio::time::timeout(Duration::from_secs(40), fut)
             .await
             .map_err(|_| anyhow!("{} did not answer within 40 s", self.base))??)
     }
+}
+
+/// An answer's status and its JSON body (`Null` when it is not JSON),
+/// read up to [`MAX_ANSWER`].
+async fn answer(resp: hyper::Response<hyper::body::Incoming>) -> anyhow::Result<(u16, Value)> {
+    let status = resp.status().as_u16();
+    let bytes = Limited::new(resp.into_body(), MAX_ANSWER)
+        .collect()
+        .await
+        .map_err(|e| anyhow!("reading the answer: {e}"))?
+        .to_bytes();
+    Ok((
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    ))
 }
 
 enum Body<'a> {

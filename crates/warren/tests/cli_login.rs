@@ -10,66 +10,8 @@ mod web;
 
 use common::bin;
 use std::os::unix::fs::PermissionsExt;
-use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use web::browser::{alice_edge, field, AliceEdge, Browser, AUTH};
-
-/// `warren login ...` against the test edge, with the session in `file`.
-fn login(port: u16, ca: &std::path::Path, file: &std::path::Path) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(bin());
-    cmd.args(["login", "--edge", &format!("https://{AUTH}:{port}"), "--ca"])
-        .arg(ca)
-        .args(["--connect", &format!("127.0.0.1:{port}"), "--login-file"])
-        .arg(file);
-    cmd
-}
-
-/// Starts `warren login` and reads the code it asks to confirm.
-async fn start_login(
-    port: u16,
-    ca: &std::path::Path,
-    file: &std::path::Path,
-) -> (tokio::process::Child, String) {
-    let mut child = login(port, ca, file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let code = tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(rest) = line.split("confirm the code ").nth(1) {
-                return rest.split_whitespace().next().unwrap().to_owned();
-            }
-        }
-        panic!("warren login printed no code");
-    })
-    .await
-    .unwrap();
-    (child, code)
-}
-
-async fn confirm(b: &Browser, code: &str, action: &str) -> u16 {
-    let page = b
-        .get(&b.url(AUTH, &format!("/device?code={code}")), &[])
-        .await;
-    assert_eq!(page.status, 200, "{}", page.body);
-    assert!(page.body.contains(code), "{}", page.body);
-    b.get(
-        &b.url(AUTH, "/device"),
-        &[
-            "--data-urlencode",
-            &format!("csrf={}", field(&page.body, "csrf")),
-            "--data-urlencode",
-            &format!("code={code}"),
-            "--data-urlencode",
-            &format!("action={action}"),
-        ],
-    )
-    .await
-    .status
-}
+use web::browser::{alice_edge, login_command, start_login, AliceEdge, Browser, AUTH};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn warren_login_is_a_code_confirmed_in_the_browser() {
@@ -102,7 +44,7 @@ async fn warren_login_is_a_code_confirmed_in_the_browser() {
 
     // Refused in the browser: the command says so and saves nothing.
     let (child, code) = start_login(port, &ca, &file).await;
-    assert_eq!(confirm(&alice, &code, "deny").await, 200);
+    assert_eq!(alice.confirm_device(&code, "deny").await, 200);
     let out = child.wait_with_output().await.unwrap();
     assert!(!out.status.success(), "a refused sign-in succeeded");
     assert!(!file.exists());
@@ -130,7 +72,7 @@ async fn warren_login_is_a_code_confirmed_in_the_browser() {
     assert!(guess.body.contains("expired_token"), "{}", guess.body);
 
     // Confirmed: the command signs in and keeps the session, 0600.
-    assert_eq!(confirm(&alice, &code, "approve").await, 200);
+    assert_eq!(alice.confirm_device(&code, "approve").await, 200);
     let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
         .await
         .unwrap()
@@ -149,7 +91,7 @@ async fn warren_login_is_a_code_confirmed_in_the_browser() {
 
     // The commands that follow: --status, and a refreshed access token.
     let status = |refresh: bool| {
-        let mut cmd = login(port, &ca, &file);
+        let mut cmd = login_command(port, &ca, &file);
         cmd.arg("--status");
         if refresh {
             cmd.arg("--refresh");

@@ -15,9 +15,8 @@ use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, BufReader};
 use warren_testkit::{http_backend, EdgeProcess, Process, ResourceSpec};
-use web::browser::{field, user_add, Browser, AUTH};
+use web::browser::{start_login, user_add, Browser, AUTH};
 
 const SSHD: &str = "/usr/sbin/sshd";
 
@@ -123,7 +122,6 @@ async fn sshd(dir: &Path, ca_keys: &str, state: &Path, port: u16, netns: Option<
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let _ = port;
     for _ in 0..200 {
         let log = std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default();
         if log.contains("Server listening on") {
@@ -151,43 +149,25 @@ async fn cli_login(dir: &Path, port: u16, who: &str, email: &str, password: &str
         page.status,
         page.body
     );
-    let mut child = tokio::process::Command::new(bin())
-        .args(["login", "--edge", &format!("https://{AUTH}:{port}"), "--ca"])
-        .arg(&ca)
-        .args(["--connect", &format!("127.0.0.1:{port}"), "--login-file"])
-        .arg(&file)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let code = loop {
-        let line = lines.next_line().await.unwrap().expect("a code");
-        if let Some(rest) = line.split("confirm the code ").nth(1) {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    let page = b
-        .get(&b.url(AUTH, &format!("/device?code={code}")), &[])
-        .await;
-    let confirmed = b
-        .get(
-            &b.url(AUTH, "/device"),
-            &[
-                "--data-urlencode",
-                &format!("csrf={}", field(&page.body, "csrf")),
-                "--data-urlencode",
-                &format!("code={code}"),
-                "--data-urlencode",
-                "action=approve",
-            ],
-        )
-        .await;
-    assert_eq!(confirmed.status, 200, "{}", confirmed.body);
+    let (child, code) = start_login(port, &ca, &file).await;
+    assert_eq!(b.confirm_device(&code, "approve").await, 200);
     let out = child.wait_with_output().await.unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     file
 }
+
+/// The OpenSSH client options of every login here: a throwaway host, no
+/// questions, errors only.
+const CLIENT_OPTIONS: [&str; 8] = [
+    "-o",
+    "StrictHostKeyChecking=no",
+    "-o",
+    "UserKnownHostsFile=/dev/null",
+    "-o",
+    "BatchMode=yes",
+    "-o",
+    "LogLevel=ERROR",
+];
 
 fn warren_ssh(login: &Path, port: u16, args: &[&str]) -> Command {
     let mut cmd = Command::new(bin());
@@ -195,17 +175,20 @@ fn warren_ssh(login: &Path, port: u16, args: &[&str]) -> Command {
         .arg("--login-file")
         .arg(login)
         .args(["--connect", &format!("127.0.0.1:{port}")])
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-            "-o",
-            "BatchMode=yes",
-        ])
+        .args(CLIENT_OPTIONS)
         .args(args);
+    cmd
+}
+
+/// Plain `ssh` with `key` and its certificate `cert`, and nothing else.
+fn openssh(key: &Path, cert: &Path) -> Command {
+    let mut cmd = Command::new("ssh");
+    cmd.arg("-i")
+        .arg(key)
+        .arg("-o")
+        .arg(format!("CertificateFile={}", cert.display()))
+        .args(["-o", "IdentitiesOnly=yes"])
+        .args(CLIENT_OPTIONS);
     cmd
 }
 
@@ -456,27 +439,23 @@ impl World {
 
     /// Plain `ssh` with `key` and `cert`, straight to sshd, as `user`.
     fn plain(&self, key: &Path, cert: &Path, user: &str) -> std::process::Output {
-        run(Command::new("ssh")
-            .arg("-i")
-            .arg(key)
-            .arg("-o")
-            .arg(format!("CertificateFile={}", cert.display()))
-            .args([
-                "-o",
-                "IdentitiesOnly=yes",
-                "-o",
-                "StrictHostKeyChecking=no",
-                "-o",
-                "UserKnownHostsFile=/dev/null",
-                "-o",
-                "BatchMode=yes",
-                "-o",
-                "LogLevel=ERROR",
-                "-p",
-                &self.sshd_port.to_string(),
-            ])
+        run(openssh(key, cert)
+            .args(["-p", &self.sshd_port.to_string()])
             .arg(format!("{user}@127.0.0.1"))
             .arg("true"))
+    }
+
+    /// `warren ssh` as `login` with `args`: it must succeed (sshd's log
+    /// shown when not); its output, trimmed.
+    fn ssh_ok(&self, login: &Path, args: &[&str]) -> String {
+        let out = run(&mut warren_ssh(login, self.port, args));
+        assert!(
+            out.status.success(),
+            "{}\n{}",
+            text(&out.stderr),
+            self.sshd_log()
+        );
+        text(&out.stdout).trim().to_owned()
     }
 
     /// A new key pair in the test's directory: (private, public).
@@ -593,15 +572,8 @@ async fn warren_ssh_logs_in_with_a_certificate_as_a_just_in_time_user() {
         .arg("--login-file")
         .arg(&alice)
         .args(["--connect", &format!("127.0.0.1:{port}"), "--"])
-        .args([
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-q",
-        ])
+        .args(CLIENT_OPTIONS)
+        .arg("-q")
         .arg(&local)
         .arg("vm-01:copied.txt");
     let out = run(&mut scp);
@@ -897,18 +869,10 @@ async fn the_standalone_auth_daemon_lets_users_in_for_the_agent() {
     )
     .await;
     let dave = w.login("dave", "wtdave@corp.com").await;
-    let out = run(&mut warren_ssh(
-        &dave,
-        w.port,
-        &["vm-01", "--", "sudo", "-n", "id", "-un"],
-    ));
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        text(&out.stderr),
-        w.sshd_log()
+    assert_eq!(
+        w.ssh_ok(&dave, &["vm-01", "--", "sudo", "-n", "id", "-un"]),
+        "root"
     );
-    assert_eq!(text(&out.stdout).trim(), "root");
     let out = run(&mut warren_ssh(
         &dave,
         w.port,
@@ -956,18 +920,7 @@ async fn warren_ssh_reaches_a_host_at_home_with_no_port_open() {
     // From out here, nothing listens where sshd does.
     assert!(std::net::TcpStream::connect(("127.0.0.1", w.sshd_port)).is_err());
     let erin = w.login("erin", "wterin@corp.com").await;
-    let out = run(&mut warren_ssh(
-        &erin,
-        w.port,
-        &["vm-01", "--", "id", "-un"],
-    ));
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        text(&out.stderr),
-        w.sshd_log()
-    );
-    assert_eq!(text(&out.stdout).trim(), "wterin");
+    assert_eq!(w.ssh_ok(&erin, &["vm-01", "--", "id", "-un"]), "wterin");
     // No sudo: the grant names no role.
     let out = run(&mut warren_ssh(
         &erin,
@@ -988,27 +941,8 @@ async fn warren_ssh_reaches_a_host_at_home_with_no_port_open() {
         erin.display(),
         w.port
     );
-    let out = run(Command::new("ssh")
-        .arg("-i")
-        .arg(&key)
-        .arg("-o")
-        .arg(format!("CertificateFile={}", cert.display()))
-        .args([
-            "-o",
-            &proxy,
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-        ])
-        .args([
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "LogLevel=ERROR",
-        ])
+    let out = run(openssh(&key, &cert)
+        .args(["-o", &proxy])
         .args(["wterin@vm-01", "id", "-un"]));
     assert!(
         out.status.success(),

@@ -237,3 +237,62 @@ pub async fn alice_edge(auth_extra: &str) -> AliceEdge {
         port,
     }
 }
+
+/// `warren login ...` against the test edge, with the session in `file`.
+pub fn login_command(port: u16, ca: &Path, file: &Path) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(bin());
+    cmd.args(["login", "--edge", &format!("https://{AUTH}:{port}"), "--ca"])
+        .arg(ca)
+        .args(["--connect", &format!("127.0.0.1:{port}"), "--login-file"])
+        .arg(file);
+    cmd
+}
+
+/// Starts `warren login` and reads the code it asks to confirm (within
+/// 20 s; its own lines, from our own binary).
+pub async fn start_login(port: u16, ca: &Path, file: &Path) -> (tokio::process::Child, String) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = login_command(port, ca, file)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let code = tokio::time::timeout(std::time::Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(rest) = line.split("confirm the code ").nth(1) {
+                return rest.split_whitespace().next().unwrap().to_owned();
+            }
+        }
+        panic!("warren login printed no code");
+    })
+    .await
+    .unwrap();
+    (child, code)
+}
+
+impl Browser {
+    /// Confirms (`approve`) or refuses (`deny`) a `warren login` code on
+    /// the sign-in host's `/device` page, signed in as this browser: the
+    /// status of the choice.
+    pub async fn confirm_device(&self, code: &str, action: &str) -> u16 {
+        let page = self
+            .get(&self.url(AUTH, &format!("/device?code={code}")), &[])
+            .await;
+        assert_eq!(page.status, 200, "{}", page.body);
+        assert!(page.body.contains(code), "{}", page.body);
+        self.get(
+            &self.url(AUTH, "/device"),
+            &[
+                "--data-urlencode",
+                &format!("csrf={}", field(&page.body, "csrf")),
+                "--data-urlencode",
+                &format!("code={code}"),
+                "--data-urlencode",
+                &format!("action={action}"),
+            ],
+        )
+        .await
+        .status
+    }
+}

@@ -452,6 +452,15 @@ impl EdgeProcess {
             .collect()
     }
 
+    /// Serves the policy `text` (`PUT /api/v1/policy` with the edge's
+    /// token); panics with the API's answer if it is refused.
+    pub fn put_policy(&self, text: &str) {
+        let body = serde_json::json!({ "text": text }).to_string();
+        let (status, answer) =
+            self.admin_request("PUT", "/api/v1/policy", Some(&body), self.token.as_deref());
+        assert_eq!(status, 200, "PUT /api/v1/policy: {answer}");
+    }
+
     /// GET `path` on the admin API with the edge's token, parsed as JSON.
     pub fn admin_get(&self, path: &str) -> Value {
         let (status, body) = self.admin_request("GET", path, None, self.token.as_deref());

@@ -11,7 +11,6 @@ mod common;
 mod web;
 
 use common::bin;
-use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -323,13 +322,7 @@ impl World {
         )
         .unwrap();
         let edge = EdgeProcess::start_existing(bin(), dir.path());
-        let (status, body) = edge.admin_request(
-            "PUT",
-            "/api/v1/policy",
-            Some(&json!({ "text": policy }).to_string()),
-            edge.token.as_deref(),
-        );
-        assert_eq!(status, 200, "{body}");
+        edge.put_policy(policy);
         for email in emails {
             user_add(&edge, dir.path(), email, "correct horse battery");
         }

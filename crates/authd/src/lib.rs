@@ -157,11 +157,6 @@ impl AuthDaemon {
         })
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &Config {
-        &self.config
-    }
-
     /// Lets `req`'s user in as far as the grant and this host both allow:
     /// the own account made (or found) and recorded, sudo written or
     /// removed. Blocking (runs `useradd` and `visudo`).

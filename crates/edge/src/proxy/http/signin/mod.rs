@@ -608,13 +608,19 @@ fn query_map(head: &Head) -> HashMap<String, String> {
 
 /// Reads an `application/x-www-form-urlencoded` body: at most
 /// [`MAX_FORM`] bytes within [`FORM_TIMEOUT`].
+/// A request body of at most `max` bytes, sent within [`FORM_TIMEOUT`]:
+/// else 413 or 408.
+async fn read_bounded(body: Incoming, max: usize) -> Result<Bytes, StatusCode> {
+    let limited = http_body_util::Limited::new(body, max);
+    match tokio::time::timeout(FORM_TIMEOUT, limited.collect()).await {
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(_)) => Err(StatusCode::PAYLOAD_TOO_LARGE),
+        Err(_) => Err(StatusCode::REQUEST_TIMEOUT),
+    }
+}
+
 async fn read_form(body: Incoming) -> Result<HashMap<String, String>, StatusCode> {
-    let limited = http_body_util::Limited::new(body, MAX_FORM);
-    let bytes: Bytes = match tokio::time::timeout(FORM_TIMEOUT, limited.collect()).await {
-        Ok(Ok(collected)) => collected.to_bytes(),
-        Ok(Err(_)) => return Err(StatusCode::PAYLOAD_TOO_LARGE),
-        Err(_) => return Err(StatusCode::REQUEST_TIMEOUT),
-    };
+    let bytes = read_bounded(body, MAX_FORM).await?;
     let mut out = HashMap::new();
     for (k, v) in url::form_urlencoded::parse(&bytes) {
         // The first of a repeated field counts, as the CSRF check expects.

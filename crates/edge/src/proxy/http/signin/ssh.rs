@@ -18,19 +18,15 @@ use crate::ssh::sign::{self, SignError};
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::json;
 use std::collections::HashMap;
-use std::time::Duration;
 use warren_identity::ssh_cert::{parse_sign_request, MAX_SIGN_REQUEST};
 use warren_proto::TargetProtocol;
 
 /// The `Upgrade` token of `GET /cli/ssh/connect`.
 pub(crate) const UPGRADE: &str = "warren-ssh";
-/// How long a client may take to send its request.
-const BODY_TIMEOUT: Duration = Duration::from_secs(10);
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response<ResponseBody> {
     json_answer(status, json!({ "error": code, "message": message }))
@@ -69,22 +65,15 @@ impl SignIn<'_> {
                 "too many certificates asked for in a minute",
             );
         }
-        let limited = http_body_util::Limited::new(body, MAX_SIGN_REQUEST);
-        let bytes: Bytes = match tokio::time::timeout(BODY_TIMEOUT, limited.collect()).await {
-            Ok(Ok(c)) => c.to_bytes(),
-            Ok(Err(_)) => {
-                return error(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "invalid_request",
-                    "the request is too large",
-                )
-            }
-            Err(_) => {
-                return error(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "invalid_request",
-                    "the request came too slowly",
-                )
+        let bytes = match super::read_bounded(body, MAX_SIGN_REQUEST).await {
+            Ok(b) => b,
+            Err(status) => {
+                let why = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    "the request is too large"
+                } else {
+                    "the request came too slowly"
+                };
+                return error(status, "invalid_request", why);
             }
         };
         let request = match parse_sign_request(&bytes) {

@@ -28,6 +28,7 @@ mod access;
 mod api;
 mod auth;
 mod catalog;
+mod devices;
 mod events;
 mod metrics;
 mod notify;
@@ -140,6 +141,8 @@ pub(crate) struct EdgeShared {
     pub(crate) tunnel_addr: SocketAddr,
     /// The tunnel certificate's pin (`warren site --pin`).
     pub(crate) tunnel_pin: String,
+    /// The WireGuard endpoint for people's devices (`[devices]`).
+    pub(crate) devices: Option<Arc<devices::Endpoint>>,
 }
 
 /// A running edge.
@@ -265,6 +268,7 @@ impl Edge {
             serving: Mutex::new(proxy::serving::Serving::new(config.clone())),
             tunnel_addr,
             tunnel_pin: cert.pin.clone(),
+            devices: None,
         });
         shared
             .serving

@@ -95,6 +95,9 @@ pub enum ResourceKind {
     /// An SSH host, by alias (its name): reached with `warren ssh` through
     /// the sign-in host, with a certificate the policy grants.
     Ssh,
+    /// An address or network on a site that only devices reach (through
+    /// the WireGuard endpoint or `warren connect`), as the policy allows.
+    Private,
 }
 
 impl ResourceKind {
@@ -106,6 +109,7 @@ impl ResourceKind {
             ResourceKind::Http => "http",
             ResourceKind::Tls => "tls",
             ResourceKind::Ssh => "ssh",
+            ResourceKind::Private => "private",
         }
     }
 }
@@ -188,6 +192,71 @@ pub struct Resource {
     pub doors: Doors,
     /// Checked before sign-in and the policy, in order.
     pub rules: Vec<Rule>,
+    /// private: where it is and what of it devices may reach.
+    pub private: Option<Private>,
+}
+
+/// A private resource: an address or network on a site, reached by devices.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Private {
+    /// The site whose agents connect to it.
+    pub site: String,
+    /// The address or network, as devices address it.
+    pub net: warren_policy::Net,
+    /// The ports devices may reach; never empty.
+    pub ports: Vec<PortSpec>,
+    /// A name the devices' resolver answers (lower case), when `net` is
+    /// one address.
+    pub alias: Option<String>,
+}
+
+/// A range of ports over one protocol (or both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortSpec {
+    /// First port.
+    pub lo: u16,
+    /// Last port (inclusive).
+    pub hi: u16,
+    /// `Tcp`, `Udp` or `Any`.
+    pub proto: warren_policy::Proto,
+}
+
+impl PortSpec {
+    /// Whether `port` over `proto` is in the spec.
+    pub fn covers(&self, port: u16, proto: warren_policy::Proto) -> bool {
+        self.lo <= port && port <= self.hi && self.proto.covers(proto)
+    }
+}
+
+impl Private {
+    /// Whether devices may reach `port` over `proto` of it.
+    pub fn allows(&self, port: u16, proto: warren_policy::Proto) -> bool {
+        self.ports.iter().any(|p| p.covers(port, proto))
+    }
+}
+
+/// `[devices]`: the WireGuard endpoint people's devices dial.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DevicesSettings {
+    /// The UDP address the endpoint listens on.
+    pub listen: SocketAddr,
+    /// `host:port` devices dial (written into their configs).
+    pub endpoint: String,
+    /// The devices' range (IPv4); its first host address is Warren's own.
+    pub network: warren_policy::Net,
+    /// Upstream resolvers for names that are not private; empty: the
+    /// system's.
+    pub dns_upstream: Vec<SocketAddr>,
+}
+
+impl DevicesSettings {
+    /// Warren's own address in the devices' range (the resolver's).
+    pub fn own_address(&self) -> std::net::Ipv4Addr {
+        match self.network.addr {
+            std::net::IpAddr::V4(a) => std::net::Ipv4Addr::from(u32::from(a) + 1),
+            std::net::IpAddr::V6(_) => unreachable!("validated as IPv4"),
+        }
+    }
 }
 
 /// A rule checked before sign-in: when every condition it gives holds, its
@@ -466,6 +535,8 @@ pub struct EdgeConfig {
     /// How long access decisions are kept in the store (`[audit]
     /// retention`; 30 days by default).
     pub audit_retention: Duration,
+    /// The WireGuard endpoint for devices; `None`: devices are not served.
+    pub devices: Option<DevicesSettings>,
 }
 
 impl EdgeConfig {

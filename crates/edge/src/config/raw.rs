@@ -21,6 +21,8 @@ pub(super) struct RawFile {
     pub(super) auth: Option<Spanned<RawAuth>>,
     pub(super) audit: Option<Spanned<RawAudit>>,
     #[serde(default)]
+    pub(super) devices: Option<Spanned<RawDevices>>,
+    #[serde(default)]
     pub(super) site: Vec<Spanned<RawSite>>,
     #[serde(default)]
     pub(super) resource: Vec<Spanned<RawResource>>,
@@ -83,6 +85,22 @@ pub(super) struct RawAcme {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawPolicy {
     pub(super) file: PathBuf,
+}
+
+/// `[devices]`: the WireGuard endpoint people's devices dial.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDevices {
+    /// The UDP `ip:port` the endpoint listens on.
+    pub(super) listen: Spanned<String>,
+    /// `host:port` devices dial, written into their configs.
+    pub(super) endpoint: Spanned<String>,
+    /// The devices' address range (`100.96.0.0/16`); its first address is
+    /// Warren's own (the resolver), the rest go to devices.
+    pub(super) address: Option<Spanned<String>>,
+    /// Where names that are not private go (`ip:port`); the system's
+    /// resolvers (`/etc/resolv.conf`) when absent.
+    pub(super) dns_upstream: Option<Vec<String>>,
 }
 
 /// `[audit]`: how long access decisions are kept.
@@ -220,6 +238,19 @@ pub struct RawResource {
     /// `source-address`: it then logs in from nowhere else.
     #[schema(value_type = Option<String>)]
     pub(super) source_address: Option<Spanned<String>>,
+    /// private: the site whose agents reach `address`.
+    pub(super) site: Option<String>,
+    /// private: an address or network on the site (`192.168.1.10`,
+    /// `10.69.13.0/24`) that devices reach as it is.
+    #[schema(value_type = Option<String>)]
+    pub(super) address: Option<Spanned<String>>,
+    /// private: the ports devices may reach (`3000/tcp`, `8000-8099/tcp`,
+    /// `53/udp`); every port, tcp and udp, when absent.
+    #[schema(value_type = Option<Vec<String>>)]
+    pub(super) ports: Option<Spanned<Vec<String>>>,
+    /// private: a name Warren's resolver answers with `address` for the
+    /// devices whose user may reach it (`grafana.home.example`).
+    pub(super) alias: Option<String>,
 }
 
 /// One target of a resource.

@@ -1,7 +1,9 @@
 //! Every rule of the configuration file, checked at once so that every
 //! violation is reported with its file, line and key.
 
-use super::raw::{RawAcme, RawEdge, RawFile, RawHealth, RawNotify, RawResource, RawSite, RawTls};
+use super::raw::{
+    RawAcme, RawDevices, RawEdge, RawFile, RawHealth, RawNotify, RawResource, RawSite, RawTls,
+};
 use super::*;
 use std::collections::HashSet;
 
@@ -200,6 +202,19 @@ impl<'a> Validator<'a> {
                 );
             }
         }
+        let devices = raw.devices.and_then(|d| self.devices(d));
+        if devices.is_none() {
+            if let Some(r) = resources.iter().find(|r| r.kind == ResourceKind::Private) {
+                self.error(
+                    None,
+                    "devices",
+                    format!(
+                        "private resource `{}` is reached by devices: set [devices] listen and endpoint",
+                        r.name
+                    ),
+                );
+            }
+        }
         let audit_retention = match raw.audit {
             Some(a) => {
                 let span = Some(a.span());
@@ -214,6 +229,7 @@ impl<'a> Validator<'a> {
         };
         EdgeConfig {
             audit_retention,
+            devices,
             source: self.source.to_owned(),
             data_dir: resolve(edge.data_dir),
             tunnel_listen: tunnel_listen.unwrap_or_else(|| ([0, 0, 0, 0], 0).into()),
@@ -796,7 +812,8 @@ impl<'a> Validator<'a> {
                 ),
             );
         }
-        if res.targets.is_empty() {
+        let private = res.kind.get_ref() == "private";
+        if res.targets.is_empty() && !private {
             self.error(
                 span.clone(),
                 format!("{key}.targets"),
@@ -821,11 +838,12 @@ impl<'a> Validator<'a> {
             "http" => ResourceKind::Http,
             "tls" => ResourceKind::Tls,
             "ssh" => ResourceKind::Ssh,
+            "private" => ResourceKind::Private,
             other => {
                 self.error(
                     Some(res.kind.span()),
                     format!("{key}.type"),
-                    format!("unknown type `{other}`; use http, tls, tcp, udp or ssh"),
+                    format!("unknown type `{other}`; use http, tls, tcp, udp, ssh or private"),
                 );
                 return None;
             }
@@ -842,7 +860,30 @@ impl<'a> Validator<'a> {
         // Which keys apply to which type.
         let misplaced = [
             ("host", res.host.is_some() && !by_name, "http and tls"),
-            ("listen", res.listen.is_some() && ssh, "tcp and udp"),
+            (
+                "listen",
+                res.listen.is_some() && (ssh || private),
+                "tcp and udp",
+            ),
+            ("site", res.site.is_some() && !private, "private"),
+            ("address", res.address.is_some() && !private, "private"),
+            ("ports", res.ports.is_some() && !private, "private"),
+            ("alias", res.alias.is_some() && !private, "private"),
+            (
+                "targets",
+                !res.targets.is_empty() && private,
+                "http, tls, tcp, udp and ssh",
+            ),
+            (
+                "health",
+                res.health.is_some() && private,
+                "http, tls, tcp and udp",
+            ),
+            (
+                "balance",
+                res.balance.is_some() && private,
+                "http, tls, tcp and udp",
+            ),
             (
                 "path",
                 res.path.is_some() && kind != ResourceKind::Http,
@@ -901,7 +942,12 @@ impl<'a> Validator<'a> {
                 ),
             );
         }
-        let listen = match (&res.listen, by_name || ssh) {
+        let private_spec = if private {
+            self.private(&res, span.clone(), key, site_known)
+        } else {
+            None
+        };
+        let listen = match (&res.listen, by_name || ssh || private) {
             (Some(l), false) => self.socket_addr(l, &format!("{key}.listen")),
             (None, false) => {
                 self.error(
@@ -1004,11 +1050,18 @@ impl<'a> Validator<'a> {
                 "an ssh resource cannot be public: certificates are for users the policy grants",
             );
         }
-        if ssh && !res.rules.is_empty() {
+        if private && auth == super::Auth::Public {
+            self.error(
+                span.clone(),
+                format!("{key}.auth"),
+                "a private resource cannot be public: devices reach it as the policy grants their users",
+            );
+        }
+        if (ssh || private) && !res.rules.is_empty() {
             self.error(
                 span.clone(),
                 format!("{key}.rules"),
-                "rules apply to http, tls, tcp and udp resources; who may reach an ssh resource is the policy's",
+                format!("rules apply to http, tls, tcp and udp resources; who may reach an {} resource is the policy's", kind.as_str()),
             );
         }
         let rules = self.rules(res.rules, kind, span.clone(), key);
@@ -1041,6 +1094,164 @@ impl<'a> Validator<'a> {
             basic: ways.basic,
             doors: ways.doors,
             rules,
+            private: private_spec,
+        })
+    }
+
+    /// A private resource's `site`, `address`, `ports` and `alias`.
+    fn private(
+        &mut self,
+        res: &RawResource,
+        span: Span,
+        key: &str,
+        site_known: &dyn Fn(&str) -> bool,
+    ) -> Option<Private> {
+        let site = match &res.site {
+            Some(site) if site_known(site) => Some(site.clone()),
+            Some(site) => {
+                self.error(
+                    span.clone(),
+                    format!("{key}.site"),
+                    format!("no [[site]] with id `{site}`"),
+                );
+                None
+            }
+            None => {
+                self.error(
+                    span.clone(),
+                    format!("{key}.site"),
+                    "private resources need `site` (whose agents reach the address)",
+                );
+                None
+            }
+        };
+        let net = match &res.address {
+            Some(a) => match warren_policy::Net::parse(a.get_ref()) {
+                Ok(net) if net.addr.is_ipv4() => Some(net),
+                Ok(_) => {
+                    self.error(
+                        Some(a.span()),
+                        format!("{key}.address"),
+                        "devices reach IPv4 addresses and networks only (not yet IPv6)",
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.error(Some(a.span()), format!("{key}.address"), e);
+                    None
+                }
+            },
+            None => {
+                self.error(
+                    span.clone(),
+                    format!("{key}.address"),
+                    "private resources need `address` (`192.168.1.10` or `10.69.13.0/24`)",
+                );
+                None
+            }
+        };
+        let ports = match &res.ports {
+            None => vec![PortSpec {
+                lo: 1,
+                hi: 65535,
+                proto: warren_policy::Proto::Any,
+            }],
+            Some(list) => {
+                let mut ports = Vec::new();
+                for (j, p) in list.get_ref().iter().enumerate() {
+                    match parse_port_spec(p) {
+                        Ok(spec) => ports.push(spec),
+                        Err(e) => self.error(Some(list.span()), format!("{key}.ports[{j}]"), e),
+                    }
+                }
+                if list.get_ref().is_empty() {
+                    self.error(
+                        Some(list.span()),
+                        format!("{key}.ports"),
+                        "an empty list reaches nothing: leave `ports` out for every port",
+                    );
+                }
+                ports
+            }
+        };
+        let alias = res.alias.as_ref().and_then(|a| {
+            let at = format!("{key}.alias");
+            let name = self.host_name(span.clone(), &at, a)?;
+            if name.starts_with("*.") {
+                self.error(span.clone(), at, "an alias is one name, not a wildcard");
+                return None;
+            }
+            if net.is_some_and(|n| n.len != 32) {
+                self.error(
+                    span.clone(),
+                    at,
+                    "an alias names one address: `address` is a network",
+                );
+                return None;
+            }
+            Some(name)
+        });
+        Some(Private {
+            site: site?,
+            net: net?,
+            ports,
+            alias,
+        })
+    }
+
+    /// `[devices]`.
+    fn devices(&mut self, raw: Spanned<RawDevices>) -> Option<DevicesSettings> {
+        let span = Some(raw.span());
+        let raw = raw.into_inner();
+        let listen = self.socket_addr(&raw.listen, "devices.listen");
+        let endpoint = raw.endpoint.get_ref().trim().to_owned();
+        let endpoint_ok = endpoint
+            .rsplit_once(':')
+            .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok_and(|p| p != 0));
+        if !endpoint_ok {
+            self.error(
+                Some(raw.endpoint.span()),
+                "devices.endpoint",
+                format!("`{endpoint}` is not HOST:PORT (the address devices dial, e.g. vps.example.com:51820)"),
+            );
+        }
+        let network = match &raw.address {
+            None => Some(warren_policy::Net {
+                addr: std::net::Ipv4Addr::new(100, 96, 0, 0).into(),
+                len: 16,
+            }),
+            Some(a) => match warren_policy::Net::parse(a.get_ref()) {
+                Ok(n) if n.addr.is_ipv4() && (8..=30).contains(&n.len) => Some(n),
+                Ok(_) => {
+                    self.error(
+                        Some(a.span()),
+                        "devices.address",
+                        "an IPv4 network of /8 to /30 (`100.96.0.0/16`)",
+                    );
+                    None
+                }
+                Err(e) => {
+                    self.error(Some(a.span()), "devices.address", e);
+                    None
+                }
+            },
+        };
+        let mut dns_upstream = Vec::new();
+        for (j, u) in raw.dns_upstream.unwrap_or_default().iter().enumerate() {
+            match u.parse::<SocketAddr>() {
+                Ok(a) => dns_upstream.push(a),
+                Err(_) => self.error(
+                    span.clone(),
+                    format!("devices.dns_upstream[{j}]"),
+                    format!("`{u}` is not IP:PORT"),
+                ),
+            }
+        }
+        Some(DevicesSettings {
+            listen: listen?,
+            endpoint: endpoint_ok.then_some(endpoint)?,
+            network: network?,
+            dns_upstream,
         })
     }
 
@@ -1204,6 +1415,8 @@ pub(super) struct Claims {
     listens: HashSet<(ResourceKind, SocketAddr)>,
     http_routes: Router<()>,
     tls_hosts: HashSet<String>,
+    aliases: HashSet<String>,
+    private_nets: HashSet<String>,
 }
 
 impl Claims {
@@ -1218,6 +1431,23 @@ impl Claims {
                         "{listen} is already used by another {} resource",
                         r.kind.as_str()
                     ),
+                ));
+            }
+        }
+        if let Some(p) = &r.private {
+            if let Some(alias) = &p.alias {
+                if !self.aliases.insert(alias.clone()) {
+                    return Err((
+                        "alias",
+                        format!("`{alias}` is already another private resource's alias"),
+                    ));
+                }
+            }
+            let net = format!("{}/{}", p.net.addr, p.net.len);
+            if !self.private_nets.insert(net.clone()) {
+                return Err((
+                    "address",
+                    format!("{net} is already another private resource (a narrower network or one address of it may be)"),
                 ));
             }
         }
@@ -1247,6 +1477,30 @@ impl Claims {
             }
             _ => Ok(()),
         }
+    }
+}
+
+/// `3000/tcp`, `8000-8099/tcp`, `53/udp`, `443` (tcp and udp), `*`.
+fn parse_port_spec(s: &str) -> Result<PortSpec, String> {
+    let (ports, proto) = match s.split_once('/') {
+        Some((p, "tcp")) => (p, warren_policy::Proto::Tcp),
+        Some((p, "udp")) => (p, warren_policy::Proto::Udp),
+        Some((_, other)) => return Err(format!("`{other}` is not tcp or udp")),
+        None => (s, warren_policy::Proto::Any),
+    };
+    if ports == "*" {
+        return Ok(PortSpec {
+            lo: 1,
+            hi: 65535,
+            proto,
+        });
+    }
+    let (lo, hi) = ports.split_once('-').unwrap_or((ports, ports));
+    match (lo.parse::<u16>(), hi.parse::<u16>()) {
+        (Ok(lo), Ok(hi)) if lo != 0 && lo <= hi => Ok(PortSpec { lo, hi, proto }),
+        _ => Err(format!(
+            "`{s}` is not PORT[-PORT][/tcp|udp] (ports 1-65535, the first not above the last)"
+        )),
     }
 }
 

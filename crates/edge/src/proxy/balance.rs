@@ -202,7 +202,10 @@ impl ResourceTable {
             let routed = match r.kind {
                 ResourceKind::Http => table.http.insert(host, r.path.as_deref(), slot.clone()),
                 ResourceKind::Tls => table.tls.insert(host, None, slot.clone()),
-                ResourceKind::Tcp | ResourceKind::Udp | ResourceKind::Ssh => Ok(()),
+                ResourceKind::Tcp
+                | ResourceKind::Udp
+                | ResourceKind::Ssh
+                | ResourceKind::Private => Ok(()),
             };
             if let Err(e) = routed {
                 tracing::error!(resource = %r.name, error = %e, "route not added");

@@ -1,0 +1,122 @@
+//! What a device sent, read just far enough to route it: IPv4 only, whole
+//! packets only (fragments are refused: a device's MTU is known), and the
+//! ports of TCP and UDP. Every length is checked before it is used.
+
+use smoltcp::wire::{IpProtocol, Ipv4Packet, TcpPacket, UdpPacket};
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+/// The transport of a packet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Proto {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+/// A packet read far enough to route it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Parsed {
+    /// TCP or UDP.
+    pub proto: Proto,
+    /// The device's end.
+    pub src: SocketAddrV4,
+    /// Where it is going.
+    pub dst: SocketAddrV4,
+    /// TCP: SYN set and ACK not (a connection's first packet).
+    pub syn: bool,
+    /// UDP: the payload's offset and length in the packet.
+    pub payload: (usize, usize),
+}
+
+/// Why a packet is not taken.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Not IPv4, or shorter than its headers say.
+    #[error("malformed or not IPv4")]
+    Malformed,
+    /// A fragment (devices send whole packets within their MTU).
+    #[error("fragment")]
+    Fragment,
+    /// Neither TCP nor UDP (ICMP is not answered yet).
+    #[error("protocol not carried")]
+    Protocol,
+    /// From an address that is not a device's.
+    #[error("source address outside the devices' range")]
+    Spoofed,
+    /// To a broadcast, multicast or unspecified address.
+    #[error("destination is not a unicast address")]
+    Destination,
+    /// A table is full (flows, pending connections, per device or in all).
+    #[error("flow table full")]
+    Full,
+    /// Larger than the interface's MTU.
+    #[error("larger than the MTU")]
+    Oversized,
+}
+
+/// Reads `bytes` as an IPv4 TCP or UDP packet.
+pub fn parse(bytes: &[u8]) -> Result<Parsed, Refusal> {
+    let ip = Ipv4Packet::new_checked(bytes).map_err(|_| Refusal::Malformed)?;
+    if ip.more_frags() || ip.frag_offset() != 0 {
+        return Err(Refusal::Fragment);
+    }
+    if !ip.verify_checksum() {
+        return Err(Refusal::Malformed);
+    }
+    let src = ip.src_addr();
+    let dst = ip.dst_addr();
+    if !unicast(dst) {
+        return Err(Refusal::Destination);
+    }
+    let header = usize::from(ip.header_len());
+    let total = usize::from(ip.total_len());
+    let body = &bytes[header..total];
+    match ip.next_header() {
+        IpProtocol::Tcp => {
+            let tcp = TcpPacket::new_checked(body).map_err(|_| Refusal::Malformed)?;
+            Ok(Parsed {
+                proto: Proto::Tcp,
+                src: SocketAddrV4::new(src, tcp.src_port()),
+                dst: SocketAddrV4::new(dst, tcp.dst_port()),
+                syn: tcp.syn() && !tcp.ack(),
+                payload: (0, 0),
+            })
+        }
+        IpProtocol::Udp => {
+            let udp = UdpPacket::new_checked(body).map_err(|_| Refusal::Malformed)?;
+            let len = usize::from(udp.len());
+            Ok(Parsed {
+                proto: Proto::Udp,
+                src: SocketAddrV4::new(src, udp.src_port()),
+                dst: SocketAddrV4::new(dst, udp.dst_port()),
+                syn: false,
+                payload: (header + 8, len - 8),
+            })
+        }
+        _ => Err(Refusal::Protocol),
+    }
+}
+
+fn unicast(a: Ipv4Addr) -> bool {
+    !(a.is_broadcast() || a.is_multicast() || a.is_unspecified())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_and_foreign_packets_are_refused() {
+        assert_eq!(parse(&[]), Err(Refusal::Malformed));
+        assert_eq!(parse(&[0x60; 40]), Err(Refusal::Malformed));
+        assert_eq!(parse(&[0x45; 19]), Err(Refusal::Malformed));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_bytes_are_parsed_or_refused(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
+            let _ = parse(&bytes);
+        }
+    }
+}

@@ -166,10 +166,13 @@ impl Catalog {
     /// The tags of the sites serving `resource` (their union, sorted): what
     /// the policy's `tag:` destinations match it by.
     pub(crate) fn tags_of(&self, resource: &crate::config::Resource) -> Vec<String> {
+        let private = resource.private.as_ref().map(|p| &p.site);
         let mut tags: Vec<String> = resource
             .targets
             .iter()
-            .filter_map(|t| self.sites.get(&t.site))
+            .map(|t| &t.site)
+            .chain(private)
+            .filter_map(|site| self.sites.get(site))
             .flat_map(|s| s.tags.iter().cloned())
             .collect();
         tags.sort();

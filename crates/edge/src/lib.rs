@@ -33,6 +33,7 @@ mod events;
 mod metrics;
 mod notify;
 mod proxy;
+mod sealed;
 mod ssh;
 mod state;
 
@@ -74,6 +75,9 @@ pub enum EdgeError {
         /// What is wrong.
         message: String,
     },
+    /// The WireGuard endpoint for devices could not start.
+    #[error("devices: {0}")]
+    Devices(String),
     /// The store could not be opened, migrated or reconciled.
     #[error("state store: {0}")]
     Store(#[from] warren_store::StoreError),
@@ -240,6 +244,15 @@ impl Edge {
                         "edge_keys.jwt-es256: {e}"
                     )))
                 })?;
+        let devices = match &config.devices {
+            Some(settings) => Some(
+                devices::Endpoint::start(&config, settings, &store)
+                    .await
+                    .map_err(|e| EdgeError::Devices(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let devices_addr = devices.as_ref().map(|(e, _)| e.local_addr());
         let shared = Arc::new(EdgeShared {
             config: ArcSwap::from_pointee(config.clone()),
             registry: Registry::default(),
@@ -268,7 +281,7 @@ impl Edge {
             serving: Mutex::new(proxy::serving::Serving::new(config.clone())),
             tunnel_addr,
             tunnel_pin: cert.pin.clone(),
-            devices: None,
+            devices: devices.as_ref().map(|(e, _)| e.clone()),
         });
         shared
             .serving
@@ -281,6 +294,9 @@ impl Edge {
         tokio::spawn(tunnel::admit::serve(tunnel, shared.clone(), stop.clone()));
         tokio::spawn(api::serve(admin, shared.clone(), stop.clone()));
         tokio::spawn(shared.origin_pool.clone().sweep_loop(stop.clone()));
+        if let Some((_, parts)) = devices {
+            devices::spawn(&shared, parts, stop.clone()).await;
+        }
         if let Some(l) = https {
             tokio::spawn(proxy::sni::serve(l, shared.clone(), stop.clone()));
         }
@@ -300,6 +316,7 @@ impl Edge {
             event = "edge_started", tunnel = %tunnel_addr, admin = %admin_addr, pin = %cert.pin,
             https = %https_addr.map(|a| a.to_string()).unwrap_or_default(),
             http = %http_addr.map(|a| a.to_string()).unwrap_or_default(),
+            devices = %devices_addr.map(|a| a.to_string()).unwrap_or_default(),
             sites = config.sites.len(), resources = config.resources.len(), "edge started"
         );
         announce_policy(&shared.config.load());
@@ -324,6 +341,11 @@ impl Edge {
     /// The plain-HTTP listener's address, when configured.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
+    }
+
+    /// The WireGuard endpoint's UDP address, when `[devices]` is set.
+    pub fn devices_addr(&self) -> Option<SocketAddr> {
+        self.shared.devices.as_ref().map(|d| d.local_addr())
     }
 
     /// Where agents dial in (TCP and UDP).

@@ -1,6 +1,6 @@
 //! The edge's state in SQL: orgs, sites and their secrets, resources and
-//! targets, API keys, the policy's versions, users, the keys edges share,
-//! agents seen, events and the audit log.
+//! targets, API keys, the policy's versions, users, people's devices, the
+//! keys edges share, agents seen, events and the audit log.
 //!
 //! Only this crate knows SQL. The same migrations (`migrations/`) and the
 //! same query text run on SQLite (embedded, the default, a file in
@@ -15,14 +15,15 @@
 //!   this?" about writes its audit row in the same transaction as the change:
 //!   there is no change without its audit row, and no audit row for a change
 //!   that rolled back.
-//! * Every change to sites, secrets, resources, API keys, users or the
-//!   policy bumps `config_version` in the same transaction, so an edge or
+//! * Every change to sites, secrets, resources, API keys, users, devices or
+//!   the policy bumps `config_version` in the same transaction, so an edge or
 //!   agent holding version N knows whether it is current.
 //! * Secrets and API keys are stored only as hashes made by the caller
 //!   (`$sha256$` digests, or argon2 PHC strings from earlier versions); the
 //!   store never sees a plaintext secret.
 
 mod decisions;
+mod devices;
 mod doors;
 mod keys;
 mod log;
@@ -32,6 +33,7 @@ mod sites;
 mod users;
 
 pub use decisions::{DecisionQuery, DecisionRecord};
+pub use devices::Device;
 pub use doors::{ResourceSecret, SecretKind, ShareLink};
 pub use keys::{ApiKeyRecord, Scope};
 pub use log::{AgentRecord, AuditRecord, EventRecord};

@@ -54,6 +54,12 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: crate::user_cmd::UserCommand,
     },
+    /// People's WireGuard devices: add (a wg-quick config and QR code),
+    /// list, revoke (admin API).
+    Device {
+        #[command(subcommand)]
+        command: crate::device_cmd::DeviceCommand,
+    },
     /// Sign the command line in (a code confirmed in your browser) for the
     /// commands that follow; `--status` says who it is.
     Login(crate::login_cmd::LoginArgs),

@@ -10,6 +10,7 @@ mod admin_cmd;
 mod api_client;
 mod authd_cmd;
 mod cli;
+mod device_cmd;
 mod door_cmd;
 mod duration;
 #[cfg(feature = "edge")]
@@ -120,6 +121,7 @@ fn main() -> ExitCode {
             Command::Up(_) => Err(no_edge()),
             Command::Policy { command } => policy_cmd::run(command).await,
             Command::User { command } => user_cmd::run(command).await,
+            Command::Device { command } => device_cmd::run(command).await,
             Command::Login(args) => login_cmd::run(args).await,
             Command::Ssh(args) => ssh_cmd::run(args).await,
             Command::SignKey(args) => ssh_cmd::sign_key(args).await,

@@ -1,5 +1,6 @@
 //! `warren status` (also `warren edge status`): sites, agents, versions,
-//! health, streams and bytes from `GET /api/v1/status`, as tables or JSON.
+//! health, streams and bytes, and devices, from `GET /api/v1/status`, as
+//! tables or JSON.
 
 use crate::api_client::ApiArgs;
 use crate::Failure;
@@ -132,6 +133,10 @@ pub(crate) async fn run(args: StatusArgs) -> Result<(), Failure> {
     );
     println!();
     print_resources(&status["resources"]);
+    if status["devices"].as_array().is_some_and(|d| !d.is_empty()) {
+        println!();
+        crate::device_cmd::print_devices(&status["devices"]);
+    }
     Ok(())
 }
 

@@ -173,6 +173,74 @@ pub(crate) fn check_ssh(
     answer
 }
 
+/// A person's device, as the policy sees it: its user (and the groups
+/// their last single sign-on gave) and its own tags.
+pub(crate) struct DeviceWho<'a> {
+    pub(crate) name: &'a str,
+    pub(crate) email: &'a str,
+    pub(crate) groups: &'a [String],
+    pub(crate) tags: &'a [String],
+}
+
+/// May this device open a flow to `dst` of private resource `resource`?
+/// Its user's grants, or its tags' grants, must allow the address, port and
+/// protocol. Without a policy nothing is allowed: a device is a person on a
+/// network, and which network is the policy's to say. Every decision is
+/// audited (method `device`, principal `EMAIL (device NAME)`).
+pub(crate) fn check_device(
+    shared: &EdgeShared,
+    resource: &Resource,
+    who: &DeviceWho<'_>,
+    src: std::net::SocketAddrV4,
+    dst: std::net::SocketAddrV4,
+    proto: Proto,
+) -> Access {
+    let config = shared.config.load();
+    let client = SocketAddr::V4(src);
+    let principal_name = format!("{} (device {})", who.email, who.name);
+    let Some(settings) = config.policy.as_ref() else {
+        denied(shared, resource, client, &principal_name, "no_policy");
+        return Access::Denied;
+    };
+    let catalog = shared.catalog.load();
+    let tags = catalog.tags_of(resource);
+    let target = Target {
+        resource: Some(&resource.name),
+        tags: &tags,
+        addr: Some(std::net::IpAddr::V4(*dst.ip())),
+        port: dst.port(),
+        proto,
+    };
+    let as_user = Principal::User {
+        email: who.email,
+        groups: who.groups,
+    };
+    let action = Action::default();
+    let mut decision = settings.policy.decide(&as_user, &target, &action);
+    if !decision.is_allowed() && !who.tags.is_empty() {
+        decision = settings
+            .policy
+            .decide(&Principal::Tagged(who.tags), &target, &action);
+    }
+    let access = match decision {
+        Decision::Allowed { grant } => Access::Granted { grant },
+        Decision::Denied => {
+            denied(shared, resource, client, &principal_name, "no_grant");
+            Access::Denied
+        }
+    };
+    audit(
+        shared,
+        resource,
+        client,
+        access,
+        None,
+        Some(&principal_name),
+        "device",
+    );
+    access
+}
+
 /// Hands a decision made under a policy to the audit trail.
 fn audit(
     shared: &EdgeShared,

@@ -15,7 +15,8 @@ pub(crate) struct ApiError {
     /// `key_expired`, `read_only_key`, `invalid_json`, `invalid_field`,
     /// `not_found`, `conflict`, `port_in_use`, `managed_by_file`,
     /// `no_policy`, `invalid_policy`, `policy_tests_failed`,
-    /// `undeclared_tags`, `store_unavailable`, `internal`.
+    /// `undeclared_tags`, `devices_not_served`, `store_unavailable`,
+    /// `internal`.
     code: String,
     /// For people.
     message: String,

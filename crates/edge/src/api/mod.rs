@@ -13,13 +13,15 @@
 //! `POST /api/v1/sites`, `DELETE /api/v1/sites/{id}` and
 //! `POST /api/v1/sites/{id}/rotate` manage sites ([`crate::api::sites`]);
 //! `/api/v1/policy` and its versions, the policy ([`crate::api::policy`]);
-//! `/api/v1/users`, people who sign in ([`crate::api::users`]).
+//! `/api/v1/users`, people who sign in ([`crate::api::users`]);
+//! `/api/v1/devices`, their WireGuard devices ([`crate::api::devices`]).
 //! Without a key: `GET /metrics`, the Prometheus text exposition
 //! ([`crate::metrics`]), and `GET /healthz`. Bind the listener to loopback
 //! or a private network (the default is loopback).
 
 pub(crate) mod auth;
 pub(crate) mod decisions;
+pub(crate) mod devices;
 pub(crate) mod doors;
 pub(crate) mod error;
 pub(crate) mod keys;
@@ -100,6 +102,8 @@ pub(crate) fn api() -> (Router<Arc<EdgeShared>>, utoipa::openapi::OpenApi) {
         .routes(routes!(doors::set_password, doors::remove_password))
         .routes(routes!(doors::links, doors::create_link))
         .routes(routes!(doors::revoke_link))
+        .routes(routes!(devices::list, devices::create))
+        .routes(routes!(devices::get, devices::delete))
         .routes(routes!(decisions::list))
         .routes(routes!(ssh::ca))
         .routes(routes!(ssh::rotate))

@@ -6,22 +6,80 @@
 //!
 //! ```text
 //! device ─UDP─▶ wg.rs (gotatun: handshake, keys, the peer's own address only)
-//!   ─IP─▶ driver.rs (one task: netstack::Stack; a new flow → flow.rs)
-//!   ─▶ flow.rs: the private resource for (address, port); access::check_device;
-//!       dispatch::open_to_site; bytes both ways until either side ends
+//!   ─IP─▶ driver.rs (one task: netstack::Stack; a new flow: which private
+//!         resource, access::check_device)
+//!   ─▶ flow.rs: dispatch::open_to_site, then bytes both ways until either
+//!       side ends
 //! ```
 //!
 //! The devices themselves live in the store (`warren device add`, the API);
 //! [`refresh`] makes the endpoint's peers what the store says, and cuts
-//! the flows of a device that is gone.
+//! the flows of a device that is gone or whose user is disabled.
 
-use crate::config::DevicesSettings;
+mod driver;
+mod flow;
+mod wg;
+
+use crate::config::{DevicesSettings, EdgeConfig};
 use crate::EdgeShared;
+use arc_swap::ArcSwap;
+use base64::Engine as _;
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::{Arc, Mutex};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+/// The `edge_keys` row holding the endpoint's sealed private key.
+const KEY_NAME: &str = "wireguard-x25519";
+/// What the sealed key is bound to.
+const AAD: &[u8] = b"warren wireguard endpoint v1";
+
+/// A device, as the data path needs it.
+pub(crate) struct DeviceInfo {
+    pub(crate) name: String,
+    pub(crate) email: String,
+    pub(crate) groups: Vec<String>,
+    pub(crate) tags: Vec<String>,
+    public_key: [u8; 32],
+}
 
 /// The running endpoint.
 pub(crate) struct Endpoint {
     settings: DevicesSettings,
     public_key: String,
+    wg: wg::Wg,
+    /// The devices by address (only those whose user may sign in).
+    devices: ArcSwap<HashMap<Ipv4Addr, Arc<DeviceInfo>>>,
+    /// Open flows per device address.
+    flows: Mutex<HashMap<Ipv4Addr, u64>>,
+    ctl: mpsc::Sender<driver::Ctl>,
+    /// Serialises [`refresh`]es.
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+/// What the driver needs that exists before the edge's shared state.
+pub(crate) struct DriverParts {
+    packets: mpsc::Receiver<bytes::BytesMut>,
+    out: mpsc::Sender<Vec<u8>>,
+    ctl_tx: mpsc::Sender<driver::Ctl>,
+    ctl: mpsc::Receiver<driver::Ctl>,
+}
+
+/// Why the endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum DevicesError {
+    #[error(transparent)]
+    Kek(#[from] crate::sealed::KekError),
+    #[error("store: {0}")]
+    Store(#[from] warren_store::StoreError),
+    #[error("the stored WireGuard key does not open with {0}: copy that file from the edge that made it")]
+    WrongKek(String),
+    #[error("cannot listen on {addr} (UDP) for devices: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// What `warren status` and the API show of one device's traffic.
@@ -38,6 +96,54 @@ pub(crate) struct DeviceStats {
 }
 
 impl Endpoint {
+    /// Binds `[devices] listen` with the store's key (made by the first
+    /// edge, sealed under `data_dir/store.kek`).
+    pub(crate) async fn start(
+        config: &EdgeConfig,
+        settings: &DevicesSettings,
+        store: &warren_store::Store,
+    ) -> Result<(Arc<Endpoint>, DriverParts), DevicesError> {
+        let kek_path = config.data_dir.join(crate::sealed::KEK_FILE);
+        let kek = crate::sealed::kek(&kek_path)?;
+        let stored = store
+            .edge_key(KEY_NAME, || {
+                crate::sealed::seal(&kek, AAD, &rand::random::<[u8; 32]>()).unwrap_or_default()
+            })
+            .await?;
+        let secret: [u8; 32] = crate::sealed::open(&kek, AAD, &stored)
+            .and_then(|k| <[u8; 32]>::try_from(&k[..]).ok())
+            .ok_or_else(|| DevicesError::WrongKek(kek_path.display().to_string()))?;
+        let secret = gotatun::x25519::StaticSecret::from(secret);
+        let public = gotatun::x25519::PublicKey::from(&secret);
+        let (wg, packets, out) =
+            wg::Wg::start(settings.listen, secret)
+                .await
+                .map_err(|source| DevicesError::Bind {
+                    addr: settings.listen,
+                    source,
+                })?;
+        tracing::info!(event = "devices_listening", addr = %wg.local_addr, "WireGuard endpoint for devices listening");
+        let (ctl_tx, ctl) = mpsc::channel(1024);
+        let endpoint = Arc::new(Endpoint {
+            settings: settings.clone(),
+            public_key: base64::engine::general_purpose::STANDARD.encode(public.as_bytes()),
+            wg,
+            devices: ArcSwap::default(),
+            flows: Mutex::default(),
+            ctl: ctl_tx.clone(),
+            refreshing: tokio::sync::Mutex::new(()),
+        });
+        Ok((
+            endpoint,
+            DriverParts {
+                packets,
+                out,
+                ctl_tx,
+                ctl,
+            },
+        ))
+    }
+
     /// The endpoint's WireGuard public key (base64), for devices' configs.
     pub(crate) fn public_key(&self) -> &str {
         &self.public_key
@@ -48,10 +154,94 @@ impl Endpoint {
         &self.settings
     }
 
-    /// Traffic of the device with this public key (base64).
-    pub(crate) async fn stats(&self, _public_key: &str) -> DeviceStats {
-        DeviceStats::default()
+    /// The UDP address bound.
+    pub(crate) fn local_addr(&self) -> std::net::SocketAddr {
+        self.wg.local_addr
     }
+
+    /// Traffic of the device with this public key (base64).
+    pub(crate) async fn stats(&self, public_key: &str) -> DeviceStats {
+        let Some(key) = decode_key(public_key) else {
+            return DeviceStats::default();
+        };
+        let traffic = self.wg.traffic().await;
+        let t = traffic.get(&key).copied().unwrap_or_default();
+        let flows = self
+            .devices
+            .load()
+            .iter()
+            .find(|(_, d)| d.public_key == key)
+            .and_then(|(a, _)| self.flows.lock().ok()?.get(a).copied())
+            .unwrap_or(0);
+        DeviceStats {
+            last_handshake_secs: t.last_handshake.map(|d| d.as_secs()),
+            rx_bytes: t.rx_bytes,
+            tx_bytes: t.tx_bytes,
+            flows,
+        }
+    }
+
+    fn device_at(&self, addr: Ipv4Addr) -> Option<Arc<DeviceInfo>> {
+        self.devices.load().get(&addr).cloned()
+    }
+
+    fn flow_opened(&self, addr: Ipv4Addr) {
+        if let Ok(mut f) = self.flows.lock() {
+            *f.entry(addr).or_default() += 1;
+        }
+    }
+
+    fn flow_closed(&self, addr: Ipv4Addr) {
+        if let Ok(mut f) = self.flows.lock() {
+            if let Some(n) = f.get_mut(&addr) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    f.remove(&addr);
+                }
+            }
+        }
+    }
+}
+
+fn decode_key(b64: &str) -> Option<[u8; 32]> {
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .ok()?
+        .try_into()
+        .ok()
+}
+
+/// Starts the driver (after the edge's shared state exists) and loads the
+/// devices.
+pub(crate) async fn spawn(shared: &Arc<EdgeShared>, parts: DriverParts, stop: CancellationToken) {
+    let Some(endpoint) = shared.devices.clone() else {
+        return;
+    };
+    let settings = endpoint.settings().clone();
+    let prefix = settings.network.len;
+    let stack = warren_netstack::Stack::new(
+        settings.own_address(),
+        prefix,
+        warren_netstack::Limits {
+            mtu: usize::from(wg::MTU),
+            ..warren_netstack::Limits::default()
+        },
+        std::time::Instant::now(),
+    );
+    let driver = driver::Driver {
+        shared: shared.clone(),
+        endpoint,
+        stack,
+        packets: parts.packets,
+        out: parts.out,
+        ctl_tx: parts.ctl_tx,
+        ctl: parts.ctl,
+        wake: Arc::default(),
+        carriers: HashMap::new(),
+        allowed: HashMap::new(),
+    };
+    tokio::spawn(driver.run(stop));
+    refresh(shared).await;
 }
 
 /// The networks a device routes to Warren (`AllowedIPs`): Warren's own
@@ -75,7 +265,59 @@ pub(crate) fn routes(shared: &EdgeShared) -> Vec<String> {
 
 /// Makes the endpoint's peers the store's devices: adds new ones, removes
 /// revoked ones and cuts their flows. Called after every device change
-/// through the API and when another edge changed the store.
+/// through the API and whenever the serving configuration changed (a
+/// reload, the API, another edge moving the store's version).
 pub(crate) async fn refresh(shared: &EdgeShared) {
-    let _ = shared;
+    let Some(endpoint) = shared.devices.as_ref() else {
+        return;
+    };
+    let _one = endpoint.refreshing.lock().await;
+    let stored = match shared.store.devices().await {
+        Ok(list) => list,
+        Err(e) => {
+            tracing::warn!(error = %e, "devices could not be read from the store; the endpoint keeps its peers");
+            return;
+        }
+    };
+    let catalog = shared.catalog.load();
+    let mut devices = HashMap::new();
+    let mut peers = HashMap::new();
+    for d in stored {
+        let Some(user) = catalog.user_by_email(&d.user) else {
+            continue;
+        };
+        if user.disabled {
+            continue;
+        }
+        let Some(key) = decode_key(&d.public_key) else {
+            tracing::warn!(device = %d.name, "a stored device's public key is malformed; skipped");
+            continue;
+        };
+        peers.insert(key, d.address);
+        devices.insert(
+            d.address,
+            Arc::new(DeviceInfo {
+                name: d.name,
+                email: d.user,
+                groups: user.groups.clone(),
+                tags: d.tags,
+                public_key: key,
+            }),
+        );
+    }
+    let before = endpoint.devices.load_full();
+    for (addr, old) in before.iter() {
+        let same = devices.get(addr).is_some_and(|new| {
+            new.public_key == old.public_key
+                && new.email == old.email
+                && new.tags == old.tags
+                && new.groups == old.groups
+        });
+        if !same {
+            let _ = endpoint.ctl.send(driver::Ctl::Cut(*addr)).await;
+        }
+    }
+    endpoint.devices.store(Arc::new(devices));
+    endpoint.wg.set_peers(&peers).await;
+    let _ = endpoint.ctl.send(driver::Ctl::Recheck).await;
 }

@@ -253,6 +253,7 @@ mod tests {
             basic: false,
             doors: crate::config::Doors::default(),
             rules: Vec::new(),
+            private: None,
             idle_timeout: Duration::from_secs(60),
         }
     }

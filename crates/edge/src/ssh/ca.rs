@@ -18,14 +18,12 @@
 //! the list, newest last; the swap is a compare-and-set in the store, so
 //! two edges rotating at once cannot lose a key.
 
-use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
+use crate::sealed::{self, kek, KEK_FILE};
 use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey};
 use std::path::Path;
 
 /// The `edge_keys` row holding the sealed CA.
 pub(crate) const CA_KEY: &str = "ssh-ca-ed25519";
-/// The key-encryption key's file in `data_dir`.
-pub(crate) const KEK_FILE: &str = "store.kek";
 /// What the sealed private key is bound to (AEAD associated data).
 const AAD: &[u8] = b"warren ssh ca v1";
 
@@ -33,8 +31,8 @@ const AAD: &[u8] = b"warren ssh ca v1";
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CaError {
     /// The key-encryption key file is unreadable or malformed.
-    #[error("{path}: {why}")]
-    Kek { path: String, why: String },
+    #[error(transparent)]
+    Kek(#[from] sealed::KekError),
     /// The store's CA was sealed under another key-encryption key.
     #[error("the stored SSH CA does not open with {path}: copy that file from the edge that made the CA")]
     WrongKek { path: String },
@@ -203,48 +201,15 @@ impl Ca {
     }
 }
 
-/// The key-encryption key in `path`, made (0600) when the file is missing.
-fn kek(path: &Path) -> Result<[u8; 32], CaError> {
-    let err = |why: String| CaError::Kek {
-        path: path.display().to_string(),
-        why,
-    };
-    if !path.exists() {
-        let key: [u8; 32] = rand::random();
-        crate::certs::write_private(path, hex::encode(key).as_bytes())
-            .map_err(|e| err(e.to_string()))?;
-    }
-    let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-    let bytes = hex::decode(text.trim()).map_err(|_| err("not hex".into()))?;
-    bytes
-        .try_into()
-        .map_err(|_| err("not 32 bytes of hex".into()))
-}
-
-fn sealing_key(kek: &[u8; 32]) -> LessSafeKey {
-    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, kek).expect("a 32-byte AES-256 key"))
-}
-
 /// A new CA, sealed; `None` only if the system's randomness fails.
 fn new_sealed(kek: &[u8; 32]) -> Option<String> {
     let mut key = PrivateKey::random(&mut ssh_key::rand_core::OsRng, Algorithm::Ed25519).ok()?;
     key.set_comment("warren-ca");
     let public = key.public_key().to_openssh().ok()?;
     let pem = key.to_openssh(LineEnding::LF).ok()?;
-    let nonce_bytes: [u8; NONCE_LEN] = rand::random();
-    let mut sealed = pem.as_bytes().to_vec();
-    sealing_key(kek)
-        .seal_in_place_append_tag(
-            Nonce::assume_unique_for_key(nonce_bytes),
-            Aad::from(AAD),
-            &mut sealed,
-        )
-        .ok()?;
-    let mut out = nonce_bytes.to_vec();
-    out.extend_from_slice(&sealed);
     serde_json::to_string(&Sealed {
         public,
-        private: hex::encode(out),
+        private: sealed::seal(kek, AAD, pem.as_bytes())?,
         trusted_until_ms: None,
     })
     .ok()
@@ -252,15 +217,7 @@ fn new_sealed(kek: &[u8; 32]) -> Option<String> {
 
 /// The PEM inside a sealed private key, if `kek` opens it.
 fn open(kek: &[u8; 32], sealed_hex: &str) -> Option<zeroize::Zeroizing<String>> {
-    let mut bytes = hex::decode(sealed_hex).ok()?;
-    if bytes.len() < NONCE_LEN {
-        return None;
-    }
-    let mut body = bytes.split_off(NONCE_LEN);
-    let nonce = Nonce::try_assume_unique_for_key(&bytes).ok()?;
-    let plain = sealing_key(kek)
-        .open_in_place(nonce, Aad::from(AAD), &mut body)
-        .ok()?;
+    let plain = sealed::open(kek, AAD, sealed_hex)?;
     Some(zeroize::Zeroizing::new(
         String::from_utf8(plain.to_vec()).ok()?,
     ))

@@ -1,0 +1,302 @@
+//! The driver: one task that owns the devices' stack ([`Stack`]) and moves
+//! packets and bytes between gotatun, the stack and the flows.
+//!
+//! ```text
+//! loop:
+//!   packets from devices  → stack.receive → a held SYN: decide (policy) →
+//!                           open the stream in a task → accept / refuse
+//!   flow channels         ↔ the flows' sockets (as much as each side takes)
+//!   stack.poll            → packets for devices → gotatun
+//! ```
+//!
+//! Nothing here waits on a flow: every channel is used with `try_`
+//! operations, and a flow that cannot take more simply keeps its bytes in
+//! its socket, whose window then closes.
+
+use super::flow::{self, Carrier, Down};
+use super::{DeviceInfo, Endpoint};
+use crate::access::{check_device, Access, DeviceWho};
+use crate::config::Resource;
+use crate::EdgeShared;
+use bytes::{Bytes, BytesMut};
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+use warren_netstack::{FlowKey, Inbound, Proto, Stack};
+
+/// What the driver is told besides packets.
+pub(super) enum Ctl {
+    /// A flow's stream opened (or not).
+    Opened {
+        key: FlowKey,
+        carrier: Option<Carrier>,
+    },
+    /// Reset every flow of this device (revoked, or its user disabled).
+    Cut(Ipv4Addr),
+    /// Ask the policy again about every open flow (it changed).
+    Recheck,
+}
+
+/// The largest read from a socket at once.
+const READ: usize = 32 * 1024;
+/// Packets taken from gotatun per turn before the stack runs.
+const BATCH: usize = 256;
+
+pub(super) struct Driver {
+    pub(super) shared: Arc<EdgeShared>,
+    pub(super) endpoint: Arc<Endpoint>,
+    pub(super) stack: Stack,
+    pub(super) packets: mpsc::Receiver<BytesMut>,
+    pub(super) out: mpsc::Sender<Vec<u8>>,
+    pub(super) ctl_tx: mpsc::Sender<Ctl>,
+    pub(super) ctl: mpsc::Receiver<Ctl>,
+    pub(super) wake: Arc<Notify>,
+    pub(super) carriers: HashMap<FlowKey, Carrier>,
+    /// The resource each open flow was allowed to (for rechecks).
+    pub(super) allowed: HashMap<FlowKey, String>,
+}
+
+impl Driver {
+    pub(super) async fn run(mut self, stop: CancellationToken) {
+        let mut changes = self.shared.config_changed.subscribe();
+        loop {
+            let now = Instant::now();
+            let delay = self
+                .stack
+                .poll_delay(now)
+                .unwrap_or(Duration::from_secs(1))
+                .min(Duration::from_secs(1));
+            tokio::select! {
+                biased;
+                _ = stop.cancelled() => return,
+                Some(ctl) = self.ctl.recv() => self.control(ctl),
+                Some(first) = self.packets.recv() => {
+                    self.inbound(&first);
+                    for _ in 1..BATCH {
+                        match self.packets.try_recv() {
+                            Ok(p) => self.inbound(&p),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                _ = self.wake.notified() => {}
+                Ok(()) = changes.changed() => {
+                    let shared = self.shared.clone();
+                    tokio::spawn(async move { super::refresh(&shared).await });
+                    self.recheck();
+                }
+                _ = tokio::time::sleep(delay) => {}
+            }
+            self.turn().await;
+        }
+    }
+
+    /// Moves bytes between the flows and their sockets, runs the stack,
+    /// sends what it made.
+    async fn turn(&mut self) {
+        let now = Instant::now();
+        self.service();
+        self.stack.poll(now);
+        self.service();
+        for key in self.stack.reap() {
+            self.carriers.remove(&key);
+            self.allowed.remove(&key);
+            self.endpoint.flow_closed(*key.src.ip());
+        }
+        while let Some(p) = self.stack.transmit() {
+            if self.out.send(p).await.is_err() {
+                return;
+            }
+        }
+    }
+
+    fn control(&mut self, ctl: Ctl) {
+        let now = Instant::now();
+        match ctl {
+            Ctl::Opened { key, carrier } => match carrier {
+                Some(c) if self.stack.accept(key, now).is_ok() => {
+                    self.carriers.insert(key, c);
+                    self.endpoint.flow_opened(*key.src.ip());
+                }
+                Some(_) => {
+                    self.allowed.remove(&key);
+                }
+                None => {
+                    self.allowed.remove(&key);
+                    self.stack.refuse(key, now);
+                }
+            },
+            Ctl::Cut(addr) => {
+                for key in self.stack.cut_device(addr, now) {
+                    self.carriers.remove(&key);
+                    self.allowed.remove(&key);
+                }
+            }
+            Ctl::Recheck => self.recheck(),
+        }
+    }
+
+    /// A packet a device sent.
+    fn inbound(&mut self, packet: &[u8]) {
+        let now = Instant::now();
+        match self.stack.receive(packet, now) {
+            Inbound::Taken => {}
+            Inbound::Dropped(why) => {
+                tracing::trace!(reason = %why, "device packet dropped");
+            }
+            Inbound::NewTcp(key) => self.new_tcp(key, now),
+            Inbound::Udp { .. } => {
+                // UDP flows (DNS, media) are not carried yet.
+            }
+        }
+    }
+
+    /// A device's first SYN: which resource, may it, then the stream.
+    fn new_tcp(&mut self, key: FlowKey, now: Instant) {
+        let Some((resource, device)) = self.lookup(&key) else {
+            self.stack.refuse(key, now);
+            return;
+        };
+        let private = resource.private.as_ref().expect("a private resource");
+        let site = private.site.clone();
+        self.allowed.insert(key, resource.name.clone());
+        let (shared, ctl, wake) = (self.shared.clone(), self.ctl_tx.clone(), self.wake.clone());
+        let name = resource.name.clone();
+        tokio::spawn(async move {
+            let carrier = match flow::open(shared, name.clone(), site, key, wake).await {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    tracing::info!(
+                        event = "device_flow_failed", resource = %name, device = %device.name,
+                        destination = %key.dst, error = %e, "a device's flow could not reach its site"
+                    );
+                    None
+                }
+            };
+            let _ = ctl.send(Ctl::Opened { key, carrier }).await;
+        });
+    }
+
+    /// The private resource a flow is for and the device, if the policy
+    /// lets the device reach it.
+    fn lookup(&self, key: &FlowKey) -> Option<(Arc<Resource>, Arc<DeviceInfo>)> {
+        let device = self.endpoint.device_at(*key.src.ip())?;
+        let proto = match key.proto {
+            Proto::Tcp => warren_policy::Proto::Tcp,
+            Proto::Udp => warren_policy::Proto::Udp,
+        };
+        let resource = private_resource(&self.shared, key.dst, proto)?;
+        let who = DeviceWho {
+            name: &device.name,
+            email: &device.email,
+            groups: &device.groups,
+            tags: &device.tags,
+        };
+        match check_device(&self.shared, &resource, &who, key.src, key.dst, proto) {
+            Access::Granted { .. } => Some((resource, device)),
+            _ => None,
+        }
+    }
+
+    /// Asks the policy again about every open flow; resets those it no
+    /// longer allows.
+    fn recheck(&mut self) {
+        let now = Instant::now();
+        let keys: Vec<FlowKey> = self.carriers.keys().copied().collect();
+        for key in keys {
+            let still = self
+                .lookup(&key)
+                .is_some_and(|(r, _)| self.allowed.get(&key) == Some(&r.name));
+            if !still {
+                tracing::info!(event = "device_flow_cut", device = %key.src, destination = %key.dst, "the policy no longer allows this flow; reset");
+                self.stack.tcp_abort(&key);
+                self.carriers.remove(&key);
+                self.allowed.remove(&key);
+            }
+        }
+        self.stack.poll(now);
+    }
+
+    /// Moves what each side can take.
+    fn service(&mut self) {
+        let mut buf = [0u8; READ];
+        let mut gone = Vec::new();
+        for (key, c) in self.carriers.iter_mut() {
+            let Some(status) = self.stack.tcp_status(key) else {
+                gone.push(*key);
+                continue;
+            };
+            // Device → site.
+            if let Some(up) = &c.up {
+                let mut readable = status.readable;
+                while readable > 0 && up.capacity() > 0 {
+                    let n = self.stack.tcp_recv(key, &mut buf);
+                    if n == 0 {
+                        break;
+                    }
+                    readable = readable.saturating_sub(n);
+                    if up.try_send(Bytes::copy_from_slice(&buf[..n])).is_err() {
+                        break;
+                    }
+                }
+                if status.device_done && readable == 0 {
+                    c.up = None;
+                }
+            }
+            // Site → device.
+            loop {
+                if let Some(p) = c.pending.take() {
+                    let n = self.stack.tcp_send(key, &p);
+                    if n < p.len() {
+                        c.pending = Some(p.slice(n..));
+                        break;
+                    }
+                }
+                match c.down.try_recv() {
+                    Ok(Down::Data(b)) => c.pending = Some(b),
+                    Ok(Down::End) => c.site_ended = true,
+                    Ok(Down::Reset) | Err(mpsc::error::TryRecvError::Disconnected) => {
+                        if !c.site_ended {
+                            self.stack.tcp_abort(key);
+                        }
+                        c.site_ended = true;
+                        break;
+                    }
+                    Err(mpsc::error::TryRecvError::Empty) => break,
+                }
+            }
+            if c.site_ended && c.pending.is_none() && !c.fin_sent {
+                self.stack.tcp_close(key);
+                c.fin_sent = true;
+            }
+        }
+        for key in gone {
+            self.carriers.remove(&key);
+        }
+    }
+}
+
+/// The private resource that `dst` over `proto` falls in: the longest
+/// network holding the address whose ports include the port.
+pub(super) fn private_resource(
+    shared: &EdgeShared,
+    dst: SocketAddrV4,
+    proto: warren_policy::Proto,
+) -> Option<Arc<Resource>> {
+    let table = shared.resources.load();
+    let mut best: Option<(u8, Arc<Resource>)> = None;
+    for slot in table.by_name.values() {
+        let r = slot.resource.load_full();
+        let Some(p) = &r.private else { continue };
+        if !p.net.contains(std::net::IpAddr::V4(*dst.ip())) || !p.allows(dst.port(), proto) {
+            continue;
+        }
+        if best.as_ref().is_none_or(|(len, _)| p.net.len > *len) {
+            best = Some((p.net.len, r));
+        }
+    }
+    best.map(|(_, r)| r)
+}

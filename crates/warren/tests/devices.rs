@@ -1,0 +1,509 @@
+//! People's devices end to end, in network namespaces: a "phone" running
+//! Debian's `wireguard-go` and configured with `wg` from exactly the config
+//! Warren printed, the "VPS" (this namespace) running the edge, and a
+//! "home" with the agent and three services on LAN addresses the phone
+//! routes through the tunnel:
+//!
+//! - 192.168.77.10 (`grafana`): granted to alice and on the agent's list;
+//! - 192.168.77.11 (`notlisted`): granted, but not on the agent's list;
+//! - 192.168.77.12 (`secret`): on the agent's list, not granted.
+//!
+//! Needs root, `ip`, `wireguard-go`, `wg`, `wg-quick`, python3 and curl;
+//! skips otherwise (a failure with `CI` or `WARREN_REQUIRE_NETNS` set).
+
+mod common;
+
+use common::bin;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+use warren_testkit::{EdgeProcess, EdgeSpec, Process};
+
+fn run(args: &[&str]) -> std::process::Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .output()
+        .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn available() -> bool {
+    let root = run(&["id", "-u"]).stdout.starts_with(b"0");
+    let tools = ["/usr/bin/wireguard-go", "/usr/bin/wg", "/usr/bin/wg-quick"]
+        .iter()
+        .all(|t| Path::new(t).exists());
+    if root && tools {
+        return true;
+    }
+    assert!(
+        std::env::var_os("WARREN_REQUIRE_NETNS").is_none(),
+        "WARREN_REQUIRE_NETNS is set but root, wireguard-go or wireguard-tools is missing"
+    );
+    warren_testkit::skip("needs root, wireguard-go and wireguard-tools");
+    false
+}
+
+/// The namespaces and the links between them; removed on drop.
+struct World {
+    phone: String,
+    home: String,
+    /// This side of the phone's link: where the edge's WireGuard listens.
+    vps_for_phone: String,
+    /// This side of home's link: where the agent dials.
+    vps_for_home: String,
+}
+
+impl World {
+    fn new() -> World {
+        let id = std::process::id() % 10_000;
+        let octet = (std::process::id() % 200) as u8;
+        let w = World {
+            phone: format!("wr-phone-{id}"),
+            home: format!("wr-dhome-{id}"),
+            vps_for_phone: format!("10.249.{octet}.1"),
+            vps_for_home: format!("10.248.{octet}.1"),
+        };
+        for (ns, vps, other, out, inn) in [
+            (
+                &w.phone,
+                &w.vps_for_phone,
+                format!("10.249.{octet}.2"),
+                format!("vpo{id}"),
+                format!("vpi{id}"),
+            ),
+            (
+                &w.home,
+                &w.vps_for_home,
+                format!("10.248.{octet}.2"),
+                format!("vho{id}"),
+                format!("vhi{id}"),
+            ),
+        ] {
+            ok(&["ip", "netns", "add", ns]);
+            ok(&[
+                "ip", "link", "add", &out, "type", "veth", "peer", "name", &inn,
+            ]);
+            ok(&["ip", "link", "set", &inn, "netns", ns]);
+            ok(&["ip", "addr", "add", &format!("{vps}/30"), "dev", &out]);
+            ok(&["ip", "link", "set", &out, "up"]);
+            ok(&[
+                "ip",
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("{other}/30"),
+                "dev",
+                &inn,
+            ]);
+            ok(&["ip", "-n", ns, "link", "set", &inn, "up"]);
+            ok(&["ip", "-n", ns, "link", "set", "lo", "up"]);
+        }
+        for last in [10, 11, 12] {
+            ok(&[
+                "ip",
+                "-n",
+                &w.home,
+                "addr",
+                "add",
+                &format!("192.168.77.{last}/32"),
+                "dev",
+                "lo",
+            ]);
+        }
+        w
+    }
+
+    fn in_ns(&self, ns: &str, args: &[&str]) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns]).args(args);
+        c
+    }
+
+    /// `curl` from the phone: the body, or curl's exit code and message
+    /// (7: the connection was refused).
+    fn curl(&self, url: &str) -> Result<String, (i32, String)> {
+        let out = self
+            .in_ns(&self.phone, &["curl", "-sS", "--max-time", "5", url])
+            .output()
+            .unwrap();
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err((
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            ))
+        }
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for ns in [&self.phone, &self.home] {
+            let _ = Command::new("ip").args(["netns", "delete", ns]).output();
+        }
+    }
+}
+
+/// A process killed on drop.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A service at home on `addr:port`: answers HTTP with `body`; with a
+/// `log`, it also holds each connection open and writes "closed" there
+/// when the client's side goes away.
+fn service(w: &World, dir: &Path, addr: &str, port: u16, body: &str) -> Child {
+    let script = dir.join(format!("svc-{addr}-{port}.py"));
+    std::fs::write(
+        &script,
+        format!(
+            r#"
+import socket, sys, threading, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("{addr}", {port})); s.listen(64)
+def serve(c):
+    data = b""
+    while b"\r\n\r\n" not in data:
+        got = c.recv(4096)
+        if not got: c.close(); return
+        data += got
+    if data.startswith(b"HOLD"):
+        c.sendall(b"held\n")
+        while True:
+            try:
+                if not c.recv(4096): break
+            except OSError: break
+        open(sys.argv[1], "a").write("closed %f\n" % time.time())
+    else:
+        c.sendall(b"HTTP/1.0 200 OK\r\nContent-Length: {len}\r\n\r\n{body}")
+    c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#,
+            len = body.len()
+        ),
+    )
+    .unwrap();
+    let log = dir.join(format!("svc-{addr}-{port}.log"));
+    let child = Child(
+        w.in_ns(&w.home, &["python3"])
+            .arg(&script)
+            .arg(&log)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    for _ in 0..100 {
+        let up = w
+            .in_ns(
+                &w.home,
+                &[
+                    "python3",
+                    "-c",
+                    &format!("import socket; socket.create_connection(('{addr}', {port}), 1)"),
+                ],
+            )
+            .output()
+            .unwrap();
+        if up.status.success() {
+            return child;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("service {addr}:{port} did not listen");
+}
+
+fn free_udp_port(ip: &str) -> u16 {
+    std::net::UdpSocket::bind(format!("{ip}:0"))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn user_add(edge: &EdgeProcess, dir: &Path, email: &str) {
+    let file = dir.join(format!("{email}.pw"));
+    std::fs::write(&file, "correct horse battery\n").unwrap();
+    let out = Command::new(bin())
+        .args(["user", "add", email, "--password-file"])
+        .arg(&file)
+        .args(["--api", &format!("http://{}", edge.admin)])
+        .env("WARREN_TOKEN", edge.token.as_deref().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const POLICY: &str = r#"
+[[grants]]
+src = ["alice@corp.com"]
+dst = ["grafana:8080", "grafana:9000", "notlisted:8080"]
+"#;
+
+/// The phone: `wireguard-go` with the config Warren printed, applied the
+/// way wg-quick applies it (`wg-quick strip` for `wg setconf`, then the
+/// address and a route for each of `AllowedIPs`).
+fn phone_up(w: &World, dir: &Path, config: &str) -> Child {
+    let conf = dir.join("wg0.conf");
+    std::fs::write(&conf, config).unwrap();
+    let stripped = ok(&["wg-quick", "strip", conf.to_str().unwrap()]);
+    std::fs::write(dir.join("wg0.stripped"), &stripped).unwrap();
+    let wg = w
+        .in_ns(&w.phone, &["wireguard-go", "-f", "wg0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !run(&["ip", "-n", &w.phone, "link", "show", "wg0"])
+        .status
+        .success()
+    {
+        assert!(Instant::now() < deadline, "wireguard-go made no wg0");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let field = |name: &str| {
+        config
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("{name} = ")))
+            .unwrap_or_else(|| panic!("no {name} in the config:\n{config}"))
+            .trim()
+            .to_owned()
+    };
+    ok(&[
+        "ip",
+        "netns",
+        "exec",
+        &w.phone,
+        "wg",
+        "setconf",
+        "wg0",
+        dir.join("wg0.stripped").to_str().unwrap(),
+    ]);
+    ok(&[
+        "ip",
+        "-n",
+        &w.phone,
+        "addr",
+        "add",
+        &field("Address"),
+        "dev",
+        "wg0",
+    ]);
+    ok(&[
+        "ip", "-n", &w.phone, "link", "set", "wg0", "mtu", "1420", "up",
+    ]);
+    for net in field("AllowedIPs").split(',') {
+        ok(&[
+            "ip",
+            "-n",
+            &w.phone,
+            "route",
+            "add",
+            net.trim(),
+            "dev",
+            "wg0",
+        ]);
+    }
+    Child(wg)
+}
+
+#[test]
+fn a_stock_wireguard_phone_reaches_only_what_the_policy_and_the_site_allow() {
+    if !available() {
+        return;
+    }
+    let w = World::new();
+    let dir = tempfile::tempdir().unwrap();
+    let _grafana = service(&w, dir.path(), "192.168.77.10", 8080, "grafana");
+    let _held = service(&w, dir.path(), "192.168.77.10", 9000, "held");
+    let _notlisted = service(&w, dir.path(), "192.168.77.11", 8080, "notlisted");
+    let _secret = service(&w, dir.path(), "192.168.77.12", 8080, "secret");
+
+    let wg_port = free_udp_port(&w.vps_for_phone);
+    let mut spec = EdgeSpec::new();
+    spec.tunnel_listen = format!("{}:0", w.vps_for_home);
+    let mut toml = spec.to_toml();
+    toml += &format!(
+        r#"
+[devices]
+listen = "{vps}:{wg_port}"
+endpoint = "{vps}:{wg_port}"
+address = "100.96.0.0/24"
+
+[[resource]]
+name = "grafana"
+type = "private"
+site = "home"
+address = "192.168.77.10"
+ports = ["8080/tcp", "9000/tcp"]
+alias = "grafana.home.example"
+
+[[resource]]
+name = "notlisted"
+type = "private"
+site = "home"
+address = "192.168.77.11"
+ports = ["8080/tcp"]
+
+[[resource]]
+name = "secret"
+type = "private"
+site = "home"
+address = "192.168.77.12"
+ports = ["8080/tcp"]
+"#,
+        vps = w.vps_for_phone
+    );
+    std::fs::write(dir.path().join("edge.toml"), toml).unwrap();
+    let edge = EdgeProcess::start_existing(bin(), dir.path());
+    edge.put_policy(POLICY);
+    user_add(&edge, dir.path(), "alice@corp.com");
+
+    let args = edge.site_args(
+        "home",
+        "S3CRET-for-tests",
+        "tcp",
+        &[
+            "192.168.77.10:8080/tcp",
+            "192.168.77.10:9000/tcp",
+            "192.168.77.12:8080/tcp",
+        ],
+    );
+    let mut wrapped = vec!["netns".to_owned(), "exec".to_owned(), w.home.clone()];
+    wrapped.push(bin().display().to_string());
+    wrapped.extend(args.iter().map(|a| {
+        a.replace(
+            "https://127.0.0.1:",
+            &format!("https://{}:", w.vps_for_home),
+        )
+    }));
+    let agent = Process::spawn("agent", Path::new("/usr/sbin/ip"), &wrapped, dir.path());
+    agent.wait_event("edge_connected");
+
+    let (status, answer) = edge.admin_request(
+        "POST",
+        "/api/v1/devices",
+        Some(r#"{"name": "phone", "user": "alice@corp.com"}"#),
+        edge.token.as_deref(),
+    );
+    assert_eq!(status, 201, "{answer}");
+    let config = answer["config"].as_str().expect("a config").to_owned();
+    let _phone = phone_up(&w, dir.path(), &config);
+
+    // Granted and listed: through.
+    assert_eq!(
+        w.curl("http://192.168.77.10:8080/").as_deref(),
+        Ok("grafana")
+    );
+    // Granted, but the agent's list does not name it: refused at home.
+    let (code, e) = w.curl("http://192.168.77.11:8080/").unwrap_err();
+    assert_eq!(code, 7, "connection refused: {e}");
+    // Listed, not granted: refused at the edge, the site never asked.
+    let (code, e) = w.curl("http://192.168.77.12:8080/").unwrap_err();
+    assert_eq!(code, 7, "connection refused: {e}");
+    let denied = agent
+        .logs()
+        .iter()
+        .filter(|l| l["event"] != "agent_starting" && l.to_string().contains("192.168.77.12"))
+        .count();
+    assert_eq!(denied, 0, "the agent heard of the denied flow");
+
+    // The audit trail names the device's decisions.
+    // (written by one task, once a second)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let decisions = edge.admin_get("/api/v1/decisions").to_string();
+        if decisions.contains("(device phone)") && decisions.contains("\"decision\":\"deny\"") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{decisions}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // A held connection is cut within a second of the grant's removal...
+    let log = dir.path().join("svc-192.168.77.10-9000.log");
+    let holder = hold(&w);
+    edge.put_policy(&POLICY.replace("\"grafana:9000\", ", ""));
+    cut_within_a_second(&log, 1, "the grant was removed");
+    drop(holder);
+    assert_eq!(
+        w.curl("http://192.168.77.10:8080/").as_deref(),
+        Ok("grafana")
+    );
+
+    // ...and of revoking the device.
+    edge.put_policy(POLICY);
+    let holder = hold(&w);
+    let (status, _) = edge.admin_request(
+        "DELETE",
+        "/api/v1/devices/phone",
+        None,
+        edge.token.as_deref(),
+    );
+    assert_eq!(status, 204);
+    cut_within_a_second(&log, 2, "the device was revoked");
+    drop(holder);
+    // And nothing more gets through.
+    assert!(w.curl("http://192.168.77.10:8080/").is_err());
+}
+
+/// A connection from the phone to the holding service at home, open.
+fn hold(w: &World) -> Child {
+    let mut holder = w
+        .in_ns(
+            &w.phone,
+            &["python3", "-c", "import socket,time\ns=socket.create_connection(('192.168.77.10',9000),5)\ns.sendall(b'HOLD\\r\\n\\r\\n')\nprint(s.recv(10).decode(), flush=True)\ntime.sleep(30)"],
+        )
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line.trim(), "held");
+    Child(holder)
+}
+
+/// Waits for the holding service to have seen `n` connections closed,
+/// at most a second.
+fn cut_within_a_second(log: &Path, n: usize, why: &str) {
+    let since = Instant::now();
+    while std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .matches("closed")
+        .count()
+        < n
+    {
+        assert!(
+            since.elapsed() < Duration::from_secs(1),
+            "the held connection was still open at home 1 s after {why}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -523,3 +523,133 @@ source_address = "10.0.0.0/8"
         assert!(text.iter().any(|t| t.contains(want)), "{want}\n{text:#?}");
     }
 }
+
+#[test]
+fn private_resources_and_devices_are_checked_whole() {
+    let ok = r#"
+[edge]
+tunnel_listen = "127.0.0.1:0"
+[devices]
+listen = "0.0.0.0:51820"
+endpoint = "vps.example.com:51820"
+[[site]]
+id = "home"
+secret = "S3CRET"
+[[resource]]
+name = "grafana"
+type = "private"
+site = "home"
+address = "192.168.1.10"
+ports = ["3000/tcp", "8000-8099/tcp", "53/udp", "443"]
+alias = "Grafana.Home.Example"
+[[resource]]
+name = "lab"
+type = "private"
+site = "home"
+address = "10.69.13.0/24"
+"#;
+    let c = parse(ok).unwrap();
+    let d = c.devices.as_ref().unwrap();
+    assert_eq!(d.own_address(), std::net::Ipv4Addr::new(100, 96, 0, 1));
+    let p = c.resources[0].private.as_ref().unwrap();
+    assert_eq!(p.alias.as_deref(), Some("grafana.home.example"));
+    use warren_policy::Proto;
+    assert!(p.allows(3000, Proto::Tcp) && !p.allows(3000, Proto::Udp));
+    assert!(p.allows(8050, Proto::Tcp) && !p.allows(8100, Proto::Tcp));
+    assert!(p.allows(53, Proto::Udp) && p.allows(443, Proto::Udp) && p.allows(443, Proto::Tcp));
+    let lab = c.resources[1].private.as_ref().unwrap();
+    assert!(
+        lab.allows(1, Proto::Udp) && lab.allows(65535, Proto::Tcp),
+        "every port"
+    );
+
+    let bad = r#"
+[edge]
+tunnel_listen = "127.0.0.1:0"
+[[site]]
+id = "home"
+secret = "S3CRET"
+[[resource]]
+name = "a"
+type = "private"
+site = "nowhere"
+address = "10.0.0.5/8"
+ports = ["0/tcp", "80/icmp", "90-80"]
+listen = "127.0.0.1:1"
+auth = "public"
+targets = [{ site = "home", address = "127.0.0.1:22" }]
+[[resource]]
+name = "b"
+type = "private"
+address = "10.1.0.0/16"
+alias = "b.home.example"
+[[resource]]
+name = "c"
+type = "private"
+site = "home"
+address = "fd00::1"
+[[resource]]
+name = "d"
+type = "tcp"
+listen = "127.0.0.1:2223"
+targets = [{ site = "home", address = "127.0.0.1:22" }]
+alias = "d.example"
+[[resource]]
+name = "e"
+type = "private"
+site = "home"
+address = "10.1.0.0/16"
+"#;
+    let text: Vec<String> = parse(bad)
+        .unwrap_err()
+        .0
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    for want in [
+        "resource[0].site: no [[site]] with id `nowhere`",
+        "resource[0].address: \"10.0.0.5/8\" has host bits set",
+        "resource[0].ports[0]: `0/tcp` is not PORT[-PORT][/tcp|udp]",
+        "resource[0].ports[1]: `icmp` is not tcp or udp",
+        "resource[0].ports[2]: `90-80` is not PORT[-PORT][/tcp|udp]",
+        "resource[0].listen: `listen` applies to tcp and udp resources, not private",
+        "resource[0].targets: `targets` applies to http, tls, tcp, udp and ssh resources",
+        "resource[0].auth: a private resource cannot be public",
+        "resource[1].site: private resources need `site`",
+        "resource[1].alias: an alias names one address: `address` is a network",
+        "resource[2].address: devices reach IPv4 addresses and networks only",
+        "resource[3].alias: `alias` applies to private resources, not tcp",
+        "devices: private resource `a` is reached by devices: set [devices]",
+    ] {
+        assert!(text.iter().any(|t| t.contains(want)), "{want}\n{text:#?}");
+    }
+    // Two resources for one network: the second is refused.
+    let twice = ok.replace("address = \"192.168.1.10\"", "address = \"10.69.13.0/24\"");
+    let errors = parse(&twice).unwrap_err().0;
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.key == "resource[1].address" && e.message.contains("already another")),
+        "{errors:?}"
+    );
+    for (from, to, key) in [
+        (
+            "endpoint = \"vps.example.com:51820\"",
+            "endpoint = \"vps.example.com\"",
+            "devices.endpoint",
+        ),
+        (
+            "listen = \"0.0.0.0:51820\"",
+            "listen = \"0.0.0.0:51820\"\naddress = \"10.0.0.0/31\"",
+            "devices.address",
+        ),
+        (
+            "listen = \"0.0.0.0:51820\"",
+            "listen = \"0.0.0.0:51820\"\ndns_upstream = [\"1.1.1.1\"]",
+            "devices.dns_upstream[0]",
+        ),
+    ] {
+        let errors = parse(&ok.replace(from, to)).unwrap_err().0;
+        assert!(errors.iter().any(|e| e.key == key), "{to}: {errors:?}");
+    }
+}

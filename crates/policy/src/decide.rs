@@ -215,6 +215,25 @@ impl Policy {
         Decision::Denied
     }
 
+    /// May `who` reach `target` on some port of `ports` (inclusive ranges,
+    /// each over a protocol)? `target.port` and `target.proto` are not
+    /// read. The first grant that allows, for the audit. This is what a
+    /// resolver asks before it tells a device a private name: a name is
+    /// shown to whoever may reach some port of it.
+    pub fn reaches_any(
+        &self,
+        who: &Principal<'_>,
+        target: &Target<'_>,
+        ports: &[(u16, u16, Proto)],
+    ) -> Decision {
+        for i in self.candidates(who) {
+            if check_any(&self.file.grants[i as usize], target, ports) {
+                return Decision::Allowed { grant: i as usize };
+            }
+        }
+        Decision::Denied
+    }
+
     /// What an ssh certificate for `who` to `target` may carry: the union
     /// of every grant that allows the connection (their principals and
     /// extensions; the first sudo role named by a grant that includes the
@@ -273,6 +292,27 @@ impl Policy {
             })
             .collect()
     }
+}
+
+/// Whether one grant (whose sources include the principal) allows a plain
+/// connection to `target` on some port of `ports`.
+fn check_any(g: &Grant, target: &Target<'_>, ports: &[(u16, u16, Proto)]) -> bool {
+    if !g.methods.is_empty() || !g.paths.is_empty() {
+        return false;
+    }
+    g.dst.iter().any(|d| {
+        let object = match &d.object {
+            DstObject::Any => true,
+            DstObject::Resource(name) => target.resource == Some(name.as_str()),
+            DstObject::Tag(t) => target.tags.iter().any(|x| x == t),
+            DstObject::Net(net) => target.addr.is_some_and(|a| net.contains(a)),
+        };
+        object
+            && ports.iter().any(|&(lo, hi, proto)| {
+                (g.proto.covers(proto) || proto == Proto::Any)
+                    && (d.ports.is_empty() || d.ports.iter().any(|r| r.0 <= hi && lo <= r.1))
+            })
+    })
 }
 
 /// Whether one grant (whose sources include the principal) allows this.

@@ -129,6 +129,17 @@ impl World {
         c
     }
 
+    /// What the phone's resolver (the config's `DNS`, as wg-quick would
+    /// set it) says of `name`: its address, or `None` when it does not exist.
+    fn lookup(&self, name: &str) -> Option<String> {
+        let out = self
+            .in_ns(&self.phone, &["getent", "ahostsv4", name])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace().next().map(str::to_owned)
+    }
+
     /// `curl` from the phone: the body, or curl's exit code and message
     /// (7: the connection was refused).
     fn curl(&self, url: &str) -> Result<String, (i32, String)> {
@@ -149,6 +160,7 @@ impl World {
 
 impl Drop for World {
     fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.phone));
         for ns in [&self.phone, &self.home] {
             let _ = Command::new("ip").args(["netns", "delete", ns]).output();
         }
@@ -231,6 +243,24 @@ while True:
     panic!("service {addr}:{port} did not listen");
 }
 
+/// A UDP echo at home (`echo:` before each datagram).
+fn udp_echo(w: &World, dir: &Path, addr: &str, port: u16) -> Child {
+    let script = dir.join(format!("echo-{addr}-{port}.py"));
+    std::fs::write(
+        &script,
+        format!("import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('{addr}',{port}))\nwhile True:\n    d,a=s.recvfrom(2048)\n    s.sendto(b'echo:'+d,a)\n"),
+    )
+    .unwrap();
+    Child(
+        w.in_ns(&w.home, &["python3"])
+            .arg(&script)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 fn free_udp_port(ip: &str) -> u16 {
     std::net::UdpSocket::bind(format!("{ip}:0"))
         .unwrap()
@@ -259,7 +289,7 @@ fn user_add(edge: &EdgeProcess, dir: &Path, email: &str) {
 const POLICY: &str = r#"
 [[grants]]
 src = ["alice@corp.com"]
-dst = ["grafana:8080", "grafana:9000", "notlisted:8080"]
+dst = ["grafana:8080", "grafana:9000", "grafana:5353", "notlisted:8080"]
 "#;
 
 /// The phone: `wireguard-go` with the config Warren printed, applied the
@@ -315,6 +345,15 @@ fn phone_up(w: &World, dir: &Path, config: &str) -> Child {
     ok(&[
         "ip", "-n", &w.phone, "link", "set", "wg0", "mtu", "1420", "up",
     ]);
+    // What wg-quick does with `DNS` (through resolvconf): the phone's
+    // resolver; `ip netns exec` shows this file as /etc/resolv.conf.
+    let ns_etc = format!("/etc/netns/{}", w.phone);
+    std::fs::create_dir_all(&ns_etc).unwrap();
+    std::fs::write(
+        format!("{ns_etc}/resolv.conf"),
+        format!("nameserver {}\n", field("DNS")),
+    )
+    .unwrap();
     for net in field("AllowedIPs").split(',') {
         ok(&[
             "ip",
@@ -342,6 +381,12 @@ fn a_stock_wireguard_phone_reaches_only_what_the_policy_and_the_site_allow() {
     let _notlisted = service(&w, dir.path(), "192.168.77.11", 8080, "notlisted");
     let _secret = service(&w, dir.path(), "192.168.77.12", 8080, "secret");
 
+    let _echo = udp_echo(&w, dir.path(), "192.168.77.10", 5353);
+    let upstream = warren_testkit::dns::DnsServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        "example.org",
+        &["203.0.113.7".parse().unwrap()],
+    );
     let wg_port = free_udp_port(&w.vps_for_phone);
     let mut spec = EdgeSpec::new();
     spec.tunnel_listen = format!("{}:0", w.vps_for_home);
@@ -352,13 +397,14 @@ fn a_stock_wireguard_phone_reaches_only_what_the_policy_and_the_site_allow() {
 listen = "{vps}:{wg_port}"
 endpoint = "{vps}:{wg_port}"
 address = "100.96.0.0/24"
+dns_upstream = ["{upstream}"]
 
 [[resource]]
 name = "grafana"
 type = "private"
 site = "home"
 address = "192.168.77.10"
-ports = ["8080/tcp", "9000/tcp"]
+ports = ["8080/tcp", "9000/tcp", "5353/udp"]
 alias = "grafana.home.example"
 
 [[resource]]
@@ -374,8 +420,10 @@ type = "private"
 site = "home"
 address = "192.168.77.12"
 ports = ["8080/tcp"]
+alias = "secret.home.example"
 "#,
-        vps = w.vps_for_phone
+        vps = w.vps_for_phone,
+        upstream = upstream.addr(),
     );
     std::fs::write(dir.path().join("edge.toml"), toml).unwrap();
     let edge = EdgeProcess::start_existing(bin(), dir.path());
@@ -390,6 +438,7 @@ ports = ["8080/tcp"]
             "192.168.77.10:8080/tcp",
             "192.168.77.10:9000/tcp",
             "192.168.77.12:8080/tcp",
+            "192.168.77.10:5353/udp",
         ],
     );
     let mut wrapped = vec!["netns".to_owned(), "exec".to_owned(), w.home.clone()];
@@ -413,10 +462,40 @@ ports = ["8080/tcp"]
     let config = answer["config"].as_str().expect("a config").to_owned();
     let _phone = phone_up(&w, dir.path(), &config);
 
-    // Granted and listed: through.
+    // Granted and listed: through, by address and by name.
     assert_eq!(
         w.curl("http://192.168.77.10:8080/").as_deref(),
         Ok("grafana")
+    );
+    assert_eq!(
+        w.lookup("grafana.home.example").as_deref(),
+        Some("192.168.77.10")
+    );
+    assert_eq!(
+        w.curl("http://grafana.home.example:8080/").as_deref(),
+        Ok("grafana")
+    );
+    // A private name alice may not reach, and one that is no alias, do not
+    // exist for her; other names are asked of the upstream, and private
+    // names never are.
+    assert_eq!(w.lookup("secret.home.example"), None);
+    assert_eq!(w.lookup("nothing.home.example"), None);
+    assert_eq!(w.lookup("example.org").as_deref(), Some("203.0.113.7"));
+    let asked: Vec<String> = upstream.queries().into_iter().map(|q| q.name).collect();
+    assert!(asked.iter().all(|n| n == "example.org"), "{asked:?}");
+    // UDP: a datagram there and back.
+    let echoed = w
+        .in_ns(
+            &w.phone,
+            &["python3", "-c", "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(5)\ns.sendto(b'ping',('192.168.77.10',5353))\nprint(s.recv(100).decode())"],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&echoed.stdout).trim(),
+        "echo:ping",
+        "{}",
+        String::from_utf8_lossy(&echoed.stderr)
     );
     // Granted, but the agent's list does not name it: refused at home.
     let (code, e) = w.curl("http://192.168.77.11:8080/").unwrap_err();

@@ -13,17 +13,18 @@
 //! operations, and a flow that cannot take more simply keeps its bytes in
 //! its socket, whose window then closes.
 
+use super::dns::{self, Resolution};
 use super::flow::{self, Carrier, Down};
-use super::{DeviceInfo, Endpoint};
+use super::{udp, DeviceInfo, Endpoint};
 use crate::access::{check_device, Access, DeviceWho};
 use crate::config::Resource;
 use crate::EdgeShared;
 use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 use warren_netstack::{FlowKey, Inbound, Proto, Stack};
 
@@ -44,6 +45,12 @@ pub(super) enum Ctl {
 const READ: usize = 32 * 1024;
 /// Packets taken from gotatun per turn before the stack runs.
 const BATCH: usize = 256;
+/// UDP flows per device, and in all.
+const UDP_FLOWS_PER_DEVICE: usize = 256;
+const UDP_FLOWS: usize = 4096;
+/// DNS queries being forwarded upstream at once (more are dropped; the
+/// device asks again).
+pub(super) const DNS_IN_FLIGHT: usize = 64;
 
 pub(super) struct Driver {
     pub(super) shared: Arc<EdgeShared>,
@@ -57,6 +64,15 @@ pub(super) struct Driver {
     pub(super) carriers: HashMap<FlowKey, Carrier>,
     /// The resource each open flow was allowed to (for rechecks).
     pub(super) allowed: HashMap<FlowKey, String>,
+    /// UDP flows: where their datagrams go.
+    pub(super) udp: HashMap<FlowKey, mpsc::Sender<Bytes>>,
+    /// Datagrams for devices (UDP replies, DNS answers from upstream).
+    pub(super) replies_tx: mpsc::Sender<(FlowKey, Bytes)>,
+    pub(super) replies: mpsc::Receiver<(FlowKey, Bytes)>,
+    /// Packets made outside the stack, sent at the end of the turn.
+    pub(super) made: Vec<Vec<u8>>,
+    pub(super) dns_slots: Arc<Semaphore>,
+    pub(super) upstreams: Arc<Vec<SocketAddr>>,
 }
 
 impl Driver {
@@ -79,6 +95,15 @@ impl Driver {
                         match self.packets.try_recv() {
                             Ok(p) => self.inbound(&p),
                             Err(_) => break,
+                        }
+                    }
+                }
+                Some((key, payload)) = self.replies.recv() => {
+                    self.made.push(self.stack.udp_packet(key.dst, key.src, &payload));
+                    while let Ok((key, payload)) = self.replies.try_recv() {
+                        self.made.push(self.stack.udp_packet(key.dst, key.src, &payload));
+                        if self.made.len() >= BATCH {
+                            break;
                         }
                     }
                 }
@@ -106,7 +131,11 @@ impl Driver {
             self.allowed.remove(&key);
             self.endpoint.flow_closed(*key.src.ip());
         }
-        while let Some(p) = self.stack.transmit() {
+        let made = std::mem::take(&mut self.made);
+        for p in made
+            .into_iter()
+            .chain(std::iter::from_fn(|| self.stack.transmit()))
+        {
             if self.out.send(p).await.is_err() {
                 return;
             }
@@ -134,6 +163,7 @@ impl Driver {
                     self.carriers.remove(&key);
                     self.allowed.remove(&key);
                 }
+                self.udp.retain(|k, _| *k.src.ip() != addr);
             }
             Ctl::Recheck => self.recheck(),
         }
@@ -148,10 +178,94 @@ impl Driver {
                 tracing::trace!(reason = %why, "device packet dropped");
             }
             Inbound::NewTcp(key) => self.new_tcp(key, now),
-            Inbound::Udp { .. } => {
-                // UDP flows (DNS, media) are not carried yet.
+            Inbound::Udp {
+                key,
+                payload: (at, len),
+            } => {
+                let payload = &packet[at..at + len];
+                if key.dst == SocketAddrV4::new(self.stack.own_address(), 53) {
+                    self.dns(key, payload);
+                } else {
+                    self.datagram(key, payload);
+                }
             }
         }
+    }
+
+    /// A query to Warren's resolver.
+    fn dns(&mut self, key: FlowKey, query: &[u8]) {
+        let Some(device) = self.endpoint.device_at(*key.src.ip()) else {
+            return;
+        };
+        match dns::resolve(&self.shared, &device, query) {
+            Resolution::Answer(a) => self.made.push(self.stack.udp_packet(key.dst, key.src, &a)),
+            Resolution::Drop => {}
+            Resolution::Forward => {
+                let Ok(slot) = self.dns_slots.clone().try_acquire_owned() else {
+                    return;
+                };
+                let (upstreams, replies) = (self.upstreams.clone(), self.replies_tx.clone());
+                let query = query.to_vec();
+                tokio::spawn(async move {
+                    let answer = match dns::forward(&upstreams, &query).await {
+                        Some(a) => Some(a),
+                        None => dns::servfail(&query),
+                    };
+                    if let Some(a) = answer {
+                        let _ = replies.send((key, Bytes::from(a))).await;
+                    }
+                    drop(slot);
+                });
+            }
+        }
+    }
+
+    /// A datagram to a private resource: into its flow, or a new flow if
+    /// the policy allows one.
+    fn datagram(&mut self, key: FlowKey, payload: &[u8]) {
+        let data = Bytes::copy_from_slice(payload);
+        let data = match self.udp.get(&key).map(|tx| tx.try_send(data)) {
+            None => Bytes::copy_from_slice(payload),
+            Some(Ok(())) | Some(Err(mpsc::error::TrySendError::Full(_))) => return,
+            Some(Err(mpsc::error::TrySendError::Closed(d))) => {
+                self.udp.remove(&key);
+                d
+            }
+        };
+        if self.udp.len() >= UDP_FLOWS {
+            self.udp.retain(|_, tx| !tx.is_closed());
+        }
+        let mine = self
+            .udp
+            .keys()
+            .filter(|k| k.src.ip() == key.src.ip())
+            .count();
+        if mine >= UDP_FLOWS_PER_DEVICE || self.udp.len() >= UDP_FLOWS {
+            self.udp.retain(|_, tx| !tx.is_closed());
+            return;
+        }
+        let Some((resource, _)) = self.lookup(&key) else {
+            return;
+        };
+        let site = resource
+            .private
+            .as_ref()
+            .expect("a private resource")
+            .site
+            .clone();
+        let (tx, rx) = mpsc::channel(udp::QUEUE);
+        let _ = tx.try_send(data);
+        self.udp.insert(key, tx);
+        self.allowed.insert(key, resource.name.clone());
+        let (shared, replies) = (self.shared.clone(), self.replies_tx.clone());
+        tokio::spawn(udp::run(
+            shared,
+            resource.name.clone(),
+            site,
+            key,
+            rx,
+            replies,
+        ));
     }
 
     /// A device's first SYN: which resource, may it, then the stream.
@@ -214,6 +328,16 @@ impl Driver {
                 tracing::info!(event = "device_flow_cut", device = %key.src, destination = %key.dst, "the policy no longer allows this flow; reset");
                 self.stack.tcp_abort(&key);
                 self.carriers.remove(&key);
+                self.allowed.remove(&key);
+            }
+        }
+        let keys: Vec<FlowKey> = self.udp.keys().copied().collect();
+        for key in keys {
+            let still = self
+                .lookup(&key)
+                .is_some_and(|(r, _)| self.allowed.get(&key) == Some(&r.name));
+            if !still {
+                self.udp.remove(&key);
                 self.allowed.remove(&key);
             }
         }

@@ -16,8 +16,10 @@
 //! [`refresh`] makes the endpoint's peers what the store says, and cuts
 //! the flows of a device that is gone or whose user is disabled.
 
+mod dns;
 mod driver;
 mod flow;
+mod udp;
 mod wg;
 
 use crate::config::{DevicesSettings, EdgeConfig};
@@ -228,6 +230,8 @@ pub(crate) async fn spawn(shared: &Arc<EdgeShared>, parts: DriverParts, stop: Ca
         },
         std::time::Instant::now(),
     );
+    let (replies_tx, replies) = mpsc::channel(1024);
+    let upstreams = Arc::new(dns::upstreams(&settings.dns_upstream));
     let driver = driver::Driver {
         shared: shared.clone(),
         endpoint,
@@ -239,6 +243,12 @@ pub(crate) async fn spawn(shared: &Arc<EdgeShared>, parts: DriverParts, stop: Ca
         wake: Arc::default(),
         carriers: HashMap::new(),
         allowed: HashMap::new(),
+        udp: HashMap::new(),
+        replies_tx,
+        replies,
+        made: Vec::new(),
+        dns_slots: Arc::new(tokio::sync::Semaphore::new(driver::DNS_IN_FLIGHT)),
+        upstreams,
     };
     tokio::spawn(driver.run(stop));
     refresh(shared).await;

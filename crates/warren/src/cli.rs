@@ -66,6 +66,9 @@ pub(crate) enum Command {
     /// Log in to an ssh resource with a 5-minute certificate (OpenSSH
     /// through the edge); `ca-key`: the organisation's CA for hosts.
     Ssh(crate::ssh_cmd::SshArgs),
+    /// Reach private resources without WireGuard: local forwards (`-L
+    /// 127.0.0.1:3000=grafana:3000`) and a SOCKS5 proxy, as `warren login`'s user.
+    Connect(crate::connect_cmd::ConnectArgs),
     /// Copy files to or from an ssh resource (scp with a 5-minute certificate).
     Scp(crate::ssh_cmd::ScpArgs),
     /// A certificate for a key of your own (for other tools), beside it.

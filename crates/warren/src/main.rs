@@ -10,6 +10,7 @@ mod admin_cmd;
 mod api_client;
 mod authd_cmd;
 mod cli;
+mod connect_cmd;
 mod device_cmd;
 mod door_cmd;
 mod duration;
@@ -123,6 +124,7 @@ fn main() -> ExitCode {
             Command::User { command } => user_cmd::run(command).await,
             Command::Device { command } => device_cmd::run(command).await,
             Command::Login(args) => login_cmd::run(args).await,
+            Command::Connect(args) => connect_cmd::run(args).await,
             Command::Ssh(args) => ssh_cmd::run(args).await,
             Command::SignKey(args) => ssh_cmd::sign_key(args).await,
             Command::Scp(args) => ssh_cmd::scp(args).await,

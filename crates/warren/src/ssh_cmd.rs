@@ -81,7 +81,7 @@ impl SessionArgs {
     }
 
     /// The edge and a live access token.
-    async fn edge(&self) -> Result<(Edge, String), Failure> {
+    pub(crate) async fn edge(&self) -> Result<(Edge, String), Failure> {
         let saved = login_cmd::session(&self.file()?, self.connect, false).await?;
         let edge = Edge::new(&saved.edge, saved.ca.as_deref(), self.connect)?;
         Ok((edge, saved.access_token))

@@ -173,10 +173,11 @@ pub(crate) fn check_ssh(
     answer
 }
 
-/// A person's device, as the policy sees it: its user (and the groups
-/// their last single sign-on gave) and its own tags.
+/// A person on a device, as the policy sees them: the user (and the groups
+/// their last single sign-on gave) and the device's own tags. `device` is
+/// the WireGuard device's name; `None` for `warren connect`.
 pub(crate) struct DeviceWho<'a> {
-    pub(crate) name: &'a str,
+    pub(crate) device: Option<&'a str>,
     pub(crate) email: &'a str,
     pub(crate) groups: &'a [String],
     pub(crate) tags: &'a [String],
@@ -186,7 +187,8 @@ pub(crate) struct DeviceWho<'a> {
 /// Its user's grants, or its tags' grants, must allow the address, port and
 /// protocol. Without a policy nothing is allowed: a device is a person on a
 /// network, and which network is the policy's to say. Every decision is
-/// audited (method `device`, principal `EMAIL (device NAME)`).
+/// audited (method `device`, principal `EMAIL (device NAME)`; method
+/// `connect` for `warren connect`).
 pub(crate) fn check_device(
     shared: &EdgeShared,
     resource: &Resource,
@@ -197,7 +199,10 @@ pub(crate) fn check_device(
 ) -> Access {
     let config = shared.config.load();
     let client = SocketAddr::V4(src);
-    let principal_name = format!("{} (device {})", who.email, who.name);
+    let (principal_name, method) = match who.device {
+        Some(name) => (format!("{} (device {name})", who.email), "device"),
+        None => (format!("{} (warren connect)", who.email), "connect"),
+    };
     let Some(settings) = config.policy.as_ref() else {
         denied(shared, resource, client, &principal_name, "no_policy");
         return Access::Denied;
@@ -236,7 +241,7 @@ pub(crate) fn check_device(
         access,
         None,
         Some(&principal_name),
-        "device",
+        method,
     );
     access
 }

@@ -302,9 +302,9 @@ impl Driver {
             Proto::Tcp => warren_policy::Proto::Tcp,
             Proto::Udp => warren_policy::Proto::Udp,
         };
-        let resource = private_resource(&self.shared, key.dst, proto)?;
+        let resource = super::private_resource(&self.shared, key.dst, proto)?;
         let who = DeviceWho {
-            name: &device.name,
+            device: Some(&device.name),
             email: &device.email,
             groups: &device.groups,
             tags: &device.tags,
@@ -401,26 +401,4 @@ impl Driver {
             self.carriers.remove(&key);
         }
     }
-}
-
-/// The private resource that `dst` over `proto` falls in: the longest
-/// network holding the address whose ports include the port.
-pub(super) fn private_resource(
-    shared: &EdgeShared,
-    dst: SocketAddrV4,
-    proto: warren_policy::Proto,
-) -> Option<Arc<Resource>> {
-    let table = shared.resources.load();
-    let mut best: Option<(u8, Arc<Resource>)> = None;
-    for slot in table.by_name.values() {
-        let r = slot.resource.load_full();
-        let Some(p) = &r.private else { continue };
-        if !p.net.contains(std::net::IpAddr::V4(*dst.ip())) || !p.allows(dst.port(), proto) {
-            continue;
-        }
-        if best.as_ref().is_none_or(|(len, _)| p.net.len > *len) {
-            best = Some((p.net.len, r));
-        }
-    }
-    best.map(|(_, r)| r)
 }

@@ -254,6 +254,59 @@ pub(crate) async fn spawn(shared: &Arc<EdgeShared>, parts: DriverParts, stop: Ca
     refresh(shared).await;
 }
 
+/// The private resource that `dst` over `proto` falls in: the longest
+/// network holding the address whose ports include the port.
+pub(crate) fn private_resource(
+    shared: &EdgeShared,
+    dst: std::net::SocketAddrV4,
+    proto: warren_policy::Proto,
+) -> Option<Arc<crate::config::Resource>> {
+    let table = shared.resources.load();
+    let mut best: Option<(u8, Arc<crate::config::Resource>)> = None;
+    for slot in table.by_name.values() {
+        let r = slot.resource.load_full();
+        let Some(p) = &r.private else { continue };
+        if !p.net.contains(std::net::IpAddr::V4(*dst.ip())) || !p.allows(dst.port(), proto) {
+            continue;
+        }
+        if best.as_ref().is_none_or(|(len, _)| p.net.len > *len) {
+            best = Some((p.net.len, r));
+        }
+    }
+    best.map(|(_, r)| r)
+}
+
+/// What `warren connect` names as `HOST:PORT` (a private resource's name,
+/// its alias, or an address): the resource and the address to reach.
+pub(crate) fn resolve_target(
+    shared: &EdgeShared,
+    to: &str,
+) -> Option<(Arc<crate::config::Resource>, std::net::SocketAddrV4)> {
+    let (host, port) = to.rsplit_once(':')?;
+    let port: u16 = port.parse().ok().filter(|p| *p != 0)?;
+    if let Ok(ip) = host.parse::<Ipv4Addr>() {
+        let dst = std::net::SocketAddrV4::new(ip, port);
+        return private_resource(shared, dst, warren_policy::Proto::Tcp).map(|r| (r, dst));
+    }
+    let host = host.to_ascii_lowercase();
+    let table = shared.resources.load();
+    let resource = table
+        .by_name
+        .values()
+        .map(|s| s.resource.load_full())
+        .find(|r| {
+            r.private.as_ref().is_some_and(|p| {
+                r.name.eq_ignore_ascii_case(&host) || p.alias.as_deref() == Some(&host)
+            })
+        })?;
+    let p = resource.private.as_ref()?;
+    let std::net::IpAddr::V4(addr) = p.net.addr else {
+        return None;
+    };
+    (p.net.len == 32 && p.allows(port, warren_policy::Proto::Tcp))
+        .then(|| (resource.clone(), std::net::SocketAddrV4::new(addr, port)))
+}
+
 /// The networks a device routes to Warren (`AllowedIPs`): Warren's own
 /// address (the resolver) and every private resource's address or network.
 pub(crate) fn routes(shared: &EdgeShared) -> Vec<String> {

@@ -23,6 +23,7 @@
 //!
 //! Every page is plain HTML, without JavaScript, and never cached.
 
+mod connect;
 mod device;
 mod doors;
 mod second_factor;
@@ -169,6 +170,9 @@ impl SignIn<'_> {
         if head.path == "/cli/ssh/connect" && req.method() == Method::GET {
             // Kept whole: the connection is upgraded.
             return self.ssh_connect(req, &query).await;
+        }
+        if head.path == "/cli/connect" && req.method() == Method::GET {
+            return self.connect(req, &query).await;
         }
         let (parts, body) = req.into_parts();
         match (parts.method.clone(), head.path.as_str()) {

@@ -1,0 +1,173 @@
+//! `warren connect` through the real edge and agent: local forwards and
+//! SOCKS5 onto a private resource, as `warren login`'s user, with what the
+//! policy does not grant and what the agent's list does not name refused.
+
+mod common;
+mod web;
+
+use common::bin;
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use warren_testkit::{http_backend, EdgeProcess, Process, ResourceSpec};
+use web::browser::{start_login, user_add, Browser, AUTH};
+
+/// `warren login` for `email`, confirmed in a browser signed in as them.
+async fn cli_login(dir: &Path, port: u16, email: &str) -> PathBuf {
+    let ca = dir.join("cert.pem");
+    let file = dir.join("alice/login.json");
+    let b = Browser::new(dir, "alice", ca.clone(), port);
+    let (page, _) = b.sign_in("/", email, "correct horse battery").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    let (child, code) = start_login(port, &ca, &file).await;
+    assert_eq!(b.confirm_device(&code, "approve").await, 200);
+    let out = child.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    file
+}
+
+/// `curl` through `args`: the body, or curl's exit code.
+fn curl(args: &[&str]) -> Result<String, i32> {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5"])
+        .args(args)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(out.status.code().unwrap_or(-1))
+    }
+}
+
+struct Connect(std::process::Child);
+
+impl Drop for Connect {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn warren_connect_forwards_and_proxies_only_what_is_granted() {
+    let dir = tempfile::tempdir().unwrap();
+    let live = http_backend("live").await;
+    let grafana = http_backend("grafana").await;
+    let secret = http_backend("secret").await;
+    let unlisted = http_backend("unlisted").await;
+    let (g, s, u) = (
+        grafana.addr.port(),
+        secret.addr.port(),
+        unlisted.addr.port(),
+    );
+    let spec = web::web_spec(
+        vec![ResourceSpec::http("app", "api.test", "home", live.addr)],
+        dir.path(),
+    );
+    std::fs::write(
+        dir.path().join("edge.toml"),
+        format!(
+            "{}\n[auth]\nhost = \"{AUTH}\"\n\n[devices]\nlisten = \"127.0.0.1:0\"\nendpoint = \"vps.example.com:51820\"\n\n\
+             [[resource]]\nname = \"grafana\"\ntype = \"private\"\nsite = \"home\"\naddress = \"127.0.0.1\"\n\
+             ports = [\"{g}/tcp\", \"{s}/tcp\", \"{u}/tcp\"]\nalias = \"grafana.home.example\"\n",
+            spec.to_toml()
+        ),
+    )
+    .unwrap();
+    let edge = EdgeProcess::start_existing(bin(), dir.path());
+    edge.put_policy(&format!(
+        "[[grants]]\nsrc = [\"alice@corp.com\"]\ndst = [\"app\", \"grafana:{g}\", \"grafana:{u}\"]\n"
+    ));
+    user_add(&edge, dir.path(), "alice@corp.com", "correct horse battery");
+    let args = edge.site_args(
+        "home",
+        "S3CRET-for-tests",
+        "tcp",
+        &[
+            &format!("{}/tcp", live.addr),
+            &format!("127.0.0.1:{g}/tcp"),
+            &format!("127.0.0.1:{s}/tcp"),
+        ],
+    );
+    let agent = Process::spawn("agent", bin(), &args, dir.path());
+    agent.wait_event("edge_connected");
+    let port = edge.https.unwrap().port();
+    let login = cli_login(dir.path(), port, "alice@corp.com").await;
+
+    let mut child = Command::new(bin())
+        .arg("connect")
+        .arg("--login-file")
+        .arg(&login)
+        .args(["--connect", &format!("127.0.0.1:{port}")])
+        .args(["-L", &format!("127.0.0.1:0=grafana:{g}")])
+        .args(["-L", &format!("127.0.0.1:0=grafana.home.example:{s}")])
+        .args(["-L", &format!("127.0.0.1:0=127.0.0.1:{u}")])
+        .args(["--socks", "127.0.0.1:0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let connect = Connect(child);
+    let mut local = Vec::new();
+    for _ in 0..4 {
+        let line = lines.next().unwrap().unwrap();
+        let addr = line
+            .split_whitespace()
+            .find(|w| w.starts_with("127.0.0.1:"))
+            .unwrap_or_else(|| panic!("{line}"))
+            .to_owned();
+        local.push(addr);
+    }
+    let url = |i: usize| format!("http://{}/", local[i]);
+    // Granted and listed.
+    let body = curl(&[&url(0)]).unwrap();
+    assert!(body.contains("grafana"), "{body}");
+    // Listed, not granted; granted, not listed: refused, nothing sent.
+    assert!(curl(&[&url(1)]).is_err());
+    assert!(curl(&[&url(2)]).is_err());
+    // SOCKS5, by alias: through; and refused where the policy says no.
+    let socks = local[3].clone();
+    let body = curl(&[
+        "--socks5-hostname",
+        &socks,
+        &format!("http://grafana.home.example:{g}/"),
+    ])
+    .unwrap();
+    assert!(body.contains("grafana"), "{body}");
+    let refused = curl(&[
+        "--socks5-hostname",
+        &socks,
+        &format!("http://grafana.home.example:{s}/"),
+    ]);
+    assert_eq!(
+        refused,
+        Err(97),
+        "curl: the SOCKS5 proxy refused the connection"
+    );
+    // No request reached what was refused.
+    assert_eq!(
+        secret.requests.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    assert_eq!(
+        unlisted.requests.load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    // Every decision is in the audit trail, as warren connect's.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let d = edge.admin_get("/api/v1/decisions").to_string();
+        if d.contains("(warren connect)") && d.contains("\"decision\":\"deny\"") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{d}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    drop(connect);
+}

@@ -43,6 +43,12 @@ pub struct Limits {
     pub flows_per_device: usize,
     /// SYNs held for a decision, per device address.
     pub pending_per_device: usize,
+    /// Accepted flows whose device has not completed the handshake yet, per
+    /// device address (a half-open flood holds at most these sockets).
+    pub half_open_per_device: usize,
+    /// A flow whose device does not acknowledge what was sent (its SYN-ACK
+    /// included) for this long is closed.
+    pub unacknowledged_for: Duration,
     /// SYNs held for a decision, in all.
     pub pending: usize,
     /// How long a held SYN waits for a decision.
@@ -59,6 +65,8 @@ impl Default for Limits {
             flows: 4096,
             flows_per_device: 256,
             pending_per_device: 64,
+            half_open_per_device: 16,
+            unacknowledged_for: Duration::from_secs(15),
             pending: 4096,
             pending_for: Duration::from_secs(20),
             tcp_buffer: 128 * 1024,
@@ -299,8 +307,22 @@ impl Stack {
         let Some(pending) = self.take_pending(&key) else {
             return Err(Refusal::Full);
         };
+        let half_open = self
+            .flows
+            .iter()
+            .filter(|(k, h)| {
+                k.src.ip() == key.src.ip()
+                    && matches!(
+                        self.sockets.get::<tcp::Socket>(**h).state(),
+                        tcp::State::Listen | tcp::State::SynReceived
+                    )
+            })
+            .count();
         let device = self.per_device.entry(*key.src.ip()).or_default();
-        if device.flows >= self.limits.flows_per_device || self.flows.len() >= self.limits.flows {
+        if device.flows >= self.limits.flows_per_device
+            || self.flows.len() >= self.limits.flows
+            || half_open >= self.limits.half_open_per_device
+        {
             self.counters.full += 1;
             self.queue.rx.push_back(pending.syn);
             self.poll(now);
@@ -313,6 +335,9 @@ impl Stack {
             tcp::SocketBuffer::new(vec![0; buffer]),
         );
         socket.set_nagle_enabled(false);
+        socket.set_timeout(Some(smoltcp::time::Duration::from_micros(
+            u64::try_from(self.limits.unacknowledged_for.as_micros()).unwrap_or(u64::MAX),
+        )));
         socket.set_ack_delay(None);
         let listen = IpListenEndpoint {
             addr: Some(IpAddress::Ipv4(*key.dst.ip())),

@@ -301,3 +301,37 @@ fn a_udp_reply_is_a_valid_packet_for_the_device() {
     let (at, len) = parsed.payload;
     assert_eq!(&p[at..at + len], b"answer");
 }
+
+#[test]
+fn a_half_open_flood_holds_few_sockets_and_they_time_out() {
+    let now = Instant::now();
+    let limits = Limits {
+        half_open_per_device: 3,
+        ..Limits::default()
+    };
+    let mut stack = Stack::new(OWN, 16, limits, now);
+    let mut phone = Phone::new(PHONE);
+    for port in 0..10 {
+        phone.connect(GRAFANA, 45000 + port);
+    }
+    // The SYNs are held; the phone never gets to answer a SYN-ACK.
+    phone.poll();
+    let syns: Vec<Vec<u8>> = phone.wire.tx.drain(..).collect();
+    let mut accepted = 0;
+    for syn in &syns {
+        if let Inbound::NewTcp(k) = stack.receive(syn, now) {
+            if stack.accept(k, now).is_ok() {
+                accepted += 1;
+            }
+        }
+    }
+    assert_eq!(accepted, 3, "three half-open sockets at most");
+    assert_eq!(stack.flow_count(), 3);
+    // Unanswered SYN-ACKs: the sockets give up and are reaped.
+    for s in 1..=20 {
+        stack.poll(now + Duration::from_secs(s));
+        while stack.transmit().is_some() {}
+    }
+    stack.reap();
+    assert_eq!(stack.flow_count(), 0);
+}

@@ -28,6 +28,7 @@ mod postgres;
 mod process;
 mod smtp;
 mod upstream;
+pub mod wg_device;
 
 pub use http_backend::{http_backend, pattern, self_signed, tls_backend, HttpBackend, TlsBackend};
 pub use pebble::{free_tcp_ports, pebble_installed, Pebble};

@@ -14,6 +14,7 @@
 mod common;
 
 use common::bin;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -64,8 +65,11 @@ struct World {
 
 impl World {
     fn new() -> World {
-        let id = std::process::id() % 10_000;
-        let octet = (std::process::id() % 200) as u8;
+        // Tests of this file run at once: namespaces and subnets each.
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = std::process::id() % 10_000 * 10 + n;
+        let octet = (std::process::id() % 100 * 2 + n) as u8;
         let w = World {
             phone: format!("wr-phone-{id}"),
             home: format!("wr-dhome-{id}"),
@@ -369,11 +373,22 @@ fn phone_up(w: &World, dir: &Path, config: &str) -> Child {
     Child(wg)
 }
 
-#[test]
-fn a_stock_wireguard_phone_reaches_only_what_the_policy_and_the_site_allow() {
-    if !available() {
-        return;
-    }
+/// Everything but the devices: the namespaces, the services at home, the
+/// edge with `[devices]` and the private resources, the policy, alice, and
+/// the agent at home.
+struct Setup {
+    /// First: the processes go before the namespaces they run in.
+    agent: Process,
+    edge: EdgeProcess,
+    _services: Vec<Child>,
+    upstream: warren_testkit::dns::DnsServer,
+    /// The edge's WireGuard endpoint.
+    wg: std::net::SocketAddr,
+    dir: tempfile::TempDir,
+    w: World,
+}
+
+fn setup() -> Setup {
     let w = World::new();
     let dir = tempfile::tempdir().unwrap();
     let _grafana = service(&w, dir.path(), "192.168.77.10", 8080, "grafana");
@@ -451,6 +466,31 @@ alias = "secret.home.example"
     }));
     let agent = Process::spawn("agent", Path::new("/usr/sbin/ip"), &wrapped, dir.path());
     agent.wait_event("edge_connected");
+    Setup {
+        agent,
+        edge,
+        _services: vec![_grafana, _held, _notlisted, _secret, _echo],
+        upstream,
+        wg: format!("{}:{wg_port}", w.vps_for_phone).parse().unwrap(),
+        dir,
+        w,
+    }
+}
+
+#[test]
+fn a_stock_wireguard_phone_reaches_only_what_the_policy_and_the_site_allow() {
+    if !available() {
+        return;
+    }
+    let Setup {
+        agent,
+        edge,
+        _services,
+        upstream,
+        dir,
+        w,
+        wg: _,
+    } = setup();
 
     let (status, answer) = edge.admin_request(
         "POST",
@@ -585,4 +625,145 @@ fn cut_within_a_second(log: &Path, n: usize, why: &str) {
         );
         std::thread::sleep(Duration::from_millis(20));
     }
+}
+
+/// A device that speaks WireGuard properly and then sends what a hostile
+/// device would: it gets its own address only, its routes only, and a
+/// bounded share of the edge; an honest phone works throughout.
+#[test]
+fn a_hostile_device_is_held_to_its_address_its_routes_and_its_share() {
+    use warren_testkit::wg_device::{is_rst, key_pair, tcp, FakeDevice};
+    if !available() {
+        return;
+    }
+    // Every part bound: one not bound would be dropped (stopped) here.
+    let Setup {
+        agent: _agent,
+        edge,
+        _services,
+        upstream: _upstream,
+        dir,
+        w,
+        wg,
+    } = setup();
+    let add = |body: String| {
+        let (status, answer) = edge.admin_request(
+            "POST",
+            "/api/v1/devices",
+            Some(&body),
+            edge.token.as_deref(),
+        );
+        assert_eq!(status, 201, "{answer}");
+        answer
+    };
+    // alice's phone, not up yet: its address is what a liar will claim.
+    let phone = add(r#"{"name": "phone", "user": "alice@corp.com"}"#.into());
+    let phone_config = phone["config"].as_str().unwrap().to_owned();
+    let (private, public) = key_pair();
+    let evil = add(format!(
+        r#"{{"name": "evil", "user": "alice@corp.com", "public_key": "{public}"}}"#
+    ));
+    let evil_addr: Ipv4Addr = evil["device"]["address"].as_str().unwrap().parse().unwrap();
+    let edge_key = phone_config
+        .lines()
+        .find_map(|l| l.strip_prefix("PublicKey = "))
+        .unwrap()
+        .trim()
+        .to_owned();
+    let mut device = FakeDevice::connect(private, &edge_key, wg, "0.0.0.0:0");
+    let grafana = SocketAddrV4::new(Ipv4Addr::new(192, 168, 77, 10), 8080);
+    let mine = |port| SocketAddrV4::new(evil_addr, port);
+    use smoltcp::wire::TcpControl::Syn;
+
+    // Its own address, a granted destination: a SYN-ACK comes back.
+    device.send_ip(&tcp(mine(40000), grafana, Syn));
+    let answer = device.recv_ip(Duration::from_secs(5)).expect("an answer");
+    assert!(!is_rst(&answer), "a SYN-ACK");
+
+    // Outside its routes: reset, and the site never hears of it.
+    device.send_ip(&tcp(
+        mine(40001),
+        SocketAddrV4::new(Ipv4Addr::new(10, 99, 0, 1), 22),
+        Syn,
+    ));
+    let answer = device.recv_ip(Duration::from_secs(5)).expect("an answer");
+    assert!(is_rst(&answer), "a reset");
+
+    // Spoofed sources: the phone's address, and a LAN address. Nothing
+    // answers, and no decision is made for the phone.
+    for src in [
+        SocketAddrV4::new(Ipv4Addr::new(100, 96, 0, 2), 40002),
+        SocketAddrV4::new(Ipv4Addr::new(192, 168, 77, 20), 40003),
+    ] {
+        device.send_ip(&tcp(src, grafana, Syn));
+    }
+    // Larger than the MTU, and a fragment.
+    let mut big = tcp(mine(40004), grafana, Syn);
+    big.resize(1500, 0);
+    {
+        let mut ip = smoltcp::wire::Ipv4Packet::new_unchecked(&mut big[..]);
+        ip.set_total_len(1500);
+        ip.fill_checksum();
+    }
+    device.send_ip(&big);
+    let mut fragment = tcp(mine(40005), grafana, Syn);
+    {
+        let mut ip = smoltcp::wire::Ipv4Packet::new_unchecked(&mut fragment[..]);
+        ip.set_more_frags(true);
+        ip.fill_checksum();
+    }
+    device.send_ip(&fragment);
+    // (The first flow's SYN-ACK is retransmitted meanwhile: it is never
+    // acknowledged. Only answers to the oversized and fragmented SYNs count.)
+    let until = Instant::now() + Duration::from_secs(2);
+    while let Some(p) = device.recv_ip(until.saturating_duration_since(Instant::now())) {
+        let port = u16::from_be_bytes([p[22], p[23]]);
+        assert!(port != 40004 && port != 40005, "an answer to port {port}");
+    }
+
+    // A flood of half-open flows: bounded memory, bounded streams to home.
+    let rss_before = edge.process.rss_anon_kib();
+    for port in 0..5000u16 {
+        device.send_ip(&tcp(mine(20000 + port), grafana, Syn));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    let rss_after = edge.process.rss_anon_kib();
+    let sites = edge.admin_get("/api/v1/sites").to_string();
+    let streams: u64 = sites
+        .split("\"active_streams\":")
+        .skip(1)
+        .filter_map(|t| {
+            t.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum();
+    eprintln!(
+        "flood of 5000 SYNs: {streams} streams to home, the edge grew by {} KiB",
+        rss_after.saturating_sub(rss_before)
+    );
+    assert!(
+        streams <= 100,
+        "streams to home during the flood: {streams}"
+    );
+    assert!(
+        rss_after.saturating_sub(rss_before) < 64 * 1024,
+        "the edge grew by {} KiB during the flood",
+        rss_after.saturating_sub(rss_before)
+    );
+
+    // No decision was ever made for the phone (it is not up): the spoofed
+    // SYNs never became flows. (Decisions are written once a second; the
+    // flood's wait covered that.)
+    let decisions = edge.admin_get("/api/v1/decisions").to_string();
+    assert!(decisions.contains("(device evil)"), "{decisions}");
+    assert!(!decisions.contains("(device phone)"), "{decisions}");
+
+    // The honest phone, meanwhile: up, and through.
+    let _phone = phone_up(&w, dir.path(), &phone_config);
+    assert_eq!(
+        w.curl("http://192.168.77.10:8080/").as_deref(),
+        Ok("grafana")
+    );
 }

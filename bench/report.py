@@ -68,6 +68,13 @@ TABLES = {
         "ratio_units": ("ms",),
         "diffs": [("warren-ssh", "plain-ssh"), ("warren-ssh", "ssh-via-edge")],
     },
+    # Written by bench/devices_bench.py.
+    "devices": {
+        "rows": [("single-stream iperf3, phone -> home", "iperf_1", "gbps", "Gbit/s"),
+                 ("HTTP keep-alive (wrk c50)", "http_keepalive", "rps", "req/s")],
+        "ratios": [("warren", "wg-gateway")],
+        "ratio_units": ("Gbit/s", "req/s"),
+    },
     # Written by bench/crash.py.
     "crash": {
         "rows": [("restarted edge listening -> first echo through the tunnel", "crash_recovery", "from_listen_ms", "ms"),

@@ -88,6 +88,7 @@ fn main() {
             };
             let action = Action {
                 request: Some((Method::Get, "/api/v1")),
+                second_factor: None,
             };
             if policy.decide(&who, &target, &action).is_allowed() {
                 allowed += 1;

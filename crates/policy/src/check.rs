@@ -296,7 +296,7 @@ fn hosts(v: &toml::Value, errors: &mut Errors) -> BTreeMap<String, crate::model:
     out
 }
 
-const GRANT_KEYS: &[&str] = &["src", "dst", "proto", "paths", "methods", "ssh"];
+const GRANT_KEYS: &[&str] = &["src", "dst", "proto", "paths", "methods", "ssh", "within"];
 
 fn grant(path: &str, t: &toml::Table, file: &PolicyFile, errors: &mut Errors) -> Option<Grant> {
     let before = errors.0.len();
@@ -304,7 +304,7 @@ fn grant(path: &str, t: &toml::Table, file: &PolicyFile, errors: &mut Errors) ->
         if !GRANT_KEYS.contains(&key.as_str()) {
             errors.at(
                 format!("{path}.{key}"),
-                "unknown key (expected src, dst, proto, paths, methods, ssh)",
+                "unknown key (expected src, dst, proto, paths, methods, ssh, within)",
             );
         }
     }
@@ -381,6 +381,20 @@ fn grant(path: &str, t: &toml::Table, file: &PolicyFile, errors: &mut Errors) ->
     let ssh = t
         .get("ssh")
         .and_then(|v| ssh_grant(&format!("{path}.ssh"), v, errors));
+    let within = t.get("within").and_then(|v| {
+        let p = format!("{path}.within");
+        match v.as_str().map(window) {
+            Some(Ok(secs)) => Some(secs),
+            Some(Err(e)) => {
+                errors.at(&p, e);
+                None
+            }
+            None => {
+                errors.at(&p, "expected a duration like \"15m\"");
+                None
+            }
+        }
+    });
     if (!paths.is_empty() || !methods.is_empty()) && proto == Proto::Udp {
         errors.at(
             path,
@@ -394,7 +408,31 @@ fn grant(path: &str, t: &toml::Table, file: &PolicyFile, errors: &mut Errors) ->
         paths,
         methods,
         ssh,
+        within,
     })
+}
+
+/// A grant's `within`: `90s`, `15m`, `1h` (one number, one unit), from a
+/// second to a day, in seconds.
+fn window(s: &str) -> Result<u32, String> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u32 = n
+        .parse()
+        .map_err(|_| format!("\"{s}\" is not a duration like \"15m\" (s, m or h)"))?;
+    let secs = match unit {
+        "s" => n.checked_mul(1),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        _ => {
+            return Err(format!(
+                "\"{s}\" is not a duration like \"15m\" (s, m or h)"
+            ))
+        }
+    };
+    match secs {
+        Some(secs) if (1..=86_400).contains(&secs) => Ok(secs),
+        _ => Err(format!("\"{s}\": a window from 1s to 24h")),
+    }
 }
 
 /// A grant's `ssh = { principals, extensions, sudo }`.

@@ -43,11 +43,16 @@ pub struct Target<'a> {
     pub proto: Proto,
 }
 
-/// For http resources: the request. `None` for a plain connection.
+/// For http resources: the request. `None` for a plain connection. And how
+/// fresh the principal's second factor is, for grants with `within`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Action<'a> {
     /// Method and normalised path.
     pub request: Option<(Method, &'a str)>,
+    /// How long ago the principal last passed a second factor (TOTP);
+    /// `None`: never, or not known here. A grant with `within` allows only
+    /// when this is at most its window.
+    pub second_factor: Option<std::time::Duration>,
 }
 
 /// The answer.
@@ -85,6 +90,8 @@ pub enum Miss {
     Method,
     /// The path is under none of its prefixes.
     Path,
+    /// It needs a fresh second factor (`within`), and there is none.
+    SecondFactor,
 }
 
 impl Miss {
@@ -97,6 +104,7 @@ impl Miss {
             Miss::Protocol => "it is for another protocol",
             Miss::Method => "it allows other methods (or only http requests)",
             Miss::Path => "it allows other paths",
+            Miss::SecondFactor => "it needs a second factor passed within its window",
         }
     }
 }
@@ -225,9 +233,10 @@ impl Policy {
         who: &Principal<'_>,
         target: &Target<'_>,
         ports: &[(u16, u16, Proto)],
+        action: &Action<'_>,
     ) -> Decision {
         for i in self.candidates(who) {
-            if check_any(&self.file.grants[i as usize], target, ports) {
+            if check_any(&self.file.grants[i as usize], target, ports, action) {
                 return Decision::Allowed { grant: i as usize };
             }
         }
@@ -294,10 +303,25 @@ impl Policy {
     }
 }
 
+/// Whether a grant's `within` (if any) is met by the action's second factor.
+fn fresh(g: &Grant, action: &Action<'_>) -> bool {
+    match g.within {
+        None => true,
+        Some(window) => action
+            .second_factor
+            .is_some_and(|age| age <= std::time::Duration::from_secs(u64::from(window))),
+    }
+}
+
 /// Whether one grant (whose sources include the principal) allows a plain
 /// connection to `target` on some port of `ports`.
-fn check_any(g: &Grant, target: &Target<'_>, ports: &[(u16, u16, Proto)]) -> bool {
-    if !g.methods.is_empty() || !g.paths.is_empty() {
+fn check_any(
+    g: &Grant,
+    target: &Target<'_>,
+    ports: &[(u16, u16, Proto)],
+    action: &Action<'_>,
+) -> bool {
+    if !g.methods.is_empty() || !g.paths.is_empty() || !fresh(g, action) {
         return false;
     }
     g.dst.iter().any(|d| {
@@ -344,6 +368,9 @@ fn check(g: &Grant, target: &Target<'_>, action: &Action<'_>) -> Result<(), Miss
     }
     if !g.proto.covers(target.proto) {
         return Err(Miss::Protocol);
+    }
+    if !fresh(g, action) {
+        return Err(Miss::SecondFactor);
     }
     if g.methods.is_empty() && g.paths.is_empty() {
         return Ok(());

@@ -76,6 +76,7 @@ fn parts(t: &TestTarget) -> (Target<'_>, Action<'_>) {
         },
         Action {
             request: t.request.as_ref().map(|(m, p)| (*m, p.as_str())),
+            second_factor: None,
         },
     )
 }

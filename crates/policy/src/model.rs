@@ -332,6 +332,10 @@ pub struct Grant {
     /// For ssh resources: what a certificate it allows may carry. A grant
     /// without it allows ssh with [`SshGrant::default`].
     pub ssh: Option<SshGrant>,
+    /// The escalated tier: the grant allows only a principal who passed a
+    /// second factor at most this many seconds ago
+    /// ([`crate::Action::second_factor`]).
+    pub within: Option<u32>,
 }
 
 /// The account a certificate may log in as.

@@ -180,6 +180,7 @@ fn ask(p: &Policy, q: &Q) -> Option<usize> {
         request: q
             .request
             .map(|(post, path)| (if post { Method::Post } else { Method::Get }, PATHS[path])),
+        second_factor: None,
     };
     match p.decide(&who, &target, &action) {
         warren_policy::Decision::Allowed { grant } => Some(grant),

@@ -1,7 +1,7 @@
 //! `Policy::reaches_any`: may a principal reach some port of a target — what
 //! a resolver asks before it shows a device a private name.
 
-use warren_policy::{compile, Decision, Principal, Proto, Target};
+use warren_policy::{compile, Action, Decision, Principal, Proto, Target};
 
 const POLICY: &str = r#"
 [[grants]]
@@ -42,21 +42,21 @@ fn a_name_is_shown_to_whoever_may_reach_some_port_of_it() {
     let p = compile(POLICY).unwrap();
     let every = [(1, 65535, Proto::Any)];
     assert_eq!(
-        p.reaches_any(&user("alice@corp.com"), &lab(), &every),
+        p.reaches_any(&user("alice@corp.com"), &lab(), &every, &Action::default()),
         Decision::Allowed { grant: 0 }
     );
     assert!(p
-        .reaches_any(&user("bob@corp.com"), &lab(), &every)
+        .reaches_any(&user("bob@corp.com"), &lab(), &every, &Action::default())
         .is_allowed());
     assert!(p
-        .reaches_any(&user("dan@corp.com"), &lab(), &every)
+        .reaches_any(&user("dan@corp.com"), &lab(), &every, &Action::default())
         .is_allowed());
     // Only http requests: no plain connection, no name.
     assert!(!p
-        .reaches_any(&user("carol@corp.com"), &lab(), &every)
+        .reaches_any(&user("carol@corp.com"), &lab(), &every, &Action::default())
         .is_allowed());
     assert!(!p
-        .reaches_any(&user("eve@corp.com"), &lab(), &every)
+        .reaches_any(&user("eve@corp.com"), &lab(), &every, &Action::default())
         .is_allowed());
 }
 
@@ -65,30 +65,60 @@ fn the_ports_and_protocols_must_meet() {
     let p = compile(POLICY).unwrap();
     let web = [(80, 443, Proto::Tcp)];
     assert!(!p
-        .reaches_any(&user("alice@corp.com"), &lab(), &web)
+        .reaches_any(&user("alice@corp.com"), &lab(), &web, &Action::default())
         .is_allowed());
     assert!(p
-        .reaches_any(&user("alice@corp.com"), &lab(), &[(20, 30, Proto::Tcp)])
+        .reaches_any(
+            &user("alice@corp.com"),
+            &lab(),
+            &[(20, 30, Proto::Tcp)],
+            &Action::default()
+        )
         .is_allowed());
     // bob's grant is udp only.
     assert!(!p
-        .reaches_any(&user("bob@corp.com"), &lab(), &[(53, 53, Proto::Tcp)])
+        .reaches_any(
+            &user("bob@corp.com"),
+            &lab(),
+            &[(53, 53, Proto::Tcp)],
+            &Action::default()
+        )
         .is_allowed());
     assert!(p
-        .reaches_any(&user("bob@corp.com"), &lab(), &[(53, 53, Proto::Udp)])
+        .reaches_any(
+            &user("bob@corp.com"),
+            &lab(),
+            &[(53, 53, Proto::Udp)],
+            &Action::default()
+        )
         .is_allowed());
     assert!(p
-        .reaches_any(&user("bob@corp.com"), &lab(), &[(1, 100, Proto::Any)])
+        .reaches_any(
+            &user("bob@corp.com"),
+            &lab(),
+            &[(1, 100, Proto::Any)],
+            &Action::default()
+        )
         .is_allowed());
     // dan's grant is by address: ranges overlap at the edges.
     assert!(p
-        .reaches_any(&user("dan@corp.com"), &lab(), &[(8099, 9000, Proto::Tcp)])
+        .reaches_any(
+            &user("dan@corp.com"),
+            &lab(),
+            &[(8099, 9000, Proto::Tcp)],
+            &Action::default()
+        )
         .is_allowed());
     assert!(!p
-        .reaches_any(&user("dan@corp.com"), &lab(), &[(8100, 9000, Proto::Tcp)])
+        .reaches_any(
+            &user("dan@corp.com"),
+            &lab(),
+            &[(8100, 9000, Proto::Tcp)],
+            &Action::default()
+        )
         .is_allowed());
     assert!(
-        !p.reaches_any(&user("alice@corp.com"), &lab(), &[])
+        !p.reaches_any(&user("alice@corp.com"), &lab(), &[], &Action::default())
             .is_allowed(),
         "no ports, no name"
     );

@@ -36,6 +36,9 @@ pub struct UserRecord {
     pub disabled: bool,
     /// Sessions issued before this (Unix ms) are dead.
     pub sessions_after_ms: i64,
+    /// When they last passed a second factor (Unix ms): grants with
+    /// `within` count from here.
+    pub second_factor_ms: Option<i64>,
     /// Created (Unix ms).
     pub created_ms: i64,
     /// Last changed (Unix ms).
@@ -59,6 +62,7 @@ fn from_row(row: &AnyRow) -> Result<UserRecord, StoreError> {
         password_hash,
         disabled: row.try_get::<i64, _>("disabled")? != 0,
         sessions_after_ms: row.try_get("sessions_after_ms")?,
+        second_factor_ms: row.try_get("second_factor_ms")?,
         created_ms: row.try_get("created_ms")?,
         updated_ms: row.try_get("updated_ms")?,
     })
@@ -94,6 +98,22 @@ pub enum UserChange<'a> {
 }
 
 impl Store {
+    /// Records that user `id` passed a second factor at `at_ms`. Not an
+    /// audited change (a sign-in is in the log already); it bumps
+    /// `config_version`, so every edge's copy of the user moves with it and
+    /// re-asks the policy about the user's flows.
+    pub async fn record_second_factor(&self, id: &str, at_ms: i64) -> Result<(), StoreError> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE users SET second_factor_ms = $1 WHERE id = $2")
+            .bind(at_ms)
+            .bind(id.to_owned())
+            .execute(&mut *tx)
+            .await?;
+        bump_config_version(&mut tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Creates a user (email lower-cased by the caller).
     pub async fn create_user(
         &self,
@@ -116,6 +136,7 @@ impl Store {
             groups: Vec::new(),
             disabled: false,
             sessions_after_ms: 0,
+            second_factor_ms: None,
             created_ms: now,
             updated_ms: now,
         };

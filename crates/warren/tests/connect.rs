@@ -171,3 +171,141 @@ async fn warren_connect_forwards_and_proxies_only_what_is_granted() {
     }
     drop(connect);
 }
+
+/// The code an authenticator app would show for `secret` (base32) now.
+fn totp_now(secret: &str, offset_s: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let t = totp_rs::Builder::new()
+        .with_secret(totp_rs::Secret::try_from_base32(secret).unwrap())
+        .build()
+        .unwrap();
+    t.generate((now + offset_s) as u64).to_string()
+}
+
+/// The escalated tier: a grant with `within` opens only after a TOTP check
+/// (at sign-in, or on the sign-in host's step-up page), closes when its
+/// window has passed, and the default grants stay open meanwhile.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_escalated_grant_opens_after_a_totp_check_and_closes_after_its_window() {
+    use web::browser::field;
+    let dir = tempfile::tempdir().unwrap();
+    let live = http_backend("live").await;
+    let grafana = http_backend("grafana").await;
+    let full = http_backend("full-access").await;
+    let (g, f) = (grafana.addr.port(), full.addr.port());
+    let spec = web::web_spec(
+        vec![ResourceSpec::http("app", "api.test", "home", live.addr)],
+        dir.path(),
+    );
+    std::fs::write(
+        dir.path().join("edge.toml"),
+        format!(
+            "{}\n[auth]\nhost = \"{AUTH}\"\nrequire_2fa = true\n\n[devices]\nlisten = \"127.0.0.1:0\"\nendpoint = \"vps.example.com:51820\"\n\n\
+             [[resource]]\nname = \"grafana\"\ntype = \"private\"\nsite = \"home\"\naddress = \"127.0.0.1\"\n\
+             ports = [\"{g}/tcp\", \"{f}/tcp\"]\n",
+            spec.to_toml()
+        ),
+    )
+    .unwrap();
+    let edge = EdgeProcess::start_existing(bin(), dir.path());
+    edge.put_policy(&format!(
+        "[[grants]]\nsrc = [\"alice@corp.com\"]\ndst = [\"app\", \"grafana:{g}\"]\n\n\
+         [[grants]]\nsrc = [\"alice@corp.com\"]\ndst = [\"grafana:{f}\"]\nwithin = \"8s\"\n"
+    ));
+    user_add(&edge, dir.path(), "alice@corp.com", "correct horse battery");
+    let args = edge.site_args(
+        "home",
+        "S3CRET-for-tests",
+        "tcp",
+        &[
+            &format!("{}/tcp", live.addr),
+            &format!("127.0.0.1:{g}/tcp"),
+            &format!("127.0.0.1:{f}/tcp"),
+        ],
+    );
+    let agent = Process::spawn("agent", bin(), &args, dir.path());
+    agent.wait_event("edge_connected");
+    let port = edge.https.unwrap().port();
+    let ca = dir.path().join("cert.pem");
+
+    // First sign-in: enrol the second factor (a TOTP check: the window opens).
+    let b = Browser::new(dir.path(), "alice", ca.clone(), port);
+    let (page, _) = b
+        .sign_in("/", "alice@corp.com", "correct horse battery")
+        .await;
+    let start = page.body.find("<code>").expect("the enrolment page") + 6;
+    let secret = page.body[start..start + page.body[start..].find("</code>").unwrap()].to_owned();
+    let enrolled = b
+        .get(
+            &b.url(AUTH, "/login/2fa"),
+            &[
+                "--data-urlencode",
+                &format!("csrf={}", field(&page.body, "csrf")),
+                "--data-urlencode",
+                &format!("code={}", totp_now(&secret, 0)),
+            ],
+        )
+        .await;
+    assert_eq!(enrolled.status, 200, "{}", enrolled.body);
+    let checked = std::time::Instant::now();
+    let file = dir.path().join("alice/login.json");
+    let (child, code) = start_login(port, &ca, &file).await;
+    assert_eq!(b.confirm_device(&code, "approve").await, 200);
+    let out = child.wait_with_output().await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let mut child = Command::new(bin())
+        .arg("connect")
+        .arg("--login-file")
+        .arg(&file)
+        .args(["--connect", &format!("127.0.0.1:{port}")])
+        .args(["-L", &format!("127.0.0.1:0=grafana:{g}")])
+        .args(["-L", &format!("127.0.0.1:0=grafana:{f}")])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let _connect = Connect(child);
+    let mut local = Vec::new();
+    for _ in 0..2 {
+        let line = lines.next().unwrap().unwrap();
+        local.push(line.split_whitespace().nth(2).unwrap().to_owned());
+    }
+    let url = |i: usize| format!("http://{}/", local[i]);
+    // Within the window: both tiers.
+    assert!(
+        checked.elapsed() < std::time::Duration::from_secs(7),
+        "the setup took too long"
+    );
+    assert!(curl(&[&url(1)]).unwrap().contains("full-access"));
+    assert!(curl(&[&url(0)]).unwrap().contains("grafana"));
+    // After it: the default tier only.
+    std::thread::sleep(std::time::Duration::from_secs(9).saturating_sub(checked.elapsed()));
+    assert!(curl(&[&url(1)]).is_err(), "the escalation ended on its own");
+    assert!(curl(&[&url(0)]).unwrap().contains("grafana"));
+
+    // A step-up on the sign-in host opens it again.
+    let form = b.get(&b.url(AUTH, "/step-up"), &[]).await;
+    assert_eq!(form.status, 200, "{}", form.body);
+    let stepped = b
+        .get(
+            &b.url(AUTH, "/step-up"),
+            &[
+                "--data-urlencode",
+                &format!("csrf={}", field(&form.body, "csrf")),
+                "--data-urlencode",
+                &format!("code={}", totp_now(&secret, 30)),
+            ],
+        )
+        .await;
+    assert_eq!(stepped.status, 200, "{}", stepped.body);
+    assert!(curl(&[&url(1)]).unwrap().contains("full-access"));
+}

@@ -56,6 +56,9 @@ fn available() -> bool {
 /// The namespaces and the links between them; removed on drop.
 struct World {
     phone: String,
+    /// The phone's WireGuard interface: wireguard-go's control socket is
+    /// named after it in /var/run/wireguard, shared by every namespace.
+    iface: String,
     home: String,
     /// This side of the phone's link: where the edge's WireGuard listens.
     vps_for_phone: String,
@@ -72,6 +75,7 @@ impl World {
         let octet = (std::process::id() % 100 * 2 + n) as u8;
         let w = World {
             phone: format!("wr-phone-{id}"),
+            iface: format!("wgt{id}"),
             home: format!("wr-dhome-{id}"),
             vps_for_phone: format!("10.249.{octet}.1"),
             vps_for_home: format!("10.248.{octet}.1"),
@@ -305,17 +309,21 @@ fn phone_up(w: &World, dir: &Path, config: &str) -> Child {
     let stripped = ok(&["wg-quick", "strip", conf.to_str().unwrap()]);
     std::fs::write(dir.join("wg0.stripped"), &stripped).unwrap();
     let wg = w
-        .in_ns(&w.phone, &["wireguard-go", "-f", "wg0"])
+        .in_ns(&w.phone, &["wireguard-go", "-f", &w.iface])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !run(&["ip", "-n", &w.phone, "link", "show", "wg0"])
+    while !run(&["ip", "-n", &w.phone, "link", "show", &w.iface])
         .status
         .success()
     {
-        assert!(Instant::now() < deadline, "wireguard-go made no wg0");
+        assert!(
+            Instant::now() < deadline,
+            "wireguard-go made no {}",
+            w.iface
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let field = |name: &str| {
@@ -333,7 +341,7 @@ fn phone_up(w: &World, dir: &Path, config: &str) -> Child {
         &w.phone,
         "wg",
         "setconf",
-        "wg0",
+        &w.iface,
         dir.join("wg0.stripped").to_str().unwrap(),
     ]);
     ok(&[
@@ -344,10 +352,10 @@ fn phone_up(w: &World, dir: &Path, config: &str) -> Child {
         "add",
         &field("Address"),
         "dev",
-        "wg0",
+        &w.iface,
     ]);
     ok(&[
-        "ip", "-n", &w.phone, "link", "set", "wg0", "mtu", "1420", "up",
+        "ip", "-n", &w.phone, "link", "set", &w.iface, "mtu", "1420", "up",
     ]);
     // What wg-quick does with `DNS` (through resolvconf): the phone's
     // resolver; `ip netns exec` shows this file as /etc/resolv.conf.
@@ -367,7 +375,7 @@ fn phone_up(w: &World, dir: &Path, config: &str) -> Child {
             "add",
             net.trim(),
             "dev",
-            "wg0",
+            &w.iface,
         ]);
     }
     Child(wg)

@@ -196,7 +196,7 @@ pub(crate) fn check_device(
     src: std::net::SocketAddrV4,
     dst: std::net::SocketAddrV4,
     proto: Proto,
-) -> Access {
+) -> (Access, Option<std::time::Duration>) {
     let config = shared.config.load();
     let client = SocketAddr::V4(src);
     let (principal_name, method) = match who.device {
@@ -205,10 +205,15 @@ pub(crate) fn check_device(
     };
     let Some(settings) = config.policy.as_ref() else {
         denied(shared, resource, client, &principal_name, "no_policy");
-        return Access::Denied;
+        return (Access::Denied, None);
     };
     let catalog = shared.catalog.load();
     let tags = catalog.tags_of(resource);
+    let second_factor = catalog
+        .user_by_email(who.email)
+        .and_then(|u| u.second_factor_ms)
+        .and_then(|at| u64::try_from(warren_store::now_ms() - at).ok())
+        .map(std::time::Duration::from_millis);
     let target = Target {
         resource: Some(&resource.name),
         tags: &tags,
@@ -220,15 +225,29 @@ pub(crate) fn check_device(
         email: who.email,
         groups: who.groups,
     };
-    let action = Action::default();
+    let action = Action {
+        request: None,
+        second_factor,
+    };
     let mut decision = settings.policy.decide(&as_user, &target, &action);
     if !decision.is_allowed() && !who.tags.is_empty() {
-        decision = settings
-            .policy
-            .decide(&Principal::Tagged(who.tags), &target, &action);
+        // A device's tags stand for no person: no second factor.
+        decision =
+            settings
+                .policy
+                .decide(&Principal::Tagged(who.tags), &target, &Action::default());
     }
+    let mut remaining = None;
     let access = match decision {
-        Decision::Allowed { grant } => Access::Granted { grant },
+        Decision::Allowed { grant } => {
+            // An escalated grant: good until its window after the factor.
+            let within = settings.policy.file().grants[grant].within;
+            if let (Some(window), Some(age)) = (within, second_factor) {
+                remaining =
+                    Some(std::time::Duration::from_secs(u64::from(window)).saturating_sub(age));
+            }
+            Access::Granted { grant }
+        }
         Decision::Denied => {
             denied(shared, resource, client, &principal_name, "no_grant");
             Access::Denied
@@ -243,7 +262,7 @@ pub(crate) fn check_device(
         Some(&principal_name),
         method,
     );
-    access
+    (access, remaining)
 }
 
 /// Hands a decision made under a policy to the audit trail.
@@ -416,6 +435,7 @@ async fn decide_http(
     };
     let action = Action {
         request: Method::parse(method).map(|m| (m, path)),
+        second_factor: None,
     };
     let decide = |principal: &Principal<'_>, who: &str| match settings
         .policy

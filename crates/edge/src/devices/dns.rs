@@ -23,7 +23,7 @@ use hickory_proto::rr::{RData, Record, RecordType};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
-use warren_policy::{Decision, Principal, Proto, Target};
+use warren_policy::{Action, Decision, Principal, Proto, Target};
 
 /// How long a device may cache a private answer.
 const TTL: u32 = 30;
@@ -147,13 +147,34 @@ fn visible(shared: &EdgeShared, who: &DeviceInfo, resource: &Resource) -> bool {
         email: &who.email,
         groups: &who.groups,
     };
-    if settings.policy.reaches_any(&as_user, &target, &ports) != Decision::Denied {
+    // Escalated grants show their names only while the user's second
+    // factor is fresh, as they allow flows.
+    let fresh = Action {
+        request: None,
+        second_factor: shared
+            .catalog
+            .load()
+            .user_by_email(&who.email)
+            .and_then(|u| u.second_factor_ms)
+            .and_then(|at| u64::try_from(warren_store::now_ms() - at).ok())
+            .map(Duration::from_millis),
+    };
+    if settings
+        .policy
+        .reaches_any(&as_user, &target, &ports, &fresh)
+        != Decision::Denied
+    {
         return true;
     }
     !who.tags.is_empty()
         && settings
             .policy
-            .reaches_any(&Principal::Tagged(&who.tags), &target, &ports)
+            .reaches_any(
+                &Principal::Tagged(&who.tags),
+                &target,
+                &ports,
+                &Action::default(),
+            )
             .is_allowed()
 }
 

@@ -73,6 +73,8 @@ pub(super) struct Driver {
     pub(super) made: Vec<Vec<u8>>,
     pub(super) dns_slots: Arc<Semaphore>,
     pub(super) upstreams: Arc<Vec<SocketAddr>>,
+    /// When an escalated grant that allowed a flow ends: ask again then.
+    pub(super) recheck_at: Option<Instant>,
 }
 
 impl Driver {
@@ -84,7 +86,11 @@ impl Driver {
                 .stack
                 .poll_delay(now)
                 .unwrap_or(Duration::from_secs(1))
-                .min(Duration::from_secs(1));
+                .min(Duration::from_secs(1))
+                .min(
+                    self.recheck_at
+                        .map_or(Duration::MAX, |t| t.saturating_duration_since(now)),
+                );
             tokio::select! {
                 biased;
                 _ = stop.cancelled() => return,
@@ -114,6 +120,10 @@ impl Driver {
                     self.recheck();
                 }
                 _ = tokio::time::sleep(delay) => {}
+            }
+            if self.recheck_at.is_some_and(|t| Instant::now() >= t) {
+                self.recheck_at = None;
+                self.recheck();
             }
             self.turn().await;
         }
@@ -296,7 +306,7 @@ impl Driver {
 
     /// The private resource a flow is for and the device, if the policy
     /// lets the device reach it.
-    fn lookup(&self, key: &FlowKey) -> Option<(Arc<Resource>, Arc<DeviceInfo>)> {
+    fn lookup(&mut self, key: &FlowKey) -> Option<(Arc<Resource>, Arc<DeviceInfo>)> {
         let device = self.endpoint.device_at(*key.src.ip())?;
         let proto = match key.proto {
             Proto::Tcp => warren_policy::Proto::Tcp,
@@ -310,7 +320,14 @@ impl Driver {
             tags: &device.tags,
         };
         match check_device(&self.shared, &resource, &who, key.src, key.dst, proto) {
-            Access::Granted { .. } => Some((resource, device)),
+            (Access::Granted { .. }, escalated) => {
+                if let Some(left) = escalated {
+                    // Ask again when the escalation ends.
+                    let at = Instant::now() + left + Duration::from_millis(50);
+                    self.recheck_at = Some(self.recheck_at.map_or(at, |t| t.min(at)));
+                }
+                Some((resource, device))
+            }
             _ => None,
         }
     }

@@ -249,6 +249,7 @@ pub(crate) async fn spawn(shared: &Arc<EdgeShared>, parts: DriverParts, stop: Ca
         made: Vec::new(),
         dns_slots: Arc::new(tokio::sync::Semaphore::new(driver::DNS_IN_FLIGHT)),
         upstreams,
+        recheck_at: None,
     };
     tokio::spawn(driver.run(stop));
     refresh(shared).await;

@@ -74,10 +74,8 @@ impl SignIn<'_> {
             tags: &[],
         };
         let proto = warren_policy::Proto::Tcp;
-        if !matches!(
-            check_device(&shared, &resource, &principal, src, dst, proto),
-            Access::Granted { .. }
-        ) {
+        let (access, escalated) = check_device(&shared, &resource, &principal, src, dst, proto);
+        if !matches!(access, Access::Granted { .. }) {
             return error(
                 StatusCode::FORBIDDEN,
                 "not_granted",
@@ -123,9 +121,13 @@ impl SignIn<'_> {
                 return;
             };
             let mut visitor = TokioIo::new(upgraded);
-            if let Ok((to_site, from_site)) =
-                warren_transport::pump(&mut visitor, &mut stream).await
-            {
+            let pump = warren_transport::pump(&mut visitor, &mut stream);
+            let pumped = match escalated {
+                // Allowed by an escalated grant: cut when its window ends.
+                Some(window) => tokio::time::timeout(window, pump).await.ok(),
+                None => Some(pump.await),
+            };
+            if let Some(Ok((to_site, from_site))) = pumped {
                 use std::sync::atomic::Ordering;
                 let agent = guard.agent();
                 agent.bytes_to_site.fetch_add(to_site, Ordering::Relaxed);

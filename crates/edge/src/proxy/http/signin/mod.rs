@@ -29,6 +29,7 @@ mod doors;
 mod second_factor;
 mod ssh;
 mod sso;
+mod step_up;
 
 pub(crate) use doors::{link as door_link, LINK_PARAM};
 
@@ -194,6 +195,8 @@ impl SignIn<'_> {
             (Method::GET, "/cli/whoami") => self.whoami(&parts.headers),
             (Method::POST, "/cli/ssh/sign") => self.ssh_sign(&parts.headers, body).await,
             (Method::GET, "/device") => self.device_page(&parts.headers, &query, None),
+            (Method::GET, "/step-up") => self.step_up_page(&parts.headers, None),
+            (Method::POST, "/step-up") => self.step_up(&parts.headers, body).await,
             (Method::POST, "/device") => self.device_confirm(&parts.headers, body).await,
             (Method::GET, "/logout") => self.logout_form(&parts.headers),
             (Method::POST, "/logout") => self.logout(&parts.headers, body).await,

@@ -170,13 +170,18 @@ impl SignIn<'_> {
                 }),
             None => None,
         };
-        let passed = match (&pending.totp, &user.totp_secret) {
-            (Some(_), _) => enrolled.is_some(),
+        // A code from the authenticator (not a recovery code) is a fresh
+        // second factor: grants with `within` count from it.
+        let (passed, fresh) = match (&pending.totp, &user.totp_secret) {
+            (Some(_), _) => (enrolled.is_some(), enrolled.is_some()),
             (None, Some(secret)) => {
-                self.state.replay.check(&user.id, secret, code, now_s)
-                    || self.use_recovery_code(&user, code).await
+                if self.state.replay.check(&user.id, secret, code, now_s) {
+                    (true, true)
+                } else {
+                    (self.use_recovery_code(&user, code).await, false)
+                }
             }
-            (None, None) => false,
+            (None, None) => (false, false),
         };
         if !passed {
             self.state.limits.failed(&user.email, Instant::now());
@@ -189,6 +194,17 @@ impl SignIn<'_> {
             );
         }
         self.state.limits.succeeded(&user.email);
+        if fresh {
+            if let Err(e) = self
+                .ctx
+                .shared
+                .store
+                .record_second_factor(&user.id, now)
+                .await
+            {
+                tracing::warn!(error = %e, "could not record the second factor");
+            }
+        }
         if let Some((secret, codes, digests)) = enrolled {
             let change = UserChange::Totp {
                 secret: &secret,

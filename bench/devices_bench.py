@@ -7,11 +7,11 @@ Namespaces: `phone` and `home`, each joined to this one (the VPS) by a
 veth; this namespace routes between them. At home, on its loopback, two
 addresses of the same service (nginx, 23-byte body; iperf3): one reached
 through each path, so both paths run side by side in the same rounds.
-  warren      phone wg0 (wireguard-go, the config `warren device add`
+  warren      phone wbp0 (wireguard-go, the config `warren device add`
               printed) -> the edge's WireGuard endpoint and netstack on the
               VPS -> the TCP+TLS link -> the agent at home -> the service
-  wg-gateway  phone wg1 (wireguard-go) -> UDP routed by the VPS -> home's
-              own wireguard-go gateway (wg1) with an nftables allowlist
+  wg-gateway  phone wbp1 (wireguard-go) -> UDP routed by the VPS -> home's
+              own wireguard-go gateway (wbgw) with an nftables allowlist
               (only the service's ports, only from the tunnel) -> the service
 Metrics: iperf3 single stream (Gbit/s, phone -> home) and wrk c50
 keep-alive (req/s), both run in the phone's namespace.
@@ -78,6 +78,8 @@ def wg_interface(procs, netns, name, private, address, listen, peer_public, endp
         if subprocess.run(["ip", "-n", netns, "link", "show", name], capture_output=True).returncode == 0:
             break
         time.sleep(0.05)
+    else:
+        raise SystemExit(f"wireguard-go made no {name} in {netns}")
     key = os.path.join(work, f"{netns}-{name}.key")
     with open(key, "w") as f:
         f.write(private + "\n")
@@ -140,7 +142,7 @@ def warren_path(procs, exe, work):
             raise SystemExit(f"{method} {path}: {status} {reply}")
     config = reply["config"]
     field = {line.split(" = ", 1)[0]: line.split(" = ", 1)[1] for line in config.splitlines() if " = " in line}
-    wg_interface(procs, PHONE, "wg0", field["PrivateKey"], field["Address"], None, field["PublicKey"],
+    wg_interface(procs, PHONE, "wbp0", field["PrivateKey"], field["Address"], None, field["PublicKey"],
                  field["Endpoint"], [a.strip() for a in field["AllowedIPs"].split(",")], work)
     return {"edge": edge.pid, "agent": agent.pid}
 
@@ -152,17 +154,19 @@ def gateway_path(procs, work):
     phone_private, phone_public = keypair()
     home_private, home_public = keypair()
     svc = SERVICE["wg-gateway"]
-    wg_interface(procs, HOME, "wg1", home_private, "10.99.0.1/24", 51821, phone_public, None,
+    # Distinct names: wireguard-go's control sockets (/var/run/wireguard/NAME.sock)
+    # are shared by every namespace.
+    wg_interface(procs, HOME, "wbgw", home_private, "10.99.0.1/24", 51821, phone_public, None,
                  ["10.99.0.2/32"], work)
-    wg_interface(procs, PHONE, "wg1", phone_private, "10.99.0.2/32", None, home_public, "10.246.0.2:51821",
+    wg_interface(procs, PHONE, "wbp1", phone_private, "10.99.0.2/32", None, home_public, "10.246.0.2:51821",
                  [f"{svc}/32"], work)
     rules = os.path.join(work, "gateway.nft")
     with open(rules, "w") as f:
         f.write(f"""table inet gateway {{
   chain input {{ type filter hook input priority 0; policy accept;
-    iifname "wg1" ip daddr {svc} tcp dport {{ 80, {IPERF['wg-gateway']} }} accept
-    iifname "wg1" ct state established,related accept
-    iifname "wg1" drop
+    iifname "wbgw" ip daddr {svc} tcp dport {{ 80, {IPERF['wg-gateway']} }} accept
+    iifname "wbgw" ct state established,related accept
+    iifname "wbgw" drop
   }}
 }}
 """)

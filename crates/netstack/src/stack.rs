@@ -41,11 +41,12 @@ pub struct Limits {
     pub flows: usize,
     /// TCP flows with a socket, per device address.
     pub flows_per_device: usize,
-    /// SYNs held for a decision, per device address.
+    /// Connections being set up, per device address: SYNs held for a
+    /// decision plus accepted flows whose device has not completed the
+    /// handshake. A SYN beyond it is dropped without a word (the device
+    /// sends it again a second later), so a burst of connections is slowed,
+    /// never reset, and a half-open flood holds at most this many.
     pub pending_per_device: usize,
-    /// Accepted flows whose device has not completed the handshake yet, per
-    /// device address (a half-open flood holds at most these sockets).
-    pub half_open_per_device: usize,
     /// A flow whose device does not acknowledge what was sent (its SYN-ACK
     /// included) for this long is closed.
     pub unacknowledged_for: Duration,
@@ -65,7 +66,6 @@ impl Default for Limits {
             flows: 4096,
             flows_per_device: 256,
             pending_per_device: 64,
-            half_open_per_device: 16,
             unacknowledged_for: Duration::from_secs(15),
             pending: 4096,
             pending_for: Duration::from_secs(20),
@@ -259,8 +259,9 @@ impl Stack {
                     p.syn = packet.to_vec();
                     return Inbound::Taken;
                 }
+                let half_open = self.half_open(*key.src.ip());
                 let device = self.per_device.entry(*key.src.ip()).or_default();
-                if device.pending >= self.limits.pending_per_device
+                if device.pending + half_open >= self.limits.pending_per_device
                     || self.pending.len() >= self.limits.pending
                 {
                     return self.drop(Refusal::Full);
@@ -276,6 +277,20 @@ impl Stack {
                 Inbound::NewTcp(key)
             }
         }
+    }
+
+    /// Accepted flows of the device at `addr` still in their handshake.
+    fn half_open(&self, addr: Ipv4Addr) -> usize {
+        self.flows
+            .iter()
+            .filter(|(k, h)| {
+                *k.src.ip() == addr
+                    && matches!(
+                        self.sockets.get::<tcp::Socket>(**h).state(),
+                        tcp::State::Listen | tcp::State::SynReceived
+                    )
+            })
+            .count()
     }
 
     fn drop(&mut self, why: Refusal) -> Inbound {
@@ -307,22 +322,8 @@ impl Stack {
         let Some(pending) = self.take_pending(&key) else {
             return Err(Refusal::Full);
         };
-        let half_open = self
-            .flows
-            .iter()
-            .filter(|(k, h)| {
-                k.src.ip() == key.src.ip()
-                    && matches!(
-                        self.sockets.get::<tcp::Socket>(**h).state(),
-                        tcp::State::Listen | tcp::State::SynReceived
-                    )
-            })
-            .count();
         let device = self.per_device.entry(*key.src.ip()).or_default();
-        if device.flows >= self.limits.flows_per_device
-            || self.flows.len() >= self.limits.flows
-            || half_open >= self.limits.half_open_per_device
-        {
+        if device.flows >= self.limits.flows_per_device || self.flows.len() >= self.limits.flows {
             self.counters.full += 1;
             self.queue.rx.push_back(pending.syn);
             self.poll(now);

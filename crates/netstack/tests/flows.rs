@@ -306,7 +306,7 @@ fn a_udp_reply_is_a_valid_packet_for_the_device() {
 fn a_half_open_flood_holds_few_sockets_and_they_time_out() {
     let now = Instant::now();
     let limits = Limits {
-        half_open_per_device: 3,
+        pending_per_device: 3,
         ..Limits::default()
     };
     let mut stack = Stack::new(OWN, 16, limits, now);
@@ -314,19 +314,29 @@ fn a_half_open_flood_holds_few_sockets_and_they_time_out() {
     for port in 0..10 {
         phone.connect(GRAFANA, 45000 + port);
     }
-    // The SYNs are held; the phone never gets to answer a SYN-ACK.
+    // The phone never gets to answer a SYN-ACK: its SYNs are taken one at
+    // a time, each accepted at once.
     phone.poll();
     let syns: Vec<Vec<u8>> = phone.wire.tx.drain(..).collect();
     let mut accepted = 0;
+    let mut dropped = 0;
     for syn in &syns {
-        if let Inbound::NewTcp(k) = stack.receive(syn, now) {
-            if stack.accept(k, now).is_ok() {
+        match stack.receive(syn, now) {
+            Inbound::NewTcp(k) => {
+                stack.accept(k, now).unwrap();
                 accepted += 1;
             }
+            Inbound::Dropped(Refusal::Full) => dropped += 1,
+            other => panic!("{other:?}"),
         }
     }
-    assert_eq!(accepted, 3, "three half-open sockets at most");
+    assert_eq!(
+        (accepted, dropped),
+        (3, 7),
+        "three connections being set up at most"
+    );
     assert_eq!(stack.flow_count(), 3);
+    while stack.transmit().is_some() {}
     // Unanswered SYN-ACKs: the sockets give up and are reaped.
     for s in 1..=20 {
         stack.poll(now + Duration::from_secs(s));

@@ -4,7 +4,7 @@
 //! that output only, this once.
 
 use crate::api_client::ApiArgs;
-use crate::status_cmd::print_table;
+use crate::status_cmd::print_devices;
 use crate::Failure;
 use clap::Subcommand;
 use hyper::Method;
@@ -122,58 +122,6 @@ fn s<'a>(v: &'a Value, key: &str) -> &'a str {
     v[key].as_str().unwrap_or("-")
 }
 
-/// How long ago, for people: `42s ago`, `5m ago`, `3h ago`, `2d ago`.
-fn ago(secs: u64) -> String {
-    match secs {
-        s if s < 120 => format!("{s}s ago"),
-        s if s < 2 * 3600 => format!("{}m ago", s / 60),
-        s if s < 2 * 86400 => format!("{}h ago", s / 3600),
-        s => format!("{}d ago", s / 86400),
-    }
-}
-
-/// The device table of `warren device list` and `warren status`.
-pub(crate) fn print_devices(devices: &Value) {
-    let empty = Vec::new();
-    let rows: Vec<Vec<String>> = devices
-        .as_array()
-        .unwrap_or(&empty)
-        .iter()
-        .map(|d| {
-            let stats = &d["stats"];
-            let (handshake, flows) = if stats.is_object() {
-                (
-                    stats["last_handshake_secs"]
-                        .as_u64()
-                        .map_or_else(|| "never".to_owned(), ago),
-                    stats["flows"].as_u64().unwrap_or(0).to_string(),
-                )
-            } else {
-                // This edge runs no endpoint: nothing to say about traffic.
-                ("-".to_owned(), "-".to_owned())
-            };
-            let tags: Vec<&str> = d["tags"]
-                .as_array()
-                .unwrap_or(&empty)
-                .iter()
-                .filter_map(Value::as_str)
-                .collect();
-            vec![
-                s(d, "name").to_owned(),
-                s(d, "user").to_owned(),
-                s(d, "address").to_owned(),
-                tags.join(","),
-                handshake,
-                flows,
-            ]
-        })
-        .collect();
-    print_table(
-        &["DEVICE", "USER", "ADDRESS", "TAGS", "HANDSHAKE", "FLOWS"],
-        &rows,
-    );
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,13 +155,5 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("device's own private key"), "{text}");
-    }
-
-    #[test]
-    fn handshakes_read_as_ages() {
-        assert_eq!(ago(5), "5s ago");
-        assert_eq!(ago(600), "10m ago");
-        assert_eq!(ago(5 * 3600), "5h ago");
-        assert_eq!(ago(3 * 86400), "3d ago");
     }
 }

@@ -12,6 +12,7 @@
 //! skips otherwise (a failure with `CI` or `WARREN_REQUIRE_NETNS` set).
 
 mod common;
+mod web;
 
 use common::bin;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -397,6 +398,13 @@ struct Setup {
 }
 
 fn setup() -> Setup {
+    setup_with(false, POLICY)
+}
+
+/// [`setup`]; with `sign_in`, the edge also serves HTTPS with a sign-in
+/// host that requires a second factor (and an http resource `app` at
+/// `api.test` to start a browser's sign-in from), and `policy` is the policy.
+fn setup_with(sign_in: bool, policy: &str) -> Setup {
     let w = World::new();
     let dir = tempfile::tempdir().unwrap();
     let _grafana = service(&w, dir.path(), "192.168.77.10", 8080, "grafana");
@@ -411,9 +419,27 @@ fn setup() -> Setup {
         &["203.0.113.7".parse().unwrap()],
     );
     let wg_port = free_udp_port(&w.vps_for_phone);
-    let mut spec = EdgeSpec::new();
+    let mut spec = if sign_in {
+        web::web_spec(
+            vec![warren_testkit::ResourceSpec::http(
+                "app",
+                "api.test",
+                "home",
+                "192.168.77.10:8080",
+            )],
+            dir.path(),
+        )
+    } else {
+        EdgeSpec::new()
+    };
     spec.tunnel_listen = format!("{}:0", w.vps_for_home);
     let mut toml = spec.to_toml();
+    if sign_in {
+        toml += &format!(
+            "\n[auth]\nhost = \"{}\"\nrequire_2fa = true\n",
+            web::browser::AUTH
+        );
+    }
     toml += &format!(
         r#"
 [devices]
@@ -450,7 +476,7 @@ alias = "secret.home.example"
     );
     std::fs::write(dir.path().join("edge.toml"), toml).unwrap();
     let edge = EdgeProcess::start_existing(bin(), dir.path());
-    edge.put_policy(POLICY);
+    edge.put_policy(policy);
     user_add(&edge, dir.path(), "alice@corp.com");
 
     let args = edge.site_args(
@@ -770,6 +796,121 @@ fn a_hostile_device_is_held_to_its_address_its_routes_and_its_share() {
 
     // The honest phone, meanwhile: up, and through.
     let _phone = phone_up(&w, dir.path(), &phone_config);
+    assert_eq!(
+        w.curl("http://192.168.77.10:8080/").as_deref(),
+        Ok("grafana")
+    );
+}
+
+/// The escalated tier on a phone: a grant with `within` reaches home only
+/// after a TOTP check, and a connection it allowed is cut when the window
+/// ends, while the default grants go on.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_escalated_grant_opens_for_the_phone_after_a_totp_check_and_closes_after_its_window() {
+    use web::browser::{field, Browser, AUTH};
+    if !available() {
+        return;
+    }
+    let policy = "[[grants]]\nsrc = [\"alice@corp.com\"]\ndst = [\"app\", \"grafana:8080\"]\n\n\
+                  [[grants]]\nsrc = [\"alice@corp.com\"]\ndst = [\"grafana:9000\"]\nwithin = \"8s\"\n";
+    let Setup {
+        agent: _agent,
+        edge,
+        _services,
+        upstream: _upstream,
+        dir,
+        w,
+        wg: _,
+    } = setup_with(true, policy);
+    let (status, phone) = edge.admin_request(
+        "POST",
+        "/api/v1/devices",
+        Some(r#"{"name": "phone", "user": "alice@corp.com"}"#),
+        edge.token.as_deref(),
+    );
+    assert_eq!(status, 201, "{phone}");
+    let _phone = phone_up(&w, dir.path(), phone["config"].as_str().unwrap());
+    let log = dir.path().join("svc-192.168.77.10-9000.log");
+    let reach_held = |w: &World| {
+        w.in_ns(
+            &w.phone,
+            &[
+                "python3",
+                "-c",
+                "import socket\nsocket.create_connection(('192.168.77.10',9000),3)",
+            ],
+        )
+        .output()
+        .unwrap()
+        .status
+        .success()
+    };
+    // No second factor yet: the default tier only.
+    assert_eq!(
+        w.curl("http://192.168.77.10:8080/").as_deref(),
+        Ok("grafana")
+    );
+    assert!(
+        !reach_held(&w),
+        "the escalated grant is closed before a TOTP check"
+    );
+
+    // Sign in on the sign-in host, enrolling the second factor: a TOTP check.
+    let port = edge.https.unwrap().port();
+    let b = Browser::new(dir.path(), "alice", dir.path().join("cert.pem"), port);
+    let (page, _) = b
+        .sign_in("/", "alice@corp.com", "correct horse battery")
+        .await;
+    let start = page.body.find("<code>").expect("the enrolment page") + 6;
+    let secret = page.body[start..start + page.body[start..].find("</code>").unwrap()].to_owned();
+    let code = {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        totp_rs::Builder::new()
+            .with_secret(totp_rs::Secret::try_from_base32(&secret).unwrap())
+            .build()
+            .unwrap()
+            .generate(now)
+            .to_string()
+    };
+    let enrolled = b
+        .get(
+            &b.url(AUTH, "/login/2fa"),
+            &[
+                "--data-urlencode",
+                &format!("csrf={}", field(&page.body, "csrf")),
+                "--data-urlencode",
+                &format!("code={code}"),
+            ],
+        )
+        .await;
+    assert_eq!(enrolled.status, 200, "{}", enrolled.body);
+    let checked = Instant::now();
+    // Within the window: through, and a connection held open...
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !reach_held(&w) {
+        assert!(
+            Instant::now() < deadline,
+            "the escalated grant did not open"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let holder = hold(&w);
+    assert!(
+        checked.elapsed() < Duration::from_secs(7),
+        "the setup took too long"
+    );
+    // ...is cut at home when the window ends (8 s after the check).
+    let closed_before = std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .matches("closed")
+        .count();
+    std::thread::sleep(Duration::from_secs(8).saturating_sub(checked.elapsed()));
+    cut_within_a_second(&log, closed_before + 1, "the escalation's window ended");
+    drop(holder);
+    assert!(!reach_held(&w), "closed again after its window");
     assert_eq!(
         w.curl("http://192.168.77.10:8080/").as_deref(),
         Ok("grafana")

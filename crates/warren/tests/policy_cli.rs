@@ -140,7 +140,7 @@ fn check_test_and_explain_a_policy_file() {
     assert_eq!(code, 2, "{err}");
     for line in [
         "3 errors",
-        "grants[0].port: unknown key (expected src, dst, proto, paths, methods, ssh)",
+        "grants[0].port: unknown key (expected src, dst, proto, paths, methods, ssh, within)",
         "grants[0].src[0]: group \"group:nope\" is not defined in [groups]",
         "grants[0].dst[0]: tag \"tag:web\" has no owner: declare it in [tags]",
     ] {

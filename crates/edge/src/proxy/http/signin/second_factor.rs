@@ -195,14 +195,15 @@ impl SignIn<'_> {
         }
         self.state.limits.succeeded(&user.email);
         if fresh {
-            if let Err(e) = self
+            match self
                 .ctx
                 .shared
                 .store
                 .record_second_factor(&user.id, now)
                 .await
             {
-                tracing::warn!(error = %e, "could not record the second factor");
+                Ok(()) => crate::api::serve_now(&self.ctx.shared).await,
+                Err(e) => tracing::warn!(error = %e, "could not record the second factor"),
             }
         }
         if let Some((secret, codes, digests)) = enrolled {

@@ -248,17 +248,27 @@ impl Policy {
     /// extensions; the first sudo role named by a grant that includes the
     /// user's own account), with the first such grant,
     /// for the audit; `None` when nothing allows it.
-    pub fn ssh(&self, who: &Principal<'_>, target: &Target<'_>) -> Option<(usize, SshGrant)> {
+    /// `action` carries the second factor's age, for grants with `within`
+    /// (its request is ignored: a login is a plain connection).
+    pub fn ssh(
+        &self,
+        who: &Principal<'_>,
+        target: &Target<'_>,
+        action: &Action<'_>,
+    ) -> Option<(usize, SshGrant)> {
         let mut first = None;
         let mut out = SshGrant {
             principals: Vec::new(),
             extensions: Vec::new(),
             sudo: None,
         };
-        let none = Action::default();
+        let plain = Action {
+            request: None,
+            second_factor: action.second_factor,
+        };
         for i in self.candidates(who) {
             let g = &self.file.grants[i as usize];
-            if check(g, target, &none).is_err() {
+            if check(g, target, &plain).is_err() {
                 continue;
             }
             first.get_or_insert(i as usize);

@@ -195,9 +195,13 @@ async fn an_escalated_grant_opens_after_a_totp_check_and_closes_after_its_window
     let live = http_backend("live").await;
     let grafana = http_backend("grafana").await;
     let full = http_backend("full-access").await;
+    let admin = http_backend("admin-page").await;
     let (g, f) = (grafana.addr.port(), full.addr.port());
     let spec = web::web_spec(
-        vec![ResourceSpec::http("app", "api.test", "home", live.addr)],
+        vec![
+            ResourceSpec::http("app", "api.test", "home", live.addr),
+            ResourceSpec::http("admin", "admin.app.test", "home", admin.addr),
+        ],
         dir.path(),
     );
     std::fs::write(
@@ -213,7 +217,7 @@ async fn an_escalated_grant_opens_after_a_totp_check_and_closes_after_its_window
     let edge = EdgeProcess::start_existing(bin(), dir.path());
     edge.put_policy(&format!(
         "[[grants]]\nsrc = [\"alice@corp.com\"]\ndst = [\"app\", \"grafana:{g}\"]\n\n\
-         [[grants]]\nsrc = [\"alice@corp.com\"]\ndst = [\"grafana:{f}\"]\nwithin = \"8s\"\n"
+         [[grants]]\nsrc = [\"alice@corp.com\"]\ndst = [\"grafana:{f}\", \"admin\"]\nwithin = \"8s\"\n"
     ));
     user_add(&edge, dir.path(), "alice@corp.com", "correct horse battery");
     let args = edge.site_args(
@@ -224,6 +228,7 @@ async fn an_escalated_grant_opens_after_a_totp_check_and_closes_after_its_window
             &format!("{}/tcp", live.addr),
             &format!("127.0.0.1:{g}/tcp"),
             &format!("127.0.0.1:{f}/tcp"),
+            &format!("{}/tcp", admin.addr),
         ],
     );
     let agent = Process::spawn("agent", bin(), &args, dir.path());
@@ -287,10 +292,16 @@ async fn an_escalated_grant_opens_after_a_totp_check_and_closes_after_its_window
     );
     assert!(curl(&[&url(1)]).unwrap().contains("full-access"));
     assert!(curl(&[&url(0)]).unwrap().contains("grafana"));
+    // The escalated http resource too, with the browser's session.
+    let page = visit(&b, "admin.app.test").await;
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(page.body.contains("admin-page"), "{}", page.body);
     // After it: the default tier only.
     std::thread::sleep(std::time::Duration::from_secs(9).saturating_sub(checked.elapsed()));
     assert!(curl(&[&url(1)]).is_err(), "the escalation ended on its own");
     assert!(curl(&[&url(0)]).unwrap().contains("grafana"));
+    let page = b.get(&b.url("admin.app.test", "/"), &[]).await;
+    assert_eq!(page.status, 403, "the http resource too: {}", page.body);
 
     // A step-up on the sign-in host opens it again.
     let form = b.get(&b.url(AUTH, "/step-up"), &[]).await;
@@ -308,4 +319,26 @@ async fn an_escalated_grant_opens_after_a_totp_check_and_closes_after_its_window
         .await;
     assert_eq!(stepped.status, 200, "{}", stepped.body);
     assert!(curl(&[&url(1)]).unwrap().contains("full-access"));
+    let page = b.get(&b.url("admin.app.test", "/"), &[]).await;
+    assert_eq!(page.status, 200, "{}", page.body);
+}
+
+/// GET `/` on `host` in a browser signed in on the sign-in host: the
+/// hand-off's redirects followed.
+async fn visit(b: &Browser, host: &str) -> web::browser::Got {
+    let mut url = b.url(host, "/");
+    for _ in 0..6 {
+        let got = b.get(&url, &["-H", "Accept: text/html"]).await;
+        match got.header("location") {
+            Some(next) if (300..400).contains(&got.status) => {
+                url = if next.starts_with("https://") {
+                    next.to_owned()
+                } else {
+                    b.url(host, next)
+                };
+            }
+            _ => return got,
+        }
+    }
+    panic!("too many redirects from {host}");
 }

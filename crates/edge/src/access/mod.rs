@@ -151,7 +151,11 @@ pub(crate) fn check_ssh(
         email: &who.email,
         groups: &who.groups,
     };
-    let (access, answer) = match settings.policy.ssh(&principal, &target) {
+    let fresh = Action {
+        request: None,
+        second_factor: second_factor_age(&catalog, &who.email),
+    };
+    let (access, answer) = match settings.policy.ssh(&principal, &target, &fresh) {
         Some((grant, terms)) => (
             Access::Granted { grant },
             SshAccess::Granted { grant, terms },
@@ -209,11 +213,7 @@ pub(crate) fn check_device(
     };
     let catalog = shared.catalog.load();
     let tags = catalog.tags_of(resource);
-    let second_factor = catalog
-        .user_by_email(who.email)
-        .and_then(|u| u.second_factor_ms)
-        .and_then(|at| u64::try_from(warren_store::now_ms() - at).ok())
-        .map(std::time::Duration::from_millis);
+    let second_factor = second_factor_age(&catalog, who.email);
     let target = Target {
         resource: Some(&resource.name),
         tags: &tags,
@@ -263,6 +263,19 @@ pub(crate) fn check_device(
         method,
     );
     (access, remaining)
+}
+
+/// How long ago the user with `email` last passed a second factor (TOTP),
+/// for grants with `within`; `None`: never (or an unknown user).
+pub(crate) fn second_factor_age(
+    catalog: &crate::catalog::Catalog,
+    email: &str,
+) -> Option<std::time::Duration> {
+    catalog
+        .user_by_email(email)
+        .and_then(|u| u.second_factor_ms)
+        .and_then(|at| u64::try_from(warren_store::now_ms() - at).ok())
+        .map(std::time::Duration::from_millis)
 }
 
 /// Hands a decision made under a policy to the audit trail.
@@ -433,14 +446,15 @@ async fn decide_http(
         port: HTTP_PORT,
         proto: Proto::Tcp,
     };
-    let action = Action {
-        request: Method::parse(method).map(|m| (m, path)),
-        second_factor: None,
-    };
-    let decide = |principal: &Principal<'_>, who: &str| match settings
-        .policy
-        .decide(principal, &target, &action)
-    {
+    let request = Method::parse(method).map(|m| (m, path));
+    let decide = |principal: &Principal<'_>, who: &str, second_factor| match settings.policy.decide(
+        principal,
+        &target,
+        &Action {
+            request,
+            second_factor,
+        },
+    ) {
         Decision::Allowed { grant } => Access::Granted { grant },
         Decision::Denied => {
             denied(shared, resource, client, who, "no_grant");
@@ -448,12 +462,20 @@ async fn decide_http(
         }
     };
     if let Some(who) = person {
+        // A signed-in session carries the user's last second factor (for
+        // grants with `within`); HTTP Basic, a password alone, does not.
+        let fresh = if who.session.starts_with("basic:") {
+            None
+        } else {
+            second_factor_age(&catalog, &who.email)
+        };
         let access = decide(
             &Principal::User {
                 email: &who.email,
                 groups: &who.groups,
             },
             &who.email,
+            fresh,
         );
         return HttpAccess {
             access,
@@ -481,7 +503,7 @@ async fn decide_http(
         }
     };
     let principal = format!("key:{}", key.id);
-    let access = decide(&Principal::Key(&key.id), &principal);
+    let access = decide(&Principal::Key(&key.id), &principal, None);
     HttpAccess::of(access, principal)
 }
 

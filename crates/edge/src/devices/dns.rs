@@ -151,13 +151,7 @@ fn visible(shared: &EdgeShared, who: &DeviceInfo, resource: &Resource) -> bool {
     // factor is fresh, as they allow flows.
     let fresh = Action {
         request: None,
-        second_factor: shared
-            .catalog
-            .load()
-            .user_by_email(&who.email)
-            .and_then(|u| u.second_factor_ms)
-            .and_then(|at| u64::try_from(warren_store::now_ms() - at).ok())
-            .map(Duration::from_millis),
+        second_factor: crate::access::second_factor_age(&shared.catalog.load(), &who.email),
     };
     if settings
         .policy

@@ -390,6 +390,9 @@ async fn single_sign_on_with_a_real_provider() {
         "{}",
         seen.last().unwrap().body
     );
+    // The log is read by another thread: wait for the line, then count.
+    edge.process
+        .wait_event_nth("sso_discovered", 1, warren_testkit::EVENT_TIMEOUT);
     assert_eq!(edge.process.events("sso_discovered").len(), 2);
 
     // A disabled user is refused at the callback.

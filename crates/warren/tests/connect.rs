@@ -172,19 +172,6 @@ async fn warren_connect_forwards_and_proxies_only_what_is_granted() {
     drop(connect);
 }
 
-/// The code an authenticator app would show for `secret` (base32) now.
-fn totp_now(secret: &str, offset_s: i64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let t = totp_rs::Builder::new()
-        .with_secret(totp_rs::Secret::try_from_base32(secret).unwrap())
-        .build()
-        .unwrap();
-    t.generate((now + offset_s) as u64).to_string()
-}
-
 /// The escalated tier: a grant with `within` opens only after a TOTP check
 /// (at sign-in, or on the sign-in host's step-up page), closes when its
 /// window has passed, and the default grants stay open meanwhile.
@@ -250,7 +237,7 @@ async fn an_escalated_grant_opens_after_a_totp_check_and_closes_after_its_window
                 "--data-urlencode",
                 &format!("csrf={}", field(&page.body, "csrf")),
                 "--data-urlencode",
-                &format!("code={}", totp_now(&secret, 0)),
+                &format!("code={}", web::browser::totp_now(&secret, 0)),
             ],
         )
         .await;
@@ -313,7 +300,7 @@ async fn an_escalated_grant_opens_after_a_totp_check_and_closes_after_its_window
                 "--data-urlencode",
                 &format!("csrf={}", field(&form.body, "csrf")),
                 "--data-urlencode",
-                &format!("code={}", totp_now(&secret, 30)),
+                &format!("code={}", web::browser::totp_now(&secret, 30)),
             ],
         )
         .await;

@@ -278,23 +278,6 @@ fn free_udp_port(ip: &str) -> u16 {
         .port()
 }
 
-fn user_add(edge: &EdgeProcess, dir: &Path, email: &str) {
-    let file = dir.join(format!("{email}.pw"));
-    std::fs::write(&file, "correct horse battery\n").unwrap();
-    let out = Command::new(bin())
-        .args(["user", "add", email, "--password-file"])
-        .arg(&file)
-        .args(["--api", &format!("http://{}", edge.admin)])
-        .env("WARREN_TOKEN", edge.token.as_deref().unwrap())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 const POLICY: &str = r#"
 [[grants]]
 src = ["alice@corp.com"]
@@ -477,7 +460,7 @@ alias = "secret.home.example"
     std::fs::write(dir.path().join("edge.toml"), toml).unwrap();
     let edge = EdgeProcess::start_existing(bin(), dir.path());
     edge.put_policy(policy);
-    user_add(&edge, dir.path(), "alice@corp.com");
+    web::browser::user_add(&edge, dir.path(), "alice@corp.com", "correct horse battery");
 
     let args = edge.site_args(
         "home",
@@ -762,15 +745,15 @@ fn a_hostile_device_is_held_to_its_address_its_routes_and_its_share() {
     }
     std::thread::sleep(Duration::from_secs(3));
     let rss_after = edge.process.rss_anon_kib();
-    let sites = edge.admin_get("/api/v1/sites").to_string();
-    let streams: u64 = sites
-        .split("\"active_streams\":")
-        .skip(1)
-        .filter_map(|t| {
-            t.split(|c: char| !c.is_ascii_digit())
-                .next()?
-                .parse::<u64>()
-                .ok()
+    let sites = edge.admin_get("/api/v1/sites");
+    let agents = sites[0]["agents"].as_array().expect("the site's agents");
+    assert!(!agents.is_empty(), "no agent listed: {sites}");
+    let streams: u64 = agents
+        .iter()
+        .map(|a| {
+            a["active_streams"]
+                .as_u64()
+                .expect("active_streams on every agent")
         })
         .sum();
     eprintln!(
@@ -863,18 +846,7 @@ async fn an_escalated_grant_opens_for_the_phone_after_a_totp_check_and_closes_af
         .await;
     let start = page.body.find("<code>").expect("the enrolment page") + 6;
     let secret = page.body[start..start + page.body[start..].find("</code>").unwrap()].to_owned();
-    let code = {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
-        totp_rs::Builder::new()
-            .with_secret(totp_rs::Secret::try_from_base32(&secret).unwrap())
-            .build()
-            .unwrap()
-            .generate(now)
-            .to_string()
-    };
+    let code = web::browser::totp_now(&secret, 0);
     let enrolled = b
         .get(
             &b.url(AUTH, "/login/2fa"),

@@ -433,19 +433,6 @@ async fn post_code(b: &Browser, code: &str, csrf: &str) -> Got {
     .await
 }
 
-/// The code an authenticator app would show for `secret` (base32) now.
-fn totp_now(secret: &str, offset_s: i64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
-    let t = totp_rs::Builder::new()
-        .with_secret(totp_rs::Secret::try_from_base32(secret).unwrap())
-        .build()
-        .unwrap();
-    t.generate((now + offset_s) as u64).to_string()
-}
-
 /// With `require_2fa`, a user enrols at first sign-in (QR code, recovery
 /// codes shown once); afterwards the password alone is not enough, a code
 /// is good once, a recovery code is good once, and `reset-2fa` makes them
@@ -475,7 +462,7 @@ async fn a_second_factor_is_enrolled_then_required_and_each_code_works_once() {
     assert_eq!(wrong.status, 401, "{}", wrong.body);
     // Kept: computed again later, it could be the next step's code (a
     // 30 s boundary in between), which is not a replay.
-    let enrol_code = totp_now(&secret, 0);
+    let enrol_code = web::browser::totp_now(&secret, 0);
     let enrolled = post_code(&b, &enrol_code, &csrf).await;
     assert_eq!(enrolled.status, 200, "{}", enrolled.body);
     let codes: Vec<String> = enrolled
@@ -503,7 +490,7 @@ async fn a_second_factor_is_enrolled_then_required_and_each_code_works_once() {
     // The code just used to enrol is refused (good once); the next one passes.
     let replayed = post_code(&second, &enrol_code, &csrf2).await;
     assert_eq!(replayed.status, 401, "a replayed code");
-    let next = post_code(&second, &totp_now(&secret, 30), &csrf2).await;
+    let next = post_code(&second, &web::browser::totp_now(&secret, 30), &csrf2).await;
     assert_eq!(next.status, 303, "{}", next.body);
 
     // A recovery code works once.
@@ -527,7 +514,12 @@ async fn a_second_factor_is_enrolled_then_required_and_each_code_works_once() {
         .get(&bare.url("api.test", "/"), &["-H", "Accept: text/html"])
         .await;
     let form = bare.get(start.header("location").unwrap(), &[]).await;
-    let lone = post_code(&bare, &totp_now(&secret, 60), &field(&form.body, "csrf")).await;
+    let lone = post_code(
+        &bare,
+        &web::browser::totp_now(&secret, 60),
+        &field(&form.body, "csrf"),
+    )
+    .await;
     assert_eq!(lone.status, 403, "{}", lone.body);
 
     // reset-2fa: enrol again.

@@ -296,3 +296,17 @@ impl Browser {
         .status
     }
 }
+
+/// The code an authenticator app would show for `secret` (base32) now,
+/// `offset_s` seconds from now.
+pub fn totp_now(secret: &str, offset_s: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let t = totp_rs::Builder::new()
+        .with_secret(totp_rs::Secret::try_from_base32(secret).unwrap())
+        .build()
+        .unwrap();
+    t.generate((now + offset_s) as u64).to_string()
+}

@@ -226,7 +226,8 @@ impl Stack {
         bits & mask == net && a != self.own && bits != net && bits != net | !mask
     }
 
-    /// Takes one packet a device sent.
+    /// Takes one packet a device sent. A segment of a flow waits for the
+    /// next [`Stack::poll`].
     pub fn receive(&mut self, packet: &[u8], now: Instant) -> Inbound {
         if packet.len() > self.limits.mtu {
             return self.drop(Refusal::Oversized);
@@ -249,8 +250,8 @@ impl Stack {
                 payload: parsed.payload,
             },
             Proto::Tcp if self.flows.contains_key(&key) || !parsed.syn => {
+                // Taken in at the next `poll`, once per batch of packets.
                 self.queue.rx.push_back(packet.to_vec());
-                self.poll(now);
                 Inbound::Taken
             }
             Proto::Tcp => {

@@ -16,11 +16,9 @@ use super::SignIn;
 use crate::access::{check_device, Access, DeviceWho};
 use crate::proxy::dispatch::{open_to_site, DispatchError};
 use crate::proxy::http::body::ResponseBody;
-use bytes::Bytes;
-use http::header::{self, HeaderValue};
+use http::header;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use serde_json::json;
 use std::collections::HashMap;
 use warren_proto::TargetProtocol;
@@ -96,7 +94,7 @@ impl SignIn<'_> {
             client,
         )
         .await;
-        let (mut stream, guard) = match opened {
+        let (stream, guard) = match opened {
             Ok(s) => s,
             Err(DispatchError::Refused { .. }) => {
                 return error(
@@ -115,33 +113,8 @@ impl SignIn<'_> {
             }
         };
         tracing::info!(event = "connect_opened", resource = %resource.name, user = %who.email, client = %client, destination = %dst, "a warren connect stream through the edge");
-        let on_upgrade = hyper::upgrade::on(&mut req);
-        tokio::spawn(async move {
-            let Ok(upgraded) = on_upgrade.await else {
-                return;
-            };
-            let mut visitor = TokioIo::new(upgraded);
-            let pump = warren_transport::pump(&mut visitor, &mut stream);
-            let pumped = match escalated {
-                // Allowed by an escalated grant: cut when its window ends.
-                Some(window) => tokio::time::timeout(window, pump).await.ok(),
-                None => Some(pump.await),
-            };
-            if let Some(Ok((to_site, from_site))) = pumped {
-                use std::sync::atomic::Ordering;
-                let agent = guard.agent();
-                agent.bytes_to_site.fetch_add(to_site, Ordering::Relaxed);
-                agent
-                    .bytes_from_site
-                    .fetch_add(from_site, Ordering::Relaxed);
-            }
-        });
-        let mut resp = Response::new(crate::proxy::http::body::full(Bytes::new()));
-        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        resp.headers_mut()
-            .insert(header::UPGRADE, HeaderValue::from_static(UPGRADE));
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        resp
+        let agent = guard.agent().clone();
+        // Allowed by an escalated grant: cut when its window ends.
+        super::splice_upgrade(&mut req, UPGRADE, stream, agent, guard, escalated)
     }
 }

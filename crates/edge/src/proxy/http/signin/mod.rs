@@ -747,3 +747,44 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response<ResponseBody> {
     );
     resp
 }
+
+/// Answers `GET` upgraded to `token` (101) and, once the client's side is
+/// upgraded, carries bytes between it and `stream` (for at most `limit`),
+/// counting them on `agent`; `hold` (the stream's slots) is kept until the
+/// end. What `/cli/ssh/connect` and `/cli/connect` share.
+fn splice_upgrade<H: Send + 'static>(
+    req: &mut http::Request<Incoming>,
+    token: &'static str,
+    mut stream: warren_transport::TunnelStream,
+    agent: std::sync::Arc<crate::tunnel::registry::AgentConn>,
+    hold: H,
+    limit: Option<Duration>,
+) -> Response<ResponseBody> {
+    let on_upgrade = hyper::upgrade::on(req);
+    tokio::spawn(async move {
+        let _hold = hold;
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let mut visitor = hyper_util::rt::TokioIo::new(upgraded);
+        let pump = warren_transport::pump(&mut visitor, &mut stream);
+        let pumped = match limit {
+            Some(limit) => tokio::time::timeout(limit, pump).await.ok(),
+            None => Some(pump.await),
+        };
+        if let Some(Ok((to_site, from_site))) = pumped {
+            use std::sync::atomic::Ordering;
+            agent.bytes_to_site.fetch_add(to_site, Ordering::Relaxed);
+            agent
+                .bytes_from_site
+                .fetch_add(from_site, Ordering::Relaxed);
+        }
+    });
+    let mut resp = Response::new(crate::proxy::http::body::full(bytes::Bytes::new()));
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    resp.headers_mut()
+        .insert(header::UPGRADE, HeaderValue::from_static(token));
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    resp
+}

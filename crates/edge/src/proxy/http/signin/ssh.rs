@@ -15,11 +15,9 @@ use super::SignIn;
 use crate::proxy::dispatch::connect;
 use crate::proxy::http::body::ResponseBody;
 use crate::ssh::sign::{self, SignError};
-use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
 use serde_json::json;
 use std::collections::HashMap;
 use warren_identity::ssh_cert::{parse_sign_request, MAX_SIGN_REQUEST};
@@ -126,30 +124,8 @@ impl SignIn<'_> {
             }
         };
         tracing::info!(event = "ssh_connected", resource = %resource.name, user = %who.email, client = %client, "an SSH connection through the edge");
-        let on_upgrade = hyper::upgrade::on(&mut req);
-        tokio::spawn(async move {
-            let Ok(upgraded) = on_upgrade.await else {
-                return;
-            };
-            let mut visitor = TokioIo::new(upgraded);
-            let crate::proxy::dispatch::Connected { mut stream, guards } = connected;
-            if let Ok((to_site, from_site)) =
-                warren_transport::pump(&mut visitor, &mut stream).await
-            {
-                use std::sync::atomic::Ordering;
-                let agent = guards.agent.agent();
-                agent.bytes_to_site.fetch_add(to_site, Ordering::Relaxed);
-                agent
-                    .bytes_from_site
-                    .fetch_add(from_site, Ordering::Relaxed);
-            }
-        });
-        let mut resp = Response::new(crate::proxy::http::body::full(Bytes::new()));
-        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        resp.headers_mut()
-            .insert(header::UPGRADE, HeaderValue::from_static(UPGRADE));
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        resp
+        let crate::proxy::dispatch::Connected { stream, guards } = connected;
+        let agent = guards.agent.agent().clone();
+        super::splice_upgrade(&mut req, UPGRADE, stream, agent, guards, None)
     }
 }

@@ -256,15 +256,16 @@ def _ms(text):
     return {"us": v / 1000, "ms": v, "s": v * 1000, "m": v * 60000}[unit]
 
 
-def wrk(url, duration, connections, close=False, headers=()):
-    """Saturating HTTP load with wrk (2 threads). Returns {rps, p50_ms,
+def wrk(url, duration, connections, close=False, headers=(), prefix=()):
+    """Saturating HTTP load with wrk (2 threads), run behind `prefix` (e.g.
+    `ip netns exec NS`). Returns {rps, p50_ms,
     p99_ms, requests}; any socket error (connect, read, write, timeout) or
     non-2xx/3xx answer, a non-zero exit or no request at all is a SampleError."""
     args = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency"]
     if close:
         args += ["-H", "Connection: close"]
     args += list(headers)
-    out = run_tool(args + [url], duration + 30)
+    out = run_tool([*prefix, *args, url], duration + 30)
     done = re.search(r"^\s*(\d+) requests in", out, re.M)
     rps = re.search(r"^Requests/sec:\s*([\d.]+)", out, re.M)
     # Anchored: "65.99%" in the Req/Sec row must not read as the 99th percentile.

@@ -18,11 +18,11 @@ keep-alive (req/s), both run in the phone's namespace.
 
   bench/devices_bench.py --warren target/release/warren [--reps 5] [--duration 4]
 """
-import argparse, json, os, shutil, subprocess, sys, tempfile, time
+import argparse, os, shutil, subprocess, sys, tempfile, time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import (Procs, Run, SampleError, api, free_port, run_meta, run_tool, tool_version,  # noqa: E402
-                    wait_agent, wrk)
+from common import Procs, Run, api, free_port, run_meta, run_tool, tool_version, wait_agent, wrk  # noqa: E402
+import tunnel_bench  # noqa: E402
 
 PATHS = ["warren", "wg-gateway"]
 SERVICE = {"warren": "192.168.78.10", "wg-gateway": "192.168.79.10"}
@@ -174,33 +174,12 @@ def gateway_path(procs, work):
 
 
 def iperf(path, duration):
-    out = run_tool(ns(PHONE, "iperf3", "-c", SERVICE[path], "-p", str(IPERF[path]), "-t", str(duration), "-J"),
-                   duration + 30)
-    try:
-        data = json.loads(out)
-    except ValueError:
-        raise SampleError(f"iperf3: not JSON: {out[-300:]!r}")
-    if data.get("error"):
-        raise SampleError(f"iperf3: {data['error']}")
-    bps = data["end"]["sum_received"]["bits_per_second"]
-    if not bps:
-        raise SampleError("iperf3: nothing received")
-    return {"gbps": bps / 1e9}
+    return tunnel_bench.iperf(IPERF[path], 1, duration, host=SERVICE[path], prefix=ns(PHONE))
 
 
 def http(path, duration):
-    # wrk from the phone's namespace (common.wrk runs it here: wrap it).
-    return wrk_in_phone(f"http://{SERVICE[path]}/", duration, 50)
-
-
-def wrk_in_phone(url, duration, connections):
-    import common
-    original = common.run_tool
-    common.run_tool = lambda args, timeout, **kw: original(ns(PHONE, *args), timeout, **kw)
-    try:
-        return wrk(url, duration, connections)
-    finally:
-        common.run_tool = original
+    # wrk from the phone's namespace.
+    return wrk(f"http://{SERVICE[path]}/", duration, 50, prefix=ns(PHONE))
 
 
 def main():

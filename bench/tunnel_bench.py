@@ -23,8 +23,9 @@ from common import SampleError, backends, free_port, rss_kb, run_tool, start_rat
 PATHS = "direct,rathole,rathole-noise,warren-tcp,warren-quic"
 
 
-def iperf(port, streams, duration):
-    out = run_tool(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-P", str(streams), "-t", str(duration), "-J"],
+def iperf(port, streams, duration, host="127.0.0.1", prefix=()):
+    """iperf3 to host:port, run behind `prefix` (e.g. `ip netns exec NS`)."""
+    out = run_tool([*prefix, "iperf3", "-c", host, "-p", str(port), "-P", str(streams), "-t", str(duration), "-J"],
                    duration + 30)
     try:
         data = json.loads(out)

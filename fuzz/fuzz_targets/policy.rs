@@ -33,12 +33,14 @@ fuzz_target!(|text: &str| {
                 port: 443,
                 proto: Proto::Tcp,
             };
-            let action = Action { request: Some((Method::Get, "/a/b")) };
-            let d = policy.decide(p, &target, &action);
-            if let warren_policy::Decision::Allowed { grant } = d {
-                assert!(grant < policy.file().grants.len());
+            for second_factor in [None, Some(std::time::Duration::from_secs(60))] {
+                let action = Action { request: Some((Method::Get, "/a/b")), second_factor };
+                let d = policy.decide(p, &target, &action);
+                if let warren_policy::Decision::Allowed { grant } = d {
+                    assert!(grant < policy.file().grants.len());
+                }
+                assert_eq!(policy.decide(p, &target, &action), d, "not deterministic");
             }
-            assert_eq!(policy.decide(p, &target, &action), d, "not deterministic");
         }
     }
     let _ = run_tests(&policy);

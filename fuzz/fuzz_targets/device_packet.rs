@@ -26,13 +26,17 @@ fuzz_target!(|data: &[u8]| {
         rest = next;
         step += 1;
         let at = now + Duration::from_millis(step * 100);
-        if let Inbound::NewTcp(key) = stack.receive(packet, at) {
+        match stack.receive(packet, at) {
             // Accept every other one, refuse the rest.
-            if step % 2 == 0 {
+            Inbound::NewTcp(key) if step % 2 == 0 => {
                 let _ = stack.accept(key, at);
-            } else {
-                stack.refuse(key, at);
             }
+            Inbound::NewTcp(key) => stack.refuse(key, at),
+            Inbound::Echo(_) => {
+                let reply = warren_netstack::echo_reply(packet).expect("a ping has a reply");
+                assert!(reply.len() <= packet.len(), "a reply larger than its ping");
+            }
+            _ => {}
         }
         stack.poll(at);
         while stack.transmit().is_some() {}

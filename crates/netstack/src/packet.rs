@@ -2,7 +2,10 @@
 //! packets only (fragments are refused: a device's MTU is known), and the
 //! ports of TCP and UDP. Every length is checked before it is used.
 
-use smoltcp::wire::{IpProtocol, Ipv4Packet, TcpPacket, UdpPacket};
+use smoltcp::phy::ChecksumCapabilities;
+use smoltcp::wire::{
+    Icmpv4Packet, Icmpv4Repr, IpProtocol, Ipv4Packet, Ipv4Repr, TcpPacket, UdpPacket,
+};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 /// The transport of a packet.
@@ -38,7 +41,7 @@ pub enum Refusal {
     /// A fragment (devices send whole packets within their MTU).
     #[error("fragment")]
     Fragment,
-    /// Neither TCP nor UDP (ICMP is not answered yet).
+    /// Neither TCP nor UDP nor an ICMP echo request.
     #[error("protocol not carried")]
     Protocol,
     /// From an address that is not a device's.
@@ -98,6 +101,72 @@ pub fn parse(bytes: &[u8]) -> Result<Parsed, Refusal> {
     }
 }
 
+/// An ICMP echo request ("ping"), read far enough to decide on it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Echo {
+    /// The device's address.
+    pub src: Ipv4Addr,
+    /// The address pinged.
+    pub dst: Ipv4Addr,
+}
+
+/// Reads `bytes` as an IPv4 ICMP echo request: whole, checksums right, to
+/// a unicast address. `None` for anything else.
+pub fn parse_echo(bytes: &[u8]) -> Option<Echo> {
+    let ip = Ipv4Packet::new_checked(bytes).ok()?;
+    if ip.more_frags() || ip.frag_offset() != 0 || ip.next_header() != IpProtocol::Icmp {
+        return None;
+    }
+    let caps = ChecksumCapabilities::default();
+    let ip_repr = Ipv4Repr::parse(&ip, &caps).ok()?;
+    let icmp = Icmpv4Packet::new_checked(ip.payload()).ok()?;
+    match Icmpv4Repr::parse(&icmp, &caps).ok()? {
+        Icmpv4Repr::EchoRequest { .. } if unicast(ip_repr.dst_addr) => Some(Echo {
+            src: ip_repr.src_addr,
+            dst: ip_repr.dst_addr,
+        }),
+        _ => None,
+    }
+}
+
+/// The echo reply to `request` (an echo request [`parse_echo`] read):
+/// from the address pinged, with the request's identifier, sequence number
+/// and data.
+pub fn echo_reply(request: &[u8]) -> Option<Vec<u8>> {
+    let caps = ChecksumCapabilities::default();
+    let ip = Ipv4Packet::new_checked(request).ok()?;
+    let ip_repr = Ipv4Repr::parse(&ip, &caps).ok()?;
+    let icmp = Icmpv4Packet::new_checked(ip.payload()).ok()?;
+    let Icmpv4Repr::EchoRequest {
+        ident,
+        seq_no,
+        data,
+    } = Icmpv4Repr::parse(&icmp, &caps).ok()?
+    else {
+        return None;
+    };
+    let reply = Icmpv4Repr::EchoReply {
+        ident,
+        seq_no,
+        data,
+    };
+    let out = Ipv4Repr {
+        src_addr: ip_repr.dst_addr,
+        dst_addr: ip_repr.src_addr,
+        next_header: IpProtocol::Icmp,
+        payload_len: reply.buffer_len(),
+        hop_limit: 64,
+    };
+    let mut bytes = vec![0u8; out.buffer_len() + out.payload_len];
+    let mut packet = Ipv4Packet::new_unchecked(&mut bytes[..]);
+    out.emit(&mut packet, &caps);
+    reply.emit(
+        &mut Icmpv4Packet::new_unchecked(packet.payload_mut()),
+        &caps,
+    );
+    Some(bytes)
+}
+
 fn unicast(a: Ipv4Addr) -> bool {
     !(a.is_broadcast() || a.is_multicast() || a.is_unspecified())
 }
@@ -117,6 +186,9 @@ mod tests {
         #[test]
         fn any_bytes_are_parsed_or_refused(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
             let _ = parse(&bytes);
+            if parse_echo(&bytes).is_some() {
+                proptest::prop_assert!(echo_reply(&bytes).is_some());
+            }
         }
     }
 }

@@ -11,7 +11,7 @@
 //! destination it may not reach, and a flood of SYNs costs a held packet
 //! each, bounded per device, never a socket.
 
-use crate::packet::{parse, Parsed, Proto, Refusal};
+use crate::packet::{parse, parse_echo, Echo, Parsed, Proto, Refusal};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
@@ -90,6 +90,9 @@ pub enum Inbound {
         /// Offset and length of the payload in the packet given.
         payload: (usize, usize),
     },
+    /// An ICMP echo request from a device: the caller answers it with
+    /// [`crate::echo_reply`] or not.
+    Echo(Echo),
     /// Not taken, and why.
     Dropped(Refusal),
 }
@@ -116,7 +119,7 @@ pub struct Counters {
     pub malformed: u64,
     /// Fragments.
     pub fragments: u64,
-    /// Neither TCP nor UDP.
+    /// Neither TCP nor UDP nor an echo request.
     pub protocol: u64,
     /// From outside the devices' range.
     pub spoofed: u64,
@@ -234,6 +237,13 @@ impl Stack {
         }
         let parsed: Parsed = match parse(packet) {
             Ok(p) => p,
+            Err(Refusal::Protocol) => {
+                return match parse_echo(packet) {
+                    Some(echo) if self.is_device(echo.src) => Inbound::Echo(echo),
+                    Some(_) => self.drop(Refusal::Spoofed),
+                    None => self.drop(Refusal::Protocol),
+                }
+            }
             Err(r) => return self.drop(r),
         };
         if !self.is_device(*parsed.src.ip()) {

@@ -345,3 +345,89 @@ fn a_half_open_flood_holds_few_sockets_and_they_time_out() {
     stack.reap();
     assert_eq!(stack.flow_count(), 0);
 }
+
+/// An ICMP packet from `src` to `dst` (checksums right).
+fn icmp(src: Ipv4Addr, dst: Ipv4Addr, repr: smoltcp::wire::Icmpv4Repr<'_>) -> Vec<u8> {
+    use smoltcp::wire::{Icmpv4Packet, IpProtocol, Ipv4Packet, Ipv4Repr};
+    let caps = smoltcp::phy::ChecksumCapabilities::default();
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: IpProtocol::Icmp,
+        payload_len: repr.buffer_len(),
+        hop_limit: 64,
+    };
+    let mut bytes = vec![0u8; ip.buffer_len() + ip.payload_len];
+    let mut packet = Ipv4Packet::new_unchecked(&mut bytes[..]);
+    ip.emit(&mut packet, &caps);
+    repr.emit(
+        &mut Icmpv4Packet::new_unchecked(packet.payload_mut()),
+        &caps,
+    );
+    bytes
+}
+
+#[test]
+fn a_ping_is_handed_up_and_its_reply_comes_from_the_address_pinged() {
+    use smoltcp::wire::{Icmpv4Packet, Icmpv4Repr, Ipv4Packet};
+    let now = Instant::now();
+    let mut stack = Stack::new(OWN, 16, Limits::default(), now);
+    let request = Icmpv4Repr::EchoRequest {
+        ident: 7,
+        seq_no: 3,
+        data: b"are you there",
+    };
+    let ping = icmp(PHONE, *GRAFANA.ip(), request);
+    assert_eq!(
+        stack.receive(&ping, now),
+        Inbound::Echo(warren_netstack::Echo {
+            src: PHONE,
+            dst: *GRAFANA.ip()
+        })
+    );
+    let reply = warren_netstack::echo_reply(&ping).expect("a reply");
+    let caps = smoltcp::phy::ChecksumCapabilities::default();
+    let ip = Ipv4Packet::new_checked(&reply[..]).unwrap();
+    assert!(ip.verify_checksum());
+    assert_eq!((ip.src_addr(), ip.dst_addr()), (*GRAFANA.ip(), PHONE));
+    let icmp_packet = Icmpv4Packet::new_checked(ip.payload()).unwrap();
+    assert_eq!(
+        Icmpv4Repr::parse(&icmp_packet, &caps).unwrap(),
+        Icmpv4Repr::EchoReply {
+            ident: 7,
+            seq_no: 3,
+            data: b"are you there"
+        }
+    );
+    // A ping claiming another source is a spoof; an echo reply, or any
+    // other ICMP, is not carried; nothing of it reaches a table.
+    let liar = icmp(Ipv4Addr::new(192, 168, 1, 20), *GRAFANA.ip(), request);
+    assert_eq!(
+        stack.receive(&liar, now),
+        Inbound::Dropped(Refusal::Spoofed)
+    );
+    let stray = icmp(
+        PHONE,
+        *GRAFANA.ip(),
+        Icmpv4Repr::EchoReply {
+            ident: 7,
+            seq_no: 3,
+            data: b"",
+        },
+    );
+    assert_eq!(
+        stack.receive(&stray, now),
+        Inbound::Dropped(Refusal::Protocol)
+    );
+    assert_eq!(warren_netstack::echo_reply(&stray), None);
+    let mut broken = ping.clone();
+    let last = broken.len() - 1;
+    broken[last] ^= 1; // the ICMP checksum no longer holds
+    assert_eq!(
+        stack.receive(&broken, now),
+        Inbound::Dropped(Refusal::Protocol)
+    );
+    let c = stack.counters();
+    assert_eq!((c.spoofed, c.protocol), (1, 2));
+    assert_eq!((stack.flow_count(), stack.pending_count()), (0, 0));
+}

@@ -8,7 +8,8 @@
 //! - 192.168.77.11 (`notlisted`): granted, but not on the agent's list;
 //! - 192.168.77.12 (`secret`): on the agent's list, not granted.
 //!
-//! Needs root, `ip`, `wireguard-go`, `wg`, `wg-quick`, python3 and curl;
+//! Needs root, `ip`, `wireguard-go`, `wg`, `wg-quick`, python3, curl and
+//! ping;
 //! skips otherwise (a failure with `CI` or `WARREN_REQUIRE_NETNS` set).
 
 mod common;
@@ -40,9 +41,14 @@ fn ok(args: &[&str]) -> String {
 
 fn available() -> bool {
     let root = run(&["id", "-u"]).stdout.starts_with(b"0");
-    let tools = ["/usr/bin/wireguard-go", "/usr/bin/wg", "/usr/bin/wg-quick"]
-        .iter()
-        .all(|t| Path::new(t).exists());
+    let tools = [
+        "/usr/bin/wireguard-go",
+        "/usr/bin/wg",
+        "/usr/bin/wg-quick",
+        "/usr/bin/ping",
+    ]
+    .iter()
+    .all(|t| Path::new(t).exists());
     if root && tools {
         return true;
     }
@@ -147,6 +153,16 @@ impl World {
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
         text.split_whitespace().next().map(str::to_owned)
+    }
+
+    /// Does a ping from the phone to `addr` come back (within a second)?
+    fn ping(&self, addr: &str) -> bool {
+        self.in_ns(&self.phone, &["ping", "-n", "-c", "1", "-W", "1", addr])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
     }
 
     /// `curl` from the phone: the body, or curl's exit code and message
@@ -554,6 +570,11 @@ fn a_stock_wireguard_phone_reaches_only_what_the_policy_and_the_site_allow() {
         "{}",
         String::from_utf8_lossy(&echoed.stderr)
     );
+    // Pings: Warren's own address answers, and so does what alice may
+    // reach (the edge answers for it); what she may not reach is silent.
+    assert!(w.ping("100.96.0.1"), "Warren's own address");
+    assert!(w.ping("192.168.77.10"), "a granted resource");
+    assert!(!w.ping("192.168.77.12"), "a resource alice is not granted");
     // Granted, but the agent's list does not name it: refused at home.
     let (code, e) = w.curl("http://192.168.77.11:8080/").unwrap_err();
     assert_eq!(code, 7, "connection refused: {e}");

@@ -124,7 +124,7 @@ fn private_names(shared: &EdgeShared) -> Vec<Arc<Resource>> {
 }
 
 /// May the device reach some port of `resource`? (No policy: no.)
-fn visible(shared: &EdgeShared, who: &DeviceInfo, resource: &Resource) -> bool {
+pub(super) fn visible(shared: &EdgeShared, who: &DeviceInfo, resource: &Resource) -> bool {
     let config = shared.config.load();
     let (Some(settings), Some(private)) = (config.policy.as_ref(), resource.private.as_ref())
     else {

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
-use warren_netstack::{FlowKey, Inbound, Proto, Stack};
+use warren_netstack::{Echo, FlowKey, Inbound, Proto, Stack};
 
 /// What the driver is told besides packets.
 pub(super) enum Ctl {
@@ -188,6 +188,11 @@ impl Driver {
                 tracing::trace!(reason = %why, "device packet dropped");
             }
             Inbound::NewTcp(key) => self.new_tcp(key, now),
+            Inbound::Echo(echo) => {
+                if self.answers_ping(echo) {
+                    self.made.extend(warren_netstack::echo_reply(packet));
+                }
+            }
             Inbound::Udp {
                 key,
                 payload: (at, len),
@@ -200,6 +205,27 @@ impl Driver {
                 }
             }
         }
+    }
+
+    /// Is a ping answered? For Warren's own address always (the tunnel is
+    /// up); for an address of a private resource when the device may reach
+    /// some port of it (as its name is shown by DNS) and an agent of its
+    /// site is connected. The edge answers: the host itself is not pinged.
+    fn answers_ping(&self, echo: Echo) -> bool {
+        if echo.dst == self.stack.own_address() {
+            return true;
+        }
+        let Some(device) = self.endpoint.device_at(echo.src) else {
+            return false;
+        };
+        let Some(resource) = super::private_resource_at(&self.shared, echo.dst) else {
+            return false;
+        };
+        let Some(private) = resource.private.as_ref() else {
+            return false;
+        };
+        dns::visible(&self.shared, &device, &resource)
+            && self.shared.registry.agent_count(&private.site) > 0
     }
 
     /// A query to Warren's resolver.

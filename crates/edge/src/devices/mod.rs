@@ -262,12 +262,29 @@ pub(crate) fn private_resource(
     dst: std::net::SocketAddrV4,
     proto: warren_policy::Proto,
 ) -> Option<Arc<crate::config::Resource>> {
+    private_resource_where(shared, *dst.ip(), |p| p.allows(dst.port(), proto))
+}
+
+/// The private resource whose network holds `addr` (the longest), on any
+/// of its ports.
+pub(crate) fn private_resource_at(
+    shared: &EdgeShared,
+    addr: Ipv4Addr,
+) -> Option<Arc<crate::config::Resource>> {
+    private_resource_where(shared, addr, |_| true)
+}
+
+fn private_resource_where(
+    shared: &EdgeShared,
+    addr: Ipv4Addr,
+    also: impl Fn(&crate::config::Private) -> bool,
+) -> Option<Arc<crate::config::Resource>> {
     let table = shared.resources.load();
     let mut best: Option<(u8, Arc<crate::config::Resource>)> = None;
     for slot in table.by_name.values() {
         let r = slot.resource.load_full();
         let Some(p) = &r.private else { continue };
-        if !p.net.contains(std::net::IpAddr::V4(*dst.ip())) || !p.allows(dst.port(), proto) {
+        if !p.net.contains(std::net::IpAddr::V4(addr)) || !also(p) {
             continue;
         }
         if best.as_ref().is_none_or(|(len, _)| p.net.len > *len) {

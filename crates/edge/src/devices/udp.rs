@@ -5,14 +5,12 @@
 
 use crate::proxy::dispatch::open_to_site;
 use crate::EdgeShared;
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
-use tokio::time::Instant;
 use warren_netstack::FlowKey;
-use warren_proto::{datagram, TargetProtocol};
+use warren_proto::TargetProtocol;
 
 /// Datagrams queued per flow before new ones are dropped (UDP semantics).
 pub(super) const QUEUE: usize = 64;
@@ -47,37 +45,11 @@ pub(super) async fn run(
             return;
         }
     };
-    let (mut rd, mut wr) = tokio::io::split(stream);
-    let mut out = BytesMut::new();
-    let mut inbound = BytesMut::with_capacity(16 * 1024);
-    let mut deadline = Instant::now() + IDLE;
-    loop {
-        tokio::select! {
-            d = rx.recv() => {
-                let Some(d) = d else { break };
-                if datagram::encode(&d, &mut out).is_err() {
-                    continue;
-                }
-                if wr.write_all(&out).await.is_err() {
-                    return;
-                }
-                out.clear();
-                deadline = Instant::now() + IDLE;
-            }
-            r = rd.read_buf(&mut inbound) => {
-                match r {
-                    Ok(0) | Err(_) => break,
-                    Ok(_) => {
-                        while let Some(d) = datagram::decode(&mut inbound) {
-                            // A full queue drops the datagram, as a network would.
-                            let _ = replies.try_send((key, d));
-                        }
-                        deadline = Instant::now() + IDLE;
-                    }
-                }
-            }
-            _ = tokio::time::sleep_until(deadline) => break,
-        }
-    }
-    let _ = wr.shutdown().await;
+    let never = tokio_util::sync::CancellationToken::new();
+    crate::proxy::udp::carry(stream, &mut rx, IDLE, &never, |d| {
+        // A full queue drops the datagram, as a network would.
+        let _ = replies.try_send((key, d));
+        std::future::ready(())
+    })
+    .await;
 }

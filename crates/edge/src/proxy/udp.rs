@@ -9,7 +9,8 @@ use bytes::{Bytes, BytesMut};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -114,10 +115,35 @@ async fn run_flow(
             return;
         }
     };
+    let idle = resource.idle_timeout;
+    carry(stream, &mut rx, idle, &stop, |d| {
+        let socket = socket.clone();
+        async move {
+            let _ = socket.send_to(&d, peer).await;
+        }
+    })
+    .await;
+    tracing::debug!(resource = %resource.name, client = %peer, "udp flow over");
+}
+
+/// Carries one flow's datagrams over `stream`, length-prefixed both ways:
+/// what `rx` gives goes to the site, what the site sends goes to
+/// `deliver`. Ends when `rx` closes, the site ends the stream, `idle`
+/// passes without a datagram either way, or `stop`. Used by `udp`
+/// resources and by devices' UDP flows.
+pub(crate) async fn carry<S, F>(
+    stream: S,
+    rx: &mut mpsc::Receiver<Bytes>,
+    idle: Duration,
+    stop: &CancellationToken,
+    mut deliver: impl FnMut(Bytes) -> F,
+) where
+    S: AsyncRead + AsyncWrite,
+    F: std::future::Future<Output = ()>,
+{
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut out = BytesMut::new();
-    let mut inbound = BytesMut::with_capacity(64 * 1024);
-    let idle = resource.idle_timeout;
+    let mut inbound = BytesMut::with_capacity(16 * 1024);
     let mut deadline = Instant::now() + idle;
     loop {
         tokio::select! {
@@ -137,16 +163,13 @@ async fn run_flow(
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
                         while let Some(d) = datagram::decode(&mut inbound) {
-                            let _ = socket.send_to(&d, peer).await;
+                            deliver(d).await;
                         }
                         deadline = Instant::now() + idle;
                     }
                 }
             }
-            _ = tokio::time::sleep_until(deadline) => {
-                tracing::debug!(resource = %resource.name, client = %peer, "udp flow idle; closing");
-                break;
-            }
+            _ = tokio::time::sleep_until(deadline) => break,
             _ = stop.cancelled() => break,
         }
     }

@@ -289,6 +289,13 @@ async fn an_escalated_grant_opens_after_a_totp_check_and_closes_after_its_window
     assert!(curl(&[&url(0)]).unwrap().contains("grafana"));
     let page = b.get(&b.url("admin.app.test", "/"), &[]).await;
     assert_eq!(page.status, 403, "the http resource too: {}", page.body);
+    assert!(
+        page.body.contains(&format!(
+            "it needs a second factor passed recently: pass it again at https://{AUTH}:{port}/step-up"
+        )),
+        "the page points to the step-up: {}",
+        page.body
+    );
 
     // A step-up on the sign-in host opens it again.
     let form = b.get(&b.url(AUTH, "/step-up"), &[]).await;

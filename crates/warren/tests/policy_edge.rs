@@ -161,7 +161,9 @@ async fn an_http_request_to_a_private_resource_gets_a_403_and_is_logged_denied()
     let denied = web.curl("api.test", "/", &[]).await;
     assert_eq!(denied.status, 403, "{}", denied.body);
     assert!(
-        denied.body.contains("`private` is not open to you"),
+        denied.body.contains(
+            "`private` is not open to you: it is open only to signed-in users, and it offers no sign-in here"
+        ),
         "{}",
         denied.body
     );

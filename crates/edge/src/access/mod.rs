@@ -315,6 +315,9 @@ pub(crate) struct HttpAccess {
     pub(crate) rule: Option<usize>,
     pub(crate) principal: Option<String>,
     pub(crate) identity: Option<Identity>,
+    /// Denied a signed-in person whom a second factor passed now would
+    /// let in (a grant with `within`): the page points to the step-up.
+    pub(crate) step_up: bool,
 }
 
 impl HttpAccess {
@@ -325,6 +328,7 @@ impl HttpAccess {
             rule: None,
             principal: None,
             identity: None,
+            step_up: false,
         }
     }
 
@@ -469,19 +473,30 @@ async fn decide_http(
         } else {
             second_factor_age(&catalog, &who.email)
         };
-        let access = decide(
-            &Principal::User {
-                email: &who.email,
-                groups: &who.groups,
-            },
-            &who.email,
-            fresh,
-        );
+        let user = Principal::User {
+            email: &who.email,
+            groups: &who.groups,
+        };
+        let access = decide(&user, &who.email, fresh);
+        let step_up = access == Access::Denied
+            && !who.session.starts_with("basic:")
+            && settings
+                .policy
+                .decide(
+                    &user,
+                    &target,
+                    &Action {
+                        request,
+                        second_factor: Some(std::time::Duration::ZERO),
+                    },
+                )
+                .is_allowed();
         return HttpAccess {
             access,
             rule: None,
             principal: Some(who.email.clone()),
             identity: Some(who),
+            step_up,
         };
     }
     let Some(key) = credentials.key else {

@@ -34,6 +34,25 @@ impl Source {
     }
 }
 
+/// Why a visitor was refused, as told to the visitor: which door is shut,
+/// never what the policy or the rules say.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum DeniedWhy {
+    /// Signed in, and no grant allows this visitor.
+    #[error("no grant of this edge's policy allows it to you")]
+    NotGranted,
+    /// Signed in, and a grant would allow it with a second factor passed
+    /// within its window.
+    #[error("it needs a second factor passed recently: pass it again at {step_up}, then reload")]
+    SecondFactor { step_up: String },
+    /// One of the resource's rules refuses the request.
+    #[error("a rule of this resource refuses this request")]
+    Rule,
+    /// Not signed in, and the resource offers no sign-in here.
+    #[error("it is open only to signed-in users, and it offers no sign-in here")]
+    NoSignIn,
+}
+
 /// A request that ends at the edge with an error page.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum ProxyError {
@@ -46,9 +65,9 @@ pub(crate) enum ProxyError {
     /// No resource at this host and path.
     #[error("nothing is published at this address")]
     NoRoute,
-    /// The policy grants this visitor nothing here.
-    #[error("`{resource}` is not open to you: the edge's policy grants it only to signed-in users, and this edge has no sign-in yet")]
-    Denied { resource: String },
+    /// The policy grants this visitor nothing here (or a rule refuses).
+    #[error("`{resource}` is not open to you: {why}")]
+    Denied { resource: String, why: DeniedWhy },
     /// Every target is down and the resource fails closed.
     #[error("`{resource}` has no healthy target right now")]
     NoHealthyTarget { resource: String },

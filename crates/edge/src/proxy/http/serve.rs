@@ -28,7 +28,7 @@ use crate::proxy::dispatch::Guards;
 use crate::proxy::http::access_log::AccessEntry;
 use crate::proxy::http::body::ResponseBody;
 use crate::proxy::http::conn::ConnContext;
-use crate::proxy::http::error::ProxyError;
+use crate::proxy::http::error::{DeniedWhy, ProxyError};
 use crate::proxy::http::pages::error_page;
 use crate::proxy::http::response::{sticky_cookie_name, sticky_from_cookies};
 use crate::proxy::http::{access, request, response, route, signin, upstream};
@@ -141,8 +141,19 @@ async fn phases(
                 return Ok((answer, None));
             }
         }
+        let step_up = decision.step_up.then(|| signin::step_up_url(ctx)).flatten();
+        let why = if decision.rule.is_some() {
+            DeniedWhy::Rule
+        } else if let Some(step_up) = step_up {
+            DeniedWhy::SecondFactor { step_up }
+        } else if decision.principal.is_some() {
+            DeniedWhy::NotGranted
+        } else {
+            DeniedWhy::NoSignIn
+        };
         return Err(ProxyError::Denied {
             resource: routed.resource.name.clone(),
+            why,
         });
     }
 

@@ -584,6 +584,16 @@ fn valid_state(s: &str) -> bool {
     s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
+/// The sign-in host's step-up page (`None` without `[auth]`).
+pub(crate) fn step_up_url(ctx: &ConnContext) -> Option<String> {
+    let config = ctx.shared.config.load();
+    let settings = config.auth.as_ref()?;
+    Some(format!(
+        "https://{}/step-up",
+        with_port(&settings.host, https_port(ctx))
+    ))
+}
+
 fn https_port(ctx: &ConnContext) -> u16 {
     ctx.shared
         .https_port

@@ -23,10 +23,7 @@ impl SignIn<'_> {
         problem: Option<&str>,
     ) -> Response<ResponseBody> {
         let Some((who, _)) = self.signed_in(headers) else {
-            let back = format!(
-                "https://{}/step-up",
-                super::with_port(&self.settings.host, super::https_port(self.ctx))
-            );
+            let back = super::step_up_url(self.ctx).unwrap_or_default();
             let to = format!("/login?rd={}&st={}", super::encode(&back), "0".repeat(64));
             return redirect(StatusCode::FOUND, &to);
         };

@@ -13,6 +13,9 @@
 //! - [`path`]: request-path normalisation, so the router and the origin see
 //!   the same path.
 //! - [`router`]: host and longest-path-prefix routing.
+//! - [`socks5`]: the SOCKS5 greeting and CONNECT request `warren connect
+//!   --socks` reads from a local client (the one piece here that is not
+//!   the edge's: it is the client side's public face).
 //!
 //! Invariant: no tokio, no sockets, no clock.
 
@@ -21,3 +24,4 @@ pub mod host;
 pub mod path;
 pub mod proxy_header;
 pub mod router;
+pub mod socks5;

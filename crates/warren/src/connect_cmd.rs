@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use warren_ingress::socks5;
 
 /// `warren connect`.
 #[derive(Args, Debug)]
@@ -113,7 +114,7 @@ async fn through(
     session: &SessionArgs,
     dest: &str,
     mut client: TcpStream,
-    socks: Option<()>,
+    socks: Option<Vec<u8>>,
 ) -> anyhow::Result<()> {
     let (edge, token) = session.edge().await.map_err(|e| anyhow!("{e}"))?;
     let path = format!("/cli/connect?to={dest}");
@@ -123,17 +124,25 @@ async fn through(
         .map_err(|e| anyhow!("{e}"))?
     {
         Ok(upgraded) => {
-            if socks.is_some() {
-                client.write_all(&socks_reply(0)).await?;
+            let mut upgraded = hyper_util::rt::TokioIo::new(upgraded);
+            if let Some(early) = socks {
+                client
+                    .write_all(&socks5::reply(socks5::code::SUCCEEDED))
+                    .await?;
+                // What the client sent before its answer goes first.
+                upgraded.write_all(&early).await?;
             }
-            let _ = warren_transport::pump(hyper_util::rt::TokioIo::new(upgraded), client).await;
+            let _ = warren_transport::pump(upgraded, client).await;
             Ok(())
         }
         Err((status, answer)) => {
             if socks.is_some() {
-                // 2: not allowed by the ruleset; 4: host unreachable.
-                let code = if status == 403 || status == 404 { 2 } else { 4 };
-                let _ = client.write_all(&socks_reply(code)).await;
+                let code = if status == 403 || status == 404 {
+                    socks5::code::NOT_ALLOWED
+                } else {
+                    socks5::code::HOST_UNREACHABLE
+                };
+                let _ = client.write_all(&socks5::reply(code)).await;
             }
             Err(anyhow!(
                 "{status} {}: {}",
@@ -144,71 +153,56 @@ async fn through(
     }
 }
 
-/// A SOCKS5 reply with `code` and an empty IPv4 bound address.
-fn socks_reply(code: u8) -> [u8; 10] {
-    [5, code, 0, 1, 0, 0, 0, 0, 0, 0]
-}
-
-/// A SOCKS5 client: the greeting and one CONNECT, read in bounded pieces
-/// (every length is a byte), then [`through`].
+/// A SOCKS5 client: the greeting and one CONNECT
+/// (`warren_ingress::socks5`), then [`through`].
 async fn socks(session: &SessionArgs, mut client: TcpStream) -> anyhow::Result<()> {
-    let dest = tokio::time::timeout(SOCKS_HANDSHAKE, socks_request(&mut client))
+    let (dest, early) = tokio::time::timeout(SOCKS_HANDSHAKE, socks_request(&mut client))
         .await
         .map_err(|_| anyhow!("the client did not finish its SOCKS5 request in time"))??;
-    through(session, &dest, client, Some(())).await
+    through(session, &dest, client, Some(early)).await
 }
 
 /// Reads a SOCKS5 greeting and CONNECT request; answers the greeting and,
-/// for what it cannot do, the request. Returns `HOST:PORT`.
-async fn socks_request(client: &mut TcpStream) -> anyhow::Result<String> {
-    let mut head = [0u8; 2];
-    client.read_exact(&mut head).await?;
-    if head[0] != 5 {
-        return Err(anyhow!("not SOCKS5"));
-    }
-    let mut methods = vec![0u8; usize::from(head[1])];
-    client.read_exact(&mut methods).await?;
-    if !methods.contains(&0) {
-        client.write_all(&[5, 0xff]).await?;
-        return Err(anyhow!(
-            "the client offers no method without authentication"
-        ));
-    }
-    client.write_all(&[5, 0]).await?;
-    let mut req = [0u8; 4];
-    client.read_exact(&mut req).await?;
-    if req[0] != 5 || req[1] != 1 {
-        client.write_all(&socks_reply(7)).await?;
-        return Err(anyhow!("only CONNECT is supported"));
-    }
-    let host = match req[3] {
-        1 => {
-            let mut a = [0u8; 4];
-            client.read_exact(&mut a).await?;
-            std::net::Ipv4Addr::from(a).to_string()
-        }
-        3 => {
-            let mut len = [0u8; 1];
-            client.read_exact(&mut len).await?;
-            let mut name = vec![0u8; usize::from(len[0])];
-            client.read_exact(&mut name).await?;
-            let name = String::from_utf8(name).map_err(|_| anyhow!("a name that is not UTF-8"))?;
-            if name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_')
-            {
-                client.write_all(&socks_reply(8)).await?;
-                return Err(anyhow!("a name Warren does not serve"));
-            }
-            name
-        }
-        _ => {
-            client.write_all(&socks_reply(8)).await?;
-            return Err(anyhow!("only IPv4 addresses and names"));
+/// for what it cannot do, the request. Returns `HOST:PORT` and any bytes
+/// the client sent after its request.
+async fn socks_request(client: &mut TcpStream) -> anyhow::Result<(String, Vec<u8>)> {
+    let mut buf = Vec::with_capacity(socks5::MAX_GREETING + socks5::MAX_REQUEST);
+    let greeted = loop {
+        match socks5::greeting(&buf) {
+            Ok(Some(n)) => break n,
+            Ok(None) => read_more(client, &mut buf).await?,
+            Err(e) => return Err(refuse(client, e).await),
         }
     };
-    let mut port = [0u8; 2];
-    client.read_exact(&mut port).await?;
-    Ok(format!("{host}:{}", u16::from_be_bytes(port)))
+    buf.drain(..greeted);
+    client.write_all(&socks5::NO_AUTHENTICATION).await?;
+    loop {
+        match socks5::request(&buf) {
+            Ok(Some((n, connect))) => return Ok((connect.to_string(), buf.split_off(n))),
+            Ok(None) => read_more(client, &mut buf).await?,
+            Err(e) => return Err(refuse(client, e).await),
+        }
+    }
+}
+
+/// Appends what the client sends next to `buf` (one read: every message
+/// the parser waits for is at most a few hundred bytes).
+async fn read_more(client: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<()> {
+    let mut chunk = [0u8; 512];
+    let n = client.read(&mut chunk).await?;
+    if n == 0 {
+        return Err(anyhow!(
+            "the client closed before its SOCKS5 request was whole"
+        ));
+    }
+    buf.extend_from_slice(&chunk[..n]);
+    Ok(())
+}
+
+/// Tells the client why, if SOCKS5 has words for it.
+async fn refuse(client: &mut TcpStream, e: socks5::Error) -> anyhow::Error {
+    if let Some(reply) = e.reply() {
+        let _ = client.write_all(&reply).await;
+    }
+    anyhow!("{e}")
 }

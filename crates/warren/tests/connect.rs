@@ -184,13 +184,27 @@ async fn an_escalated_grant_opens_after_a_totp_check_and_closes_after_its_window
     let full = http_backend("full-access").await;
     let admin = http_backend("admin-page").await;
     let (g, f) = (grafana.addr.port(), full.addr.port());
-    let spec = web::web_spec(
+    let mut spec = web::web_spec(
         vec![
             ResourceSpec::http("app", "api.test", "home", live.addr),
             ResourceSpec::http("admin", "admin.app.test", "home", admin.addr),
         ],
         dir.path(),
     );
+    // The bastion's SSH: certificates are signed only while the factor is
+    // fresh (no sshd needed to ask for one).
+    let key = dir.path().join("id_ed25519");
+    let made = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    spec.resources.push(ResourceSpec {
+        kind: "ssh".into(),
+        listen: String::new(),
+        ..ResourceSpec::tcp("bastion", "home", "127.0.0.1:22".to_owned())
+    });
     std::fs::write(
         dir.path().join("edge.toml"),
         format!(
@@ -204,7 +218,8 @@ async fn an_escalated_grant_opens_after_a_totp_check_and_closes_after_its_window
     let edge = EdgeProcess::start_existing(bin(), dir.path());
     edge.put_policy(&format!(
         "[[grants]]\nsrc = [\"alice@corp.com\"]\ndst = [\"app\", \"grafana:{g}\"]\n\n\
-         [[grants]]\nsrc = [\"alice@corp.com\"]\ndst = [\"grafana:{f}\", \"admin\"]\nwithin = \"8s\"\n"
+         [[grants]]\nsrc = [\"alice@corp.com\"]\ndst = [\"grafana:{f}\", \"admin\", \"bastion\"]\nwithin = \"8s\"\n\
+         ssh = {{ principals = [\"autogroup:self\"] }}\n"
     ));
     user_add(&edge, dir.path(), "alice@corp.com", "correct horse battery");
     let args = edge.site_args(
@@ -279,6 +294,21 @@ async fn an_escalated_grant_opens_after_a_totp_check_and_closes_after_its_window
     );
     assert!(curl(&[&url(1)]).unwrap().contains("full-access"));
     assert!(curl(&[&url(0)]).unwrap().contains("grafana"));
+    // The bastion's certificate: the policy allows it, so the edge goes on
+    // to ask the site to let alice in (this agent runs no auth daemon, so
+    // that step fails: a 502, where a policy refusal is a 403).
+    let sign = || {
+        Command::new(bin())
+            .args(["sign-key", "--resource", "bastion", "--key-file"])
+            .arg(key.with_extension("pub"))
+            .arg("--login-file")
+            .arg(&file)
+            .args(["--connect", &format!("127.0.0.1:{port}")])
+            .output()
+            .unwrap()
+    };
+    let signed = String::from_utf8_lossy(&sign().stderr).into_owned();
+    assert!(signed.contains("(502 site_unavailable)"), "{signed}");
     // The escalated http resource too, with the browser's session.
     let page = visit(&b, "admin.app.test").await;
     assert_eq!(page.status, 200, "{}", page.body);
@@ -286,6 +316,8 @@ async fn an_escalated_grant_opens_after_a_totp_check_and_closes_after_its_window
     // After it: the default tier only.
     std::thread::sleep(std::time::Duration::from_secs(9).saturating_sub(checked.elapsed()));
     assert!(curl(&[&url(1)]).is_err(), "the escalation ended on its own");
+    let refused = String::from_utf8_lossy(&sign().stderr).into_owned();
+    assert!(refused.contains("(403 not_granted)"), "{refused}");
     assert!(curl(&[&url(0)]).unwrap().contains("grafana"));
     let page = b.get(&b.url("admin.app.test", "/"), &[]).await;
     assert_eq!(page.status, 403, "the http resource too: {}", page.body);

@@ -468,7 +468,8 @@ async fn decide_http(
     if let Some(who) = person {
         // A signed-in session carries the user's last second factor (for
         // grants with `within`); HTTP Basic, a password alone, does not.
-        let fresh = if who.session.starts_with("basic:") {
+        let basic = who.session.starts_with("basic:");
+        let fresh = if basic {
             None
         } else {
             second_factor_age(&catalog, &who.email)
@@ -479,7 +480,7 @@ async fn decide_http(
         };
         let access = decide(&user, &who.email, fresh);
         let step_up = access == Access::Denied
-            && !who.session.starts_with("basic:")
+            && !basic
             && settings
                 .policy
                 .decide(

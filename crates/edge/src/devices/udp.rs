@@ -46,7 +46,7 @@ pub(super) async fn run(
         }
     };
     let never = tokio_util::sync::CancellationToken::new();
-    crate::proxy::udp::carry(stream, &mut rx, IDLE, &never, |d| {
+    crate::proxy::udp::carry(stream, &mut rx, IDLE, 16 * 1024, &never, |d| {
         // A full queue drops the datagram, as a network would.
         let _ = replies.try_send((key, d));
         std::future::ready(())

@@ -116,25 +116,32 @@ async fn run_flow(
         }
     };
     let idle = resource.idle_timeout;
-    carry(stream, &mut rx, idle, &stop, |d| {
-        let socket = socket.clone();
-        async move {
+    let socket = &*socket;
+    carry(
+        stream,
+        &mut rx,
+        idle,
+        64 * 1024,
+        &stop,
+        move |d| async move {
             let _ = socket.send_to(&d, peer).await;
-        }
-    })
+        },
+    )
     .await;
     tracing::debug!(resource = %resource.name, client = %peer, "udp flow over");
 }
 
 /// Carries one flow's datagrams over `stream`, length-prefixed both ways:
 /// what `rx` gives goes to the site, what the site sends goes to
-/// `deliver`. Ends when `rx` closes, the site ends the stream, `idle`
+/// `deliver`; `buffer` is the first size of the buffer the site's bytes
+/// are read into. Ends when `rx` closes, the site ends the stream, `idle`
 /// passes without a datagram either way, or `stop`. Used by `udp`
 /// resources and by devices' UDP flows.
 pub(crate) async fn carry<S, F>(
     stream: S,
     rx: &mut mpsc::Receiver<Bytes>,
     idle: Duration,
+    buffer: usize,
     stop: &CancellationToken,
     mut deliver: impl FnMut(Bytes) -> F,
 ) where
@@ -143,7 +150,7 @@ pub(crate) async fn carry<S, F>(
 {
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut out = BytesMut::new();
-    let mut inbound = BytesMut::with_capacity(16 * 1024);
+    let mut inbound = BytesMut::with_capacity(buffer);
     let mut deadline = Instant::now() + idle;
     loop {
         tokio::select! {

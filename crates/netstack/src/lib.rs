@@ -3,7 +3,8 @@
 //! A device's WireGuard tunnel carries IP packets. [`Stack`] takes them as
 //! they come out of the tunnel and ends every flow here, the way a host
 //! would: TCP in a real stack (smoltcp), UDP as datagrams keyed by their
-//! four-tuple, pings as echo requests to answer or not. What the caller gets back is not packets but flows — "a new
+//! four-tuple, pings as echo requests to answer or not. What the caller
+//! gets back is not packets but flows — "a new
 //! TCP connection from 100.96.0.2:51000 to 192.168.1.10:3000", "a datagram
 //! for 192.168.1.10:53" — which it can ask the policy about and carry over
 //! an ordinary stream to a site.
@@ -22,5 +23,5 @@
 mod packet;
 mod stack;
 
-pub use packet::{echo_reply, parse, parse_echo, Echo, Parsed, Proto, Refusal};
+pub use packet::{echo_reply, icmp_packet, parse, parse_echo, Echo, Parsed, Proto, Refusal};
 pub use stack::{Counters, FlowKey, Inbound, Limits, Stack, TcpStatus};

@@ -150,21 +150,40 @@ pub fn echo_reply(request: &[u8]) -> Option<Vec<u8>> {
         seq_no,
         data,
     };
-    let out = Ipv4Repr {
-        src_addr: ip_repr.dst_addr,
-        dst_addr: ip_repr.src_addr,
-        next_header: IpProtocol::Icmp,
-        payload_len: reply.buffer_len(),
+    Some(icmp_packet(ip_repr.dst_addr, ip_repr.src_addr, &reply))
+}
+
+/// An IPv4 ICMP packet from `src` to `dst`, checksums filled in.
+pub fn icmp_packet(src: Ipv4Addr, dst: Ipv4Addr, icmp: &Icmpv4Repr<'_>) -> Vec<u8> {
+    ipv4_packet(src, dst, IpProtocol::Icmp, icmp.buffer_len(), |payload| {
+        icmp.emit(
+            &mut Icmpv4Packet::new_unchecked(payload),
+            &ChecksumCapabilities::default(),
+        );
+    })
+}
+
+/// An IPv4 packet from `src` to `dst` carrying `len` bytes of `proto`,
+/// which `fill` writes; the header's checksum filled in.
+pub(crate) fn ipv4_packet(
+    src: Ipv4Addr,
+    dst: Ipv4Addr,
+    proto: IpProtocol,
+    len: usize,
+    fill: impl FnOnce(&mut [u8]),
+) -> Vec<u8> {
+    let ip = Ipv4Repr {
+        src_addr: src,
+        dst_addr: dst,
+        next_header: proto,
+        payload_len: len,
         hop_limit: 64,
     };
-    let mut bytes = vec![0u8; out.buffer_len() + out.payload_len];
+    let mut bytes = vec![0u8; ip.buffer_len() + len];
     let mut packet = Ipv4Packet::new_unchecked(&mut bytes[..]);
-    out.emit(&mut packet, &caps);
-    reply.emit(
-        &mut Icmpv4Packet::new_unchecked(packet.payload_mut()),
-        &caps,
-    );
-    Some(bytes)
+    ip.emit(&mut packet, &ChecksumCapabilities::default());
+    fill(packet.payload_mut());
+    bytes
 }
 
 fn unicast(a: Ipv4Addr) -> bool {

@@ -11,13 +11,12 @@
 //! destination it may not reach, and a flood of SYNs costs a held packet
 //! each, bounded per device, never a socket.
 
-use crate::packet::{parse, parse_echo, Echo, Parsed, Proto, Refusal};
+use crate::packet::{ipv4_packet, parse, parse_echo, Echo, Parsed, Proto, Refusal};
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::socket::tcp;
 use smoltcp::wire::{
-    HardwareAddress, IpAddress, IpCidr, IpListenEndpoint, IpProtocol, Ipv4Packet, Ipv4Repr,
-    UdpPacket, UdpRepr,
+    HardwareAddress, IpAddress, IpCidr, IpListenEndpoint, IpProtocol, UdpPacket, UdpRepr,
 };
 use std::collections::{HashMap, VecDeque};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -521,27 +520,17 @@ impl Stack {
             src_port: from.port(),
             dst_port: to.port(),
         };
-        let ip = Ipv4Repr {
-            src_addr: *from.ip(),
-            dst_addr: *to.ip(),
-            next_header: IpProtocol::Udp,
-            payload_len: udp.header_len() + payload.len(),
-            hop_limit: 64,
-        };
-        let mut bytes = vec![0u8; ip.buffer_len() + ip.payload_len];
-        let caps = smoltcp::phy::ChecksumCapabilities::default();
-        let mut packet = Ipv4Packet::new_unchecked(&mut bytes[..]);
-        ip.emit(&mut packet, &caps);
-        let mut datagram = UdpPacket::new_unchecked(packet.payload_mut());
-        udp.emit(
-            &mut datagram,
-            &IpAddress::Ipv4(*from.ip()),
-            &IpAddress::Ipv4(*to.ip()),
-            payload.len(),
-            |buf| buf.copy_from_slice(payload),
-            &caps,
-        );
-        bytes
+        let len = udp.header_len() + payload.len();
+        ipv4_packet(*from.ip(), *to.ip(), IpProtocol::Udp, len, |bytes| {
+            udp.emit(
+                &mut UdpPacket::new_unchecked(bytes),
+                &IpAddress::Ipv4(*from.ip()),
+                &IpAddress::Ipv4(*to.ip()),
+                payload.len(),
+                |buf| buf.copy_from_slice(payload),
+                &smoltcp::phy::ChecksumCapabilities::default(),
+            );
+        })
     }
 }
 

@@ -348,23 +348,7 @@ fn a_half_open_flood_holds_few_sockets_and_they_time_out() {
 
 /// An ICMP packet from `src` to `dst` (checksums right).
 fn icmp(src: Ipv4Addr, dst: Ipv4Addr, repr: smoltcp::wire::Icmpv4Repr<'_>) -> Vec<u8> {
-    use smoltcp::wire::{Icmpv4Packet, IpProtocol, Ipv4Packet, Ipv4Repr};
-    let caps = smoltcp::phy::ChecksumCapabilities::default();
-    let ip = Ipv4Repr {
-        src_addr: src,
-        dst_addr: dst,
-        next_header: IpProtocol::Icmp,
-        payload_len: repr.buffer_len(),
-        hop_limit: 64,
-    };
-    let mut bytes = vec![0u8; ip.buffer_len() + ip.payload_len];
-    let mut packet = Ipv4Packet::new_unchecked(&mut bytes[..]);
-    ip.emit(&mut packet, &caps);
-    repr.emit(
-        &mut Icmpv4Packet::new_unchecked(packet.payload_mut()),
-        &caps,
-    );
-    bytes
+    warren_netstack::icmp_packet(src, dst, &repr)
 }
 
 #[test]
